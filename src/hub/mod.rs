@@ -1,0 +1,1 @@
+//! The scheduler: a hub rotating through time-bucketed spokes.

@@ -1,0 +1,10 @@
+//! yaad: a persistent, memory-mapped delayed-job scheduler that speaks the beanstalkd protocol.
+//!
+//! Layers, bottom up: [`segment`] (on-disk job records), [`hub`] (the clock-free scheduler),
+//! [`protocol`] (pure wire decoding and encoding), [`server`] (tokio networking and the CLI).
+#![deny(unsafe_code)]
+
+pub mod hub;
+pub mod protocol;
+pub mod segment;
+pub mod server;

@@ -1,0 +1,160 @@
+//! Storage: one segment file per spoke, holding fixed-layout job records.
+//!
+//! The [`Segment`] trait is the whole contract the hub relies on; `MappedSegment`,
+//! `LazySegment` and `MemSegment` implement it. The byte layout is specified in
+//! `storage-format.md` at the top of the repository.
+
+use std::path::{Path, PathBuf};
+
+/// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
+pub type Micros = u64;
+
+/// Byte offset of a record from the start of its segment file.
+pub type RecordOffset = u64;
+
+/// The persisted state of a job record (one byte on disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum JobState {
+    /// Delayed or ready: decided by comparing the trigger time with now.
+    Waiting = 1,
+    /// Ready whatever the trigger time (a kicked delayed job).
+    Ready = 2,
+    /// Buried.
+    Buried = 3,
+    /// Deleted (cancelled): recovery drops it.
+    Deleted = 4,
+    /// Superseded by a newer record of the same id elsewhere (release with delay).
+    Moved = 5,
+}
+
+/// The mutable part of a record: rewritten in place by [`Segment::update`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSlot {
+    /// Increases with every persisted change of the job, across records of the same id.
+    pub version: u32,
+    pub state: JobState,
+    pub priority: u32,
+}
+
+/// A job to append: everything a record holds.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRecord<'a> {
+    pub id: u64,
+    pub trigger_at: Micros,
+    pub created_at: Micros,
+    pub ttr: u32,
+    pub tube: &'a [u8],
+    pub body: &'a [u8],
+    pub slot: StateSlot,
+}
+
+/// A record read back from a segment, with its CRCs verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub offset: RecordOffset,
+    pub id: u64,
+    pub trigger_at: Micros,
+    pub created_at: Micros,
+    pub ttr: u32,
+    pub tube: Vec<u8>,
+    pub body: Vec<u8>,
+    /// The valid state slot with the highest version.
+    pub slot: StateSlot,
+}
+
+/// A record's header fields and tube without its body: what recovery and spoke loading need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub offset: RecordOffset,
+    pub id: u64,
+    pub trigger_at: Micros,
+    pub created_at: Micros,
+    pub ttr: u32,
+    pub tube: Vec<u8>,
+    pub body_len: u32,
+    pub slot: StateSlot,
+}
+
+/// Errors of the storage layer.
+#[derive(Debug)]
+pub enum StorageError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A record or header failed validation (bad magic, CRC, length).
+    Corrupted {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The data dir is locked by another process.
+    Locked { dir: PathBuf },
+    /// No space left on the device.
+    DiskFull { path: PathBuf },
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            StorageError::Corrupted {
+                file,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{}: corrupted record at offset {offset}: {reason}",
+                    file.display()
+                )
+            }
+            StorageError::Locked { dir } => write!(
+                f,
+                "data dir {} is in use by another yaad process (lock held)",
+                dir.display()
+            ),
+            StorageError::DiskFull { path } => {
+                write!(f, "{}: no space left on device", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Identity of a spoke's segment: its time bucket `[start, start + span)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpokeId {
+    pub start: Micros,
+    pub span: Micros,
+}
+
+/// One spoke's job records. Implementations: mapped, lazy, mem.
+pub trait Segment: Sized {
+    /// Creates an empty segment for `spoke` in `dir` (mem: in memory only, `dir` kept for flush).
+    fn create(dir: &Path, spoke: SpokeId) -> Result<Self>;
+    /// Opens an existing segment file, validating its file header (not its records).
+    fn open(path: &Path) -> Result<Self>;
+    /// The spoke this segment belongs to.
+    fn spoke(&self) -> SpokeId;
+    /// Appends a record (growing the segment if full) and returns its offset.
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset>;
+    /// Reads and verifies the record at `offset`.
+    fn read(&mut self, offset: RecordOffset) -> Result<Record>;
+    /// Persists a new state slot for the record at `offset` (older of its two slots).
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()>;
+    /// Every record in append order, one `Result` per record; corrupt ones are `Err` and skipped.
+    fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>>;
+    /// Makes every change so far durable on the device (mem: writes the segment file).
+    fn flush(&mut self) -> Result<()>;
+    /// Bytes used by records so far (the high-water mark, including the file header).
+    fn byte_size(&self) -> u64;
+    /// Releases what an idle segment holds (lazy: unmaps); later calls reacquire it.
+    fn close(&mut self) -> Result<()>;
+    /// Deletes the segment's file; the spoke is retired.
+    fn destroy(self) -> Result<()>;
+}

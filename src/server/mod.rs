@@ -1,0 +1,1 @@
+//! The tokio server: listeners, connections, command dispatch, signals.
