@@ -377,3 +377,60 @@ macro_rules! segment_suite {
 }
 
 segment_suite!(mem, yaad::segment::MemSegment);
+segment_suite!(mapped, yaad::segment::MappedSegment);
+segment_suite!(lazy, yaad::segment::LazySegment);
+
+/// The lazy mode's promise: appends and `close` leave no mapping behind.
+#[test]
+fn lazy_appends_without_mapping_and_close_unmaps() {
+    use yaad::segment::LazySegment;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LazySegment::create(dir.path(), SPOKE).unwrap();
+    let mut offs = vec![];
+    for id in 1..=50 {
+        offs.push(s.append(&new_rec(id, b"far", b"future")).unwrap());
+    }
+    assert!(!s.is_mapped(), "appends must not map the file");
+    assert_eq!(s.read(offs[10]).unwrap().id, 11);
+    assert!(s.is_mapped());
+    s.close().unwrap();
+    assert!(!s.is_mapped());
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    assert!(!s.is_mapped(), "open must not map the file");
+    assert_eq!(s.byte_size(), offs[49] + record_len(3, 6));
+    s.update(offs[49], slot(2, JobState::Ready, 0)).unwrap();
+    s.close().unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.read(offs[49]).unwrap().slot.state, JobState::Ready);
+}
+
+/// Files written by one mode open in the others (the layout is the same).
+#[test]
+fn modes_read_each_others_files() {
+    use yaad::segment::{LazySegment, MappedSegment, MemSegment};
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<MappedSegment>(dir.path());
+    let path = seg_path(dir.path());
+    let mut m = MemSegment::open(&path).unwrap();
+    assert_eq!(m.read(offs[2]).unwrap().id, 3);
+    let o4 = m.append(&new_rec(4, b"x", b"four")).unwrap();
+    m.flush().unwrap();
+    let mut l = LazySegment::open(&path).unwrap();
+    assert_eq!(l.read(o4).unwrap().id, 4);
+    let o5 = l.append(&new_rec(5, b"x", b"five")).unwrap();
+    l.flush().unwrap();
+    drop(l);
+    let mut mp = MappedSegment::open(&path).unwrap();
+    let ids: Vec<u64> = mp
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    assert_eq!(mp.read(o5).unwrap().id, 5);
+}

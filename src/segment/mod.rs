@@ -7,9 +7,14 @@
 use std::path::{Path, PathBuf};
 
 pub mod format;
+mod lazy;
+mod mapped;
 mod mem;
+mod mmap;
 
 pub use format::{parse_segment_file_name, segment_file_name};
+pub use lazy::LazySegment;
+pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
