@@ -6,13 +6,17 @@
 
 use std::path::{Path, PathBuf};
 
+mod datadir;
 pub mod format;
+mod ids;
 mod lazy;
 mod mapped;
 mod mem;
 mod mmap;
 
+pub use datadir::{DataDir, ID_INDEX_FILE, LOCK_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
+pub use ids::{IdEntry, IdFileHeader, IdIndex, JobLocation};
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
