@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 mod datadir;
+pub mod dump;
 pub mod format;
 mod ids;
 mod lazy;
