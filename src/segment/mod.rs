@@ -17,7 +17,10 @@ mod mmap;
 
 pub use datadir::{DataDir, ID_INDEX_FILE, LOCK_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
-pub use ids::{IdEntry, IdFileHeader, IdIndex, JobLocation};
+pub use ids::{
+    ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
+    JobLocation,
+};
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
