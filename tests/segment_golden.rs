@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use yaad::segment::dump::{DumpOptions, EXIT_DAMAGED, run};
 use yaad::segment::format::RECORD_HEADER_LEN;
 use yaad::segment::{
-    JobState, LazySegment, MappedSegment, MemSegment, NewRecord, Segment, SpokeId, StateSlot,
-    segment_file_name,
+    IdIndex, JobLocation, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, Segment,
+    SpokeId, StateSlot, segment_file_name,
 };
 
 const GOLDEN: &str = "tests/golden";
@@ -199,6 +199,45 @@ fn golden_files_read_back_the_same() {
     );
 }
 
+/// The id index of the clean golden file, written into `dir/ids.yaad`: jobs 1..=5, job 3
+/// (deleted) removed again.
+fn ids_image(dir: &Path) -> Vec<u8> {
+    let (_, offs) = image(CLEAN, 1);
+    let path = dir.join("ids.yaad");
+    let mut ix = IdIndex::open(&path).unwrap();
+    for (i, &offset) in offs.iter().enumerate() {
+        let loc = JobLocation {
+            spoke: CLEAN,
+            offset,
+        };
+        ix.set(i as u64 + 1, loc).unwrap();
+    }
+    ix.remove(3).unwrap();
+    ix.flush().unwrap();
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn golden_id_index_is_what_this_version_writes_and_reads() {
+    let golden = std::fs::read(Path::new(GOLDEN).join("ids.yaad")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(ids_image(tmp.path()), golden);
+    // Read a copy (opening never rewrites, but the golden file stays untouched regardless).
+    let copy = tmp.path().join("copy.yaad");
+    std::fs::write(&copy, &golden).unwrap();
+    let ix = IdIndex::open(&copy).unwrap();
+    let (_, offs) = image(CLEAN, 1);
+    assert_eq!(
+        ix.get(2).unwrap(),
+        Some(JobLocation {
+            spoke: CLEAN,
+            offset: offs[1]
+        })
+    );
+    assert_eq!(ix.get(3).unwrap(), None);
+    assert_eq!(ix.high_water().unwrap(), 5);
+}
+
 #[test]
 #[ignore = "regenerates tests/golden: only for a deliberate format or output change"]
 fn bless() {
@@ -215,4 +254,6 @@ fn bless() {
         let (out, _) = dump(&paths, opts);
         std::fs::write(Path::new(GOLDEN).join(name), out).unwrap();
     }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(Path::new(GOLDEN).join("ids.yaad"), ids_image(tmp.path())).unwrap();
 }

@@ -126,7 +126,7 @@ pub fn dump_file(
                 "== {name}: format {}, spoke {} ({}) span {} us, {} bytes",
                 super::format::FORMAT_VERSION,
                 iso8601(spoke.start),
-                spoke.start,
+                epoch(spoke.start),
                 spoke.span,
                 bytes.len()
             )?;
@@ -223,7 +223,7 @@ fn write_record(
             escape(v.tube),
             v.slot.priority,
             iso8601(h.trigger_at.get()),
-            h.trigger_at.get(),
+            epoch(h.trigger_at.get()),
             h.ttr.get(),
             iso8601(h.created_at.get()),
             v.body.len(),
@@ -250,6 +250,11 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     s
+}
+
+/// Seconds since the Unix epoch with six decimals, exact: `1700000000.500000`.
+pub fn epoch(us: Micros) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC) for microseconds since the Unix epoch.
@@ -324,6 +329,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn epoch_is_exact_seconds() {
+        assert_eq!(epoch(1_700_000_000_500_000), "1700000000.500000");
+        assert_eq!(epoch(7), "0.000007");
     }
 
     #[test]
