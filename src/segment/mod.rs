@@ -1,8 +1,13 @@
 //! Storage: one segment file per spoke, holding fixed-layout job records.
 //!
-//! The [`Segment`] trait is the whole contract the hub relies on; `MappedSegment`,
-//! `LazySegment` and `MemSegment` implement it. The byte layout is specified in
+//! The [`Segment`] trait is the whole contract the hub relies on; [`MappedSegment`],
+//! [`LazySegment`] and [`MemSegment`] implement it. The byte layout is specified in
 //! `storage-format.md` at the top of the repository.
+//!
+//! - [`format`]: the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
+//! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
+//! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
+//! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
 
 use std::path::{Path, PathBuf};
 
