@@ -4,7 +4,7 @@
 //! [`LazySegment`] and [`MemSegment`] implement it. The byte layout is specified in
 //! `storage-format.md` at the top of the repository.
 //!
-//! - [`format`]: the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
+//! - [`format`](mod@format): the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
 //! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
 //! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
 //! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
