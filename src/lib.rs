@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod hub;
+pub mod observe;
 pub mod protocol;
 pub mod segment;
 pub mod server;
