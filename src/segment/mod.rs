@@ -6,6 +6,21 @@
 
 use std::path::{Path, PathBuf};
 
+mod datadir;
+pub mod format;
+mod ids;
+mod lazy;
+mod mapped;
+mod mem;
+mod mmap;
+
+pub use datadir::{DataDir, ID_INDEX_FILE, LOCK_FILE};
+pub use format::{parse_segment_file_name, segment_file_name};
+pub use ids::{IdEntry, IdFileHeader, IdIndex, JobLocation};
+pub use lazy::LazySegment;
+pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
+pub use mem::MemSegment;
+
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;
 
@@ -125,6 +140,22 @@ impl std::fmt::Display for StorageError {
 impl std::error::Error for StorageError {}
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    /// Wraps an I/O error on `path`; "no space left" becomes [`StorageError::DiskFull`].
+    pub fn io(path: &Path, source: std::io::Error) -> StorageError {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            StorageError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        } else {
+            StorageError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
 
 /// Identity of a spoke's segment: its time bucket `[start, start + span)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
