@@ -24,7 +24,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use crate::segment::Micros;
-use crate::segment::{JobState, NewRecord, RecordMeta, Segment, SpokeId, StateSlot, StorageError};
+use crate::segment::{
+    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, Segment, SpokeId,
+    StateSlot, StorageError,
+};
 use job::{Counters, FarInfo, Job, Phase};
 pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
 use spoke::{Spoke, spoke_for};
@@ -216,6 +219,10 @@ struct FarJob {
 /// The scheduler. Generic over the storage mode (`S`: mapped, lazy or mem segments).
 pub struct Hub<S: Segment> {
     cfg: HubConfig,
+    /// Holds the data dir's lock for the hub's lifetime.
+    dir: DataDir,
+    /// Job id → current record, for jobs in far spokes (file in persisted modes).
+    index: IdIndex,
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
     horizon_end: Micros,
@@ -254,12 +261,33 @@ fn secs_floor(us: Micros) -> u64 {
     us / SECOND
 }
 
+fn meta_of(r: Record) -> RecordMeta {
+    RecordMeta {
+        offset: r.offset,
+        id: r.id,
+        trigger_at: r.trigger_at,
+        created_at: r.created_at,
+        ttr: r.ttr,
+        tube: r.tube,
+        body_len: u32::try_from(r.body.len()).unwrap_or(u32::MAX),
+        slot: r.slot,
+    }
+}
+
 impl<S: Segment> Hub<S> {
     /// Opens the hub, recovering every job `cfg.data_dir` holds (persist, or restore in mem mode).
     pub fn open(cfg: HubConfig, now: Micros) -> Result<Self, HubError> {
         let mut cfg = cfg;
         cfg.spoke_span = cfg.spoke_span.max(1);
+        let dir = DataDir::open(&cfg.data_dir)?;
+        let index = if cfg.persist {
+            recovery::open_index(&dir)?
+        } else {
+            IdIndex::in_memory()
+        };
         let mut hub = Hub {
+            dir,
+            index,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             cfg,
             now,
@@ -287,11 +315,6 @@ impl<S: Segment> Hub<S> {
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
-            if hub.cfg.persist {
-                std::fs::create_dir_all(&hub.cfg.data_dir).map_err(|e| {
-                    HubError::Internal(format!("{}: {e}", hub.cfg.data_dir.display()))
-                })?;
-            }
             hub.recover()?;
         }
         hub.settle();
@@ -509,6 +532,19 @@ impl<S: Segment> Hub<S> {
             },
         };
         let (spoke, offset) = self.append(&rec)?;
+        if let Err(e) = self.index.set(id, JobLocation { spoke, offset }) {
+            // Undo: the record must not come back as a job the client was told failed.
+            let undo = StateSlot {
+                version: 2,
+                state: JobState::Deleted,
+                priority: pri,
+            };
+            if let Ok(seg) = self.segment(spoke) {
+                let _ = seg.update(offset, undo);
+            }
+            self.spoke_lost_live(spoke);
+            return Err(e.into());
+        }
         self.total_jobs += 1;
         if let Some(t) = self.tubes.get_mut(&tube) {
             t.total_jobs += 1;
@@ -647,6 +683,8 @@ impl<S: Segment> Hub<S> {
             let pri = job.pri;
             self.persist(id, JobState::Deleted, pri)?;
             self.unlink(id);
+            // A stale entry is harmless: lookups check the record it points at.
+            let _ = self.index.remove(id);
             if let Some(job) = self.jobs.remove(&id) {
                 self.spoke_lost_live(job.spoke);
                 if let Some(t) = self.tubes.get_mut(&job.tube) {
@@ -662,6 +700,7 @@ impl<S: Segment> Hub<S> {
                 priority: far.meta.slot.priority,
             };
             self.segment(far.spoke)?.update(far.meta.offset, slot)?;
+            let _ = self.index.remove(id);
             self.far_info.remove(&id);
             let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
             self.count_far(far.spoke, &tube, -1);
@@ -741,6 +780,9 @@ impl<S: Segment> Hub<S> {
         if let Ok(seg) = self.segment(job.spoke) {
             let _ = seg.update(job.offset, moved);
         }
+        // The index is derived data (recovery rewrites it); a failure only hides a far job
+        // from lookups by id until its spoke is loaded.
+        let _ = self.index.set(id, JobLocation { spoke, offset });
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
         let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
@@ -1061,6 +1103,7 @@ impl<S: Segment> Hub<S> {
         for s in self.spokes.values_mut() {
             s.seg.flush()?;
         }
+        self.index.flush()?;
         if !self.cfg.persist {
             self.remove_stale_files()?;
         }
@@ -1405,12 +1448,39 @@ impl<S: Segment> Hub<S> {
         Ok(())
     }
 
-    /// Finds job `id` in the far spokes (not resident). Scans them until the storage id index
-    /// is available to the hub.
+    /// Finds job `id` in a far spoke (it is not resident) through the id index; a damaged
+    /// index entry falls back to scanning the far spokes.
     fn find_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
-        if id == 0 || id >= self.next_id {
+        if id == 0 || id >= self.next_id || self.jobs.contains_key(&id) {
             return Ok(None);
         }
+        match self.index.get(id) {
+            Ok(None) => Ok(None),
+            Ok(Some(loc)) => {
+                if self.spokes.get(&loc.spoke).is_none_or(|s| s.loaded) {
+                    return Ok(None);
+                }
+                let rec = match self.segment(loc.spoke)?.read(loc.offset) {
+                    Ok(r) => r,
+                    Err(StorageError::Corrupted { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                self.touch_far(loc.spoke);
+                if rec.id != id || rec.slot.state != JobState::Waiting {
+                    return Ok(None);
+                }
+                Ok(Some(FarJob {
+                    spoke: loc.spoke,
+                    meta: meta_of(rec),
+                }))
+            }
+            Err(StorageError::Corrupted { .. }) => self.scan_far(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finds job `id` by scanning every far spoke (slow path).
+    fn scan_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
         let far: Vec<SpokeId> = self
             .spokes
             .iter()
@@ -1646,7 +1716,7 @@ impl<S: Segment> Hub<S> {
     }
 
     fn remove_stale_files(&mut self) -> Result<(), HubError> {
-        for path in recovery::segment_files(&self.cfg.data_dir)? {
+        for (_, path) in self.dir.segments()? {
             let seg = match S::open(&path) {
                 Ok(s) => s,
                 Err(_) => continue,

@@ -10,30 +10,56 @@
 //! Ids continue above the highest id seen in any record.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
+
+use zerocopy::FromBytes;
 
 use super::spoke::Spoke;
 use super::{Hub, HubError};
-use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StateSlot, StorageError};
+use crate::segment::{
+    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, Segment, SpokeId,
+    StateSlot, StorageError,
+};
 
-/// Segment files in `dir` (`seg-*.yaad`), sorted by name (= by spoke start).
-pub(super) fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(HubError::Internal(format!("{}: {e}", dir.display()))),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| HubError::Internal(format!("{}: {e}", dir.display())))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("seg-") && name.ends_with(".yaad") {
-            out.push(entry.path());
+/// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
+pub(super) fn open_index(dir: &DataDir) -> Result<IdIndex, HubError> {
+    let path = dir.id_index_path();
+    match IdIndex::open(&path) {
+        Ok(i) => Ok(i),
+        Err(StorageError::Corrupted { .. }) => {
+            std::fs::remove_file(&path)
+                .map_err(|e| HubError::Internal(format!("{}: {e}", path.display())))?;
+            Ok(IdIndex::open(&path)?)
         }
+        Err(e) => Err(e.into()),
     }
-    out.sort();
-    Ok(out)
+}
+
+const ID_HEADER_LEN: u64 = std::mem::size_of::<IdFileHeader>() as u64;
+const ID_ENTRY_LEN: u64 = std::mem::size_of::<IdEntry>() as u64;
+
+/// The highest id the index file has room for: every put writes its entry, and entries are
+/// zeroed, never truncated, so this survives even when every segment has been retired.
+fn index_high_water(path: &Path) -> u64 {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut head = [0u8; ID_HEADER_LEN as usize];
+    if f.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    let Ok((h, _)) = IdFileHeader::read_from_prefix(&head) else {
+        return 0;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return 0;
+    };
+    let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
+    if entries == 0 {
+        return 0;
+    }
+    h.base.get().saturating_add(entries - 1)
 }
 
 impl<S: Segment> Hub<S> {
@@ -41,7 +67,10 @@ impl<S: Segment> Hub<S> {
         let mut best: HashMap<u64, (SpokeId, RecordMeta)> = HashMap::new();
         let mut losers: Vec<(SpokeId, RecordMeta)> = Vec::new();
         let mut max_id = 0u64;
-        for path in segment_files(&self.cfg.data_dir)? {
+        if self.cfg.persist {
+            max_id = index_high_water(&self.dir.id_index_path());
+        }
+        for (_, path) in self.dir.segments()? {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
                 Err(StorageError::Corrupted { .. }) => {
@@ -109,6 +138,13 @@ impl<S: Segment> Hub<S> {
             if !s.loaded && m.slot.state == JobState::Waiting {
                 let tube = self.intern(&String::from_utf8_lossy(&m.tube));
                 self.count_far(sid, &tube, 1);
+                let loc = JobLocation {
+                    spoke: sid,
+                    offset: m.offset,
+                };
+                if !matches!(self.index.get(m.id), Ok(Some(l)) if l == loc) {
+                    self.index.set(m.id, loc)?;
+                }
             } else {
                 self.make_resident(sid, m);
             }
