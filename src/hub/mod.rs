@@ -630,7 +630,7 @@ impl<S: Segment> Hub<S> {
         }
         if !self.jobs.contains_key(&id) {
             let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
-            self.kick_far(far)?;
+            self.kick_far(far, false)?;
         }
         let job = self.jobs.get(&id).ok_or(HubError::NotFound)?;
         match job.phase {
@@ -926,7 +926,7 @@ impl<S: Segment> Hub<S> {
                 && let Ok(far) = self.far_delayed_of_tube(&tube, bound - kicked)
             {
                 for f in far {
-                    if self.kick_far(f).is_err() {
+                    if self.kick_far(f, true).is_err() {
                         break;
                     }
                     kicked += 1;
@@ -944,7 +944,7 @@ impl<S: Segment> Hub<S> {
             self.kick_resident(id)?;
         } else {
             let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
-            self.kick_far(far)?;
+            self.kick_far(far, true)?;
         }
         self.settle();
         Ok(())
@@ -1408,8 +1408,9 @@ impl<S: Segment> Hub<S> {
         Ok(())
     }
 
-    /// Kicks a far delayed job: persisted as Ready in its record, and resident from now on.
-    fn kick_far(&mut self, far: FarJob) -> Result<(), HubError> {
+    /// Makes a far delayed job ready: persisted as Ready in its record, and resident from now
+    /// on. `counted`: a kick (not a reserve-job), counted in the job's kicks.
+    fn kick_far(&mut self, far: FarJob, counted: bool) -> Result<(), HubError> {
         let m = far.meta;
         let version = m.slot.version.saturating_add(1);
         let slot = StateSlot {
@@ -1427,7 +1428,9 @@ impl<S: Segment> Hub<S> {
                 .unwrap_or(u32::MAX),
         });
         let mut counters = info.counters;
-        counters.kicks += 1;
+        if counted {
+            counters.kicks += 1;
+        }
         self.jobs.insert(
             m.id,
             Job {
