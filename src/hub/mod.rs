@@ -1694,26 +1694,36 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    /// Hands ready jobs of dirty tubes to their oldest waiters.
+    /// Hands ready jobs to waiters, oldest waiter first. Only tubes where a job became ready or
+    /// that were unpaused ("dirty") can serve anyone: no other waiter had a job before. The
+    /// oldest waiter that can be served is the first waiter of some dirty, unpaused tube with
+    /// a ready job, and it gets its best job across all the tubes it watches.
     fn serve_waiters(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort();
         dirty.dedup();
-        for name in dirty {
-            while let Some(t) = self.tubes.get(&name) {
-                if t.is_paused() || t.ready.is_empty() {
-                    break;
-                }
-                let Some(&(_, c)) = t.waiters.first() else {
-                    break;
-                };
-                let Some(id) = self.best_ready_for(c) else {
-                    break;
-                };
-                if let Some(view) = self.deliver(c, id) {
-                    self.cancel_wait(c);
-                    self.wakeups.push((c, ReserveOutcome::Reserved(view)));
-                }
+        loop {
+            dirty.retain(|name| {
+                self.tubes
+                    .get(name)
+                    .is_some_and(|t| !t.is_paused() && !t.ready.is_empty() && !t.waiters.is_empty())
+            });
+            let oldest = dirty
+                .iter()
+                .filter_map(|name| self.tubes.get(name)?.waiters.first().copied())
+                .min();
+            let Some((_, c)) = oldest else {
+                break;
+            };
+            let Some(id) = self.best_ready_for(c) else {
+                // Cannot happen (c watches an unpaused tube with a ready job); never loop on it.
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::TimedOut));
+                continue;
+            };
+            if let Some(view) = self.deliver(c, id) {
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::Reserved(view)));
             }
         }
     }
