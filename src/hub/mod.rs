@@ -1741,3 +1741,6 @@ impl<S: Segment> Hub<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
