@@ -25,8 +25,8 @@ use bytes::Bytes;
 
 pub use crate::segment::Micros;
 use crate::segment::{
-    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, Segment, SpokeId,
-    StateSlot, StorageError,
+    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
+    SpokeId, StateSlot, StorageError,
 };
 use job::{Counters, FarInfo, Job, Phase};
 pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
@@ -243,6 +243,8 @@ pub struct Hub<S: Segment> {
     pauses: BTreeSet<(Micros, Arc<str>)>,
     /// Loaded spokes with no live job, retired once entirely past.
     retire: BTreeSet<SpokeId>,
+    /// Spokes changed since the last flush.
+    unflushed: BTreeSet<SpokeId>,
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
@@ -303,6 +305,7 @@ impl<S: Segment> Hub<S> {
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
+            unflushed: BTreeSet::new(),
             open_far: Vec::new(),
             far_info: HashMap::new(),
             dirty: Vec::new(),
@@ -539,9 +542,7 @@ impl<S: Segment> Hub<S> {
                 state: JobState::Deleted,
                 priority: pri,
             };
-            if let Ok(seg) = self.segment(spoke) {
-                let _ = seg.update(offset, undo);
-            }
+            let _ = self.update_slot(spoke, offset, undo);
             self.spoke_lost_live(spoke);
             return Err(e.into());
         }
@@ -699,7 +700,7 @@ impl<S: Segment> Hub<S> {
                 state: JobState::Deleted,
                 priority: far.meta.slot.priority,
             };
-            self.segment(far.spoke)?.update(far.meta.offset, slot)?;
+            self.update_slot(far.spoke, far.meta.offset, slot)?;
             let _ = self.index.remove(id);
             self.far_info.remove(&id);
             let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
@@ -777,9 +778,7 @@ impl<S: Segment> Hub<S> {
             priority: job.pri,
         };
         // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
-        if let Ok(seg) = self.segment(job.spoke) {
-            let _ = seg.update(job.offset, moved);
-        }
+        let _ = self.update_slot(job.spoke, job.offset, moved);
         // The index is derived data (recovery rewrites it); a failure only hides a far job
         // from lookups by id until its spoke is loaded.
         let _ = self.index.set(id, JobLocation { spoke, offset });
@@ -1100,8 +1099,11 @@ impl<S: Segment> Hub<S> {
 
     /// Makes every change durable (mem mode: writes all segment files, removing stale ones).
     pub fn flush(&mut self) -> Result<(), HubError> {
-        for s in self.spokes.values_mut() {
-            s.seg.flush()?;
+        while let Some(&id) = self.unflushed.first() {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                s.seg.flush()?;
+            }
+            self.unflushed.remove(&id);
         }
         self.index.flush()?;
         if !self.cfg.persist {
@@ -1160,12 +1162,25 @@ impl<S: Segment> Hub<S> {
             .ok_or_else(|| HubError::Internal("spoke vanished".into()))?;
         let offset = spoke.seg.append(rec)?;
         spoke.live += 1;
+        self.unflushed.insert(id);
         let loaded = spoke.loaded;
         self.retire.remove(&id);
         if !loaded {
             self.touch_far(id);
         }
         Ok((id, offset))
+    }
+
+    /// Writes a state slot into a record of `spoke`'s segment.
+    fn update_slot(
+        &mut self,
+        spoke: SpokeId,
+        offset: RecordOffset,
+        slot: StateSlot,
+    ) -> Result<(), HubError> {
+        self.segment(spoke)?.update(offset, slot)?;
+        self.unflushed.insert(spoke);
+        Ok(())
     }
 
     /// Persists a new state slot for resident job `id` (version + 1).
@@ -1177,7 +1192,7 @@ impl<S: Segment> Hub<S> {
             priority: pri,
         };
         let (spoke, offset) = (job.spoke, job.offset);
-        self.segment(spoke)?.update(offset, slot)?;
+        self.update_slot(spoke, offset, slot)?;
         if let Some(job) = self.jobs.get_mut(&id) {
             job.version = slot.version;
         }
@@ -1215,6 +1230,7 @@ impl<S: Segment> Hub<S> {
 
     fn retire_spoke(&mut self, id: SpokeId) {
         self.retire.remove(&id);
+        self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         if let Some(s) = self.spokes.remove(&id) {
             for (tube, n) in &s.far_counts {
@@ -1418,7 +1434,7 @@ impl<S: Segment> Hub<S> {
             state: JobState::Ready,
             priority: m.slot.priority,
         };
-        self.segment(far.spoke)?.update(m.offset, slot)?;
+        self.update_slot(far.spoke, m.offset, slot)?;
         self.touch_far(far.spoke);
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
         self.count_far(far.spoke, &tube, -1);
@@ -1572,17 +1588,12 @@ impl<S: Segment> Hub<S> {
             JobState::Deleted | JobState::Moved => return,
             JobState::Waiting => Phase::Delayed,
             JobState::Ready => Phase::Ready,
+            // Recovered buried jobs keep id order, before any buried from now on.
             JobState::Buried => Phase::Buried { seq: 0 },
         };
         if self.jobs.contains_key(&m.id) {
             return;
         }
-        let phase = match phase {
-            Phase::Buried { .. } => Phase::Buried {
-                seq: self.take_seq(),
-            },
-            p => p,
-        };
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
         let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
             counters: Counters::default(),

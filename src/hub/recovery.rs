@@ -1,15 +1,16 @@
 //! Rebuilding the hub from its segments at start.
 //!
-//! Every segment is scanned once (record headers, not bodies). Per job id the record with the
+//! Segments are scanned (record headers, not bodies) in two passes; see [`Hub::recover`].
+//! Per job id the record with the
 //! highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
 //! spokes become resident (Waiting → delayed or ready by trigger time, Ready → ready, Buried →
 //! buried, first-buried order by id); Waiting winners in far spokes are only counted. Ready or
 //! Buried winners in far spokes (kicked far jobs) are resident too. Losing records that are still
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
-//! Ids continue above the highest id seen in any record.
+//! Ids continue above the highest id seen in any record or in the id index (every put writes
+//! its entry there, so ids are not reused even when every segment has been retired).
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -18,8 +19,8 @@ use zerocopy::FromBytes;
 use super::spoke::Spoke;
 use super::{Hub, HubError};
 use crate::segment::{
-    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, Segment, SpokeId,
-    StateSlot, StorageError,
+    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, RecordOffset,
+    Segment, SpokeId, StateSlot, StorageError,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -62,14 +63,27 @@ fn index_high_water(path: &Path) -> u64 {
     h.base.get().saturating_add(entries - 1)
 }
 
+/// One live-looking record seen by the first recovery pass (32 bytes, no tube or body).
+#[derive(Clone, Copy)]
+struct Seen {
+    id: u64,
+    offset: RecordOffset,
+    version: u32,
+    spoke: u32,
+    state: JobState,
+}
+
 impl<S: Segment> Hub<S> {
+    /// Two passes so that recovery never holds a full record per job: the first scan keeps 32
+    /// bytes per record to pick each id's winner (then freed); the second scan of each spoke
+    /// with winners makes them resident or counts them as far delayed jobs.
     pub(super) fn recover(&mut self) -> Result<(), HubError> {
-        let mut best: HashMap<u64, (SpokeId, RecordMeta)> = HashMap::new();
-        let mut losers: Vec<(SpokeId, RecordMeta)> = Vec::new();
         let mut max_id = 0u64;
         if self.cfg.persist {
             max_id = index_high_water(&self.dir.id_index_path());
         }
+        let mut order: Vec<SpokeId> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
         for (_, path) in self.dir.segments()? {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
@@ -84,6 +98,8 @@ impl<S: Segment> Hub<S> {
             if self.spokes.contains_key(&sid) {
                 continue;
             }
+            let idx = u32::try_from(order.len())
+                .map_err(|_| HubError::Internal("more than 2^32 segments".into()))?;
             for r in seg.scan()? {
                 let m = match r {
                     Ok(m) => m,
@@ -93,64 +109,74 @@ impl<S: Segment> Hub<S> {
                     }
                 };
                 max_id = max_id.max(m.id);
-                if m.slot.state == JobState::Moved {
-                    continue;
-                }
-                match best.get(&m.id) {
-                    Some((_, cur)) if cur.slot.version >= m.slot.version => {
-                        losers.push((sid, m));
-                    }
-                    _ => {
-                        if let Some(old) = best.insert(m.id, (sid, m)) {
-                            losers.push(old);
-                        }
-                    }
+                if m.slot.state != JobState::Moved {
+                    seen.push(Seen {
+                        id: m.id,
+                        offset: m.offset,
+                        version: m.slot.version,
+                        spoke: idx,
+                        state: m.slot.state,
+                    });
                 }
             }
+            // Closing only releases memory; if it fails the segment stays open.
+            let _ = seg.close();
+            order.push(sid);
             let loaded = sid.start < self.horizon_end;
             self.spokes.insert(sid, Spoke::new(seg, loaded));
         }
         self.next_id = self.next_id.max(max_id.saturating_add(1));
-        for (sid, m) in losers {
-            if m.slot.state == JobState::Deleted {
-                continue;
-            }
-            let slot = StateSlot {
-                version: m.slot.version.saturating_add(1),
-                state: JobState::Moved,
-                priority: m.slot.priority,
-            };
-            if let Some(s) = self.spokes.get_mut(&sid) {
-                s.seg.update(m.offset, slot)?;
-            }
-        }
-        let mut winners: Vec<(SpokeId, RecordMeta)> = best
-            .into_values()
-            .filter(|(_, m)| m.slot.state != JobState::Deleted)
-            .collect();
-        // Id order gives buried jobs a stable first-buried order.
-        winners.sort_by_key(|(_, m)| m.id);
-        for (sid, m) in winners {
-            let Some(s) = self.spokes.get_mut(&sid) else {
-                continue;
-            };
-            s.live += 1;
-            if !s.loaded && m.slot.state == JobState::Waiting {
-                let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-                self.count_far(sid, &tube, 1);
-                let loc = JobLocation {
-                    spoke: sid,
-                    offset: m.offset,
-                };
-                if !matches!(self.index.get(m.id), Ok(Some(l)) if l == loc) {
-                    self.index.set(m.id, loc)?;
+
+        // Per id, the highest version wins; a Deleted winner drops the job.
+        seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
+        let mut winners: Vec<(u32, RecordOffset)> = Vec::new();
+        let mut prev = None;
+        for r in &seen {
+            let first = prev != Some(r.id);
+            prev = Some(r.id);
+            if first {
+                if r.state != JobState::Deleted {
+                    winners.push((r.spoke, r.offset));
                 }
-            } else {
-                self.make_resident(sid, m);
+            } else if r.state != JobState::Deleted {
+                // A move whose Moved mark was lost (crash): mark it now.
+                let slot = StateSlot {
+                    version: r.version.saturating_add(1),
+                    state: JobState::Moved,
+                    priority: 0,
+                };
+                self.update_slot(order[r.spoke as usize], r.offset, slot)?;
             }
         }
-        let ids: Vec<SpokeId> = self.spokes.keys().copied().collect();
-        for sid in ids {
+        drop(seen);
+        winners.sort_unstable();
+
+        let mut at = 0;
+        for (idx, &sid) in order.iter().enumerate() {
+            let start = at;
+            while at < winners.len() && winners[at].0 as usize == idx {
+                at += 1;
+            }
+            if start == at {
+                continue;
+            }
+            let mine = &winners[start..at];
+            let metas = self.segment(sid)?.scan()?;
+            let mut w = 0;
+            for m in metas.into_iter().flatten() {
+                while w < mine.len() && mine[w].1 < m.offset {
+                    w += 1;
+                }
+                if w == mine.len() {
+                    break;
+                }
+                if mine[w].1 != m.offset {
+                    continue;
+                }
+                self.recover_winner(sid, m)?;
+            }
+        }
+        for sid in order {
             let Some(s) = self.spokes.get_mut(&sid) else {
                 continue;
             };
@@ -160,6 +186,28 @@ impl<S: Segment> Hub<S> {
                 // Closing only releases memory; if it fails the segment stays open.
                 let _ = s.seg.close();
             }
+        }
+        Ok(())
+    }
+
+    /// The current record of a live job: resident, or counted in its far spoke.
+    fn recover_winner(&mut self, sid: SpokeId, m: RecordMeta) -> Result<(), HubError> {
+        let Some(s) = self.spokes.get_mut(&sid) else {
+            return Ok(());
+        };
+        s.live += 1;
+        if !s.loaded && m.slot.state == JobState::Waiting {
+            let tube = self.intern(&String::from_utf8_lossy(&m.tube));
+            self.count_far(sid, &tube, 1);
+            let loc = JobLocation {
+                spoke: sid,
+                offset: m.offset,
+            };
+            if !matches!(self.index.get(m.id), Ok(Some(l)) if l == loc) {
+                self.index.set(m.id, loc)?;
+            }
+        } else {
+            self.make_resident(sid, m);
         }
         Ok(())
     }
