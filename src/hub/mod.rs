@@ -1160,7 +1160,14 @@ impl<S: Segment> Hub<S> {
             .spokes
             .get_mut(&id)
             .ok_or_else(|| HubError::Internal("spoke vanished".into()))?;
-        let offset = spoke.seg.append(rec)?;
+        let offset = match spoke.seg.append(rec) {
+            Ok(o) => o,
+            Err(e) => {
+                // A spoke created for this record must not linger empty.
+                self.maybe_retire(id);
+                return Err(e.into());
+            }
+        };
         spoke.live += 1;
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
@@ -1219,6 +1226,14 @@ impl<S: Segment> Hub<S> {
             return;
         };
         s.live = s.live.saturating_sub(1);
+        self.maybe_retire(id);
+    }
+
+    /// Retires spoke `id` if it has no live record: at once when far or past, else when past.
+    fn maybe_retire(&mut self, id: SpokeId) {
+        let Some(s) = self.spokes.get(&id) else {
+            return;
+        };
         if s.live == 0 {
             if s.loaded && Spoke::<S>::end(id) > self.now {
                 self.retire.insert(id);

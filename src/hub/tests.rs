@@ -446,3 +446,108 @@ fn delayed_release_moves_the_job_and_survives_a_restart() {
         "the emptied old spoke is gone"
     );
 }
+
+#[test]
+fn hubs_of_every_mode_can_be_shared_across_threads() {
+    fn send<T: Send + 'static>() {}
+    send::<Hub<MemSegment>>();
+    send::<Hub<MappedSegment>>();
+    send::<Hub<LazySegment>>();
+}
+
+thread_local! {
+    static DISK_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// MemSegment whose appends fail with DiskFull while `DISK_FULL` is set (fault injection).
+struct FullDisk(MemSegment);
+
+impl Segment for FullDisk {
+    fn create(dir: &std::path::Path, spoke: SpokeId) -> crate::segment::Result<Self> {
+        MemSegment::create(dir, spoke).map(FullDisk)
+    }
+    fn open(path: &std::path::Path) -> crate::segment::Result<Self> {
+        MemSegment::open(path).map(FullDisk)
+    }
+    fn spoke(&self) -> SpokeId {
+        self.0.spoke()
+    }
+    fn append(&mut self, rec: &NewRecord<'_>) -> crate::segment::Result<RecordOffset> {
+        if DISK_FULL.get() {
+            return Err(StorageError::DiskFull {
+                path: std::path::PathBuf::from("full"),
+            });
+        }
+        self.0.append(rec)
+    }
+    fn read(&mut self, offset: RecordOffset) -> crate::segment::Result<Record> {
+        self.0.read(offset)
+    }
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> crate::segment::Result<()> {
+        self.0.update(offset, slot)
+    }
+    fn scan(&mut self) -> crate::segment::Result<Vec<crate::segment::Result<RecordMeta>>> {
+        self.0.scan()
+    }
+    fn flush(&mut self) -> crate::segment::Result<()> {
+        self.0.flush()
+    }
+    fn byte_size(&self) -> u64 {
+        self.0.byte_size()
+    }
+    fn close(&mut self) -> crate::segment::Result<()> {
+        self.0.close()
+    }
+    fn destroy(self) -> crate::segment::Result<()> {
+        self.0.destroy()
+    }
+}
+
+#[test]
+fn disk_full_fails_puts_buries_delayed_releases_and_keeps_existing_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<FullDisk>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    let a = hub.put(c, 1, 0, 5, b"a", T0).unwrap();
+    let b = hub.put(c, 2, 0, 5, b"b", T0).unwrap();
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), a);
+    DISK_FULL.set(true);
+    assert_eq!(hub.put(c, 0, 0, 5, b"lost", T0), Err(HubError::OutOfMemory));
+    assert_eq!(hub.release(c, a, 3, 10, T0), Ok(ReleaseOutcome::Buried));
+    let st = hub.stats_job(a, T0).unwrap();
+    assert_eq!(
+        (st.state, st.pri, st.releases, st.buries),
+        ("buried", 3, 1, 1)
+    );
+    // Changes in place still work while the disk is full.
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), b);
+    hub.release(c, b, 2, 0, T0).unwrap();
+    hub.kick(c, 1, T0);
+    DISK_FULL.set(false);
+    let s = hub.stats(T0);
+    assert_eq!((s.current_jobs_ready, s.total_jobs), (2, 2));
+    // The failed put's id is not reused.
+    assert_eq!(hub.put(c, 0, 0, 5, b"c", T0), Ok(4));
+}
+
+#[test]
+fn a_failed_put_leaves_no_empty_spoke_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<FullDisk>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    DISK_FULL.set(true);
+    assert_eq!(
+        hub.put(c, 0, 500, 5, b"far", T0),
+        Err(HubError::OutOfMemory)
+    );
+    assert_eq!(hub.put(c, 0, 0, 5, b"now", T0), Err(HubError::OutOfMemory));
+    DISK_FULL.set(false);
+    assert_eq!(
+        hub.stats(T0).spokes,
+        1,
+        "only the current spoke, until it is past"
+    );
+    hub.tick(T0 + SECOND);
+    assert_eq!(hub.stats(T0 + SECOND).spokes, 0);
+    assert_eq!(hub.next_deadline(), None);
+}
