@@ -557,7 +557,10 @@ enum Op {
     AdvanceToEvent {
         before: bool,
     },
-    Reopen,
+    /// Restart, possibly with another spoke span (old spokes keep theirs).
+    Reopen {
+        span: u64,
+    },
 }
 
 fn pri() -> impl Strategy<Value = u32> {
@@ -573,6 +576,10 @@ fn pri() -> impl Strategy<Value = u32> {
 fn delay() -> impl Strategy<Value = u32> {
     // 0 and near (within the loaded spokes) and far (beyond them).
     prop_oneof![3 => Just(0u32), 3 => 1..4u32, 2 => 5..30u32]
+}
+
+fn span() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(SECOND / 4), Just(SECOND), Just(3 * SECOND)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -607,7 +614,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
             .prop_map(|dt| Op::Advance { dt }),
         3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
-        1 => Just(Op::Reopen),
+        1 => span().prop_map(|span| Op::Reopen { span }),
     ]
 }
 
@@ -643,11 +650,11 @@ struct Harness<S: Segment> {
 }
 
 impl<S: Segment> Harness<S> {
-    fn new(mem: bool) -> Self {
+    fn new(mem: bool, span: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = HubConfig {
             data_dir: dir.path().to_path_buf(),
-            spoke_span: SECOND,
+            spoke_span: span,
             restore: mem,
             persist: !mem,
         };
@@ -666,7 +673,8 @@ impl<S: Segment> Harness<S> {
         self.hub.as_mut().unwrap()
     }
 
-    fn reopen(&mut self, now: u64) {
+    fn reopen(&mut self, now: u64, span: u64) {
+        self.cfg.spoke_span = span;
         let mut hub = self.hub.take().unwrap();
         if self.mem {
             hub.flush().unwrap();
@@ -808,8 +816,8 @@ fn check_job<S: Segment>(h: &mut Harness<S>, m: &Model, id: u64) -> Result<(), T
     Ok(())
 }
 
-fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut h = Harness::<S>::new(mem);
+fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut h = Harness::<S>::new(mem, span);
     let mut m = Model::new();
     for op in ops {
         let now = m.now;
@@ -969,9 +977,9 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.hub().tick(t);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen { span } => {
                 m.reopen();
-                h.reopen(now);
+                h.reopen(now, span);
                 m.advance(now);
             }
         }
@@ -986,7 +994,7 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // And the same once more after a restart.
     let now = m.now;
     m.reopen();
-    h.reopen(now);
+    h.reopen(now, SECOND);
     m.advance(now);
     check_counts(&mut h, &m)?;
     for id in 0..m.next_id + 1 {
@@ -1020,17 +1028,17 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn model_mem(ops in prop::collection::vec(op(), 1..80)) {
-        run::<MemSegment>(true, ops)?;
+    fn model_mem(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MemSegment>(true, span, ops)?;
     }
 
     #[test]
-    fn model_mapped(ops in prop::collection::vec(op(), 1..80)) {
-        run::<MappedSegment>(false, ops)?;
+    fn model_mapped(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MappedSegment>(false, span, ops)?;
     }
 
     #[test]
-    fn model_lazy(ops in prop::collection::vec(op(), 1..80)) {
-        run::<LazySegment>(false, ops)?;
+    fn model_lazy(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<LazySegment>(false, span, ops)?;
     }
 }

@@ -216,6 +216,12 @@ struct FarJob {
     meta: RecordMeta,
 }
 
+/// A delayed job, resident (near) or not (far).
+enum DelayedJob {
+    Near(u64),
+    Far(FarJob),
+}
+
 /// The scheduler. Generic over the storage mode (`S`: mapped, lazy or mem segments).
 pub struct Hub<S: Segment> {
     cfg: HubConfig,
@@ -861,19 +867,16 @@ impl<S: Segment> Hub<S> {
     /// The delayed job of the tube `c` uses with the earliest trigger time.
     pub fn peek_delayed(&mut self, c: ConnId) -> Option<JobView> {
         let tube = self.conns.get(&c)?.using.clone();
-        if let Some(&(_, id)) = self.tubes.get(&tube)?.delayed.first() {
-            return self.view(id);
+        match self.delayed_of_tube(&tube, 1).ok()?.into_iter().next()? {
+            DelayedJob::Near(id) => self.view(id),
+            DelayedJob::Far(far) => {
+                let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
+                Some(JobView {
+                    id: far.meta.id,
+                    body: Bytes::from(rec.body),
+                })
+            }
         }
-        let far = self
-            .far_delayed_of_tube(&tube, 1)
-            .ok()?
-            .into_iter()
-            .next()?;
-        let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
-        Some(JobView {
-            id: far.meta.id,
-            body: Bytes::from(rec.body),
-        })
     }
 
     /// The first-buried job of the tube `c` uses.
@@ -908,28 +911,16 @@ impl<S: Segment> Hub<S> {
                 }
                 kicked += 1;
             }
-        } else {
-            let ids: Vec<u64> = t
-                .delayed
-                .iter()
-                .take(bound as usize)
-                .map(|&(_, id)| id)
-                .collect();
-            for id in ids {
-                if self.kick_resident(id).is_err() {
+        } else if let Ok(jobs) = self.delayed_of_tube(&tube, bound) {
+            for d in jobs {
+                let done = match d {
+                    DelayedJob::Near(id) => self.kick_resident(id),
+                    DelayedJob::Far(far) => self.kick_far(far, true),
+                };
+                if done.is_err() {
                     break;
                 }
                 kicked += 1;
-            }
-            if kicked < bound
-                && let Ok(far) = self.far_delayed_of_tube(&tube, bound - kicked)
-            {
-                for f in far {
-                    if self.kick_far(f, true).is_err() {
-                        break;
-                    }
-                    kicked += 1;
-                }
             }
         }
         self.settle();
@@ -1533,39 +1524,51 @@ impl<S: Segment> Hub<S> {
         Ok(None)
     }
 
-    /// Up to `n` far delayed jobs of `tube`, earliest (trigger time, id) first.
-    fn far_delayed_of_tube(&mut self, tube: &Arc<str>, n: u64) -> Result<Vec<FarJob>, HubError> {
+    /// Up to `n` delayed jobs of `tube`, earliest (trigger time, id) first, near and far.
+    /// Near ones are usually earlier, but a spoke of a longer span (an older configuration)
+    /// can be loaded and still hold later triggers than a far spoke, so the two are merged;
+    /// far spokes are scanned only while they may hold something earlier than the n-th found.
+    fn delayed_of_tube(&mut self, tube: &Arc<str>, n: u64) -> Result<Vec<DelayedJob>, HubError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut out: Vec<((Micros, u64), DelayedJob)> = match self.tubes.get(tube) {
+            Some(t) => t
+                .delayed
+                .iter()
+                .take(n)
+                .map(|&(at, id)| ((at, id), DelayedJob::Near(id)))
+                .collect(),
+            None => return Ok(Vec::new()),
+        };
         let far: Vec<SpokeId> = self
             .spokes
             .iter()
             .filter(|(_, s)| !s.loaded && s.far_counts.get(tube).is_some_and(|&c| c > 0))
             .map(|(k, _)| *k)
             .collect();
-        let mut out = Vec::new();
         for sid in far {
-            let metas = self.segment(sid)?.scan()?;
-            self.touch_far(sid);
-            let mut found: Vec<RecordMeta> = metas
-                .into_iter()
-                .flatten()
-                .filter(|m| {
-                    m.slot.state == JobState::Waiting
-                        && m.tube == tube.as_bytes()
-                        && !self.jobs.contains_key(&m.id)
-                })
-                .collect();
-            found.sort_by_key(|m| (m.trigger_at, m.id));
-            for meta in found {
-                if out.len() as u64 >= n {
-                    return Ok(out);
-                }
-                out.push(FarJob { spoke: sid, meta });
-            }
-            if out.len() as u64 >= n {
+            if out.len() >= n && out.last().is_some_and(|(key, _)| key.0 < sid.start) {
                 break;
             }
+            let metas = self.segment(sid)?.scan()?;
+            self.touch_far(sid);
+            for m in metas.into_iter().flatten() {
+                if m.slot.state == JobState::Waiting
+                    && m.tube == tube.as_bytes()
+                    && !self.jobs.contains_key(&m.id)
+                {
+                    out.push((
+                        (m.trigger_at, m.id),
+                        DelayedJob::Far(FarJob {
+                            spoke: sid,
+                            meta: m,
+                        }),
+                    ));
+                }
+            }
+            out.sort_by_key(|(key, _)| *key);
+            out.truncate(n);
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Loads far spoke `id`: every live record of its not yet resident jobs becomes resident.
