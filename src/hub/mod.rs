@@ -41,6 +41,12 @@ pub type ConnId = u64;
 /// Default spoke span: 1 s.
 pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
 
+/// Near puts write their id index entry only once per this many ids (far puts always do):
+/// every id issued is below the highest id in the index file + `ID_BLOCK`, so recovery
+/// continues from there and ids are never reused, even when every segment has been retired,
+/// at the cost of one positioned write per `ID_BLOCK` near puts (ids jump after a restart).
+pub const ID_BLOCK: u64 = 4096;
+
 /// A reserver holding a job whose TTR ends within this margin gets `DEADLINE_SOON`.
 pub const DEADLINE_SOON_MARGIN: Micros = SECOND;
 
@@ -229,6 +235,8 @@ pub struct Hub<S: Segment> {
     dir: DataDir,
     /// Job id → current record, for jobs in far spokes (file in persisted modes).
     index: IdIndex,
+    /// The highest id whose entry this hub wrote (None: none yet, the next put writes one).
+    index_watermark: Option<u64>,
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
     horizon_end: Micros,
@@ -296,6 +304,7 @@ impl<S: Segment> Hub<S> {
         let mut hub = Hub {
             dir,
             index,
+            index_watermark: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             cfg,
             now,
@@ -541,7 +550,13 @@ impl<S: Segment> Hub<S> {
             },
         };
         let (spoke, offset) = self.append(&rec)?;
-        if let Err(e) = self.index.set(id, JobLocation { spoke, offset }) {
+        let far = self.spokes.get(&spoke).is_some_and(|s| !s.loaded);
+        if (far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK)))
+            && let Err(e) = self.index.set(id, JobLocation { spoke, offset })
+        {
             // Undo: the record must not come back as a job the client was told failed.
             let undo = StateSlot {
                 version: 2,
@@ -551,6 +566,13 @@ impl<S: Segment> Hub<S> {
             let _ = self.update_slot(spoke, offset, undo);
             self.spoke_lost_live(spoke);
             return Err(e.into());
+        }
+        if far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK))
+        {
+            self.index_watermark = Some(self.index_watermark.map_or(id, |w| w.max(id)));
         }
         self.total_jobs += 1;
         if let Some(t) = self.tubes.get_mut(&tube) {
@@ -690,8 +712,7 @@ impl<S: Segment> Hub<S> {
             let pri = job.pri;
             self.persist(id, JobState::Deleted, pri)?;
             self.unlink(id);
-            // A stale entry is harmless: lookups check the record it points at.
-            let _ = self.index.remove(id);
+            // Any index entry left is harmless: lookups check the record it points at.
             if let Some(job) = self.jobs.remove(&id) {
                 self.spoke_lost_live(job.spoke);
                 if let Some(t) = self.tubes.get_mut(&job.tube) {

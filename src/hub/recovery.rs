@@ -17,7 +17,7 @@ use std::path::Path;
 use zerocopy::FromBytes;
 
 use super::spoke::Spoke;
-use super::{Hub, HubError};
+use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
     DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, RecordOffset,
     Segment, SpokeId, StateSlot, StorageError,
@@ -40,8 +40,8 @@ pub(super) fn open_index(dir: &DataDir) -> Result<IdIndex, HubError> {
 const ID_HEADER_LEN: u64 = std::mem::size_of::<IdFileHeader>() as u64;
 const ID_ENTRY_LEN: u64 = std::mem::size_of::<IdEntry>() as u64;
 
-/// The highest id the index file has room for: every put writes its entry, and entries are
-/// zeroed, never truncated, so this survives even when every segment has been retired.
+/// The highest id the index file has room for (entries are zeroed, never truncated, so this
+/// survives even when every segment has been retired).
 fn index_high_water(path: &Path) -> u64 {
     let Ok(mut f) = std::fs::File::open(path) else {
         return 0;
@@ -80,7 +80,11 @@ impl<S: Segment> Hub<S> {
     pub(super) fn recover(&mut self) -> Result<(), HubError> {
         let mut max_id = 0u64;
         if self.cfg.persist {
-            max_id = index_high_water(&self.dir.id_index_path());
+            let high = index_high_water(&self.dir.id_index_path());
+            if high > 0 {
+                // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
+                max_id = high.saturating_add(ID_BLOCK - 1);
+            }
         }
         let mut order: Vec<SpokeId> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
