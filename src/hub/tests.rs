@@ -556,3 +556,16 @@ fn a_failed_put_leaves_no_empty_spoke_behind() {
     assert_eq!(hub.stats(T0 + SECOND).spokes, 0);
     assert_eq!(hub.next_deadline(), None);
 }
+
+#[test]
+fn at_most_max_open_far_spokes_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    for d in 0..100u32 {
+        hub.put(c, 0, 100 + d, 5, b"x", T0).unwrap();
+    }
+    assert_eq!(hub.spokes.len(), 100);
+    assert_eq!(hub.open_far.len(), MAX_OPEN_FAR_SPOKES);
+    assert_eq!(hub.stats(T0).segments_mapped, MAX_OPEN_FAR_SPOKES as u64);
+}
