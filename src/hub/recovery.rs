@@ -1,16 +1,16 @@
 //! Rebuilding the hub from its segments at start.
 //!
-//! Segments are scanned (record headers, not bodies) in two passes; see [`Hub::recover`].
-//! Per job id the record with the
+//! Segments are scanned for record headers (not bodies); see [`Hub::recover`]. Per job id the record with the
 //! highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
 //! spokes become resident (Waiting → delayed or ready by trigger time, Ready → ready, Buried →
 //! buried, first-buried order by id); Waiting winners in far spokes are only counted. Ready or
 //! Buried winners in far spokes (kicked far jobs) are resident too. Losing records that are still
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
-//! Ids continue above the highest id seen in any record or in the id index (every put writes
-//! its entry there, so ids are not reused even when every segment has been retired).
+//! Ids continue above the highest id seen in any record and above the id index's high-water
+//! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -19,8 +19,8 @@ use zerocopy::FromBytes;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
-    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, RecordOffset,
-    Segment, SpokeId, StateSlot, StorageError,
+    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId,
+    StateSlot, StorageError,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -63,20 +63,23 @@ fn index_high_water(path: &Path) -> u64 {
     h.base.get().saturating_add(entries - 1)
 }
 
-/// One live-looking record seen by the first recovery pass (32 bytes, no tube or body).
+/// One live-looking record seen by the scan (32 bytes: no tube name, no body).
 #[derive(Clone, Copy)]
 struct Seen {
     id: u64,
     offset: RecordOffset,
     version: u32,
     spoke: u32,
+    /// Index into the tube names met during the scan.
+    tube: u32,
     state: JobState,
 }
 
 impl<S: Segment> Hub<S> {
-    /// Two passes so that recovery never holds a full record per job: the first scan keeps 32
-    /// bytes per record to pick each id's winner (then freed); the second scan of each spoke
-    /// with winners makes them resident or counts them as far delayed jobs.
+    /// Recovery never holds a full record per job: one scan of every segment keeps 32 bytes
+    /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
+    /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
+    /// kicked or buried jobs) are scanned a second time for those winners' full headers.
     pub(super) fn recover(&mut self) -> Result<(), HubError> {
         let mut max_id = 0u64;
         if self.cfg.persist {
@@ -88,6 +91,8 @@ impl<S: Segment> Hub<S> {
         }
         let mut order: Vec<SpokeId> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
+        let mut tube_names: Vec<Vec<u8>> = Vec::new();
+        let mut tube_idx: HashMap<Vec<u8>, u32> = HashMap::new();
         for (_, path) in self.dir.segments()? {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
@@ -113,15 +118,27 @@ impl<S: Segment> Hub<S> {
                     }
                 };
                 max_id = max_id.max(m.id);
-                if m.slot.state != JobState::Moved {
-                    seen.push(Seen {
-                        id: m.id,
-                        offset: m.offset,
-                        version: m.slot.version,
-                        spoke: idx,
-                        state: m.slot.state,
-                    });
+                if m.slot.state == JobState::Moved {
+                    continue;
                 }
+                let tube = match tube_idx.get(&m.tube) {
+                    Some(&t) => t,
+                    None => {
+                        let t = u32::try_from(tube_names.len())
+                            .map_err(|_| HubError::Internal("more than 2^32 tubes".into()))?;
+                        tube_names.push(m.tube.clone());
+                        tube_idx.insert(m.tube, t);
+                        t
+                    }
+                };
+                seen.push(Seen {
+                    id: m.id,
+                    offset: m.offset,
+                    version: m.slot.version,
+                    spoke: idx,
+                    tube,
+                    state: m.slot.state,
+                });
             }
             // Closing only releases memory; if it fails the segment stays open.
             let _ = seg.close();
@@ -129,42 +146,65 @@ impl<S: Segment> Hub<S> {
             let loaded = sid.start < self.horizon_end;
             self.spokes.insert(sid, Spoke::new(seg, loaded));
         }
+        drop(tube_idx);
         self.next_id = self.next_id.max(max_id.saturating_add(1));
 
         // Per id, the highest version wins; a Deleted winner drops the job.
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
-        let mut winners: Vec<(u32, RecordOffset)> = Vec::new();
+        let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
         for r in &seen {
             let first = prev != Some(r.id);
             prev = Some(r.id);
-            if first {
+            let sid = order[r.spoke as usize];
+            if !first {
                 if r.state != JobState::Deleted {
-                    winners.push((r.spoke, r.offset));
+                    // A move whose Moved mark was lost (crash): mark it now.
+                    let slot = StateSlot {
+                        version: r.version.saturating_add(1),
+                        state: JobState::Moved,
+                        priority: 0,
+                    };
+                    self.update_slot(sid, r.offset, slot)?;
                 }
-            } else if r.state != JobState::Deleted {
-                // A move whose Moved mark was lost (crash): mark it now.
-                let slot = StateSlot {
-                    version: r.version.saturating_add(1),
-                    state: JobState::Moved,
-                    priority: 0,
-                };
-                self.update_slot(order[r.spoke as usize], r.offset, slot)?;
+                continue;
+            }
+            if r.state == JobState::Deleted {
+                continue;
+            }
+            let Some(s) = self.spokes.get_mut(&sid) else {
+                continue;
+            };
+            s.live += 1;
+            if s.loaded || r.state != JobState::Waiting {
+                resident.push((r.spoke, r.offset));
+                continue;
+            }
+            let tube = self.intern(&String::from_utf8_lossy(&tube_names[r.tube as usize]));
+            self.count_far(sid, &tube, 1);
+            // The entry may be missing (mem mode, a job put near under a longer horizon, a
+            // crash between append and index write) or point at a moved job's old record.
+            let loc = JobLocation {
+                spoke: sid,
+                offset: r.offset,
+            };
+            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
+                self.index.set(r.id, loc)?;
             }
         }
         drop(seen);
-        winners.sort_unstable();
+        resident.sort_unstable();
 
         let mut at = 0;
         for (idx, &sid) in order.iter().enumerate() {
             let start = at;
-            while at < winners.len() && winners[at].0 as usize == idx {
+            while at < resident.len() && resident[at].0 as usize == idx {
                 at += 1;
             }
             if start == at {
                 continue;
             }
-            let mine = &winners[start..at];
+            let mine = &resident[start..at];
             let metas = self.segment(sid)?.scan()?;
             let mut w = 0;
             for m in metas.into_iter().flatten() {
@@ -174,10 +214,9 @@ impl<S: Segment> Hub<S> {
                 if w == mine.len() {
                     break;
                 }
-                if mine[w].1 != m.offset {
-                    continue;
+                if mine[w].1 == m.offset {
+                    self.make_resident(sid, m);
                 }
-                self.recover_winner(sid, m)?;
             }
         }
         for sid in order {
@@ -190,28 +229,6 @@ impl<S: Segment> Hub<S> {
                 // Closing only releases memory; if it fails the segment stays open.
                 let _ = s.seg.close();
             }
-        }
-        Ok(())
-    }
-
-    /// The current record of a live job: resident, or counted in its far spoke.
-    fn recover_winner(&mut self, sid: SpokeId, m: RecordMeta) -> Result<(), HubError> {
-        let Some(s) = self.spokes.get_mut(&sid) else {
-            return Ok(());
-        };
-        s.live += 1;
-        if !s.loaded && m.slot.state == JobState::Waiting {
-            let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-            self.count_far(sid, &tube, 1);
-            let loc = JobLocation {
-                spoke: sid,
-                offset: m.offset,
-            };
-            if !matches!(self.index.get(m.id), Ok(Some(l)) if l == loc) {
-                self.index.set(m.id, loc)?;
-            }
-        } else {
-            self.make_resident(sid, m);
         }
         Ok(())
     }
