@@ -2,7 +2,7 @@
 //!
 //! The hub owns every job's life cycle (delayed, ready, reserved, buried, deleted) with
 //! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see
-//! [`spoke`] for the layout in time). It never reads a clock: every call that depends on time
+//! the `spoke` module for the layout in time). It never reads a clock: every call that depends on time
 //! takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
 //! (delayed jobs due become ready in (trigger time, id) order, TTRs expire, pauses end,
 //! waiters time out). [`Hub::tick`] does only that; [`Hub::next_deadline`] says when it next
