@@ -569,3 +569,32 @@ fn at_most_max_open_far_spokes_stay_open() {
     assert_eq!(hub.open_far.len(), MAX_OPEN_FAR_SPOKES);
     assert_eq!(hub.stats(T0).segments_mapped, MAX_OPEN_FAR_SPOKES as u64);
 }
+
+#[test]
+fn a_lost_or_damaged_id_index_is_rebuilt_for_far_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u64>;
+    {
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        ids = (0..5)
+            .map(|i| hub.put(c, 0, 100 + i, 5, b"far", T0).unwrap())
+            .collect();
+    }
+    let index = dir.path().join(crate::segment::ID_INDEX_FILE);
+    for damage in [None, Some(vec![0xffu8; 200])] {
+        match &damage {
+            None => std::fs::remove_file(&index).unwrap(),
+            Some(junk) => std::fs::write(&index, junk).unwrap(),
+        }
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        assert_eq!(hub.stats(T0).current_jobs_delayed, 5);
+        assert_eq!(hub.peek(ids[3]).unwrap().body, Bytes::from("far"));
+        assert!(
+            !hub.jobs.contains_key(&ids[3]),
+            "found through the index, not resident"
+        );
+        assert!(hub.put(c, 0, 0, 5, b"near", T0).unwrap() > ids[4]);
+    }
+}
