@@ -194,6 +194,8 @@ pub struct HubStats {
     /// Spokes whose segment is loaded (near and past spokes).
     pub segments_mapped: u64,
     pub corrupt_records_skipped: u64,
+    /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
+    pub data_bytes: u64,
 }
 
 /// A blocked reserve.
@@ -1209,11 +1211,23 @@ impl<S: Segment> Hub<S> {
                 id,
                 body: Bytes::from(rec.body),
             }),
-            _ => {
+            other => {
+                let why = match other {
+                    Ok(Ok(rec)) => format!("record holds job {}", rec.id),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(job = id, spoke = ?spoke, offset, "dropping unreadable job: {why}");
                 self.drop_corrupt(id);
                 None
             }
         }
+    }
+
+    /// Counts (and logs) a record that failed verification and was skipped.
+    fn note_corrupt(&mut self, what: &dyn std::fmt::Display) {
+        self.corrupt_records += 1;
+        tracing::warn!("skipping corrupt record: {what}");
     }
 
     /// Forgets a resident job whose record cannot be read back (counted, not persisted).

@@ -96,9 +96,9 @@ impl<S: Segment> Hub<S> {
         for (_, path) in self.dir.segments()? {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
-                Err(StorageError::Corrupted { .. }) => {
+                Err(e @ StorageError::Corrupted { .. }) => {
                     // A file whose header is unreadable is left alone for yaad-dump.
-                    self.corrupt_records += 1;
+                    self.note_corrupt(&e);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -112,8 +112,8 @@ impl<S: Segment> Hub<S> {
             for r in seg.scan()? {
                 let m = match r {
                     Ok(m) => m,
-                    Err(_) => {
-                        self.corrupt_records += 1;
+                    Err(e) => {
+                        self.note_corrupt(&e);
                         continue;
                     }
                 };

@@ -284,14 +284,16 @@ impl<S: Segment> Hub<S> {
         }
         let metas = match metas {
             Ok(m) => m,
-            Err(_) => {
+            Err(e) => {
+                // Its jobs stay unreachable until a restart recovers them.
+                tracing::error!(spoke = ?id, "cannot load spoke: {e}");
                 self.corrupt_records += 1;
                 return;
             }
         };
         for m in metas {
             match m {
-                Err(_) => self.corrupt_records += 1,
+                Err(e) => self.note_corrupt(&e),
                 Ok(m) => self.make_resident(id, m),
             }
         }

@@ -99,6 +99,7 @@ impl<S: Segment> Hub<S> {
             segments_mapped: self.spokes.values().filter(|s| s.loaded).count() as u64
                 + self.open_far.len() as u64,
             corrupt_records_skipped: self.corrupt_records,
+            data_bytes: self.spokes.values().map(|s| s.seg.byte_size()).sum(),
         };
         for t in self.tubes.values() {
             s.current_jobs_urgent += t.urgent;

@@ -116,6 +116,7 @@ fn spokes_without_live_jobs_are_retired_and_their_files_removed() {
     let a = hub.put(c, 0, 0, 5, b"now", T0).unwrap();
     let b = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
     assert_eq!(segment_files(dir.path()).len(), 2);
+    assert!(hub.stats(T0).data_bytes > 0);
     // A far spoke goes as soon as it is empty.
     hub.delete(c, b, T0).unwrap();
     assert_eq!(segment_files(dir.path()).len(), 1);
@@ -127,6 +128,7 @@ fn spokes_without_live_jobs_are_retired_and_their_files_removed() {
     hub.tick(end);
     assert!(segment_files(dir.path()).is_empty());
     assert_eq!(hub.stats(end).spokes, 0);
+    assert_eq!(hub.stats(end).data_bytes, 0);
     assert_eq!(hub.next_deadline(), None);
 }
 
