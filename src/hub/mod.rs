@@ -1,9 +1,9 @@
 //! The scheduler: a hub rotating through time-bucketed spokes.
 //!
 //! The hub owns every job's life cycle (delayed, ready, reserved, buried, deleted) with
-//! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see
-//! the `spoke` module for the layout in time). It never reads a clock: every call that depends on time
-//! takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
+//! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see the
+//! `spoke` module for the layout in time). It never reads a clock: every call that depends on
+//! time takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
 //! (delayed jobs due become ready in (trigger time, id) order, TTRs expire, pauses end,
 //! waiters time out). [`Hub::tick`] does only that; [`Hub::next_deadline`] says when it next
 //! has something to do.

@@ -1,11 +1,21 @@
 //! A spoke: one time bucket `[start, start + span)` and the segment holding its job records.
 //!
-//! Spokes starting before the hub's horizon (`now + NEAR_SPOKES * span`, never moving back) are
-//! *loaded*: every live job of theirs is resident in RAM. Spokes beyond it are *far*: just a
-//! segment (closed when idle) plus per-tube counts of their delayed jobs, so a far job costs no RAM.
-//! Jobs whose trigger time has passed stay in their (past) spoke until deleted; a put with no
-//! delay goes to the spoke holding `now`. A spoke whose live count drops to 0 is retired (its
-//! segment destroyed) once it is entirely past, or at once when it is far.
+//! A job's record goes to the spoke whose bucket holds its trigger time (`now + delay`).
+//! Spokes starting before the hub's horizon (`now + NEAR_SPOKES * span`; it only moves forward)
+//! are *loaded*: every live job of theirs is resident in RAM, delayed ones in a set ordered by
+//! (trigger time, id). Spokes beyond it are *far*: a segment (closed when not recently used)
+//! plus per-tube counts of its delayed jobs, so a far job costs no RAM; lookups by id go
+//! through the id index. A far spoke is loaded (scanned once) when the horizon reaches its
+//! start, i.e. `NEAR_SPOKES` spans before its first job can be due.
+//!
+//! Edges. A put with no delay lands in the spoke holding `now`, which is always loaded, and is
+//! ready at once. There is no separate past spoke: trigger times in the past only appear at
+//! recovery or when the hub ticks late, and those jobs become ready in (trigger time, id) order
+//! from the spoke they are in. Ready, reserved and buried jobs keep their record where it is,
+//! so a past spoke lives as long as one of its jobs does. A spoke whose live count drops to 0
+//! is retired (segment destroyed): at once when far, else once it is entirely past (so the
+//! current spoke is not destroyed and recreated by put/delete cycles). Spokes of another span
+//! (an earlier configuration) keep theirs; the horizon rule applies to their start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
