@@ -598,7 +598,12 @@ impl<S: Segment> Hub<S> {
                     counters: Counters::default(),
                 },
             );
-            self.link(id, Phase::Delayed);
+            let phase = if trigger_at <= now {
+                Phase::Ready
+            } else {
+                Phase::Delayed
+            };
+            self.link(id, phase);
         } else {
             self.count_far(spoke, &tube, 1);
         }
