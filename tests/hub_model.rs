@@ -11,8 +11,8 @@ use yaad::hub::{
 };
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
-const TUBES: [&str; 2] = ["default", "t1"];
-const CONNS: usize = 2;
+const TUBES: [&str; 3] = ["default", "t1", "t2"];
+const CONNS: usize = 3;
 const START: u64 = 1_700_000_000 * SECOND;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
