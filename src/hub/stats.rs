@@ -5,6 +5,7 @@ use super::{Hub, HubStats, JobStats, Micros, TubeStats, secs_floor};
 use crate::segment::Segment;
 
 impl<S: Segment> Hub<S> {
+    /// `stats-job`: None if no such job (far jobs are read from their record).
     pub fn stats_job(&mut self, id: u64, now: Micros) -> Option<JobStats> {
         self.advance(now);
         let now = self.now;
@@ -57,6 +58,7 @@ impl<S: Segment> Hub<S> {
         })
     }
 
+    /// `stats-tube`: None if the tube does not exist.
     pub fn stats_tube(&self, tube: &str, now: Micros) -> Option<TubeStats> {
         let t = self.tubes.get(tube)?;
         Some(TubeStats {
@@ -79,6 +81,7 @@ impl<S: Segment> Hub<S> {
         })
     }
 
+    /// The hub's part of `stats`, plus yaad's own figures.
     pub fn stats(&self, _now: Micros) -> HubStats {
         let mut s = HubStats {
             current_jobs_urgent: 0,
