@@ -198,6 +198,38 @@ pub struct HubStats {
     pub data_bytes: u64,
 }
 
+/// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncBatch {
+    /// Segment files and the id index.
+    pub files: Vec<PathBuf>,
+    /// The data dir, when files were created or removed in it.
+    pub dir: Option<PathBuf>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// `fdatasync`s every file (it also writes back pages dirtied through a mapping of it), then
+    /// the directory. A file removed meanwhile is skipped: it held no live job any more.
+    /// An error means the durability promise is broken (as with a failed [`Hub::flush`]).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            match std::fs::File::open(f) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(d) = &self.dir {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
 /// A blocked reserve.
 #[derive(Clone, Copy, Debug)]
 struct Wait {
@@ -262,6 +294,10 @@ pub struct Hub<S: Segment> {
     retire: BTreeSet<SpokeId>,
     /// Spokes changed since the last flush.
     unflushed: BTreeSet<SpokeId>,
+    /// The id index changed since the last flush or sync batch.
+    index_dirty: bool,
+    /// Segment files were created or removed since the last flush or sync batch.
+    dir_dirty: bool,
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
@@ -324,6 +360,8 @@ impl<S: Segment> Hub<S> {
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
             unflushed: BTreeSet::new(),
+            index_dirty: false,
+            dir_dirty: false,
             open_far: Vec::new(),
             far_info: HashMap::new(),
             dirty: Vec::new(),
@@ -558,7 +596,7 @@ impl<S: Segment> Hub<S> {
             || self
                 .index_watermark
                 .is_none_or(|w| id >= w.saturating_add(ID_BLOCK)))
-            && let Err(e) = self.index.set(id, JobLocation { spoke, offset })
+            && let Err(e) = self.set_index(id, JobLocation { spoke, offset })
         {
             // Undo: the record must not come back as a job the client was told failed.
             let undo = StateSlot {
@@ -736,7 +774,9 @@ impl<S: Segment> Hub<S> {
                 priority: far.meta.slot.priority,
             };
             self.update_slot(far.spoke, far.meta.offset, slot)?;
-            let _ = self.index.remove(id);
+            if self.index.remove(id).is_ok() {
+                self.index_dirty = true;
+            }
             self.far_info.remove(&id);
             let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
             self.count_far(far.spoke, &tube, -1);
@@ -816,7 +856,7 @@ impl<S: Segment> Hub<S> {
         let _ = self.update_slot(job.spoke, job.offset, moved);
         // The index is derived data (recovery rewrites it); a failure only hides a far job
         // from lookups by id until its spoke is loaded.
-        let _ = self.index.set(id, JobLocation { spoke, offset });
+        let _ = self.set_index(id, JobLocation { spoke, offset });
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
         let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
@@ -1019,13 +1059,40 @@ impl<S: Segment> Hub<S> {
             self.unflushed.remove(&id);
         }
         self.index.flush()?;
+        self.index_dirty = false;
+        self.dir_dirty = false;
         if !self.cfg.persist {
             self.remove_stale_files()?;
         }
         Ok(())
     }
 
+    /// Takes what must be synced to make every change so far durable, without syncing it:
+    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
+    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
+    /// batch (use [`Hub::flush`], which writes its files).
+    pub fn take_sync_batch(&mut self) -> SyncBatch {
+        if !self.cfg.persist {
+            return SyncBatch::default();
+        }
+        let files = std::mem::take(&mut self.unflushed)
+            .into_iter()
+            .map(|id| self.dir.segment_path(id))
+            .chain(std::mem::take(&mut self.index_dirty).then(|| self.dir.id_index_path()))
+            .collect();
+        SyncBatch {
+            files,
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
+        }
+    }
+
     // ----- internals -------------------------------------------------------------------------
+
+    fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
+        self.index.set(id, loc)?;
+        self.index_dirty = true;
+        Ok(())
+    }
 
     fn take_seq(&mut self) -> u64 {
         let s = self.next_seq;
@@ -1066,6 +1133,7 @@ impl<S: Segment> Hub<S> {
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
+            self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
             self.spokes.insert(id, Spoke::new(seg, loaded));
         }
@@ -1424,6 +1492,7 @@ impl<S: Segment> Hub<S> {
             };
             if !self.spokes.contains_key(&seg.spoke()) {
                 seg.destroy()?;
+                self.dir_dirty = true;
             }
         }
         Ok(())

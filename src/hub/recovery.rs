@@ -189,7 +189,7 @@ impl<S: Segment> Hub<S> {
                 offset: r.offset,
             };
             if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
-                self.index.set(r.id, loc)?;
+                self.set_index(r.id, loc)?;
             }
         }
         drop(seen);

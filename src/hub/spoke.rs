@@ -114,6 +114,7 @@ impl<S: Segment> Hub<S> {
             }
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = s.seg.destroy();
+            self.dir_dirty = true;
         }
     }
 

@@ -600,3 +600,38 @@ fn a_lost_or_damaged_id_index_is_rebuilt_for_far_jobs() {
         assert!(hub.put(c, 0, 0, 5, b"near", T0).unwrap() > ids[4]);
     }
 }
+
+#[test]
+fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    assert!(hub.take_sync_batch().is_empty());
+    let near = hub.put(c, 0, 0, 5, b"near", T0).unwrap();
+    let far = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
+    let batch = hub.take_sync_batch();
+    let names: Vec<String> = batch
+        .files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut want = segment_files(dir.path());
+    want.push(crate::segment::ID_INDEX_FILE.to_string());
+    assert_eq!(names, want);
+    assert_eq!(batch.dir.as_deref(), Some(dir.path()));
+    assert!(hub.take_sync_batch().is_empty(), "taken once");
+    // An in-place change names only its segment; a retired spoke's file is skipped by sync.
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), near);
+    hub.bury(c, near, 1, T0).unwrap();
+    hub.delete(c, far, T0).unwrap();
+    let batch = hub.take_sync_batch();
+    assert_eq!(batch.files.len(), 2, "{batch:?}");
+    assert!(batch.dir.is_some(), "the far spoke's file was removed");
+    batch.sync().unwrap();
+    // Mem mode writes its files on flush instead.
+    let mem_dir = tempfile::tempdir().unwrap();
+    let mut mem = Hub::<MemSegment>::open(cfg(mem_dir.path(), false), T0).unwrap();
+    let c = mem.connect();
+    mem.put(c, 0, 0, 5, b"x", T0).unwrap();
+    assert!(mem.take_sync_batch().is_empty());
+}
