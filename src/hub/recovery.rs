@@ -1,7 +1,7 @@
 //! Rebuilding the hub from its segments at start.
 //!
-//! Segments are scanned for record headers (not bodies); see [`Hub::recover`]. Per job id the record with the
-//! highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
+//! Segments are scanned for record headers (not bodies); see [`Hub::recover`]. Per job id the
+//! record with the highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
 //! spokes become resident (Waiting → delayed or ready by trigger time, Ready → ready, Buried →
 //! buried, first-buried order by id); Waiting winners in far spokes are only counted. Ready or
 //! Buried winners in far spokes (kicked far jobs) are resident too. Losing records that are still
@@ -11,16 +11,12 @@
 //! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
-
-use zerocopy::FromBytes;
 
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
-    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId,
-    StateSlot, StorageError,
+    DataDir, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId, StateSlot,
+    StorageError,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -35,32 +31,6 @@ pub(super) fn open_index(dir: &DataDir) -> Result<IdIndex, HubError> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-const ID_HEADER_LEN: u64 = std::mem::size_of::<IdFileHeader>() as u64;
-const ID_ENTRY_LEN: u64 = std::mem::size_of::<IdEntry>() as u64;
-
-/// The highest id the index file has room for (entries are zeroed, never truncated, so this
-/// survives even when every segment has been retired).
-fn index_high_water(path: &Path) -> u64 {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return 0;
-    };
-    let mut head = [0u8; ID_HEADER_LEN as usize];
-    if f.read_exact(&mut head).is_err() {
-        return 0;
-    }
-    let Ok((h, _)) = IdFileHeader::read_from_prefix(&head) else {
-        return 0;
-    };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return 0;
-    };
-    let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
-    if entries == 0 {
-        return 0;
-    }
-    h.base.get().saturating_add(entries - 1)
 }
 
 /// One live-looking record seen by the scan (32 bytes: no tube name, no body).
@@ -83,7 +53,7 @@ impl<S: Segment> Hub<S> {
     pub(super) fn recover(&mut self) -> Result<(), HubError> {
         let mut max_id = 0u64;
         if self.cfg.persist {
-            let high = index_high_water(&self.dir.id_index_path());
+            let high = self.index.high_water()?;
             if high > 0 {
                 // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
                 max_id = high.saturating_add(ID_BLOCK - 1);
