@@ -1,1 +1,1503 @@
 //! The scheduler: a hub rotating through time-bucketed spokes.
+//!
+//! The hub owns every job's life cycle (delayed, ready, reserved, buried, deleted) with
+//! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see the
+//! `spoke` module for the layout in time). It never reads a clock: every call that depends on
+//! time takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
+//! (delayed jobs due become ready in (trigger time, id) order, TTRs expire, pauses end,
+//! waiters time out). [`Hub::tick`] does only that; [`Hub::next_deadline`] says when it next
+//! has something to do.
+//!
+//! Every persisted change is written to its segment before the method returns, so a caller may
+//! acknowledge it right after. Reserved is not persisted: after a restart it is ready again.
+
+mod job;
+mod recovery;
+mod spoke;
+mod stats;
+pub mod time;
+mod tube;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use crate::segment::Micros;
+use crate::segment::{
+    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
+    SpokeId, StateSlot, StorageError,
+};
+use job::{Counters, FarInfo, Job, Phase};
+pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
+use spoke::{Spoke, spoke_for};
+pub use time::SECOND;
+pub use tube::{DEFAULT_TUBE, URGENT_PRIORITY};
+use tube::{Pause, Tube};
+
+/// A client connection, assigned by [`Hub::connect`].
+pub type ConnId = u64;
+
+/// Default spoke span: 1 s.
+pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
+
+/// Near puts write their id index entry only once per this many ids (far puts always do):
+/// every id issued is below the highest id in the index file + `ID_BLOCK`, so recovery
+/// continues from there and ids are never reused, even when every segment has been retired,
+/// at the cost of one positioned write per `ID_BLOCK` near puts (ids jump after a restart).
+pub const ID_BLOCK: u64 = 4096;
+
+/// A reserver holding a job whose TTR ends within this margin gets `DEADLINE_SOON`.
+pub const DEADLINE_SOON_MARGIN: Micros = SECOND;
+
+/// How the hub is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    /// Width of a spoke's time bucket (default [`DEFAULT_SPOKE_SPAN`]).
+    pub spoke_span: Micros,
+    /// Mem mode: load segment files from `data_dir` at start.
+    pub restore: bool,
+    /// False for mem mode (no files while running, written by [`Hub::flush`]).
+    /// When true, `open` always recovers what `data_dir` holds.
+    pub persist: bool,
+}
+
+impl HubConfig {
+    /// A persistent hub in `data_dir` with the default spoke span.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        HubConfig {
+            data_dir: data_dir.into(),
+            spoke_span: DEFAULT_SPOKE_SPAN,
+            restore: false,
+            persist: true,
+        }
+    }
+}
+
+/// Errors a hub operation reports to its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubError {
+    NotFound,
+    NotIgnored,
+    Draining,
+    /// Disk full (beanstalkd answers `OUT_OF_MEMORY`).
+    OutOfMemory,
+    Internal(String),
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubError::NotFound => f.write_str("not found"),
+            HubError::NotIgnored => f.write_str("cannot ignore the last watched tube"),
+            HubError::Draining => f.write_str("draining"),
+            HubError::OutOfMemory => f.write_str("out of memory (disk full)"),
+            HubError::Internal(s) => write!(f, "internal error: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}
+
+impl From<StorageError> for HubError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::DiskFull { .. } => HubError::OutOfMemory,
+            other => HubError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What reserve and peek hand out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    pub id: u64,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved(JobView),
+    DeadlineSoon,
+    TimedOut,
+    /// The caller must wait; a wake-up is queued later (see [`Hub::take_wakeups`]).
+    Wait,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released,
+    /// Disk full while moving the job to its new spoke: it was buried instead (beanstalkd: `BURIED`).
+    Buried,
+}
+
+/// `stats-job`, one field per beanstalkd key in its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobStats {
+    pub id: u64,
+    pub tube: String,
+    /// "ready", "delayed", "reserved" or "buried".
+    pub state: &'static str,
+    pub pri: u32,
+    pub age: u64,
+    pub delay: u64,
+    pub ttr: u64,
+    pub time_left: u64,
+    /// Always 0 (beanstalkd's binlog file number).
+    pub file: u64,
+    pub reserves: u64,
+    pub timeouts: u64,
+    pub releases: u64,
+    pub buries: u64,
+    pub kicks: u64,
+}
+
+/// `stats-tube`, one field per beanstalkd key in its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TubeStats {
+    pub name: String,
+    pub current_jobs_urgent: u64,
+    pub current_jobs_ready: u64,
+    pub current_jobs_reserved: u64,
+    pub current_jobs_delayed: u64,
+    pub current_jobs_buried: u64,
+    pub total_jobs: u64,
+    pub current_using: u64,
+    pub current_watching: u64,
+    pub current_waiting: u64,
+    pub cmd_delete: u64,
+    pub cmd_pause_tube: u64,
+    pub pause: u64,
+    pub pause_time_left: u64,
+}
+
+/// The hub's part of global `stats` (cmd-* counters are counted by the server) plus yaad's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubStats {
+    pub current_jobs_urgent: u64,
+    pub current_jobs_ready: u64,
+    pub current_jobs_reserved: u64,
+    pub current_jobs_delayed: u64,
+    pub current_jobs_buried: u64,
+    pub job_timeouts: u64,
+    pub total_jobs: u64,
+    pub current_tubes: u64,
+    pub current_connections: u64,
+    pub current_producers: u64,
+    pub current_workers: u64,
+    pub current_waiting: u64,
+    pub total_connections: u64,
+    pub draining: bool,
+    pub spokes: u64,
+    /// Spokes whose segment is loaded (near and past spokes).
+    pub segments_mapped: u64,
+    pub corrupt_records_skipped: u64,
+    /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
+    pub data_bytes: u64,
+}
+
+/// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncBatch {
+    /// Segment files and the id index.
+    pub files: Vec<PathBuf>,
+    /// The data dir, when files were created or removed in it.
+    pub dir: Option<PathBuf>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// `fdatasync`s every file (it also writes back pages dirtied through a mapping of it), then
+    /// the directory. A file removed meanwhile is skipped: it held no live job any more.
+    /// An error means the durability promise is broken (as with a failed [`Hub::flush`]).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            match std::fs::File::open(f) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(d) = &self.dir {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// A blocked reserve.
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    seq: u64,
+    /// When the soonest TTR of the connection's reserved jobs enters the DEADLINE_SOON margin.
+    soon_at: Option<Micros>,
+    /// min(timeout, soon_at): the key in `Hub::wait_deadlines`.
+    key: Option<Micros>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    using: Arc<str>,
+    /// In watch order.
+    watching: Vec<Arc<str>>,
+    reserved: BTreeSet<u64>,
+    wait: Option<Wait>,
+    producer: bool,
+    worker: bool,
+}
+
+/// A job found in a far spoke.
+struct FarJob {
+    spoke: SpokeId,
+    meta: RecordMeta,
+}
+
+/// A delayed job, resident (near) or not (far).
+enum DelayedJob {
+    Near(u64),
+    Far(FarJob),
+}
+
+/// The scheduler. Generic over the storage mode (`S`: mapped, lazy or mem segments).
+pub struct Hub<S: Segment> {
+    cfg: HubConfig,
+    /// Holds the data dir's lock for the hub's lifetime.
+    dir: DataDir,
+    /// Job id → current record, for jobs in far spokes (file in persisted modes).
+    index: IdIndex,
+    /// The highest id whose entry this hub wrote (None: none yet, the next put writes one).
+    index_watermark: Option<u64>,
+    now: Micros,
+    /// Spokes starting before this are loaded; it only grows.
+    horizon_end: Micros,
+    next_id: u64,
+    next_conn: ConnId,
+    next_seq: u64,
+    spokes: BTreeMap<SpokeId, Spoke<S>>,
+    jobs: HashMap<u64, Job>,
+    /// Resident delayed jobs by (trigger time, id).
+    delayed: BTreeSet<(Micros, u64)>,
+    /// Reserved jobs by (TTR deadline, id).
+    ttr: BTreeSet<(Micros, u64)>,
+    tubes: BTreeMap<Arc<str>, Tube>,
+    conns: HashMap<ConnId, Conn>,
+    /// Waiting reservers by the instant their wait ends (timeout or deadline soon).
+    wait_deadlines: BTreeSet<(Micros, ConnId)>,
+    /// Paused tubes by pause end.
+    pauses: BTreeSet<(Micros, Arc<str>)>,
+    /// Loaded spokes with no live job, retired once entirely past.
+    retire: BTreeSet<SpokeId>,
+    /// Spokes changed since the last flush.
+    unflushed: BTreeSet<SpokeId>,
+    /// The id index changed since the last flush or sync batch.
+    index_dirty: bool,
+    /// Segment files were created or removed since the last flush or sync batch.
+    dir_dirty: bool,
+    /// Far spokes opened recently, least recently used first.
+    open_far: Vec<SpokeId>,
+    /// Counters of far jobs that have any (see [`FarInfo`]).
+    far_info: HashMap<u64, FarInfo>,
+    /// Tubes in which a job became ready or that were unpaused: waiters may be served.
+    dirty: Vec<Arc<str>>,
+    wakeups: Vec<(ConnId, ReserveOutcome)>,
+    total_jobs: u64,
+    job_timeouts: u64,
+    total_connections: u64,
+    corrupt_records: u64,
+    draining: bool,
+}
+
+fn secs_floor(us: Micros) -> u64 {
+    us / SECOND
+}
+
+fn meta_of(r: Record) -> RecordMeta {
+    RecordMeta {
+        offset: r.offset,
+        id: r.id,
+        trigger_at: r.trigger_at,
+        created_at: r.created_at,
+        ttr: r.ttr,
+        tube: r.tube,
+        body_len: u32::try_from(r.body.len()).unwrap_or(u32::MAX),
+        slot: r.slot,
+    }
+}
+
+impl<S: Segment> Hub<S> {
+    /// Opens the hub, recovering every job `cfg.data_dir` holds (persist, or restore in mem mode).
+    pub fn open(cfg: HubConfig, now: Micros) -> Result<Self, HubError> {
+        let mut cfg = cfg;
+        cfg.spoke_span = cfg.spoke_span.max(1);
+        let dir = DataDir::open(&cfg.data_dir)?;
+        let index = if cfg.persist {
+            recovery::open_index(&dir)?
+        } else {
+            IdIndex::in_memory()
+        };
+        let mut hub = Hub {
+            dir,
+            index,
+            index_watermark: None,
+            horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
+            cfg,
+            now,
+            next_id: 1,
+            next_conn: 1,
+            next_seq: 1,
+            spokes: BTreeMap::new(),
+            jobs: HashMap::new(),
+            delayed: BTreeSet::new(),
+            ttr: BTreeSet::new(),
+            tubes: BTreeMap::new(),
+            conns: HashMap::new(),
+            wait_deadlines: BTreeSet::new(),
+            pauses: BTreeSet::new(),
+            retire: BTreeSet::new(),
+            unflushed: BTreeSet::new(),
+            index_dirty: false,
+            dir_dirty: false,
+            open_far: Vec::new(),
+            far_info: HashMap::new(),
+            dirty: Vec::new(),
+            wakeups: Vec::new(),
+            total_jobs: 0,
+            job_timeouts: 0,
+            total_connections: 0,
+            corrupt_records: 0,
+            draining: false,
+        };
+        hub.intern(DEFAULT_TUBE);
+        if hub.cfg.persist || hub.cfg.restore {
+            hub.recover()?;
+        }
+        hub.settle();
+        Ok(hub)
+    }
+
+    // ----- connections and tubes -------------------------------------------------------------
+
+    /// A new connection, using and watching "default".
+    pub fn connect(&mut self) -> ConnId {
+        let c = self.next_conn;
+        self.next_conn += 1;
+        self.total_connections += 1;
+        let name = self.intern(DEFAULT_TUBE);
+        if let Some(t) = self.tubes.get_mut(&name) {
+            t.using += 1;
+            t.watching += 1;
+        }
+        self.conns.insert(
+            c,
+            Conn {
+                using: name.clone(),
+                watching: vec![name],
+                reserved: BTreeSet::new(),
+                wait: None,
+                producer: false,
+                worker: false,
+            },
+        );
+        c
+    }
+
+    /// Forgets a connection: its reserved jobs are ready again at once, its wait is cancelled.
+    pub fn disconnect(&mut self, c: ConnId, now: Micros) {
+        self.advance(now);
+        self.cancel_wait(c);
+        let Some(conn) = self.conns.get(&c) else {
+            return;
+        };
+        let reserved: Vec<u64> = conn.reserved.iter().copied().collect();
+        for id in reserved {
+            self.unlink(id);
+            self.link(id, Phase::Ready);
+        }
+        if let Some(conn) = self.conns.remove(&c) {
+            if let Some(t) = self.tubes.get_mut(&conn.using) {
+                t.using = t.using.saturating_sub(1);
+            }
+            for w in &conn.watching {
+                if let Some(t) = self.tubes.get_mut(w) {
+                    t.watching = t.watching.saturating_sub(1);
+                }
+            }
+            self.drop_if_idle(&conn.using);
+            for w in &conn.watching {
+                self.drop_if_idle(w);
+            }
+        }
+        self.settle();
+    }
+
+    pub fn use_tube(&mut self, c: ConnId, tube: &str) {
+        if !self.conns.contains_key(&c) {
+            return;
+        }
+        let name = self.intern(tube);
+        if let Some(t) = self.tubes.get_mut(&name) {
+            t.using += 1;
+        }
+        let old = match self.conns.get_mut(&c) {
+            Some(conn) => std::mem::replace(&mut conn.using, name),
+            None => return,
+        };
+        if let Some(t) = self.tubes.get_mut(&old) {
+            t.using = t.using.saturating_sub(1);
+        }
+        self.drop_if_idle(&old);
+    }
+
+    /// The tube `c` uses ("default" for an unknown connection).
+    pub fn used_tube(&self, c: ConnId) -> &str {
+        self.conns.get(&c).map_or(DEFAULT_TUBE, |conn| &conn.using)
+    }
+
+    /// Watches `tube`; returns the number of tubes watched.
+    pub fn watch(&mut self, c: ConnId, tube: &str) -> usize {
+        let Some(conn) = self.conns.get(&c) else {
+            return 0;
+        };
+        if conn.watching.iter().any(|w| &**w == tube) {
+            return conn.watching.len();
+        }
+        let wait = conn.wait;
+        let name = self.intern(tube);
+        if let Some(t) = self.tubes.get_mut(&name) {
+            t.watching += 1;
+            if let Some(w) = wait {
+                t.waiters.insert((w.seq, c));
+            }
+        }
+        if wait.is_some() {
+            self.dirty.push(name.clone());
+        }
+        let n = match self.conns.get_mut(&c) {
+            Some(conn) => {
+                conn.watching.push(name);
+                conn.watching.len()
+            }
+            None => 0,
+        };
+        self.settle();
+        n
+    }
+
+    /// Stops watching `tube`; `NotIgnored` if it is the last one watched.
+    pub fn ignore(&mut self, c: ConnId, tube: &str) -> Result<usize, HubError> {
+        let conn = self.conns.get_mut(&c).ok_or(HubError::NotFound)?;
+        let Some(pos) = conn.watching.iter().position(|w| &**w == tube) else {
+            return Ok(conn.watching.len());
+        };
+        if conn.watching.len() == 1 {
+            return Err(HubError::NotIgnored);
+        }
+        let name = conn.watching.remove(pos);
+        let n = conn.watching.len();
+        let wait = conn.wait;
+        if let Some(t) = self.tubes.get_mut(&name) {
+            t.watching = t.watching.saturating_sub(1);
+            if let Some(w) = wait {
+                t.waiters.remove(&(w.seq, c));
+            }
+        }
+        self.drop_if_idle(&name);
+        Ok(n)
+    }
+
+    /// The tubes `c` watches, in watch order.
+    pub fn watched(&self, c: ConnId) -> Vec<String> {
+        self.conns.get(&c).map_or_else(Vec::new, |conn| {
+            conn.watching.iter().map(|w| w.to_string()).collect()
+        })
+    }
+
+    /// Every existing tube, by name.
+    pub fn list_tubes(&self) -> Vec<String> {
+        self.tubes.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Pauses `tube` for `delay_s` seconds (0 unpauses); `NotFound` if the tube does not exist.
+    pub fn pause_tube(&mut self, tube: &str, delay_s: u32, now: Micros) -> Result<(), HubError> {
+        self.advance(now);
+        let t = self.tubes.get_mut(tube).ok_or(HubError::NotFound)?;
+        t.cmd_pause_tube += 1;
+        let name = t.name.clone();
+        if let Some(p) = t.pause.take() {
+            self.pauses.remove(&(p.until, name.clone()));
+        }
+        if delay_s > 0 {
+            let until = self.now.saturating_add(u64::from(delay_s) * SECOND);
+            if let Some(t) = self.tubes.get_mut(tube) {
+                t.pause = Some(Pause { until, delay_s });
+            }
+            self.pauses.insert((until, name));
+        } else {
+            self.dirty.push(name);
+        }
+        self.settle();
+        Ok(())
+    }
+
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    // ----- jobs ------------------------------------------------------------------------------
+
+    /// Puts a job into the tube `c` uses; returns its id. Persisted before returning.
+    pub fn put(
+        &mut self,
+        c: ConnId,
+        pri: u32,
+        delay_s: u32,
+        ttr_s: u32,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<u64, HubError> {
+        self.advance(now);
+        if self.draining {
+            return Err(HubError::Draining);
+        }
+        let tube = match self.conns.get_mut(&c) {
+            Some(conn) => {
+                conn.producer = true;
+                conn.using.clone()
+            }
+            None => self.intern(DEFAULT_TUBE),
+        };
+        let ttr_s = ttr_s.max(1);
+        let now = self.now;
+        let trigger_at = now.saturating_add(u64::from(delay_s) * SECOND);
+        // Ids are never reused, even when the append fails.
+        let id = self.next_id;
+        self.next_id += 1;
+        let rec = NewRecord {
+            id,
+            trigger_at,
+            created_at: now,
+            ttr: ttr_s,
+            tube: tube.as_bytes(),
+            body,
+            slot: StateSlot {
+                version: 1,
+                state: JobState::Waiting,
+                priority: pri,
+            },
+        };
+        let (spoke, offset) = self.append(&rec)?;
+        let far = self.spokes.get(&spoke).is_some_and(|s| !s.loaded);
+        if (far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK)))
+            && let Err(e) = self.set_index(id, JobLocation { spoke, offset })
+        {
+            // Undo: the record must not come back as a job the client was told failed.
+            let undo = StateSlot {
+                version: 2,
+                state: JobState::Deleted,
+                priority: pri,
+            };
+            let _ = self.update_slot(spoke, offset, undo);
+            self.spoke_lost_live(spoke);
+            return Err(e.into());
+        }
+        if far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK))
+        {
+            self.index_watermark = Some(self.index_watermark.map_or(id, |w| w.max(id)));
+        }
+        self.total_jobs += 1;
+        if let Some(t) = self.tubes.get_mut(&tube) {
+            t.total_jobs += 1;
+        }
+        if self.spokes.get(&spoke).is_some_and(|s| s.loaded) {
+            self.jobs.insert(
+                id,
+                Job {
+                    tube,
+                    pri,
+                    ttr_s,
+                    delay_s,
+                    created_at: now,
+                    trigger_at,
+                    spoke,
+                    offset,
+                    version: 1,
+                    phase: Phase::Delayed,
+                    counters: Counters::default(),
+                },
+            );
+            let phase = if trigger_at <= now {
+                Phase::Ready
+            } else {
+                Phase::Delayed
+            };
+            self.link(id, phase);
+        } else {
+            self.count_far(spoke, &tube, 1);
+        }
+        self.settle();
+        Ok(id)
+    }
+
+    /// Reserves the best ready job across the tubes `c` watches (unpaused ones), or says why not.
+    /// `timeout`: None blocks forever, Some(t) is an absolute deadline (t <= now answers now).
+    pub fn reserve(&mut self, c: ConnId, timeout: Option<Micros>, now: Micros) -> ReserveOutcome {
+        self.advance(now);
+        self.cancel_wait(c);
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return ReserveOutcome::TimedOut;
+        };
+        conn.worker = true;
+        while let Some(id) = self.best_ready_for(c) {
+            if let Some(view) = self.deliver(c, id) {
+                return ReserveOutcome::Reserved(view);
+            }
+        }
+        let soon_at = self
+            .soonest_ttr(c)
+            .map(|d| d.saturating_sub(DEADLINE_SOON_MARGIN));
+        if soon_at.is_some_and(|s| s <= self.now) {
+            return ReserveOutcome::DeadlineSoon;
+        }
+        if timeout.is_some_and(|t| t <= self.now) {
+            return ReserveOutcome::TimedOut;
+        }
+        let key = match (timeout, soon_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let wait = Wait { seq, soon_at, key };
+        let watching = match self.conns.get_mut(&c) {
+            Some(conn) => {
+                conn.wait = Some(wait);
+                conn.watching.clone()
+            }
+            None => Vec::new(),
+        };
+        for w in &watching {
+            if let Some(t) = self.tubes.get_mut(w) {
+                t.waiters.insert((seq, c));
+            }
+        }
+        if let Some(k) = key {
+            self.wait_deadlines.insert((k, c));
+        }
+        ReserveOutcome::Wait
+    }
+
+    /// Reserves job `id` whatever tube it is in, if it is ready, delayed or buried.
+    pub fn reserve_job(&mut self, c: ConnId, id: u64, now: Micros) -> Result<JobView, HubError> {
+        self.advance(now);
+        if !self.conns.contains_key(&c) {
+            return Err(HubError::NotFound);
+        }
+        if !self.jobs.contains_key(&id) {
+            let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
+            self.kick_far(far, false)?;
+        }
+        let job = self.jobs.get(&id).ok_or(HubError::NotFound)?;
+        match job.phase {
+            Phase::Reserved { .. } => return Err(HubError::NotFound),
+            Phase::Ready => {}
+            Phase::Delayed | Phase::Buried { .. } => {
+                let pri = job.pri;
+                self.persist(id, JobState::Ready, pri)?;
+                self.unlink(id);
+                self.link(id, Phase::Ready);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.worker = true;
+        }
+        let view = self.deliver(c, id).ok_or(HubError::NotFound);
+        self.settle();
+        view
+    }
+
+    /// Cancels the blocked reserve of `c`, if any (no wake-up is queued).
+    pub fn cancel_wait(&mut self, c: ConnId) {
+        let Some(wait) = self.conns.get_mut(&c).and_then(|conn| conn.wait.take()) else {
+            return;
+        };
+        if let Some(k) = wait.key {
+            self.wait_deadlines.remove(&(k, c));
+        }
+        let watching = self
+            .conns
+            .get(&c)
+            .map(|conn| conn.watching.clone())
+            .unwrap_or_default();
+        for w in &watching {
+            if let Some(t) = self.tubes.get_mut(w) {
+                t.waiters.remove(&(wait.seq, c));
+            }
+        }
+    }
+
+    /// Deletes a job in any state; a reserved one only by its holder.
+    pub fn delete(&mut self, c: ConnId, id: u64, now: Micros) -> Result<(), HubError> {
+        self.advance(now);
+        if let Some(job) = self.jobs.get(&id) {
+            if let Phase::Reserved { conn, .. } = job.phase
+                && conn != c
+            {
+                return Err(HubError::NotFound);
+            }
+            let pri = job.pri;
+            self.persist(id, JobState::Deleted, pri)?;
+            self.unlink(id);
+            // Any index entry left is harmless: lookups check the record it points at.
+            if let Some(job) = self.jobs.remove(&id) {
+                self.spoke_lost_live(job.spoke);
+                if let Some(t) = self.tubes.get_mut(&job.tube) {
+                    t.cmd_delete += 1;
+                }
+                self.drop_if_idle(&job.tube);
+            }
+        } else {
+            let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
+            let slot = StateSlot {
+                version: far.meta.slot.version.saturating_add(1),
+                state: JobState::Deleted,
+                priority: far.meta.slot.priority,
+            };
+            self.update_slot(far.spoke, far.meta.offset, slot)?;
+            if self.index.remove(id).is_ok() {
+                self.index_dirty = true;
+            }
+            self.far_info.remove(&id);
+            let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
+            self.count_far(far.spoke, &tube, -1);
+            if let Some(t) = self.tubes.get_mut(&tube) {
+                t.cmd_delete += 1;
+            }
+            self.spoke_lost_live(far.spoke);
+            self.drop_if_idle(&tube);
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Releases a job reserved by `c` with a new priority, after `delay_s` seconds.
+    pub fn release(
+        &mut self,
+        c: ConnId,
+        id: u64,
+        pri: u32,
+        delay_s: u32,
+        now: Micros,
+    ) -> Result<ReleaseOutcome, HubError> {
+        self.advance(now);
+        let job = self.reserved_by(c, id)?;
+        if delay_s == 0 {
+            self.persist(id, JobState::Ready, pri)?;
+            self.unlink(id);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.pri = pri;
+                job.delay_s = 0;
+                job.counters.releases += 1;
+            }
+            self.link(id, Phase::Ready);
+            self.settle();
+            return Ok(ReleaseOutcome::Released);
+        }
+        // A delayed release moves the job: a new record in the target spoke, the old one Moved.
+        let trigger_at = self.now.saturating_add(u64::from(delay_s) * SECOND);
+        let old = self.segment(job.spoke)?.read(job.offset)?;
+        let version = job.version.saturating_add(1);
+        let rec = NewRecord {
+            id,
+            trigger_at,
+            created_at: job.created_at,
+            ttr: job.ttr_s,
+            tube: job.tube.as_bytes(),
+            body: &old.body,
+            slot: StateSlot {
+                version,
+                state: JobState::Waiting,
+                priority: pri,
+            },
+        };
+        let (spoke, offset) = match self.append(&rec) {
+            Ok(loc) => loc,
+            Err(HubError::OutOfMemory) => {
+                self.persist(id, JobState::Buried, pri)?;
+                self.unlink(id);
+                let seq = self.take_seq();
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.pri = pri;
+                    job.counters.releases += 1;
+                    job.counters.buries += 1;
+                }
+                self.link(id, Phase::Buried { seq });
+                self.settle();
+                return Ok(ReleaseOutcome::Buried);
+            }
+            Err(e) => return Err(e),
+        };
+        let moved = StateSlot {
+            version,
+            state: JobState::Moved,
+            priority: job.pri,
+        };
+        // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
+        let _ = self.update_slot(job.spoke, job.offset, moved);
+        // The index is derived data (recovery rewrites it); a failure only hides a far job
+        // from lookups by id until its spoke is loaded.
+        let _ = self.set_index(id, JobLocation { spoke, offset });
+        self.spoke_lost_live(job.spoke);
+        self.unlink(id);
+        let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.pri = pri;
+            j.delay_s = delay_s;
+            j.trigger_at = trigger_at;
+            j.spoke = spoke;
+            j.offset = offset;
+            j.version = version;
+            j.counters.releases += 1;
+        }
+        if loaded {
+            self.link(id, Phase::Delayed);
+        } else if let Some(j) = self.jobs.remove(&id) {
+            self.far_info.insert(
+                id,
+                FarInfo {
+                    counters: j.counters,
+                    delay_s,
+                },
+            );
+            self.count_far(spoke, &j.tube, 1);
+        }
+        self.settle();
+        Ok(ReleaseOutcome::Released)
+    }
+
+    /// Buries a job reserved by `c` with a new priority.
+    pub fn bury(&mut self, c: ConnId, id: u64, pri: u32, now: Micros) -> Result<(), HubError> {
+        self.advance(now);
+        self.reserved_by(c, id)?;
+        self.persist(id, JobState::Buried, pri)?;
+        self.unlink(id);
+        let seq = self.take_seq();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.pri = pri;
+            job.counters.buries += 1;
+        }
+        self.link(id, Phase::Buried { seq });
+        self.settle();
+        Ok(())
+    }
+
+    /// Restarts the TTR of a job reserved by `c`.
+    pub fn touch(&mut self, c: ConnId, id: u64, now: Micros) -> Result<(), HubError> {
+        self.advance(now);
+        let job = self.reserved_by(c, id)?;
+        self.unlink(id);
+        let deadline = self.now.saturating_add(u64::from(job.ttr_s) * SECOND);
+        self.link(id, Phase::Reserved { conn: c, deadline });
+        self.settle();
+        Ok(())
+    }
+
+    /// The job `id` in any state.
+    pub fn peek(&mut self, id: u64) -> Option<JobView> {
+        if self.jobs.contains_key(&id) {
+            return self.view(id);
+        }
+        let far = self.find_far(id).ok()??;
+        let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
+        self.touch_far(far.spoke);
+        Some(JobView {
+            id,
+            body: Bytes::from(rec.body),
+        })
+    }
+
+    /// The next ready job of the tube `c` uses (paused or not).
+    pub fn peek_ready(&mut self, c: ConnId) -> Option<JobView> {
+        let tube = self.conns.get(&c)?.using.clone();
+        let &(_, id) = self.tubes.get(&tube)?.ready.first()?;
+        self.view(id)
+    }
+
+    /// The delayed job of the tube `c` uses with the earliest trigger time.
+    pub fn peek_delayed(&mut self, c: ConnId) -> Option<JobView> {
+        let tube = self.conns.get(&c)?.using.clone();
+        match self.delayed_of_tube(&tube, 1).ok()?.into_iter().next()? {
+            DelayedJob::Near(id) => self.view(id),
+            DelayedJob::Far(far) => {
+                let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
+                Some(JobView {
+                    id: far.meta.id,
+                    body: Bytes::from(rec.body),
+                })
+            }
+        }
+    }
+
+    /// The first-buried job of the tube `c` uses.
+    pub fn peek_buried(&mut self, c: ConnId) -> Option<JobView> {
+        let tube = self.conns.get(&c)?.using.clone();
+        let &(_, id) = self.tubes.get(&tube)?.buried.first()?;
+        self.view(id)
+    }
+
+    /// Kicks up to `bound` jobs of the tube `c` uses: buried ones if it has any, else delayed
+    /// ones (earliest trigger first). Returns how many were kicked.
+    pub fn kick(&mut self, c: ConnId, bound: u32, now: Micros) -> u64 {
+        self.advance(now);
+        let Some(tube) = self.conns.get(&c).map(|conn| conn.using.clone()) else {
+            return 0;
+        };
+        let Some(t) = self.tubes.get(&tube) else {
+            return 0;
+        };
+        let bound = u64::from(bound);
+        let mut kicked = 0;
+        if !t.buried.is_empty() {
+            let ids: Vec<u64> = t
+                .buried
+                .iter()
+                .take(bound as usize)
+                .map(|&(_, id)| id)
+                .collect();
+            for id in ids {
+                if self.kick_resident(id).is_err() {
+                    break;
+                }
+                kicked += 1;
+            }
+        } else if let Ok(jobs) = self.delayed_of_tube(&tube, bound) {
+            for d in jobs {
+                let done = match d {
+                    DelayedJob::Near(id) => self.kick_resident(id),
+                    DelayedJob::Far(far) => self.kick_far(far, true),
+                };
+                if done.is_err() {
+                    break;
+                }
+                kicked += 1;
+            }
+        }
+        self.settle();
+        kicked
+    }
+
+    /// Kicks job `id` if it is buried or delayed.
+    pub fn kick_job(&mut self, id: u64, now: Micros) -> Result<(), HubError> {
+        self.advance(now);
+        if self.jobs.contains_key(&id) {
+            self.kick_resident(id)?;
+        } else {
+            let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
+            self.kick_far(far, true)?;
+        }
+        self.settle();
+        Ok(())
+    }
+
+    // ----- time ------------------------------------------------------------------------------
+
+    /// Brings the hub to `now`: delayed→ready, TTR expiry, unpause, waiter timeouts and
+    /// DEADLINE_SOON, wake-ups. `now` earlier than a previous one is treated as that one.
+    pub fn tick(&mut self, now: Micros) {
+        self.advance(now);
+    }
+
+    /// The earliest instant at which [`Hub::tick`] has something to do (None: nothing scheduled).
+    /// Always later than the last `now` the hub saw.
+    pub fn next_deadline(&self) -> Option<Micros> {
+        let horizon = NEAR_SPOKES.saturating_mul(self.cfg.spoke_span);
+        let far_load = self
+            .spokes
+            .range(
+                SpokeId {
+                    start: self.horizon_end,
+                    span: 0,
+                }..,
+            )
+            .next()
+            .map(|(id, _)| id.start.saturating_sub(horizon).saturating_add(1));
+        [
+            self.delayed.first().map(|&(t, _)| t),
+            self.ttr.first().map(|&(t, _)| t),
+            self.wait_deadlines.first().map(|&(t, _)| t),
+            self.pauses.first().map(|(t, _)| *t),
+            self.retire.iter().map(|&id| Spoke::<S>::end(id)).min(),
+            far_load,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.max(self.now.saturating_add(1)))
+        .min()
+    }
+
+    /// Wake-ups for waiting reservers produced since the last take.
+    pub fn take_wakeups(&mut self) -> Vec<(ConnId, ReserveOutcome)> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    /// Makes every change durable (mem mode: writes all segment files, removing stale ones).
+    pub fn flush(&mut self) -> Result<(), HubError> {
+        while let Some(&id) = self.unflushed.first() {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                s.seg.flush()?;
+            }
+            self.unflushed.remove(&id);
+        }
+        self.index.flush()?;
+        self.index_dirty = false;
+        self.dir_dirty = false;
+        if !self.cfg.persist {
+            self.remove_stale_files()?;
+        }
+        Ok(())
+    }
+
+    /// Takes what must be synced to make every change so far durable, without syncing it:
+    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
+    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
+    /// batch (use [`Hub::flush`], which writes its files).
+    pub fn take_sync_batch(&mut self) -> SyncBatch {
+        if !self.cfg.persist {
+            return SyncBatch::default();
+        }
+        let files = std::mem::take(&mut self.unflushed)
+            .into_iter()
+            .map(|id| self.dir.segment_path(id))
+            .chain(std::mem::take(&mut self.index_dirty).then(|| self.dir.id_index_path()))
+            .collect();
+        SyncBatch {
+            files,
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
+        }
+    }
+
+    // ----- internals -------------------------------------------------------------------------
+
+    fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
+        self.index.set(id, loc)?;
+        self.index_dirty = true;
+        Ok(())
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// The tube named `name`, created if missing; returns its shared name.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some((k, _)) = self.tubes.get_key_value(name) {
+            return k.clone();
+        }
+        let k: Arc<str> = Arc::from(name);
+        self.tubes.insert(k.clone(), Tube::new(k.clone()));
+        k
+    }
+
+    fn drop_if_idle(&mut self, name: &str) {
+        if let Some(t) = self.tubes.get(name)
+            && t.is_idle()
+        {
+            if let Some(p) = t.pause {
+                self.pauses.remove(&(p.until, t.name.clone()));
+            }
+            self.tubes.remove(name);
+        }
+    }
+
+    fn segment(&mut self, id: SpokeId) -> Result<&mut S, HubError> {
+        self.spokes
+            .get_mut(&id)
+            .map(|s| &mut s.seg)
+            .ok_or_else(|| HubError::Internal(format!("spoke {id:?} missing")))
+    }
+
+    /// Appends a record to the spoke of its trigger time (created if needed).
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<(SpokeId, u64), HubError> {
+        let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
+        if !self.spokes.contains_key(&id) {
+            let seg = S::create(&self.cfg.data_dir, id)?;
+            self.dir_dirty = true;
+            let loaded = id.start < self.horizon_end;
+            self.spokes.insert(id, Spoke::new(seg, loaded));
+        }
+        let spoke = self
+            .spokes
+            .get_mut(&id)
+            .ok_or_else(|| HubError::Internal("spoke vanished".into()))?;
+        let offset = match spoke.seg.append(rec) {
+            Ok(o) => o,
+            Err(e) => {
+                // A spoke created for this record must not linger empty.
+                self.maybe_retire(id);
+                return Err(e.into());
+            }
+        };
+        spoke.live += 1;
+        self.unflushed.insert(id);
+        let loaded = spoke.loaded;
+        self.retire.remove(&id);
+        if !loaded {
+            self.touch_far(id);
+        }
+        Ok((id, offset))
+    }
+
+    /// Writes a state slot into a record of `spoke`'s segment.
+    fn update_slot(
+        &mut self,
+        spoke: SpokeId,
+        offset: RecordOffset,
+        slot: StateSlot,
+    ) -> Result<(), HubError> {
+        self.segment(spoke)?.update(offset, slot)?;
+        self.unflushed.insert(spoke);
+        Ok(())
+    }
+
+    /// Persists a new state slot for resident job `id` (version + 1).
+    fn persist(&mut self, id: u64, state: JobState, pri: u32) -> Result<(), HubError> {
+        let job = self.jobs.get(&id).ok_or(HubError::NotFound)?;
+        let slot = StateSlot {
+            version: job.version.saturating_add(1),
+            state,
+            priority: pri,
+        };
+        let (spoke, offset) = (job.spoke, job.offset);
+        self.update_slot(spoke, offset, slot)?;
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.version = slot.version;
+        }
+        Ok(())
+    }
+
+    /// The job `id` reserved by `c`, or NotFound.
+    fn reserved_by(&self, c: ConnId, id: u64) -> Result<Job, HubError> {
+        match self.jobs.get(&id) {
+            Some(job) if matches!(job.phase, Phase::Reserved { conn, .. } if conn == c) => {
+                Ok(job.clone())
+            }
+            _ => Err(HubError::NotFound),
+        }
+    }
+
+    /// Removes resident job `id` from the structures of its phase.
+    fn unlink(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let tube = self.tubes.get_mut(&job.tube);
+        match job.phase {
+            Phase::Delayed => {
+                self.delayed.remove(&(job.trigger_at, id));
+                if let Some(t) = tube {
+                    t.delayed.remove(&(job.trigger_at, id));
+                }
+            }
+            Phase::Ready => {
+                if let Some(t) = tube
+                    && t.ready.remove(&(job.pri, id))
+                    && job.pri < URGENT_PRIORITY
+                {
+                    t.urgent = t.urgent.saturating_sub(1);
+                }
+            }
+            Phase::Reserved { conn, deadline } => {
+                self.ttr.remove(&(deadline, id));
+                if let Some(t) = tube {
+                    t.reserved = t.reserved.saturating_sub(1);
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.reserved.remove(&id);
+                }
+            }
+            Phase::Buried { seq } => {
+                if let Some(t) = tube {
+                    t.buried.remove(&(seq, id));
+                }
+            }
+        }
+    }
+
+    /// Puts resident job `id` into the structures of `phase` (after [`Hub::unlink`] or creation).
+    fn link(&mut self, id: u64, phase: Phase) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.phase = phase;
+        let tube = self.tubes.get_mut(&job.tube);
+        match phase {
+            Phase::Delayed => {
+                self.delayed.insert((job.trigger_at, id));
+                if let Some(t) = tube {
+                    t.delayed.insert((job.trigger_at, id));
+                }
+            }
+            Phase::Ready => {
+                if let Some(t) = tube {
+                    t.ready.insert((job.pri, id));
+                    if job.pri < URGENT_PRIORITY {
+                        t.urgent += 1;
+                    }
+                    self.dirty.push(t.name.clone());
+                }
+            }
+            Phase::Reserved { conn, deadline } => {
+                self.ttr.insert((deadline, id));
+                if let Some(t) = tube {
+                    t.reserved += 1;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.reserved.insert(id);
+                }
+            }
+            Phase::Buried { seq } => {
+                if let Some(t) = tube {
+                    t.buried.insert((seq, id));
+                }
+            }
+        }
+    }
+
+    /// Reads resident job `id`'s body. A record that fails verification drops the job.
+    fn view(&mut self, id: u64) -> Option<JobView> {
+        let job = self.jobs.get(&id)?;
+        let (spoke, offset) = (job.spoke, job.offset);
+        match self.segment(spoke).map(|s| s.read(offset)) {
+            Ok(Ok(rec)) if rec.id == id => Some(JobView {
+                id,
+                body: Bytes::from(rec.body),
+            }),
+            other => {
+                let why = match other {
+                    Ok(Ok(rec)) => format!("record holds job {}", rec.id),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(job = id, spoke = ?spoke, offset, "dropping unreadable job: {why}");
+                self.drop_corrupt(id);
+                None
+            }
+        }
+    }
+
+    /// Counts (and logs) a record that failed verification and was skipped.
+    fn note_corrupt(&mut self, what: &dyn std::fmt::Display) {
+        self.corrupt_records += 1;
+        tracing::warn!("skipping corrupt record: {what}");
+    }
+
+    /// Forgets a resident job whose record cannot be read back (counted, not persisted).
+    fn drop_corrupt(&mut self, id: u64) {
+        self.corrupt_records += 1;
+        self.unlink(id);
+        if let Some(job) = self.jobs.remove(&id) {
+            self.spoke_lost_live(job.spoke);
+            self.drop_if_idle(&job.tube);
+        }
+    }
+
+    /// Reserves ready job `id` for `c`; None if its record is unreadable (the job is dropped).
+    fn deliver(&mut self, c: ConnId, id: u64) -> Option<JobView> {
+        let view = self.view(id)?;
+        self.unlink(id);
+        let job = self.jobs.get_mut(&id)?;
+        job.counters.reserves += 1;
+        let deadline = self.now.saturating_add(u64::from(job.ttr_s) * SECOND);
+        self.link(id, Phase::Reserved { conn: c, deadline });
+        Some(view)
+    }
+
+    /// The best ready job across the unpaused tubes `c` watches: lowest (priority, id).
+    fn best_ready_for(&self, c: ConnId) -> Option<u64> {
+        let conn = self.conns.get(&c)?;
+        conn.watching
+            .iter()
+            .filter_map(|w| self.tubes.get(w))
+            .filter(|t| !t.is_paused())
+            .filter_map(|t| t.ready.first().copied())
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// The earliest TTR deadline among the jobs `c` holds.
+    fn soonest_ttr(&self, c: ConnId) -> Option<Micros> {
+        let conn = self.conns.get(&c)?;
+        conn.reserved
+            .iter()
+            .filter_map(|id| match self.jobs.get(id)?.phase {
+                Phase::Reserved { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Kicks a resident buried or delayed job to ready (persisted as Ready).
+    fn kick_resident(&mut self, id: u64) -> Result<(), HubError> {
+        let job = self.jobs.get(&id).ok_or(HubError::NotFound)?;
+        if !matches!(job.phase, Phase::Delayed | Phase::Buried { .. }) {
+            return Err(HubError::NotFound);
+        }
+        let pri = job.pri;
+        self.persist(id, JobState::Ready, pri)?;
+        self.unlink(id);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.counters.kicks += 1;
+        }
+        self.link(id, Phase::Ready);
+        Ok(())
+    }
+
+    /// Moves the clock to `now` (never backwards) and does everything due.
+    fn advance(&mut self, now: Micros) {
+        self.now = self.now.max(now);
+        let end = self
+            .now
+            .saturating_add(NEAR_SPOKES.saturating_mul(self.cfg.spoke_span));
+        if end > self.horizon_end {
+            let from = SpokeId {
+                start: self.horizon_end,
+                span: 0,
+            };
+            let to = SpokeId {
+                start: end,
+                span: 0,
+            };
+            self.horizon_end = end;
+            let ids: Vec<SpokeId> = self.spokes.range(from..to).map(|(k, _)| *k).collect();
+            for id in ids {
+                self.load_spoke(id);
+            }
+        }
+        self.settle();
+    }
+
+    /// Does everything due at `self.now` and serves waiters.
+    fn settle(&mut self) {
+        let now = self.now;
+        while let Some(&(t, id)) = self.delayed.first() {
+            if t > now {
+                break;
+            }
+            self.unlink(id);
+            self.link(id, Phase::Ready);
+        }
+        while let Some(&(d, id)) = self.ttr.first() {
+            if d > now {
+                break;
+            }
+            self.unlink(id);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.counters.timeouts += 1;
+            }
+            self.job_timeouts += 1;
+            self.link(id, Phase::Ready);
+        }
+        while let Some((t, name)) = self.pauses.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.pauses.remove(&(t, name.clone()));
+            if let Some(tube) = self.tubes.get_mut(&name) {
+                tube.pause = None;
+            }
+            self.dirty.push(name);
+        }
+        self.serve_waiters();
+        while let Some(&(t, c)) = self.wait_deadlines.first() {
+            if t > now {
+                break;
+            }
+            let soon = self
+                .conns
+                .get(&c)
+                .and_then(|conn| conn.wait)
+                .and_then(|w| w.soon_at)
+                .is_some_and(|s| s <= now);
+            self.cancel_wait(c);
+            self.wait_deadlines.remove(&(t, c));
+            let outcome = if soon {
+                ReserveOutcome::DeadlineSoon
+            } else {
+                ReserveOutcome::TimedOut
+            };
+            self.wakeups.push((c, outcome));
+        }
+        while let Some(&id) = self.retire.first() {
+            if Spoke::<S>::end(id) > now {
+                break;
+            }
+            self.retire.remove(&id);
+            if self.spokes.get(&id).is_some_and(|s| s.live == 0) {
+                self.retire_spoke(id);
+            }
+        }
+    }
+
+    /// Hands ready jobs to waiters, oldest waiter first. Only tubes where a job became ready or
+    /// that were unpaused ("dirty") can serve anyone: no other waiter had a job before. The
+    /// oldest waiter that can be served is the first waiter of some dirty, unpaused tube with
+    /// a ready job, and it gets its best job across all the tubes it watches.
+    fn serve_waiters(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort();
+        dirty.dedup();
+        loop {
+            dirty.retain(|name| {
+                self.tubes
+                    .get(name)
+                    .is_some_and(|t| !t.is_paused() && !t.ready.is_empty() && !t.waiters.is_empty())
+            });
+            let oldest = dirty
+                .iter()
+                .filter_map(|name| self.tubes.get(name)?.waiters.first().copied())
+                .min();
+            let Some((_, c)) = oldest else {
+                break;
+            };
+            let Some(id) = self.best_ready_for(c) else {
+                // Cannot happen (c watches an unpaused tube with a ready job); never loop on it.
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::TimedOut));
+                continue;
+            };
+            if let Some(view) = self.deliver(c, id) {
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::Reserved(view)));
+            }
+        }
+    }
+
+    fn remove_stale_files(&mut self) -> Result<(), HubError> {
+        for (_, path) in self.dir.segments()? {
+            let seg = match S::open(&path) {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            if !self.spokes.contains_key(&seg.spoke()) {
+                seg.destroy()?;
+                self.dir_dirty = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+//! A job held in RAM: ready, reserved, buried or near-future delayed ones.
+//! Far-future jobs have no RAM representation; see [`FarInfo`] for the little they may keep.
+
+use std::sync::Arc;
+
+use super::{ConnId, Micros};
+use crate::segment::{RecordOffset, SpokeId};
+
+/// Where a job is in its life cycle, as the hub sees it (reserved is never persisted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for its trigger time, in the delayed set.
+    Delayed,
+    Ready,
+    Reserved {
+        conn: ConnId,
+        deadline: Micros,
+    },
+    /// `seq` orders buried jobs first-buried first.
+    Buried {
+        seq: u64,
+    },
+}
+
+/// The per-job counters `stats-job` shows; not persisted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Counters {
+    pub reserves: u64,
+    pub timeouts: u64,
+    pub releases: u64,
+    pub buries: u64,
+    pub kicks: u64,
+}
+
+/// What a far-future job keeps in RAM when it has something a record cannot tell:
+/// its counters and the delay it was last released with. Jobs that were only put keep nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct FarInfo {
+    pub counters: Counters,
+    pub delay_s: u32,
+}
+
+/// A job resident in RAM.
+#[derive(Clone, Debug)]
+pub(super) struct Job {
+    pub tube: Arc<str>,
+    pub pri: u32,
+    pub ttr_s: u32,
+    /// The delay of its last put or release, for `stats-job`.
+    pub delay_s: u32,
+    pub created_at: Micros,
+    pub trigger_at: Micros,
+    /// The spoke and offset of its current record.
+    pub spoke: SpokeId,
+    pub offset: RecordOffset,
+    /// Version of the state slot last persisted.
+    pub version: u32,
+    pub phase: Phase,
+    pub counters: Counters,
+}

@@ -1,0 +1,1052 @@
+//! Model test: random operation sequences against the hub and a simple BTreeMap model must give
+//! identical results (order, no early job, no lost job, no resurrected deleted job, counters),
+//! in every storage mode, including reopening the hub from its data dir.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use yaad::hub::{
+    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, JobView, ReleaseOutcome,
+    ReserveOutcome, SECOND, URGENT_PRIORITY,
+};
+use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
+
+const TUBES: [&str; 3] = ["default", "t1", "t2"];
+const CONNS: usize = 3;
+const START: u64 = 1_700_000_000 * SECOND;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MState {
+    Delayed,
+    Ready,
+    Reserved { conn: usize, deadline: u64 },
+    Buried { seq: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct MJob {
+    tube: String,
+    pri: u32,
+    ttr: u32,
+    delay: u32,
+    created: u64,
+    trigger: u64,
+    state: MState,
+    body: Vec<u8>,
+    reserves: u64,
+    timeouts: u64,
+    releases: u64,
+    buries: u64,
+    kicks: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MWait {
+    seq: u64,
+    timeout: Option<u64>,
+    soon_at: Option<u64>,
+}
+
+impl MWait {
+    fn key(&self) -> Option<u64> {
+        match (self.timeout, self.soon_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct MConn {
+    using: String,
+    watching: Vec<String>,
+    wait: Option<MWait>,
+}
+
+impl MConn {
+    fn new() -> Self {
+        MConn {
+            using: "default".into(),
+            watching: vec!["default".into()],
+            wait: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Model {
+    now: u64,
+    next_id: u64,
+    body_seq: u64,
+    /// Restarted since the last put: the hub's next id may jump.
+    restarted: bool,
+    seq: u64,
+    jobs: BTreeMap<u64, MJob>,
+    conns: Vec<MConn>,
+    /// Paused tubes: (pause end, delay in seconds).
+    pauses: BTreeMap<String, (u64, u32)>,
+    /// Wake-ups since the last check, by connection index.
+    wakeups: Vec<(usize, ReserveOutcome)>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            now: START,
+            next_id: 1,
+            body_seq: 0,
+            restarted: false,
+            seq: 0,
+            jobs: BTreeMap::new(),
+            conns: (0..CONNS).map(|_| MConn::new()).collect(),
+            pauses: BTreeMap::new(),
+            wakeups: Vec::new(),
+        }
+    }
+
+    fn paused(&self, tube: &str) -> bool {
+        self.pauses.contains_key(tube)
+    }
+
+    /// The best ready job across the unpaused tubes `c` watches.
+    fn best_for(&self, c: usize) -> Option<u64> {
+        let watching = &self.conns[c].watching;
+        self.jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.state == MState::Ready && watching.contains(&j.tube) && !self.paused(&j.tube)
+            })
+            .map(|(&id, j)| (j.pri, id))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Oldest waiter first, each gets its best job, while any waiter can be served.
+    fn serve(&mut self) {
+        loop {
+            let mut waiting: Vec<(u64, usize)> = (0..self.conns.len())
+                .filter_map(|c| Some((self.conns[c].wait?.seq, c)))
+                .collect();
+            waiting.sort();
+            let Some((c, id)) = waiting
+                .into_iter()
+                .find_map(|(_, c)| Some((c, self.best_for(c)?)))
+            else {
+                break;
+            };
+            self.conns[c].wait = None;
+            let view = self.take(c, id);
+            self.wakeups.push((c, ReserveOutcome::Reserved(view)));
+        }
+    }
+
+    /// Waits that end at `now` (timeout or deadline soon).
+    fn expire_waits(&mut self) {
+        for c in 0..self.conns.len() {
+            let Some(w) = self.conns[c].wait else {
+                continue;
+            };
+            if w.key().is_some_and(|k| k <= self.now) {
+                self.conns[c].wait = None;
+                let o = if w.soon_at.is_some_and(|s| s <= self.now) {
+                    ReserveOutcome::DeadlineSoon
+                } else {
+                    ReserveOutcome::TimedOut
+                };
+                self.wakeups.push((c, o));
+            }
+        }
+    }
+
+    /// What the hub does after every call: serve waiters, forget pauses of dropped tubes.
+    fn settle(&mut self) {
+        self.serve();
+        let tubes = self.tubes();
+        self.pauses.retain(|t, _| tubes.contains(t));
+    }
+
+    fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        for j in self.jobs.values_mut() {
+            match j.state {
+                MState::Delayed if j.trigger <= self.now => j.state = MState::Ready,
+                MState::Reserved { deadline, .. } if deadline <= self.now => {
+                    j.state = MState::Ready;
+                    j.timeouts += 1;
+                }
+                _ => {}
+            }
+        }
+        let now = self.now;
+        self.pauses.retain(|_, (until, _)| *until > now);
+        self.serve();
+        self.expire_waits();
+        self.settle();
+    }
+
+    /// The earliest instant the model changes by itself.
+    fn next_event(&self) -> Option<u64> {
+        let jobs = self.jobs.values().filter_map(|j| match j.state {
+            MState::Delayed => Some(j.trigger),
+            MState::Reserved { deadline, .. } => Some(deadline),
+            _ => None,
+        });
+        let waits = self.conns.iter().filter_map(|c| c.wait?.key());
+        let pauses = self.pauses.values().map(|&(until, _)| until);
+        jobs.chain(waits).chain(pauses).min()
+    }
+
+    fn put(&mut self, id: u64, c: usize, pri: u32, delay: u32, ttr: u32) -> (u64, Vec<u8>) {
+        self.next_id = id + 1;
+        let body = format!("body-{}", self.body_seq).into_bytes();
+        self.body_seq += 1;
+        let trigger = self.now + u64::from(delay) * SECOND;
+        self.jobs.insert(
+            id,
+            MJob {
+                tube: self.conns[c].using.clone(),
+                pri,
+                ttr: ttr.max(1),
+                delay,
+                created: self.now,
+                trigger,
+                state: if delay == 0 {
+                    MState::Ready
+                } else {
+                    MState::Delayed
+                },
+                body: body.clone(),
+                reserves: 0,
+                timeouts: 0,
+                releases: 0,
+                buries: 0,
+                kicks: 0,
+            },
+        );
+        (id, body)
+    }
+
+    fn reserve(&mut self, c: usize, timeout: Option<u64>) -> ReserveOutcome {
+        self.conns[c].wait = None;
+        if let Some(id) = self.best_for(c) {
+            return ReserveOutcome::Reserved(self.take(c, id));
+        }
+        let soon_at = self
+            .jobs
+            .values()
+            .filter_map(|j| match j.state {
+                MState::Reserved { conn, deadline } if conn == c => {
+                    Some(deadline.saturating_sub(DEADLINE_SOON_MARGIN))
+                }
+                _ => None,
+            })
+            .min();
+        if soon_at.is_some_and(|s| s <= self.now) {
+            return ReserveOutcome::DeadlineSoon;
+        }
+        if timeout.is_some_and(|t| t <= self.now) {
+            return ReserveOutcome::TimedOut;
+        }
+        self.seq += 1;
+        self.conns[c].wait = Some(MWait {
+            seq: self.seq,
+            timeout,
+            soon_at,
+        });
+        ReserveOutcome::Wait
+    }
+
+    fn disconnect(&mut self, c: usize) {
+        for j in self.jobs.values_mut() {
+            if matches!(j.state, MState::Reserved { conn, .. } if conn == c) {
+                j.state = MState::Ready;
+            }
+        }
+        self.conns[c] = MConn::new();
+    }
+
+    fn pause(&mut self, tube: &str, delay: u32) -> Result<(), HubError> {
+        if !self.tubes().iter().any(|t| t == tube) {
+            return Err(HubError::NotFound);
+        }
+        if delay == 0 {
+            self.pauses.remove(tube);
+        } else {
+            self.pauses
+                .insert(tube.into(), (self.now + u64::from(delay) * SECOND, delay));
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, c: usize, id: u64) -> JobView {
+        let now = self.now;
+        let j = self.jobs.get_mut(&id).expect("model: job to take exists");
+        j.state = MState::Reserved {
+            conn: c,
+            deadline: now + u64::from(j.ttr) * SECOND,
+        };
+        j.reserves += 1;
+        JobView {
+            id,
+            body: j.body.clone().into(),
+        }
+    }
+
+    fn reserved_by(&self, c: usize, id: u64) -> bool {
+        matches!(self.jobs.get(&id).map(|j| j.state), Some(MState::Reserved { conn, .. }) if conn == c)
+    }
+
+    fn reserve_job(&mut self, c: usize, id: u64) -> Result<JobView, HubError> {
+        match self.jobs.get(&id).map(|j| j.state) {
+            None | Some(MState::Reserved { .. }) => Err(HubError::NotFound),
+            Some(_) => Ok(self.take(c, id)),
+        }
+    }
+
+    fn delete(&mut self, c: usize, id: u64) -> Result<(), HubError> {
+        match self.jobs.get(&id).map(|j| j.state) {
+            None => Err(HubError::NotFound),
+            Some(MState::Reserved { conn, .. }) if conn != c => Err(HubError::NotFound),
+            Some(_) => {
+                self.jobs.remove(&id);
+                Ok(())
+            }
+        }
+    }
+
+    fn release(
+        &mut self,
+        c: usize,
+        id: u64,
+        pri: u32,
+        delay: u32,
+    ) -> Result<ReleaseOutcome, HubError> {
+        if !self.reserved_by(c, id) {
+            return Err(HubError::NotFound);
+        }
+        let now = self.now;
+        let j = self.jobs.get_mut(&id).expect("checked above");
+        j.pri = pri;
+        j.delay = delay;
+        j.releases += 1;
+        if delay == 0 {
+            j.state = MState::Ready;
+        } else {
+            j.trigger = now + u64::from(delay) * SECOND;
+            j.state = MState::Delayed;
+        }
+        Ok(ReleaseOutcome::Released)
+    }
+
+    fn bury(&mut self, c: usize, id: u64, pri: u32) -> Result<(), HubError> {
+        if !self.reserved_by(c, id) {
+            return Err(HubError::NotFound);
+        }
+        self.seq += 1;
+        let j = self.jobs.get_mut(&id).expect("checked above");
+        j.pri = pri;
+        j.buries += 1;
+        j.state = MState::Buried { seq: self.seq };
+        Ok(())
+    }
+
+    fn touch(&mut self, c: usize, id: u64) -> Result<(), HubError> {
+        if !self.reserved_by(c, id) {
+            return Err(HubError::NotFound);
+        }
+        let now = self.now;
+        let j = self.jobs.get_mut(&id).expect("checked above");
+        j.state = MState::Reserved {
+            conn: c,
+            deadline: now + u64::from(j.ttr) * SECOND,
+        };
+        Ok(())
+    }
+
+    fn buried_of(&self, tube: &str) -> Vec<u64> {
+        let mut v: Vec<(u64, u64)> = self
+            .jobs
+            .iter()
+            .filter_map(|(&id, j)| match j.state {
+                MState::Buried { seq } if j.tube == tube => Some((seq, id)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn delayed_of(&self, tube: &str) -> Vec<u64> {
+        let mut v: Vec<(u64, u64)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == MState::Delayed && j.tube == tube)
+            .map(|(&id, j)| (j.trigger, id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn ready_of(&self, tube: &str) -> Option<u64> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.state == MState::Ready && j.tube == tube)
+            .map(|(&id, j)| (j.pri, id))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn kick(&mut self, c: usize, n: u32) -> u64 {
+        let tube = self.conns[c].using.clone();
+        let buried = self.buried_of(&tube);
+        let ids = if buried.is_empty() {
+            self.delayed_of(&tube)
+        } else {
+            buried
+        };
+        let mut k = 0;
+        for id in ids.into_iter().take(n as usize) {
+            let j = self.jobs.get_mut(&id).expect("listed above");
+            j.state = MState::Ready;
+            j.kicks += 1;
+            k += 1;
+        }
+        k
+    }
+
+    fn kick_job(&mut self, id: u64) -> Result<(), HubError> {
+        match self.jobs.get_mut(&id) {
+            Some(j) if matches!(j.state, MState::Delayed | MState::Buried { .. }) => {
+                j.state = MState::Ready;
+                j.kicks += 1;
+                Ok(())
+            }
+            _ => Err(HubError::NotFound),
+        }
+    }
+
+    fn view(&self, id: Option<u64>) -> Option<JobView> {
+        let id = id?;
+        Some(JobView {
+            id,
+            body: self.jobs.get(&id)?.body.clone().into(),
+        })
+    }
+
+    /// What a restart does: reserved jobs are ready, counters and connections start afresh.
+    fn reopen(&mut self) {
+        let mut buried: Vec<u64> = Vec::new();
+        for (&id, j) in self.jobs.iter_mut() {
+            j.reserves = 0;
+            j.timeouts = 0;
+            j.releases = 0;
+            j.buries = 0;
+            j.kicks = 0;
+            j.delay = u32::try_from((j.trigger - j.created) / SECOND).unwrap();
+            match j.state {
+                MState::Reserved { .. } => j.state = MState::Ready,
+                MState::Buried { .. } => buried.push(id),
+                _ => {}
+            }
+        }
+        for id in buried {
+            self.seq += 1;
+            self.jobs.get_mut(&id).unwrap().state = MState::Buried { seq: self.seq };
+        }
+        self.conns = (0..CONNS).map(|_| MConn::new()).collect();
+        self.pauses.clear();
+        self.restarted = true;
+    }
+
+    fn tubes(&self) -> Vec<String> {
+        let mut t: Vec<String> = vec!["default".into()];
+        for c in &self.conns {
+            t.push(c.using.clone());
+            t.extend(c.watching.iter().cloned());
+        }
+        t.extend(self.jobs.values().map(|j| j.tube.clone()));
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put {
+        conn: usize,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+    },
+    Reserve {
+        conn: usize,
+    },
+    /// A blocking reserve: no timeout, or one `dt` µs ahead (0: answer now).
+    ReserveWait {
+        conn: usize,
+        timeout: Option<u64>,
+    },
+    CancelWait {
+        conn: usize,
+    },
+    Disconnect {
+        conn: usize,
+    },
+    Pause {
+        tube: usize,
+        delay: u32,
+    },
+    ReserveJob {
+        conn: usize,
+        pick: usize,
+    },
+    Delete {
+        conn: usize,
+        pick: usize,
+    },
+    Release {
+        conn: usize,
+        pick: usize,
+        pri: u32,
+        delay: u32,
+    },
+    Bury {
+        conn: usize,
+        pick: usize,
+        pri: u32,
+    },
+    Touch {
+        conn: usize,
+        pick: usize,
+    },
+    Kick {
+        conn: usize,
+        n: u32,
+    },
+    KickJob {
+        pick: usize,
+    },
+    Use {
+        conn: usize,
+        tube: usize,
+    },
+    Watch {
+        conn: usize,
+        tube: usize,
+    },
+    Ignore {
+        conn: usize,
+        tube: usize,
+    },
+    Peek {
+        pick: usize,
+    },
+    PeekReady {
+        conn: usize,
+    },
+    PeekDelayed {
+        conn: usize,
+    },
+    PeekBuried {
+        conn: usize,
+    },
+    StatsJob {
+        pick: usize,
+    },
+    Advance {
+        dt: u64,
+    },
+    /// To the model's next event, or 1 µs before it.
+    AdvanceToEvent {
+        before: bool,
+    },
+    /// Restart, possibly with another spoke span (old spokes keep theirs).
+    Reopen {
+        span: u64,
+    },
+}
+
+fn pri() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0u32),
+        Just(1),
+        Just(URGENT_PRIORITY - 1),
+        Just(URGENT_PRIORITY),
+        0..5u32
+    ]
+}
+
+fn delay() -> impl Strategy<Value = u32> {
+    // 0 and near (within the loaded spokes) and far (beyond them).
+    prop_oneof![3 => Just(0u32), 3 => 1..4u32, 2 => 5..30u32]
+}
+
+fn span() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(SECOND / 4), Just(SECOND), Just(3 * SECOND)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let conn = 0..CONNS;
+    let pick = any::<usize>();
+    prop_oneof![
+        6 => (conn.clone(), pri(), delay(), 0..4u32)
+            .prop_map(|(conn, pri, delay, ttr)| Op::Put { conn, pri, delay, ttr }),
+        5 => conn.clone().prop_map(|conn| Op::Reserve { conn }),
+        3 => (conn.clone(), prop::option::of(prop_oneof![Just(0u64), 1..3_000_000u64]))
+            .prop_map(|(conn, timeout)| Op::ReserveWait { conn, timeout }),
+        1 => conn.clone().prop_map(|conn| Op::CancelWait { conn }),
+        1 => conn.clone().prop_map(|conn| Op::Disconnect { conn }),
+        1 => (0..TUBES.len(), prop_oneof![Just(0u32), 1..4u32])
+            .prop_map(|(tube, delay)| Op::Pause { tube, delay }),
+        1 => (conn.clone(), pick).prop_map(|(conn, pick)| Op::ReserveJob { conn, pick }),
+        3 => (conn.clone(), pick).prop_map(|(conn, pick)| Op::Delete { conn, pick }),
+        3 => (conn.clone(), pick, pri(), delay())
+            .prop_map(|(conn, pick, pri, delay)| Op::Release { conn, pick, pri, delay }),
+        2 => (conn.clone(), pick, pri()).prop_map(|(conn, pick, pri)| Op::Bury { conn, pick, pri }),
+        1 => (conn.clone(), pick).prop_map(|(conn, pick)| Op::Touch { conn, pick }),
+        2 => (conn.clone(), 0..4u32).prop_map(|(conn, n)| Op::Kick { conn, n }),
+        1 => pick.prop_map(|pick| Op::KickJob { pick }),
+        1 => (conn.clone(), 0..TUBES.len()).prop_map(|(conn, tube)| Op::Use { conn, tube }),
+        1 => (conn.clone(), 0..TUBES.len()).prop_map(|(conn, tube)| Op::Watch { conn, tube }),
+        1 => (conn.clone(), 0..TUBES.len()).prop_map(|(conn, tube)| Op::Ignore { conn, tube }),
+        1 => pick.prop_map(|pick| Op::Peek { pick }),
+        1 => conn.clone().prop_map(|conn| Op::PeekReady { conn }),
+        1 => conn.clone().prop_map(|conn| Op::PeekDelayed { conn }),
+        1 => conn.clone().prop_map(|conn| Op::PeekBuried { conn }),
+        1 => pick.prop_map(|pick| Op::StatsJob { pick }),
+        3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
+            .prop_map(|dt| Op::Advance { dt }),
+        3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
+        1 => span().prop_map(|span| Op::Reopen { span }),
+    ]
+}
+
+/// An id for `pick`: mostly one the model knows (preferring jobs `conn` holds), sometimes any.
+fn pick_id(m: &Model, conn: Option<usize>, pick: usize) -> u64 {
+    if pick.is_multiple_of(7) {
+        return (pick / 7) as u64 % (m.next_id + 2);
+    }
+    if let Some(c) = conn {
+        let held: Vec<u64> = m
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(j.state, MState::Reserved { conn, .. } if conn == c))
+            .map(|(&id, _)| id)
+            .collect();
+        if !held.is_empty() && !pick.is_multiple_of(3) {
+            return held[pick % held.len()];
+        }
+    }
+    let ids: Vec<u64> = m.jobs.keys().copied().collect();
+    if ids.is_empty() {
+        return pick as u64 % (m.next_id + 1);
+    }
+    ids[pick % ids.len()]
+}
+
+struct Harness<S: Segment> {
+    hub: Option<Hub<S>>,
+    conns: Vec<ConnId>,
+    cfg: HubConfig,
+    mem: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl<S: Segment> Harness<S> {
+    fn new(mem: bool, span: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = HubConfig {
+            data_dir: dir.path().to_path_buf(),
+            spoke_span: span,
+            restore: mem,
+            persist: !mem,
+        };
+        let mut hub = Hub::<S>::open(cfg.clone(), START).unwrap();
+        let conns = (0..CONNS).map(|_| hub.connect()).collect();
+        Harness {
+            hub: Some(hub),
+            conns,
+            cfg,
+            mem,
+            _dir: dir,
+        }
+    }
+
+    fn hub(&mut self) -> &mut Hub<S> {
+        self.hub.as_mut().unwrap()
+    }
+
+    fn reopen(&mut self, now: u64, span: u64) {
+        self.cfg.spoke_span = span;
+        let mut hub = self.hub.take().unwrap();
+        if self.mem {
+            hub.flush().unwrap();
+        }
+        drop(hub);
+        let mut hub = Hub::<S>::open(self.cfg.clone(), now).unwrap();
+        self.conns = (0..CONNS).map(|_| hub.connect()).collect();
+        self.hub = Some(hub);
+    }
+}
+
+fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCaseError> {
+    let now = m.now;
+    let hub = h.hub();
+    prop_assert_eq!(hub.list_tubes(), m.tubes());
+    let count = |tube: Option<&str>, f: &dyn Fn(&MJob) -> bool| {
+        m.jobs
+            .values()
+            .filter(|j| tube.is_none_or(|t| j.tube == t) && f(j))
+            .count() as u64
+    };
+    let ready = |j: &MJob| j.state == MState::Ready;
+    let urgent = |j: &MJob| j.state == MState::Ready && j.pri < URGENT_PRIORITY;
+    let delayed = |j: &MJob| j.state == MState::Delayed;
+    let reserved = |j: &MJob| matches!(j.state, MState::Reserved { .. });
+    let buried = |j: &MJob| matches!(j.state, MState::Buried { .. });
+    let s = hub.stats(now);
+    prop_assert_eq!(s.current_jobs_ready, count(None, &ready));
+    prop_assert_eq!(s.current_jobs_urgent, count(None, &urgent));
+    prop_assert_eq!(s.current_jobs_delayed, count(None, &delayed));
+    prop_assert_eq!(s.current_jobs_reserved, count(None, &reserved));
+    prop_assert_eq!(s.current_jobs_buried, count(None, &buried));
+    let waiting = m.conns.iter().filter(|c| c.wait.is_some()).count() as u64;
+    prop_assert_eq!(s.current_waiting, waiting);
+    for t in m.tubes() {
+        let ts = hub.stats_tube(&t, now).unwrap();
+        prop_assert_eq!(ts.current_jobs_ready, count(Some(&t), &ready), "tube {}", t);
+        prop_assert_eq!(
+            ts.current_jobs_urgent,
+            count(Some(&t), &urgent),
+            "tube {}",
+            t
+        );
+        prop_assert_eq!(
+            ts.current_jobs_delayed,
+            count(Some(&t), &delayed),
+            "tube {}",
+            t
+        );
+        prop_assert_eq!(
+            ts.current_jobs_reserved,
+            count(Some(&t), &reserved),
+            "tube {}",
+            t
+        );
+        prop_assert_eq!(
+            ts.current_jobs_buried,
+            count(Some(&t), &buried),
+            "tube {}",
+            t
+        );
+        let waiting = m
+            .conns
+            .iter()
+            .filter(|c| c.wait.is_some() && c.watching.contains(&t))
+            .count() as u64;
+        prop_assert_eq!(ts.current_waiting, waiting, "tube {}", t);
+        let (pause, left) = m
+            .pauses
+            .get(&t)
+            .map_or((0, 0), |&(until, d)| (u64::from(d), (until - now) / SECOND));
+        prop_assert_eq!(
+            (ts.pause, ts.pause_time_left),
+            (pause, left),
+            "tube {} pause",
+            t
+        );
+    }
+    let next = hub.next_deadline();
+    if let Some(n) = next {
+        prop_assert!(n > now, "next_deadline {} not after now {}", n, now);
+    }
+    if let Some(e) = m.next_event() {
+        prop_assert!(
+            next.is_some_and(|n| n <= e),
+            "next_deadline {:?} after event {}",
+            next,
+            e
+        );
+    }
+    Ok(())
+}
+
+/// The hub's wake-ups equal the model's (each connection waits at most once at a time, so
+/// comparing them by connection checks who got what).
+fn check_wakeups<S: Segment>(h: &mut Harness<S>, m: &mut Model) -> Result<(), TestCaseError> {
+    let conns = h.conns.clone();
+    let mut got: Vec<(usize, ReserveOutcome)> = h
+        .hub()
+        .take_wakeups()
+        .into_iter()
+        .map(|(c, o)| (conns.iter().position(|&x| x == c).unwrap_or(usize::MAX), o))
+        .collect();
+    let mut want = std::mem::take(&mut m.wakeups);
+    got.sort_by_key(|(c, _)| *c);
+    want.sort_by_key(|(c, _)| *c);
+    prop_assert_eq!(got, want);
+    Ok(())
+}
+
+fn check_job<S: Segment>(h: &mut Harness<S>, m: &Model, id: u64) -> Result<(), TestCaseError> {
+    let now = m.now;
+    let got = h.hub().stats_job(id, now);
+    match m.jobs.get(&id) {
+        None => prop_assert!(got.is_none(), "job {} should not exist: {:?}", id, got),
+        Some(j) => {
+            let s = got.ok_or_else(|| TestCaseError::fail(format!("job {id} lost")))?;
+            let (state, left) = match j.state {
+                MState::Delayed => ("delayed", j.trigger - now),
+                MState::Ready => ("ready", 0),
+                MState::Reserved { deadline, .. } => ("reserved", deadline - now),
+                MState::Buried { .. } => ("buried", 0),
+            };
+            prop_assert_eq!(s.state, state, "job {}", id);
+            prop_assert_eq!(&s.tube, &j.tube);
+            prop_assert_eq!(s.pri, j.pri);
+            prop_assert_eq!(s.ttr, u64::from(j.ttr));
+            prop_assert_eq!(s.delay, u64::from(j.delay), "job {}", id);
+            prop_assert_eq!(s.age, (now - j.created) / SECOND);
+            prop_assert_eq!(s.time_left, left / SECOND);
+            prop_assert_eq!(
+                (s.reserves, s.timeouts, s.releases, s.buries, s.kicks),
+                (j.reserves, j.timeouts, j.releases, j.buries, j.kicks),
+                "job {} counters",
+                id
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut h = Harness::<S>::new(mem, span);
+    let mut m = Model::new();
+    for op in ops {
+        let now = m.now;
+        match op {
+            Op::Put {
+                conn,
+                pri,
+                delay,
+                ttr,
+            } => {
+                let body = format!("body-{}", m.body_seq).into_bytes();
+                let c = h.conns[conn];
+                let got = h.hub().put(c, pri, delay, ttr, &body, now)?;
+                if mem {
+                    // Mem mode knows only the ids in the files it wrote: ids may be reused
+                    // after a restart, but never one of a job it holds.
+                    prop_assert!(m.jobs.keys().all(|&id| id < got));
+                } else if m.restarted {
+                    // Ids jump after a restart (hub::ID_BLOCK) but are never reused.
+                    prop_assert!(got >= m.next_id);
+                    m.restarted = false;
+                } else {
+                    prop_assert_eq!(got, m.next_id);
+                }
+                m.put(got, conn, pri, delay, ttr);
+            }
+            Op::Reserve { conn } => {
+                let c = h.conns[conn];
+                let got = h.hub().reserve(c, Some(now), now);
+                prop_assert_eq!(got, m.reserve(conn, Some(now)));
+            }
+            Op::ReserveWait { conn, timeout } => {
+                let c = h.conns[conn];
+                let timeout = timeout.map(|dt| now + dt);
+                let got = h.hub().reserve(c, timeout, now);
+                prop_assert_eq!(got, m.reserve(conn, timeout));
+            }
+            Op::CancelWait { conn } => {
+                let c = h.conns[conn];
+                h.hub().cancel_wait(c);
+                m.conns[conn].wait = None;
+            }
+            Op::Disconnect { conn } => {
+                let c = h.conns[conn];
+                h.hub().disconnect(c, now);
+                h.conns[conn] = h.hub().connect();
+                m.disconnect(conn);
+            }
+            Op::Pause { tube, delay } => {
+                let got = h.hub().pause_tube(TUBES[tube], delay, now);
+                prop_assert_eq!(got, m.pause(TUBES[tube], delay));
+            }
+            Op::ReserveJob { conn, pick } => {
+                let id = pick_id(&m, None, pick);
+                let c = h.conns[conn];
+                let got = h.hub().reserve_job(c, id, now);
+                prop_assert_eq!(got, m.reserve_job(conn, id));
+            }
+            Op::Delete { conn, pick } => {
+                let id = pick_id(&m, Some(conn), pick);
+                let c = h.conns[conn];
+                let got = h.hub().delete(c, id, now);
+                prop_assert_eq!(got, m.delete(conn, id));
+            }
+            Op::Release {
+                conn,
+                pick,
+                pri,
+                delay,
+            } => {
+                let id = pick_id(&m, Some(conn), pick);
+                let c = h.conns[conn];
+                let got = h.hub().release(c, id, pri, delay, now);
+                prop_assert_eq!(got, m.release(conn, id, pri, delay));
+            }
+            Op::Bury { conn, pick, pri } => {
+                let id = pick_id(&m, Some(conn), pick);
+                let c = h.conns[conn];
+                let got = h.hub().bury(c, id, pri, now);
+                prop_assert_eq!(got, m.bury(conn, id, pri));
+            }
+            Op::Touch { conn, pick } => {
+                let id = pick_id(&m, Some(conn), pick);
+                let c = h.conns[conn];
+                let got = h.hub().touch(c, id, now);
+                prop_assert_eq!(got, m.touch(conn, id));
+            }
+            Op::Kick { conn, n } => {
+                let c = h.conns[conn];
+                let got = h.hub().kick(c, n, now);
+                prop_assert_eq!(got, m.kick(conn, n));
+            }
+            Op::KickJob { pick } => {
+                let id = pick_id(&m, None, pick);
+                let got = h.hub().kick_job(id, now);
+                prop_assert_eq!(got, m.kick_job(id));
+            }
+            Op::Use { conn, tube } => {
+                let c = h.conns[conn];
+                h.hub().use_tube(c, TUBES[tube]);
+                m.conns[conn].using = TUBES[tube].into();
+            }
+            Op::Watch { conn, tube } => {
+                let c = h.conns[conn];
+                let got = h.hub().watch(c, TUBES[tube]);
+                let w = &mut m.conns[conn].watching;
+                if !w.iter().any(|x| x == TUBES[tube]) {
+                    w.push(TUBES[tube].into());
+                }
+                prop_assert_eq!(got, w.len());
+            }
+            Op::Ignore { conn, tube } => {
+                let c = h.conns[conn];
+                let got = h.hub().ignore(c, TUBES[tube]);
+                let w = &mut m.conns[conn].watching;
+                let want = match w.iter().position(|x| x == TUBES[tube]) {
+                    None => Ok(w.len()),
+                    Some(_) if w.len() == 1 => Err(HubError::NotIgnored),
+                    Some(p) => {
+                        w.remove(p);
+                        Ok(w.len())
+                    }
+                };
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(h.hub().watched(c), m.conns[conn].watching.clone());
+            }
+            Op::Peek { pick } => {
+                let id = pick_id(&m, None, pick);
+                let got = h.hub().peek(id);
+                prop_assert_eq!(got, m.view(Some(id)));
+            }
+            Op::PeekReady { conn } => {
+                let c = h.conns[conn];
+                let got = h.hub().peek_ready(c);
+                prop_assert_eq!(got, m.view(m.ready_of(&m.conns[conn].using)));
+            }
+            Op::PeekDelayed { conn } => {
+                let c = h.conns[conn];
+                let got = h.hub().peek_delayed(c);
+                let first = m.delayed_of(&m.conns[conn].using).first().copied();
+                prop_assert_eq!(got, m.view(first));
+            }
+            Op::PeekBuried { conn } => {
+                let c = h.conns[conn];
+                let got = h.hub().peek_buried(c);
+                let first = m.buried_of(&m.conns[conn].using).first().copied();
+                prop_assert_eq!(got, m.view(first));
+            }
+            Op::StatsJob { pick } => {
+                let id = pick_id(&m, None, pick);
+                check_job(&mut h, &m, id)?;
+            }
+            Op::Advance { dt } => {
+                m.advance(now + dt);
+                h.hub().tick(now + dt);
+            }
+            Op::AdvanceToEvent { before } => {
+                if let Some(e) = m.next_event() {
+                    let t = if before { e - 1 } else { e };
+                    m.advance(t);
+                    h.hub().tick(t);
+                }
+            }
+            Op::Reopen { span } => {
+                m.reopen();
+                h.reopen(now, span);
+                m.advance(now);
+            }
+        }
+        m.settle();
+        check_wakeups(&mut h, &mut m)?;
+        check_counts(&mut h, &m)?;
+    }
+    // No lost job, no resurrected one.
+    for id in 0..m.next_id + 1 {
+        check_job(&mut h, &m, id)?;
+    }
+    // And the same once more after a restart.
+    let now = m.now;
+    m.reopen();
+    h.reopen(now, SECOND);
+    m.advance(now);
+    check_counts(&mut h, &m)?;
+    for id in 0..m.next_id + 1 {
+        check_job(&mut h, &m, id)?;
+    }
+    let c = h.conns[0];
+    let got = h.hub().put(c, 1, 0, 1, b"after", now)?;
+    if mem {
+        // Mem mode only knows the ids of the jobs it wrote out.
+        prop_assert!(m.jobs.keys().all(|&id| id < got));
+    } else {
+        prop_assert!(got >= m.next_id, "ids continue after a restart");
+    }
+    Ok(())
+}
+
+/// 128 cases per mode by default (a few seconds in debug); `PROPTEST_CASES` overrides.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn model_mem(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MemSegment>(true, span, ops)?;
+    }
+
+    #[test]
+    fn model_mapped(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MappedSegment>(false, span, ops)?;
+    }
+
+    #[test]
+    fn model_lazy(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<LazySegment>(false, span, ops)?;
+    }
+}
