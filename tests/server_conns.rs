@@ -112,6 +112,16 @@ async fn flush_policies_in_mem_mode() {
     // SIGUSR1's drain flushes.
     never.server.drain().unwrap();
     assert!(segment_files(never.dir.path()) > 0);
+
+    // -f MS: the flusher task writes the change within a few intervals.
+    let periodic = start_with(Mode::Mem, |cfg| cfg.fsync_ms = 5).await;
+    let mut c = Client::connect(periodic.addr).await;
+    assert_eq!(c.cmd("put 0 0 10 1\r\nx").await, "INSERTED 1");
+    let give_up = std::time::Instant::now() + server_util::HANG_GUARD;
+    while segment_files(periodic.dir.path()) == 0 {
+        assert!(std::time::Instant::now() < give_up, "never flushed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Two servers cannot share a data dir.

@@ -6,7 +6,7 @@
 //! the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -41,9 +41,10 @@ pub struct Core<S: Segment> {
     mode: Mode,
     started: Instant,
     draining: AtomicBool,
+    /// A change was made since the last periodic flush.
+    dirty: AtomicBool,
     id: String,
     host: (String, String, String),
-    flush_errors: AtomicU64,
 }
 
 /// The current time in hub units.
@@ -66,9 +67,9 @@ impl<S: Segment> Core<S> {
             mode,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             id: stats::instance_id(),
             host: stats::host_facts(),
-            flush_errors: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +95,8 @@ impl<S: Segment> Core<S> {
         let r = f(&mut g.hub);
         if self.durability == Durability::EveryChange {
             self.flush_locked(&mut g);
+        } else {
+            self.dirty.store(true, Ordering::Relaxed);
         }
         self.after_call(&mut g);
         r
@@ -115,7 +118,6 @@ impl<S: Segment> Core<S> {
 
     fn flush_locked(&self, g: &mut Locked<S>) {
         if let Err(e) = g.hub.flush() {
-            self.flush_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("flush failed: {e}");
         }
     }
@@ -149,7 +151,17 @@ impl<S: Segment> Core<S> {
 
     /// Makes every change durable.
     pub fn flush(&self) -> Result<(), HubError> {
+        self.dirty.store(false, Ordering::Relaxed);
         self.lock().hub.flush()
+    }
+
+    /// The periodic flush (`-f MS`): flushes only if a change was made since the last one.
+    pub fn flush_if_dirty(&self) -> Result<(), HubError> {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            self.lock().hub.flush()
+        } else {
+            Ok(())
+        }
     }
 
     /// Drain mode (SIGUSR1): puts are refused from now on.

@@ -267,7 +267,7 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(e) = core.flush() {
+                if let Err(e) = core.flush_if_dirty() {
                     tracing::error!("periodic flush failed: {e}");
                 }
             }
