@@ -11,8 +11,8 @@ use yaad::hub::{
 };
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
-const TUBES: [&str; 2] = ["default", "t1"];
-const CONNS: usize = 2;
+const TUBES: [&str; 3] = ["default", "t1", "t2"];
+const CONNS: usize = 3;
 const START: u64 = 1_700_000_000 * SECOND;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +40,27 @@ struct MJob {
     kicks: u64,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct MWait {
+    seq: u64,
+    timeout: Option<u64>,
+    soon_at: Option<u64>,
+}
+
+impl MWait {
+    fn key(&self) -> Option<u64> {
+        match (self.timeout, self.soon_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct MConn {
     using: String,
     watching: Vec<String>,
+    wait: Option<MWait>,
 }
 
 impl MConn {
@@ -51,6 +68,7 @@ impl MConn {
         MConn {
             using: "default".into(),
             watching: vec!["default".into()],
+            wait: None,
         }
     }
 }
@@ -60,9 +78,15 @@ struct Model {
     now: u64,
     next_id: u64,
     body_seq: u64,
+    /// Restarted since the last put: the hub's next id may jump.
+    restarted: bool,
     seq: u64,
     jobs: BTreeMap<u64, MJob>,
     conns: Vec<MConn>,
+    /// Paused tubes: (pause end, delay in seconds).
+    pauses: BTreeMap<String, (u64, u32)>,
+    /// Wake-ups since the last check, by connection index.
+    wakeups: Vec<(usize, ReserveOutcome)>,
 }
 
 impl Model {
@@ -71,10 +95,74 @@ impl Model {
             now: START,
             next_id: 1,
             body_seq: 0,
+            restarted: false,
             seq: 0,
             jobs: BTreeMap::new(),
             conns: (0..CONNS).map(|_| MConn::new()).collect(),
+            pauses: BTreeMap::new(),
+            wakeups: Vec::new(),
         }
+    }
+
+    fn paused(&self, tube: &str) -> bool {
+        self.pauses.contains_key(tube)
+    }
+
+    /// The best ready job across the unpaused tubes `c` watches.
+    fn best_for(&self, c: usize) -> Option<u64> {
+        let watching = &self.conns[c].watching;
+        self.jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.state == MState::Ready && watching.contains(&j.tube) && !self.paused(&j.tube)
+            })
+            .map(|(&id, j)| (j.pri, id))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Oldest waiter first, each gets its best job, while any waiter can be served.
+    fn serve(&mut self) {
+        loop {
+            let mut waiting: Vec<(u64, usize)> = (0..self.conns.len())
+                .filter_map(|c| Some((self.conns[c].wait?.seq, c)))
+                .collect();
+            waiting.sort();
+            let Some((c, id)) = waiting
+                .into_iter()
+                .find_map(|(_, c)| Some((c, self.best_for(c)?)))
+            else {
+                break;
+            };
+            self.conns[c].wait = None;
+            let view = self.take(c, id);
+            self.wakeups.push((c, ReserveOutcome::Reserved(view)));
+        }
+    }
+
+    /// Waits that end at `now` (timeout or deadline soon).
+    fn expire_waits(&mut self) {
+        for c in 0..self.conns.len() {
+            let Some(w) = self.conns[c].wait else {
+                continue;
+            };
+            if w.key().is_some_and(|k| k <= self.now) {
+                self.conns[c].wait = None;
+                let o = if w.soon_at.is_some_and(|s| s <= self.now) {
+                    ReserveOutcome::DeadlineSoon
+                } else {
+                    ReserveOutcome::TimedOut
+                };
+                self.wakeups.push((c, o));
+            }
+        }
+    }
+
+    /// What the hub does after every call: serve waiters, forget pauses of dropped tubes.
+    fn settle(&mut self) {
+        self.serve();
+        let tubes = self.tubes();
+        self.pauses.retain(|t, _| tubes.contains(t));
     }
 
     fn advance(&mut self, now: u64) {
@@ -89,18 +177,23 @@ impl Model {
                 _ => {}
             }
         }
+        let now = self.now;
+        self.pauses.retain(|_, (until, _)| *until > now);
+        self.serve();
+        self.expire_waits();
+        self.settle();
     }
 
     /// The earliest instant the model changes by itself.
     fn next_event(&self) -> Option<u64> {
-        self.jobs
-            .values()
-            .filter_map(|j| match j.state {
-                MState::Delayed => Some(j.trigger),
-                MState::Reserved { deadline, .. } => Some(deadline),
-                _ => None,
-            })
-            .min()
+        let jobs = self.jobs.values().filter_map(|j| match j.state {
+            MState::Delayed => Some(j.trigger),
+            MState::Reserved { deadline, .. } => Some(deadline),
+            _ => None,
+        });
+        let waits = self.conns.iter().filter_map(|c| c.wait?.key());
+        let pauses = self.pauses.values().map(|&(until, _)| until);
+        jobs.chain(waits).chain(pauses).min()
     }
 
     fn put(&mut self, id: u64, c: usize, pri: u32, delay: u32, ttr: u32) -> (u64, Vec<u8>) {
@@ -133,26 +226,56 @@ impl Model {
         (id, body)
     }
 
-    fn reserve(&mut self, c: usize) -> ReserveOutcome {
-        let watching = &self.conns[c].watching;
-        let best = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.state == MState::Ready && watching.contains(&j.tube))
-            .map(|(&id, j)| (j.pri, id))
-            .min();
-        if let Some((_, id)) = best {
+    fn reserve(&mut self, c: usize, timeout: Option<u64>) -> ReserveOutcome {
+        self.conns[c].wait = None;
+        if let Some(id) = self.best_for(c) {
             return ReserveOutcome::Reserved(self.take(c, id));
         }
-        let soon = self.jobs.values().any(|j| {
-            matches!(j.state, MState::Reserved { conn, deadline }
-                if conn == c && deadline - DEADLINE_SOON_MARGIN.min(deadline) <= self.now)
-        });
-        if soon {
-            ReserveOutcome::DeadlineSoon
-        } else {
-            ReserveOutcome::TimedOut
+        let soon_at = self
+            .jobs
+            .values()
+            .filter_map(|j| match j.state {
+                MState::Reserved { conn, deadline } if conn == c => {
+                    Some(deadline.saturating_sub(DEADLINE_SOON_MARGIN))
+                }
+                _ => None,
+            })
+            .min();
+        if soon_at.is_some_and(|s| s <= self.now) {
+            return ReserveOutcome::DeadlineSoon;
         }
+        if timeout.is_some_and(|t| t <= self.now) {
+            return ReserveOutcome::TimedOut;
+        }
+        self.seq += 1;
+        self.conns[c].wait = Some(MWait {
+            seq: self.seq,
+            timeout,
+            soon_at,
+        });
+        ReserveOutcome::Wait
+    }
+
+    fn disconnect(&mut self, c: usize) {
+        for j in self.jobs.values_mut() {
+            if matches!(j.state, MState::Reserved { conn, .. } if conn == c) {
+                j.state = MState::Ready;
+            }
+        }
+        self.conns[c] = MConn::new();
+    }
+
+    fn pause(&mut self, tube: &str, delay: u32) -> Result<(), HubError> {
+        if !self.tubes().iter().any(|t| t == tube) {
+            return Err(HubError::NotFound);
+        }
+        if delay == 0 {
+            self.pauses.remove(tube);
+        } else {
+            self.pauses
+                .insert(tube.into(), (self.now + u64::from(delay) * SECOND, delay));
+        }
+        Ok(())
     }
 
     fn take(&mut self, c: usize, id: u64) -> JobView {
@@ -331,6 +454,8 @@ impl Model {
             self.jobs.get_mut(&id).unwrap().state = MState::Buried { seq: self.seq };
         }
         self.conns = (0..CONNS).map(|_| MConn::new()).collect();
+        self.pauses.clear();
+        self.restarted = true;
     }
 
     fn tubes(&self) -> Vec<String> {
@@ -356,6 +481,21 @@ enum Op {
     },
     Reserve {
         conn: usize,
+    },
+    /// A blocking reserve: no timeout, or one `dt` µs ahead (0: answer now).
+    ReserveWait {
+        conn: usize,
+        timeout: Option<u64>,
+    },
+    CancelWait {
+        conn: usize,
+    },
+    Disconnect {
+        conn: usize,
+    },
+    Pause {
+        tube: usize,
+        delay: u32,
     },
     ReserveJob {
         conn: usize,
@@ -421,7 +561,10 @@ enum Op {
     AdvanceToEvent {
         before: bool,
     },
-    Reopen,
+    /// Restart, possibly with another spoke span (old spokes keep theirs).
+    Reopen {
+        span: u64,
+    },
 }
 
 fn pri() -> impl Strategy<Value = u32> {
@@ -439,6 +582,10 @@ fn delay() -> impl Strategy<Value = u32> {
     prop_oneof![3 => Just(0u32), 3 => 1..4u32, 2 => 5..30u32]
 }
 
+fn span() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(SECOND / 4), Just(SECOND), Just(3 * SECOND)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let conn = 0..CONNS;
     let pick = any::<usize>();
@@ -446,6 +593,12 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (conn.clone(), pri(), delay(), 0..4u32)
             .prop_map(|(conn, pri, delay, ttr)| Op::Put { conn, pri, delay, ttr }),
         5 => conn.clone().prop_map(|conn| Op::Reserve { conn }),
+        3 => (conn.clone(), prop::option::of(prop_oneof![Just(0u64), 1..3_000_000u64]))
+            .prop_map(|(conn, timeout)| Op::ReserveWait { conn, timeout }),
+        1 => conn.clone().prop_map(|conn| Op::CancelWait { conn }),
+        1 => conn.clone().prop_map(|conn| Op::Disconnect { conn }),
+        1 => (0..TUBES.len(), prop_oneof![Just(0u32), 1..4u32])
+            .prop_map(|(tube, delay)| Op::Pause { tube, delay }),
         1 => (conn.clone(), pick).prop_map(|(conn, pick)| Op::ReserveJob { conn, pick }),
         3 => (conn.clone(), pick).prop_map(|(conn, pick)| Op::Delete { conn, pick }),
         3 => (conn.clone(), pick, pri(), delay())
@@ -465,7 +618,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
             .prop_map(|dt| Op::Advance { dt }),
         3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
-        1 => Just(Op::Reopen),
+        1 => span().prop_map(|span| Op::Reopen { span }),
     ]
 }
 
@@ -501,11 +654,11 @@ struct Harness<S: Segment> {
 }
 
 impl<S: Segment> Harness<S> {
-    fn new(mem: bool) -> Self {
+    fn new(mem: bool, span: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = HubConfig {
             data_dir: dir.path().to_path_buf(),
-            spoke_span: SECOND,
+            spoke_span: span,
             restore: mem,
             persist: !mem,
         };
@@ -524,7 +677,8 @@ impl<S: Segment> Harness<S> {
         self.hub.as_mut().unwrap()
     }
 
-    fn reopen(&mut self, now: u64) {
+    fn reopen(&mut self, now: u64, span: u64) {
+        self.cfg.spoke_span = span;
         let mut hub = self.hub.take().unwrap();
         if self.mem {
             hub.flush().unwrap();
@@ -557,6 +711,8 @@ fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCas
     prop_assert_eq!(s.current_jobs_delayed, count(None, &delayed));
     prop_assert_eq!(s.current_jobs_reserved, count(None, &reserved));
     prop_assert_eq!(s.current_jobs_buried, count(None, &buried));
+    let waiting = m.conns.iter().filter(|c| c.wait.is_some()).count() as u64;
+    prop_assert_eq!(s.current_waiting, waiting);
     for t in m.tubes() {
         let ts = hub.stats_tube(&t, now).unwrap();
         prop_assert_eq!(ts.current_jobs_ready, count(Some(&t), &ready), "tube {}", t);
@@ -584,6 +740,22 @@ fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCas
             "tube {}",
             t
         );
+        let waiting = m
+            .conns
+            .iter()
+            .filter(|c| c.wait.is_some() && c.watching.contains(&t))
+            .count() as u64;
+        prop_assert_eq!(ts.current_waiting, waiting, "tube {}", t);
+        let (pause, left) = m
+            .pauses
+            .get(&t)
+            .map_or((0, 0), |&(until, d)| (u64::from(d), (until - now) / SECOND));
+        prop_assert_eq!(
+            (ts.pause, ts.pause_time_left),
+            (pause, left),
+            "tube {} pause",
+            t
+        );
     }
     let next = hub.next_deadline();
     if let Some(n) = next {
@@ -597,6 +769,23 @@ fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCas
             e
         );
     }
+    Ok(())
+}
+
+/// The hub's wake-ups equal the model's (each connection waits at most once at a time, so
+/// comparing them by connection checks who got what).
+fn check_wakeups<S: Segment>(h: &mut Harness<S>, m: &mut Model) -> Result<(), TestCaseError> {
+    let conns = h.conns.clone();
+    let mut got: Vec<(usize, ReserveOutcome)> = h
+        .hub()
+        .take_wakeups()
+        .into_iter()
+        .map(|(c, o)| (conns.iter().position(|&x| x == c).unwrap_or(usize::MAX), o))
+        .collect();
+    let mut want = std::mem::take(&mut m.wakeups);
+    got.sort_by_key(|(c, _)| *c);
+    want.sort_by_key(|(c, _)| *c);
+    prop_assert_eq!(got, want);
     Ok(())
 }
 
@@ -631,8 +820,8 @@ fn check_job<S: Segment>(h: &mut Harness<S>, m: &Model, id: u64) -> Result<(), T
     Ok(())
 }
 
-fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut h = Harness::<S>::new(mem);
+fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut h = Harness::<S>::new(mem, span);
     let mut m = Model::new();
     for op in ops {
         let now = m.now;
@@ -650,6 +839,10 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     // Mem mode knows only the ids in the files it wrote: ids may be reused
                     // after a restart, but never one of a job it holds.
                     prop_assert!(m.jobs.keys().all(|&id| id < got));
+                } else if m.restarted {
+                    // Ids jump after a restart (hub::ID_BLOCK) but are never reused.
+                    prop_assert!(got >= m.next_id);
+                    m.restarted = false;
                 } else {
                     prop_assert_eq!(got, m.next_id);
                 }
@@ -658,7 +851,28 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reserve { conn } => {
                 let c = h.conns[conn];
                 let got = h.hub().reserve(c, Some(now), now);
-                prop_assert_eq!(got, m.reserve(conn));
+                prop_assert_eq!(got, m.reserve(conn, Some(now)));
+            }
+            Op::ReserveWait { conn, timeout } => {
+                let c = h.conns[conn];
+                let timeout = timeout.map(|dt| now + dt);
+                let got = h.hub().reserve(c, timeout, now);
+                prop_assert_eq!(got, m.reserve(conn, timeout));
+            }
+            Op::CancelWait { conn } => {
+                let c = h.conns[conn];
+                h.hub().cancel_wait(c);
+                m.conns[conn].wait = None;
+            }
+            Op::Disconnect { conn } => {
+                let c = h.conns[conn];
+                h.hub().disconnect(c, now);
+                h.conns[conn] = h.hub().connect();
+                m.disconnect(conn);
+            }
+            Op::Pause { tube, delay } => {
+                let got = h.hub().pause_tube(TUBES[tube], delay, now);
+                prop_assert_eq!(got, m.pause(TUBES[tube], delay));
             }
             Op::ReserveJob { conn, pick } => {
                 let id = pick_id(&m, None, pick);
@@ -771,16 +985,14 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.hub().tick(t);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen { span } => {
                 m.reopen();
-                h.reopen(now);
+                h.reopen(now, span);
                 m.advance(now);
             }
         }
-        prop_assert!(
-            h.hub().take_wakeups().is_empty(),
-            "nobody waits in this test"
-        );
+        m.settle();
+        check_wakeups(&mut h, &mut m)?;
         check_counts(&mut h, &m)?;
     }
     // No lost job, no resurrected one.
@@ -790,7 +1002,7 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // And the same once more after a restart.
     let now = m.now;
     m.reopen();
-    h.reopen(now);
+    h.reopen(now, SECOND);
     m.advance(now);
     check_counts(&mut h, &m)?;
     for id in 0..m.next_id + 1 {
@@ -802,17 +1014,17 @@ fn run<S: Segment>(mem: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
         // Mem mode only knows the ids of the jobs it wrote out.
         prop_assert!(m.jobs.keys().all(|&id| id < got));
     } else {
-        prop_assert_eq!(got, m.next_id, "ids continue after a restart");
+        prop_assert!(got >= m.next_id, "ids continue after a restart");
     }
     Ok(())
 }
 
-/// 48 cases per mode by default (well under a second in debug); `PROPTEST_CASES` overrides.
+/// 128 cases per mode by default (a few seconds in debug); `PROPTEST_CASES` overrides.
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48);
+        .unwrap_or(128);
     ProptestConfig {
         cases,
         failure_persistence: None,
@@ -824,17 +1036,17 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn model_mem(ops in prop::collection::vec(op(), 1..80)) {
-        run::<MemSegment>(true, ops)?;
+    fn model_mem(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MemSegment>(true, span, ops)?;
     }
 
     #[test]
-    fn model_mapped(ops in prop::collection::vec(op(), 1..80)) {
-        run::<MappedSegment>(false, ops)?;
+    fn model_mapped(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<MappedSegment>(false, span, ops)?;
     }
 
     #[test]
-    fn model_lazy(ops in prop::collection::vec(op(), 1..80)) {
-        run::<LazySegment>(false, ops)?;
+    fn model_lazy(span in span(), ops in prop::collection::vec(op(), 1..80)) {
+        run::<LazySegment>(false, span, ops)?;
     }
 }

@@ -1,9 +1,9 @@
 //! The scheduler: a hub rotating through time-bucketed spokes.
 //!
 //! The hub owns every job's life cycle (delayed, ready, reserved, buried, deleted) with
-//! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see
-//! [`spoke`] for the layout in time). It never reads a clock: every call that depends on time
-//! takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
+//! beanstalkd 1.12 semantics, and keeps the jobs' data in one [`Segment`] per spoke (see the
+//! `spoke` module for the layout in time). It never reads a clock: every call that depends on
+//! time takes `now` (µs since the epoch), and before doing anything brings the hub to `now`
 //! (delayed jobs due become ready in (trigger time, id) order, TTRs expire, pauses end,
 //! waiters time out). [`Hub::tick`] does only that; [`Hub::next_deadline`] says when it next
 //! has something to do.
@@ -14,6 +14,7 @@
 mod job;
 mod recovery;
 mod spoke;
+mod stats;
 pub mod time;
 mod tube;
 
@@ -25,8 +26,8 @@ use bytes::Bytes;
 
 pub use crate::segment::Micros;
 use crate::segment::{
-    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, Segment, SpokeId,
-    StateSlot, StorageError,
+    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
+    SpokeId, StateSlot, StorageError,
 };
 use job::{Counters, FarInfo, Job, Phase};
 pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
@@ -40,6 +41,12 @@ pub type ConnId = u64;
 
 /// Default spoke span: 1 s.
 pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
+
+/// Near puts write their id index entry only once per this many ids (far puts always do):
+/// every id issued is below the highest id in the index file + `ID_BLOCK`, so recovery
+/// continues from there and ids are never reused, even when every segment has been retired,
+/// at the cost of one positioned write per `ID_BLOCK` near puts (ids jump after a restart).
+pub const ID_BLOCK: u64 = 4096;
 
 /// A reserver holding a job whose TTR ends within this margin gets `DEADLINE_SOON`.
 pub const DEADLINE_SOON_MARGIN: Micros = SECOND;
@@ -187,6 +194,40 @@ pub struct HubStats {
     /// Spokes whose segment is loaded (near and past spokes).
     pub segments_mapped: u64,
     pub corrupt_records_skipped: u64,
+    /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
+    pub data_bytes: u64,
+}
+
+/// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncBatch {
+    /// Segment files and the id index.
+    pub files: Vec<PathBuf>,
+    /// The data dir, when files were created or removed in it.
+    pub dir: Option<PathBuf>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// `fdatasync`s every file (it also writes back pages dirtied through a mapping of it), then
+    /// the directory. A file removed meanwhile is skipped: it held no live job any more.
+    /// An error means the durability promise is broken (as with a failed [`Hub::flush`]).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            match std::fs::File::open(f) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(d) = &self.dir {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// A blocked reserve.
@@ -216,6 +257,12 @@ struct FarJob {
     meta: RecordMeta,
 }
 
+/// A delayed job, resident (near) or not (far).
+enum DelayedJob {
+    Near(u64),
+    Far(FarJob),
+}
+
 /// The scheduler. Generic over the storage mode (`S`: mapped, lazy or mem segments).
 pub struct Hub<S: Segment> {
     cfg: HubConfig,
@@ -223,6 +270,8 @@ pub struct Hub<S: Segment> {
     dir: DataDir,
     /// Job id → current record, for jobs in far spokes (file in persisted modes).
     index: IdIndex,
+    /// The highest id whose entry this hub wrote (None: none yet, the next put writes one).
+    index_watermark: Option<u64>,
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
     horizon_end: Micros,
@@ -243,6 +292,12 @@ pub struct Hub<S: Segment> {
     pauses: BTreeSet<(Micros, Arc<str>)>,
     /// Loaded spokes with no live job, retired once entirely past.
     retire: BTreeSet<SpokeId>,
+    /// Spokes changed since the last flush.
+    unflushed: BTreeSet<SpokeId>,
+    /// The id index changed since the last flush or sync batch.
+    index_dirty: bool,
+    /// Segment files were created or removed since the last flush or sync batch.
+    dir_dirty: bool,
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
@@ -288,6 +343,7 @@ impl<S: Segment> Hub<S> {
         let mut hub = Hub {
             dir,
             index,
+            index_watermark: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             cfg,
             now,
@@ -303,6 +359,9 @@ impl<S: Segment> Hub<S> {
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
+            unflushed: BTreeSet::new(),
+            index_dirty: false,
+            dir_dirty: false,
             open_far: Vec::new(),
             far_info: HashMap::new(),
             dirty: Vec::new(),
@@ -532,18 +591,29 @@ impl<S: Segment> Hub<S> {
             },
         };
         let (spoke, offset) = self.append(&rec)?;
-        if let Err(e) = self.index.set(id, JobLocation { spoke, offset }) {
+        let far = self.spokes.get(&spoke).is_some_and(|s| !s.loaded);
+        if (far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK)))
+            && let Err(e) = self.set_index(id, JobLocation { spoke, offset })
+        {
             // Undo: the record must not come back as a job the client was told failed.
             let undo = StateSlot {
                 version: 2,
                 state: JobState::Deleted,
                 priority: pri,
             };
-            if let Ok(seg) = self.segment(spoke) {
-                let _ = seg.update(offset, undo);
-            }
+            let _ = self.update_slot(spoke, offset, undo);
             self.spoke_lost_live(spoke);
             return Err(e.into());
+        }
+        if far
+            || self
+                .index_watermark
+                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK))
+        {
+            self.index_watermark = Some(self.index_watermark.map_or(id, |w| w.max(id)));
         }
         self.total_jobs += 1;
         if let Some(t) = self.tubes.get_mut(&tube) {
@@ -566,7 +636,12 @@ impl<S: Segment> Hub<S> {
                     counters: Counters::default(),
                 },
             );
-            self.link(id, Phase::Delayed);
+            let phase = if trigger_at <= now {
+                Phase::Ready
+            } else {
+                Phase::Delayed
+            };
+            self.link(id, phase);
         } else {
             self.count_far(spoke, &tube, 1);
         }
@@ -683,8 +758,7 @@ impl<S: Segment> Hub<S> {
             let pri = job.pri;
             self.persist(id, JobState::Deleted, pri)?;
             self.unlink(id);
-            // A stale entry is harmless: lookups check the record it points at.
-            let _ = self.index.remove(id);
+            // Any index entry left is harmless: lookups check the record it points at.
             if let Some(job) = self.jobs.remove(&id) {
                 self.spoke_lost_live(job.spoke);
                 if let Some(t) = self.tubes.get_mut(&job.tube) {
@@ -699,8 +773,10 @@ impl<S: Segment> Hub<S> {
                 state: JobState::Deleted,
                 priority: far.meta.slot.priority,
             };
-            self.segment(far.spoke)?.update(far.meta.offset, slot)?;
-            let _ = self.index.remove(id);
+            self.update_slot(far.spoke, far.meta.offset, slot)?;
+            if self.index.remove(id).is_ok() {
+                self.index_dirty = true;
+            }
             self.far_info.remove(&id);
             let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
             self.count_far(far.spoke, &tube, -1);
@@ -777,12 +853,10 @@ impl<S: Segment> Hub<S> {
             priority: job.pri,
         };
         // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
-        if let Ok(seg) = self.segment(job.spoke) {
-            let _ = seg.update(job.offset, moved);
-        }
+        let _ = self.update_slot(job.spoke, job.offset, moved);
         // The index is derived data (recovery rewrites it); a failure only hides a far job
         // from lookups by id until its spoke is loaded.
-        let _ = self.index.set(id, JobLocation { spoke, offset });
+        let _ = self.set_index(id, JobLocation { spoke, offset });
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
         let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
@@ -862,19 +936,16 @@ impl<S: Segment> Hub<S> {
     /// The delayed job of the tube `c` uses with the earliest trigger time.
     pub fn peek_delayed(&mut self, c: ConnId) -> Option<JobView> {
         let tube = self.conns.get(&c)?.using.clone();
-        if let Some(&(_, id)) = self.tubes.get(&tube)?.delayed.first() {
-            return self.view(id);
+        match self.delayed_of_tube(&tube, 1).ok()?.into_iter().next()? {
+            DelayedJob::Near(id) => self.view(id),
+            DelayedJob::Far(far) => {
+                let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
+                Some(JobView {
+                    id: far.meta.id,
+                    body: Bytes::from(rec.body),
+                })
+            }
         }
-        let far = self
-            .far_delayed_of_tube(&tube, 1)
-            .ok()?
-            .into_iter()
-            .next()?;
-        let rec = self.segment(far.spoke).ok()?.read(far.meta.offset).ok()?;
-        Some(JobView {
-            id: far.meta.id,
-            body: Bytes::from(rec.body),
-        })
     }
 
     /// The first-buried job of the tube `c` uses.
@@ -909,28 +980,16 @@ impl<S: Segment> Hub<S> {
                 }
                 kicked += 1;
             }
-        } else {
-            let ids: Vec<u64> = t
-                .delayed
-                .iter()
-                .take(bound as usize)
-                .map(|&(_, id)| id)
-                .collect();
-            for id in ids {
-                if self.kick_resident(id).is_err() {
+        } else if let Ok(jobs) = self.delayed_of_tube(&tube, bound) {
+            for d in jobs {
+                let done = match d {
+                    DelayedJob::Near(id) => self.kick_resident(id),
+                    DelayedJob::Far(far) => self.kick_far(far, true),
+                };
+                if done.is_err() {
                     break;
                 }
                 kicked += 1;
-            }
-            if kicked < bound
-                && let Ok(far) = self.far_delayed_of_tube(&tube, bound - kicked)
-            {
-                for f in far {
-                    if self.kick_far(f, true).is_err() {
-                        break;
-                    }
-                    kicked += 1;
-                }
             }
         }
         self.settle();
@@ -948,113 +1007,6 @@ impl<S: Segment> Hub<S> {
         }
         self.settle();
         Ok(())
-    }
-
-    // ----- stats -----------------------------------------------------------------------------
-
-    pub fn stats_job(&mut self, id: u64, now: Micros) -> Option<JobStats> {
-        self.advance(now);
-        let now = self.now;
-        if let Some(job) = self.jobs.get(&id) {
-            let (state, time_left) = match job.phase {
-                Phase::Delayed => ("delayed", job.trigger_at.saturating_sub(now)),
-                Phase::Ready => ("ready", 0),
-                Phase::Reserved { deadline, .. } => ("reserved", deadline.saturating_sub(now)),
-                Phase::Buried { .. } => ("buried", 0),
-            };
-            return Some(JobStats {
-                id,
-                tube: job.tube.to_string(),
-                state,
-                pri: job.pri,
-                age: secs_floor(now.saturating_sub(job.created_at)),
-                delay: u64::from(job.delay_s),
-                ttr: u64::from(job.ttr_s),
-                time_left: secs_floor(time_left),
-                file: 0,
-                reserves: job.counters.reserves,
-                timeouts: job.counters.timeouts,
-                releases: job.counters.releases,
-                buries: job.counters.buries,
-                kicks: job.counters.kicks,
-            });
-        }
-        let far = self.find_far(id).ok()??;
-        let m = &far.meta;
-        let info = self.far_info.get(&id).copied().unwrap_or(FarInfo {
-            counters: Counters::default(),
-            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
-                .unwrap_or(u32::MAX),
-        });
-        Some(JobStats {
-            id,
-            tube: String::from_utf8_lossy(&m.tube).into_owned(),
-            state: "delayed",
-            pri: m.slot.priority,
-            age: secs_floor(now.saturating_sub(m.created_at)),
-            delay: u64::from(info.delay_s),
-            ttr: u64::from(m.ttr),
-            time_left: secs_floor(m.trigger_at.saturating_sub(now)),
-            file: 0,
-            reserves: info.counters.reserves,
-            timeouts: info.counters.timeouts,
-            releases: info.counters.releases,
-            buries: info.counters.buries,
-            kicks: info.counters.kicks,
-        })
-    }
-
-    pub fn stats_tube(&self, tube: &str, now: Micros) -> Option<TubeStats> {
-        let t = self.tubes.get(tube)?;
-        Some(TubeStats {
-            name: t.name.to_string(),
-            current_jobs_urgent: t.urgent,
-            current_jobs_ready: t.ready.len() as u64,
-            current_jobs_reserved: t.reserved,
-            current_jobs_delayed: t.delayed_count(),
-            current_jobs_buried: t.buried.len() as u64,
-            total_jobs: t.total_jobs,
-            current_using: t.using,
-            current_watching: t.watching,
-            current_waiting: t.waiters.len() as u64,
-            cmd_delete: t.cmd_delete,
-            cmd_pause_tube: t.cmd_pause_tube,
-            pause: t.pause.map_or(0, |p| u64::from(p.delay_s)),
-            pause_time_left: t
-                .pause
-                .map_or(0, |p| secs_floor(p.until.saturating_sub(now.max(self.now)))),
-        })
-    }
-
-    pub fn stats(&self, _now: Micros) -> HubStats {
-        let mut s = HubStats {
-            current_jobs_urgent: 0,
-            current_jobs_ready: 0,
-            current_jobs_reserved: 0,
-            current_jobs_delayed: 0,
-            current_jobs_buried: 0,
-            job_timeouts: self.job_timeouts,
-            total_jobs: self.total_jobs,
-            current_tubes: self.tubes.len() as u64,
-            current_connections: self.conns.len() as u64,
-            current_producers: self.conns.values().filter(|c| c.producer).count() as u64,
-            current_workers: self.conns.values().filter(|c| c.worker).count() as u64,
-            current_waiting: self.conns.values().filter(|c| c.wait.is_some()).count() as u64,
-            total_connections: self.total_connections,
-            draining: self.draining,
-            spokes: self.spokes.len() as u64,
-            segments_mapped: self.spokes.values().filter(|s| s.loaded).count() as u64
-                + self.open_far.len() as u64,
-            corrupt_records_skipped: self.corrupt_records,
-        };
-        for t in self.tubes.values() {
-            s.current_jobs_urgent += t.urgent;
-            s.current_jobs_ready += t.ready.len() as u64;
-            s.current_jobs_reserved += t.reserved;
-            s.current_jobs_delayed += t.delayed_count();
-            s.current_jobs_buried += t.buried.len() as u64;
-        }
-        s
     }
 
     // ----- time ------------------------------------------------------------------------------
@@ -1100,17 +1052,47 @@ impl<S: Segment> Hub<S> {
 
     /// Makes every change durable (mem mode: writes all segment files, removing stale ones).
     pub fn flush(&mut self) -> Result<(), HubError> {
-        for s in self.spokes.values_mut() {
-            s.seg.flush()?;
+        while let Some(&id) = self.unflushed.first() {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                s.seg.flush()?;
+            }
+            self.unflushed.remove(&id);
         }
         self.index.flush()?;
+        self.index_dirty = false;
+        self.dir_dirty = false;
         if !self.cfg.persist {
             self.remove_stale_files()?;
         }
         Ok(())
     }
 
+    /// Takes what must be synced to make every change so far durable, without syncing it:
+    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
+    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
+    /// batch (use [`Hub::flush`], which writes its files).
+    pub fn take_sync_batch(&mut self) -> SyncBatch {
+        if !self.cfg.persist {
+            return SyncBatch::default();
+        }
+        let files = std::mem::take(&mut self.unflushed)
+            .into_iter()
+            .map(|id| self.dir.segment_path(id))
+            .chain(std::mem::take(&mut self.index_dirty).then(|| self.dir.id_index_path()))
+            .collect();
+        SyncBatch {
+            files,
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
+        }
+    }
+
     // ----- internals -------------------------------------------------------------------------
+
+    fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
+        self.index.set(id, loc)?;
+        self.index_dirty = true;
+        Ok(())
+    }
 
     fn take_seq(&mut self) -> u64 {
         let s = self.next_seq;
@@ -1151,6 +1133,7 @@ impl<S: Segment> Hub<S> {
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
+            self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
             self.spokes.insert(id, Spoke::new(seg, loaded));
         }
@@ -1158,14 +1141,34 @@ impl<S: Segment> Hub<S> {
             .spokes
             .get_mut(&id)
             .ok_or_else(|| HubError::Internal("spoke vanished".into()))?;
-        let offset = spoke.seg.append(rec)?;
+        let offset = match spoke.seg.append(rec) {
+            Ok(o) => o,
+            Err(e) => {
+                // A spoke created for this record must not linger empty.
+                self.maybe_retire(id);
+                return Err(e.into());
+            }
+        };
         spoke.live += 1;
+        self.unflushed.insert(id);
         let loaded = spoke.loaded;
         self.retire.remove(&id);
         if !loaded {
             self.touch_far(id);
         }
         Ok((id, offset))
+    }
+
+    /// Writes a state slot into a record of `spoke`'s segment.
+    fn update_slot(
+        &mut self,
+        spoke: SpokeId,
+        offset: RecordOffset,
+        slot: StateSlot,
+    ) -> Result<(), HubError> {
+        self.segment(spoke)?.update(offset, slot)?;
+        self.unflushed.insert(spoke);
+        Ok(())
     }
 
     /// Persists a new state slot for resident job `id` (version + 1).
@@ -1177,70 +1180,11 @@ impl<S: Segment> Hub<S> {
             priority: pri,
         };
         let (spoke, offset) = (job.spoke, job.offset);
-        self.segment(spoke)?.update(offset, slot)?;
+        self.update_slot(spoke, offset, slot)?;
         if let Some(job) = self.jobs.get_mut(&id) {
             job.version = slot.version;
         }
         Ok(())
-    }
-
-    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`.
-    fn count_far(&mut self, spoke: SpokeId, tube: &Arc<str>, delta: i64) {
-        if let Some(s) = self.spokes.get_mut(&spoke) {
-            let n = s.far_counts.entry(tube.clone()).or_insert(0);
-            *n = n.saturating_add_signed(delta);
-            if *n == 0 {
-                s.far_counts.remove(tube);
-            }
-        }
-        if let Some(t) = self.tubes.get_mut(tube) {
-            t.far_delayed = t.far_delayed.saturating_add_signed(delta);
-        }
-    }
-
-    /// A record of `spoke` stopped being live; retire the spoke when none is left.
-    fn spoke_lost_live(&mut self, id: SpokeId) {
-        let Some(s) = self.spokes.get_mut(&id) else {
-            return;
-        };
-        s.live = s.live.saturating_sub(1);
-        if s.live == 0 {
-            if s.loaded && Spoke::<S>::end(id) > self.now {
-                self.retire.insert(id);
-            } else {
-                self.retire_spoke(id);
-            }
-        }
-    }
-
-    fn retire_spoke(&mut self, id: SpokeId) {
-        self.retire.remove(&id);
-        self.open_far.retain(|&s| s != id);
-        if let Some(s) = self.spokes.remove(&id) {
-            for (tube, n) in &s.far_counts {
-                if let Some(t) = self.tubes.get_mut(tube) {
-                    t.far_delayed = t.far_delayed.saturating_sub(*n);
-                }
-            }
-            // A file that cannot be removed is harmless: it holds no live record.
-            let _ = s.seg.destroy();
-        }
-    }
-
-    /// Marks far spoke `id` as recently used; closes the least recently used beyond the limit.
-    fn touch_far(&mut self, id: SpokeId) {
-        if self.spokes.get(&id).is_none_or(|s| s.loaded) {
-            return;
-        }
-        self.open_far.retain(|&s| s != id);
-        self.open_far.push(id);
-        while self.open_far.len() > MAX_OPEN_FAR_SPOKES {
-            let old = self.open_far.remove(0);
-            if let Some(s) = self.spokes.get_mut(&old) {
-                // Closing only releases memory; if it fails the segment just stays open.
-                let _ = s.seg.close();
-            }
-        }
     }
 
     /// The job `id` reserved by `c`, or NotFound.
@@ -1340,11 +1284,23 @@ impl<S: Segment> Hub<S> {
                 id,
                 body: Bytes::from(rec.body),
             }),
-            _ => {
+            other => {
+                let why = match other {
+                    Ok(Ok(rec)) => format!("record holds job {}", rec.id),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(job = id, spoke = ?spoke, offset, "dropping unreadable job: {why}");
                 self.drop_corrupt(id);
                 None
             }
         }
+    }
+
+    /// Counts (and logs) a record that failed verification and was skipped.
+    fn note_corrupt(&mut self, what: &dyn std::fmt::Display) {
+        self.corrupt_records += 1;
+        tracing::warn!("skipping corrupt record: {what}");
     }
 
     /// Forgets a resident job whose record cannot be read back (counted, not persisted).
@@ -1406,206 +1362,6 @@ impl<S: Segment> Hub<S> {
         }
         self.link(id, Phase::Ready);
         Ok(())
-    }
-
-    /// Makes a far delayed job ready: persisted as Ready in its record, and resident from now
-    /// on. `counted`: a kick (not a reserve-job), counted in the job's kicks.
-    fn kick_far(&mut self, far: FarJob, counted: bool) -> Result<(), HubError> {
-        let m = far.meta;
-        let version = m.slot.version.saturating_add(1);
-        let slot = StateSlot {
-            version,
-            state: JobState::Ready,
-            priority: m.slot.priority,
-        };
-        self.segment(far.spoke)?.update(m.offset, slot)?;
-        self.touch_far(far.spoke);
-        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-        self.count_far(far.spoke, &tube, -1);
-        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
-            counters: Counters::default(),
-            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
-                .unwrap_or(u32::MAX),
-        });
-        let mut counters = info.counters;
-        if counted {
-            counters.kicks += 1;
-        }
-        self.jobs.insert(
-            m.id,
-            Job {
-                tube,
-                pri: m.slot.priority,
-                ttr_s: m.ttr.max(1),
-                delay_s: info.delay_s,
-                created_at: m.created_at,
-                trigger_at: m.trigger_at,
-                spoke: far.spoke,
-                offset: m.offset,
-                version,
-                phase: Phase::Ready,
-                counters,
-            },
-        );
-        self.link(m.id, Phase::Ready);
-        Ok(())
-    }
-
-    /// Finds job `id` in a far spoke (it is not resident) through the id index; a damaged
-    /// index entry falls back to scanning the far spokes.
-    fn find_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
-        if id == 0 || id >= self.next_id || self.jobs.contains_key(&id) {
-            return Ok(None);
-        }
-        match self.index.get(id) {
-            Ok(None) => Ok(None),
-            Ok(Some(loc)) => {
-                if self.spokes.get(&loc.spoke).is_none_or(|s| s.loaded) {
-                    return Ok(None);
-                }
-                let rec = match self.segment(loc.spoke)?.read(loc.offset) {
-                    Ok(r) => r,
-                    Err(StorageError::Corrupted { .. }) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                self.touch_far(loc.spoke);
-                if rec.id != id || rec.slot.state != JobState::Waiting {
-                    return Ok(None);
-                }
-                Ok(Some(FarJob {
-                    spoke: loc.spoke,
-                    meta: meta_of(rec),
-                }))
-            }
-            Err(StorageError::Corrupted { .. }) => self.scan_far(id),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Finds job `id` by scanning every far spoke (slow path).
-    fn scan_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
-        let far: Vec<SpokeId> = self
-            .spokes
-            .iter()
-            .filter(|(_, s)| !s.loaded && s.live > 0)
-            .map(|(k, _)| *k)
-            .collect();
-        for sid in far {
-            let metas = self.segment(sid)?.scan()?;
-            self.touch_far(sid);
-            if let Some(meta) = metas.into_iter().flatten().find(|m| {
-                m.id == id && m.slot.state == JobState::Waiting && !self.jobs.contains_key(&id)
-            }) {
-                return Ok(Some(FarJob { spoke: sid, meta }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Up to `n` far delayed jobs of `tube`, earliest (trigger time, id) first.
-    fn far_delayed_of_tube(&mut self, tube: &Arc<str>, n: u64) -> Result<Vec<FarJob>, HubError> {
-        let far: Vec<SpokeId> = self
-            .spokes
-            .iter()
-            .filter(|(_, s)| !s.loaded && s.far_counts.get(tube).is_some_and(|&c| c > 0))
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out = Vec::new();
-        for sid in far {
-            let metas = self.segment(sid)?.scan()?;
-            self.touch_far(sid);
-            let mut found: Vec<RecordMeta> = metas
-                .into_iter()
-                .flatten()
-                .filter(|m| {
-                    m.slot.state == JobState::Waiting
-                        && m.tube == tube.as_bytes()
-                        && !self.jobs.contains_key(&m.id)
-                })
-                .collect();
-            found.sort_by_key(|m| (m.trigger_at, m.id));
-            for meta in found {
-                if out.len() as u64 >= n {
-                    return Ok(out);
-                }
-                out.push(FarJob { spoke: sid, meta });
-            }
-            if out.len() as u64 >= n {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Loads far spoke `id`: every live record of its not yet resident jobs becomes resident.
-    fn load_spoke(&mut self, id: SpokeId) {
-        let Some(s) = self.spokes.get_mut(&id) else {
-            return;
-        };
-        s.loaded = true;
-        let counts = std::mem::take(&mut s.far_counts);
-        let metas = s.seg.scan();
-        self.open_far.retain(|&x| x != id);
-        for (tube, n) in counts {
-            if let Some(t) = self.tubes.get_mut(&tube) {
-                t.far_delayed = t.far_delayed.saturating_sub(n);
-            }
-        }
-        let metas = match metas {
-            Ok(m) => m,
-            Err(_) => {
-                self.corrupt_records += 1;
-                return;
-            }
-        };
-        for m in metas {
-            match m {
-                Err(_) => self.corrupt_records += 1,
-                Ok(m) => self.make_resident(id, m),
-            }
-        }
-    }
-
-    /// Makes a scanned record resident if it is the live record of a job not yet resident.
-    fn make_resident(&mut self, spoke: SpokeId, m: RecordMeta) {
-        let phase = match m.slot.state {
-            JobState::Deleted | JobState::Moved => return,
-            JobState::Waiting => Phase::Delayed,
-            JobState::Ready => Phase::Ready,
-            JobState::Buried => Phase::Buried { seq: 0 },
-        };
-        if self.jobs.contains_key(&m.id) {
-            return;
-        }
-        let phase = match phase {
-            Phase::Buried { .. } => Phase::Buried {
-                seq: self.take_seq(),
-            },
-            p => p,
-        };
-        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
-            counters: Counters::default(),
-            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
-                .unwrap_or(u32::MAX),
-        });
-        self.jobs.insert(
-            m.id,
-            Job {
-                tube,
-                pri: m.slot.priority,
-                ttr_s: m.ttr.max(1),
-                delay_s: info.delay_s,
-                created_at: m.created_at,
-                trigger_at: m.trigger_at,
-                spoke,
-                offset: m.offset,
-                version: m.slot.version,
-                phase,
-                counters: info.counters,
-            },
-        );
-        self.link(m.id, phase);
     }
 
     /// Moves the clock to `now` (never backwards) and does everything due.
@@ -1694,26 +1450,36 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    /// Hands ready jobs of dirty tubes to their oldest waiters.
+    /// Hands ready jobs to waiters, oldest waiter first. Only tubes where a job became ready or
+    /// that were unpaused ("dirty") can serve anyone: no other waiter had a job before. The
+    /// oldest waiter that can be served is the first waiter of some dirty, unpaused tube with
+    /// a ready job, and it gets its best job across all the tubes it watches.
     fn serve_waiters(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort();
         dirty.dedup();
-        for name in dirty {
-            while let Some(t) = self.tubes.get(&name) {
-                if t.is_paused() || t.ready.is_empty() {
-                    break;
-                }
-                let Some(&(_, c)) = t.waiters.first() else {
-                    break;
-                };
-                let Some(id) = self.best_ready_for(c) else {
-                    break;
-                };
-                if let Some(view) = self.deliver(c, id) {
-                    self.cancel_wait(c);
-                    self.wakeups.push((c, ReserveOutcome::Reserved(view)));
-                }
+        loop {
+            dirty.retain(|name| {
+                self.tubes
+                    .get(name)
+                    .is_some_and(|t| !t.is_paused() && !t.ready.is_empty() && !t.waiters.is_empty())
+            });
+            let oldest = dirty
+                .iter()
+                .filter_map(|name| self.tubes.get(name)?.waiters.first().copied())
+                .min();
+            let Some((_, c)) = oldest else {
+                break;
+            };
+            let Some(id) = self.best_ready_for(c) else {
+                // Cannot happen (c watches an unpaused tube with a ready job); never loop on it.
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::TimedOut));
+                continue;
+            };
+            if let Some(view) = self.deliver(c, id) {
+                self.cancel_wait(c);
+                self.wakeups.push((c, ReserveOutcome::Reserved(view)));
             }
         }
     }
@@ -1726,8 +1492,12 @@ impl<S: Segment> Hub<S> {
             };
             if !self.spokes.contains_key(&seg.spoke()) {
                 seg.destroy()?;
+                self.dir_dirty = true;
             }
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,25 +1,22 @@
 //! Rebuilding the hub from its segments at start.
 //!
-//! Every segment is scanned once (record headers, not bodies). Per job id the record with the
-//! highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
+//! Segments are scanned for record headers (not bodies); see [`Hub::recover`]. Per job id the
+//! record with the highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
 //! spokes become resident (Waiting → delayed or ready by trigger time, Ready → ready, Buried →
 //! buried, first-buried order by id); Waiting winners in far spokes are only counted. Ready or
 //! Buried winners in far spokes (kicked far jobs) are resident too. Losing records that are still
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
-//! Ids continue above the highest id seen in any record.
+//! Ids continue above the highest id seen in any record and above the id index's high-water
+//! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
-
-use zerocopy::FromBytes;
 
 use super::spoke::Spoke;
-use super::{Hub, HubError};
+use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
-    DataDir, IdEntry, IdFileHeader, IdIndex, JobLocation, JobState, RecordMeta, Segment, SpokeId,
-    StateSlot, StorageError,
+    DataDir, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId, StateSlot,
+    StorageError,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -36,46 +33,42 @@ pub(super) fn open_index(dir: &DataDir) -> Result<IdIndex, HubError> {
     }
 }
 
-const ID_HEADER_LEN: u64 = std::mem::size_of::<IdFileHeader>() as u64;
-const ID_ENTRY_LEN: u64 = std::mem::size_of::<IdEntry>() as u64;
-
-/// The highest id the index file has room for: every put writes its entry, and entries are
-/// zeroed, never truncated, so this survives even when every segment has been retired.
-fn index_high_water(path: &Path) -> u64 {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return 0;
-    };
-    let mut head = [0u8; ID_HEADER_LEN as usize];
-    if f.read_exact(&mut head).is_err() {
-        return 0;
-    }
-    let Ok((h, _)) = IdFileHeader::read_from_prefix(&head) else {
-        return 0;
-    };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return 0;
-    };
-    let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
-    if entries == 0 {
-        return 0;
-    }
-    h.base.get().saturating_add(entries - 1)
+/// One live-looking record seen by the scan (32 bytes: no tube name, no body).
+#[derive(Clone, Copy)]
+struct Seen {
+    id: u64,
+    offset: RecordOffset,
+    version: u32,
+    spoke: u32,
+    /// Index into the tube names met during the scan.
+    tube: u32,
+    state: JobState,
 }
 
 impl<S: Segment> Hub<S> {
+    /// Recovery never holds a full record per job: one scan of every segment keeps 32 bytes
+    /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
+    /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
+    /// kicked or buried jobs) are scanned a second time for those winners' full headers.
     pub(super) fn recover(&mut self) -> Result<(), HubError> {
-        let mut best: HashMap<u64, (SpokeId, RecordMeta)> = HashMap::new();
-        let mut losers: Vec<(SpokeId, RecordMeta)> = Vec::new();
         let mut max_id = 0u64;
         if self.cfg.persist {
-            max_id = index_high_water(&self.dir.id_index_path());
+            let high = self.index.high_water()?;
+            if high > 0 {
+                // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
+                max_id = high.saturating_add(ID_BLOCK - 1);
+            }
         }
+        let mut order: Vec<SpokeId> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
+        let mut tube_names: Vec<Vec<u8>> = Vec::new();
+        let mut tube_idx: HashMap<Vec<u8>, u32> = HashMap::new();
         for (_, path) in self.dir.segments()? {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
-                Err(StorageError::Corrupted { .. }) => {
+                Err(e @ StorageError::Corrupted { .. }) => {
                     // A file whose header is unreadable is left alone for yaad-dump.
-                    self.corrupt_records += 1;
+                    self.note_corrupt(&e);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -84,11 +77,13 @@ impl<S: Segment> Hub<S> {
             if self.spokes.contains_key(&sid) {
                 continue;
             }
+            let idx = u32::try_from(order.len())
+                .map_err(|_| HubError::Internal("more than 2^32 segments".into()))?;
             for r in seg.scan()? {
                 let m = match r {
                     Ok(m) => m,
-                    Err(_) => {
-                        self.corrupt_records += 1;
+                    Err(e) => {
+                        self.note_corrupt(&e);
                         continue;
                     }
                 };
@@ -96,61 +91,105 @@ impl<S: Segment> Hub<S> {
                 if m.slot.state == JobState::Moved {
                     continue;
                 }
-                match best.get(&m.id) {
-                    Some((_, cur)) if cur.slot.version >= m.slot.version => {
-                        losers.push((sid, m));
+                let tube = match tube_idx.get(&m.tube) {
+                    Some(&t) => t,
+                    None => {
+                        let t = u32::try_from(tube_names.len())
+                            .map_err(|_| HubError::Internal("more than 2^32 tubes".into()))?;
+                        tube_names.push(m.tube.clone());
+                        tube_idx.insert(m.tube, t);
+                        t
                     }
-                    _ => {
-                        if let Some(old) = best.insert(m.id, (sid, m)) {
-                            losers.push(old);
-                        }
-                    }
-                }
+                };
+                seen.push(Seen {
+                    id: m.id,
+                    offset: m.offset,
+                    version: m.slot.version,
+                    spoke: idx,
+                    tube,
+                    state: m.slot.state,
+                });
             }
+            // Closing only releases memory; if it fails the segment stays open.
+            let _ = seg.close();
+            order.push(sid);
             let loaded = sid.start < self.horizon_end;
             self.spokes.insert(sid, Spoke::new(seg, loaded));
         }
+        drop(tube_idx);
         self.next_id = self.next_id.max(max_id.saturating_add(1));
-        for (sid, m) in losers {
-            if m.slot.state == JobState::Deleted {
+
+        // Per id, the highest version wins; a Deleted winner drops the job.
+        seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
+        let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
+        let mut prev = None;
+        for r in &seen {
+            let first = prev != Some(r.id);
+            prev = Some(r.id);
+            let sid = order[r.spoke as usize];
+            if !first {
+                if r.state != JobState::Deleted {
+                    // A move whose Moved mark was lost (crash): mark it now.
+                    let slot = StateSlot {
+                        version: r.version.saturating_add(1),
+                        state: JobState::Moved,
+                        priority: 0,
+                    };
+                    self.update_slot(sid, r.offset, slot)?;
+                }
                 continue;
             }
-            let slot = StateSlot {
-                version: m.slot.version.saturating_add(1),
-                state: JobState::Moved,
-                priority: m.slot.priority,
-            };
-            if let Some(s) = self.spokes.get_mut(&sid) {
-                s.seg.update(m.offset, slot)?;
+            if r.state == JobState::Deleted {
+                continue;
             }
-        }
-        let mut winners: Vec<(SpokeId, RecordMeta)> = best
-            .into_values()
-            .filter(|(_, m)| m.slot.state != JobState::Deleted)
-            .collect();
-        // Id order gives buried jobs a stable first-buried order.
-        winners.sort_by_key(|(_, m)| m.id);
-        for (sid, m) in winners {
             let Some(s) = self.spokes.get_mut(&sid) else {
                 continue;
             };
             s.live += 1;
-            if !s.loaded && m.slot.state == JobState::Waiting {
-                let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-                self.count_far(sid, &tube, 1);
-                let loc = JobLocation {
-                    spoke: sid,
-                    offset: m.offset,
-                };
-                if !matches!(self.index.get(m.id), Ok(Some(l)) if l == loc) {
-                    self.index.set(m.id, loc)?;
-                }
-            } else {
-                self.make_resident(sid, m);
+            if s.loaded || r.state != JobState::Waiting {
+                resident.push((r.spoke, r.offset));
+                continue;
+            }
+            let tube = self.intern(&String::from_utf8_lossy(&tube_names[r.tube as usize]));
+            self.count_far(sid, &tube, 1);
+            // The entry may be missing (mem mode, a job put near under a longer horizon, a
+            // crash between append and index write) or point at a moved job's old record.
+            let loc = JobLocation {
+                spoke: sid,
+                offset: r.offset,
+            };
+            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
+                self.set_index(r.id, loc)?;
             }
         }
-        let ids: Vec<SpokeId> = self.spokes.keys().copied().collect();
-        for sid in ids {
+        drop(seen);
+        resident.sort_unstable();
+
+        let mut at = 0;
+        for (idx, &sid) in order.iter().enumerate() {
+            let start = at;
+            while at < resident.len() && resident[at].0 as usize == idx {
+                at += 1;
+            }
+            if start == at {
+                continue;
+            }
+            let mine = &resident[start..at];
+            let metas = self.segment(sid)?.scan()?;
+            let mut w = 0;
+            for m in metas.into_iter().flatten() {
+                while w < mine.len() && mine[w].1 < m.offset {
+                    w += 1;
+                }
+                if w == mine.len() {
+                    break;
+                }
+                if mine[w].1 == m.offset {
+                    self.make_resident(sid, m);
+                }
+            }
+        }
+        for sid in order {
             let Some(s) = self.spokes.get_mut(&sid) else {
                 continue;
             };

@@ -1,23 +1,35 @@
 //! A spoke: one time bucket `[start, start + span)` and the segment holding its job records.
 //!
-//! Spokes starting before the hub's horizon (`now + NEAR_SPOKES * span`, never moving back) are
-//! *loaded*: every live job of theirs is resident in RAM. Spokes beyond it are *far*: just a
-//! segment (closed when idle) plus per-tube counts of their delayed jobs, so a far job costs no RAM.
-//! Jobs whose trigger time has passed stay in their (past) spoke until deleted; a put with no
-//! delay goes to the spoke holding `now`. A spoke whose live count drops to 0 is retired (its
-//! segment destroyed) once it is entirely past, or at once when it is far.
+//! A job's record goes to the spoke whose bucket holds its trigger time (`now + delay`).
+//! Spokes starting before the hub's horizon (`now + NEAR_SPOKES * span`; it only moves forward)
+//! are *loaded*: every live job of theirs is resident in RAM, delayed ones in a set ordered by
+//! (trigger time, id). Spokes beyond it are *far*: a segment (closed when not recently used)
+//! plus per-tube counts of its delayed jobs, so a far job costs no RAM; lookups by id go
+//! through the id index. A far spoke is loaded (scanned once) when the horizon reaches its
+//! start, i.e. `NEAR_SPOKES` spans before its first job can be due.
+//!
+//! Edges. A put with no delay lands in the spoke holding `now`, which is always loaded, and is
+//! ready at once. There is no separate past spoke: trigger times in the past only appear at
+//! recovery or when the hub ticks late, and those jobs become ready in (trigger time, id) order
+//! from the spoke they are in. Ready, reserved and buried jobs keep their record where it is,
+//! so a past spoke lives as long as one of its jobs does. A spoke whose live count drops to 0
+//! is retired (segment destroyed): at once when far, else once it is entirely past (so the
+//! current spoke is not destroyed and recreated by put/delete cycles). Spokes of another span
+//! (an earlier configuration) keep theirs; the horizon rule applies to their start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Micros;
-use crate::segment::{Segment, SpokeId};
+use super::job::{Counters, FarInfo, Job, Phase};
+use super::{DelayedJob, FarJob, Hub, HubError, Micros, meta_of, secs_floor};
+use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StateSlot, StorageError};
 
 /// Number of spokes ahead of the current one that are kept loaded.
 pub const NEAR_SPOKES: u64 = 2;
 
-/// At most this many far segments stay open at once (lazy mode closes the least recently used).
-pub const MAX_OPEN_FAR_SPOKES: usize = 8;
+/// At most this many far segments stay open at once (the least recently used is closed: lazy
+/// mode then holds neither a file descriptor nor a mapping for it).
+pub const MAX_OPEN_FAR_SPOKES: usize = 64;
 
 pub(super) struct Spoke<S> {
     pub seg: S,
@@ -52,12 +64,296 @@ pub fn spoke_for(t: Micros, span: Micros) -> SpokeId {
     }
 }
 
+impl<S: Segment> Hub<S> {
+    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`.
+    pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &Arc<str>, delta: i64) {
+        if let Some(s) = self.spokes.get_mut(&spoke) {
+            let n = s.far_counts.entry(tube.clone()).or_insert(0);
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                s.far_counts.remove(tube);
+            }
+        }
+        if let Some(t) = self.tubes.get_mut(tube) {
+            t.far_delayed = t.far_delayed.saturating_add_signed(delta);
+        }
+    }
+
+    /// A record of `spoke` stopped being live; retire the spoke when none is left.
+    pub(super) fn spoke_lost_live(&mut self, id: SpokeId) {
+        let Some(s) = self.spokes.get_mut(&id) else {
+            return;
+        };
+        s.live = s.live.saturating_sub(1);
+        self.maybe_retire(id);
+    }
+
+    /// Retires spoke `id` if it has no live record: at once when far or past, else when past.
+    pub(super) fn maybe_retire(&mut self, id: SpokeId) {
+        let Some(s) = self.spokes.get(&id) else {
+            return;
+        };
+        if s.live == 0 {
+            if s.loaded && Spoke::<S>::end(id) > self.now {
+                self.retire.insert(id);
+            } else {
+                self.retire_spoke(id);
+            }
+        }
+    }
+
+    pub(super) fn retire_spoke(&mut self, id: SpokeId) {
+        self.retire.remove(&id);
+        self.unflushed.remove(&id);
+        self.open_far.retain(|&s| s != id);
+        if let Some(s) = self.spokes.remove(&id) {
+            for (tube, n) in &s.far_counts {
+                if let Some(t) = self.tubes.get_mut(tube) {
+                    t.far_delayed = t.far_delayed.saturating_sub(*n);
+                }
+            }
+            // A file that cannot be removed is harmless: it holds no live record.
+            let _ = s.seg.destroy();
+            self.dir_dirty = true;
+        }
+    }
+
+    /// Marks far spoke `id` as recently used; closes the least recently used beyond the limit.
+    pub(super) fn touch_far(&mut self, id: SpokeId) {
+        if self.spokes.get(&id).is_none_or(|s| s.loaded) {
+            return;
+        }
+        self.open_far.retain(|&s| s != id);
+        self.open_far.push(id);
+        while self.open_far.len() > MAX_OPEN_FAR_SPOKES {
+            let old = self.open_far.remove(0);
+            if let Some(s) = self.spokes.get_mut(&old) {
+                // Closing only releases memory; if it fails the segment just stays open.
+                let _ = s.seg.close();
+            }
+        }
+    }
+
+    /// Makes a far delayed job ready: persisted as Ready in its record, and resident from now
+    /// on. `counted`: a kick (not a reserve-job), counted in the job's kicks.
+    pub(super) fn kick_far(&mut self, far: FarJob, counted: bool) -> Result<(), HubError> {
+        let m = far.meta;
+        let version = m.slot.version.saturating_add(1);
+        let slot = StateSlot {
+            version,
+            state: JobState::Ready,
+            priority: m.slot.priority,
+        };
+        self.update_slot(far.spoke, m.offset, slot)?;
+        self.touch_far(far.spoke);
+        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
+        self.count_far(far.spoke, &tube, -1);
+        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
+            counters: Counters::default(),
+            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
+                .unwrap_or(u32::MAX),
+        });
+        let mut counters = info.counters;
+        if counted {
+            counters.kicks += 1;
+        }
+        self.jobs.insert(
+            m.id,
+            Job {
+                tube,
+                pri: m.slot.priority,
+                ttr_s: m.ttr.max(1),
+                delay_s: info.delay_s,
+                created_at: m.created_at,
+                trigger_at: m.trigger_at,
+                spoke: far.spoke,
+                offset: m.offset,
+                version,
+                phase: Phase::Ready,
+                counters,
+            },
+        );
+        self.link(m.id, Phase::Ready);
+        Ok(())
+    }
+
+    /// Finds job `id` in a far spoke (it is not resident) through the id index; a damaged
+    /// index entry falls back to scanning the far spokes.
+    pub(super) fn find_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
+        if id == 0 || id >= self.next_id || self.jobs.contains_key(&id) {
+            return Ok(None);
+        }
+        match self.index.get(id) {
+            Ok(None) => Ok(None),
+            Ok(Some(loc)) => {
+                if self.spokes.get(&loc.spoke).is_none_or(|s| s.loaded) {
+                    return Ok(None);
+                }
+                let rec = match self.segment(loc.spoke)?.read(loc.offset) {
+                    Ok(r) => r,
+                    Err(StorageError::Corrupted { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                self.touch_far(loc.spoke);
+                if rec.id != id || rec.slot.state != JobState::Waiting {
+                    return Ok(None);
+                }
+                Ok(Some(FarJob {
+                    spoke: loc.spoke,
+                    meta: meta_of(rec),
+                }))
+            }
+            Err(StorageError::Corrupted { .. }) => self.scan_far(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finds job `id` by scanning every far spoke (slow path).
+    pub(super) fn scan_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
+        let far: Vec<SpokeId> = self
+            .spokes
+            .iter()
+            .filter(|(_, s)| !s.loaded && s.live > 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for sid in far {
+            let metas = self.segment(sid)?.scan()?;
+            self.touch_far(sid);
+            if let Some(meta) = metas.into_iter().flatten().find(|m| {
+                m.id == id && m.slot.state == JobState::Waiting && !self.jobs.contains_key(&id)
+            }) {
+                return Ok(Some(FarJob { spoke: sid, meta }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `n` delayed jobs of `tube`, earliest (trigger time, id) first, near and far.
+    /// Near ones are usually earlier, but a spoke of a longer span (an older configuration)
+    /// can be loaded and still hold later triggers than a far spoke, so the two are merged;
+    /// far spokes are scanned only while they may hold something earlier than the n-th found.
+    pub(super) fn delayed_of_tube(
+        &mut self,
+        tube: &Arc<str>,
+        n: u64,
+    ) -> Result<Vec<DelayedJob>, HubError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut out: Vec<((Micros, u64), DelayedJob)> = match self.tubes.get(tube) {
+            Some(t) => t
+                .delayed
+                .iter()
+                .take(n)
+                .map(|&(at, id)| ((at, id), DelayedJob::Near(id)))
+                .collect(),
+            None => return Ok(Vec::new()),
+        };
+        let far: Vec<SpokeId> = self
+            .spokes
+            .iter()
+            .filter(|(_, s)| !s.loaded && s.far_counts.get(tube).is_some_and(|&c| c > 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for sid in far {
+            if out.len() >= n && out.last().is_some_and(|(key, _)| key.0 < sid.start) {
+                break;
+            }
+            let metas = self.segment(sid)?.scan()?;
+            self.touch_far(sid);
+            for m in metas.into_iter().flatten() {
+                if m.slot.state == JobState::Waiting
+                    && m.tube == tube.as_bytes()
+                    && !self.jobs.contains_key(&m.id)
+                {
+                    out.push((
+                        (m.trigger_at, m.id),
+                        DelayedJob::Far(FarJob {
+                            spoke: sid,
+                            meta: m,
+                        }),
+                    ));
+                }
+            }
+            out.sort_by_key(|(key, _)| *key);
+            out.truncate(n);
+        }
+        Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// Loads far spoke `id`: every live record of its not yet resident jobs becomes resident.
+    pub(super) fn load_spoke(&mut self, id: SpokeId) {
+        let Some(s) = self.spokes.get_mut(&id) else {
+            return;
+        };
+        s.loaded = true;
+        let counts = std::mem::take(&mut s.far_counts);
+        let metas = s.seg.scan();
+        self.open_far.retain(|&x| x != id);
+        for (tube, n) in counts {
+            if let Some(t) = self.tubes.get_mut(&tube) {
+                t.far_delayed = t.far_delayed.saturating_sub(n);
+            }
+        }
+        let metas = match metas {
+            Ok(m) => m,
+            Err(e) => {
+                // Its jobs stay unreachable until a restart recovers them.
+                tracing::error!(spoke = ?id, "cannot load spoke: {e}");
+                self.corrupt_records += 1;
+                return;
+            }
+        };
+        for m in metas {
+            match m {
+                Err(e) => self.note_corrupt(&e),
+                Ok(m) => self.make_resident(id, m),
+            }
+        }
+    }
+
+    /// Makes a scanned record resident if it is the live record of a job not yet resident.
+    pub(super) fn make_resident(&mut self, spoke: SpokeId, m: RecordMeta) {
+        let phase = match m.slot.state {
+            JobState::Deleted | JobState::Moved => return,
+            JobState::Waiting => Phase::Delayed,
+            JobState::Ready => Phase::Ready,
+            // Recovered buried jobs keep id order, before any buried from now on.
+            JobState::Buried => Phase::Buried { seq: 0 },
+        };
+        if self.jobs.contains_key(&m.id) {
+            return;
+        }
+        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
+        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
+            counters: Counters::default(),
+            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
+                .unwrap_or(u32::MAX),
+        });
+        self.jobs.insert(
+            m.id,
+            Job {
+                tube,
+                pri: m.slot.priority,
+                ttr_s: m.ttr.max(1),
+                delay_s: info.delay_s,
+                created_at: m.created_at,
+                trigger_at: m.trigger_at,
+                spoke,
+                offset: m.offset,
+                version: m.slot.version,
+                phase,
+                counters: info.counters,
+            },
+        );
+        self.link(m.id, phase);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn spoke_for_buckets() {
+    pub(super) fn spoke_for_buckets() {
         assert_eq!(spoke_for(0, 10), SpokeId { start: 0, span: 10 });
         assert_eq!(spoke_for(9, 10), SpokeId { start: 0, span: 10 });
         assert_eq!(

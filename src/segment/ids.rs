@@ -98,7 +98,10 @@ enum Inner {
         base: u64,
         dirty: bool,
     },
-    Mem(HashMap<u64, JobLocation>),
+    Mem {
+        map: HashMap<u64, JobLocation>,
+        high_water: u64,
+    },
 }
 
 /// Ids a new index file starts at (job ids start at 1).
@@ -191,7 +194,10 @@ impl IdIndex {
     /// An index held in a hash map (memory mode: nothing on disk).
     pub fn in_memory() -> IdIndex {
         IdIndex {
-            inner: Inner::Mem(HashMap::new()),
+            inner: Inner::Mem {
+                map: HashMap::new(),
+                high_water: 0,
+            },
         }
     }
 
@@ -199,7 +205,7 @@ impl IdIndex {
     /// [`StorageError::Corrupted`]; recovery rewrites entries from the segment scans.
     pub fn get(&self, id: u64) -> Result<Option<JobLocation>> {
         match &self.inner {
-            Inner::Mem(m) => Ok(m.get(&id).copied()),
+            Inner::Mem { map, .. } => Ok(map.get(&id).copied()),
             Inner::File {
                 path, file, base, ..
             } => {
@@ -238,8 +244,9 @@ impl IdIndex {
     /// Records where job `id` is now (replacing what was there).
     pub fn set(&mut self, id: u64, loc: JobLocation) -> Result<()> {
         match &mut self.inner {
-            Inner::Mem(m) => {
-                m.insert(id, loc);
+            Inner::Mem { map, high_water } => {
+                map.insert(id, loc);
+                *high_water = (*high_water).max(id);
                 Ok(())
             }
             Inner::File {
@@ -276,8 +283,8 @@ impl IdIndex {
     /// Forgets job `id` (deleted, or its spoke retired).
     pub fn remove(&mut self, id: u64) -> Result<()> {
         match &mut self.inner {
-            Inner::Mem(m) => {
-                m.remove(&id);
+            Inner::Mem { map, .. } => {
+                map.remove(&id);
                 Ok(())
             }
             Inner::File {
@@ -304,12 +311,37 @@ impl IdIndex {
         }
     }
 
+    /// The highest id ever `set` since the index was created or cleared (0 if none), even
+    /// if it was removed since: file mode derives it from the file length (entries are
+    /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
+    /// id continue above every id handed out before.
+    pub fn high_water(&self) -> Result<u64> {
+        match &self.inner {
+            Inner::Mem { high_water, .. } => Ok(*high_water),
+            Inner::File {
+                path, file, base, ..
+            } => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
+                Ok(if entries == 0 {
+                    0
+                } else {
+                    base.saturating_add(entries - 1)
+                })
+            }
+        }
+    }
+
     /// Forgets every id (recovery then sets the ones its scans find). File: keeps the
     /// header, truncates the entries (the file is never mapped, so this is safe).
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.inner {
-            Inner::Mem(m) => {
-                m.clear();
+            Inner::Mem { map, high_water } => {
+                map.clear();
+                *high_water = 0;
                 Ok(())
             }
             Inner::File {
@@ -326,7 +358,7 @@ impl IdIndex {
     /// Makes every change so far durable (file: fsync; memory: nothing to do).
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.inner {
-            Inner::Mem(_) => Ok(()),
+            Inner::Mem { .. } => Ok(()),
             Inner::File {
                 path, file, dirty, ..
             } => {
@@ -360,6 +392,7 @@ mod tests {
     }
 
     fn exercise(ix: &mut IdIndex) {
+        assert_eq!(ix.high_water().unwrap(), 0);
         assert_eq!(ix.get(1).unwrap(), None);
         assert_eq!(ix.get(1_000_000).unwrap(), None);
         ix.set(1, loc(1)).unwrap();
@@ -373,7 +406,13 @@ mod tests {
         assert_eq!(ix.get(5).unwrap(), Some(loc(9)));
         ix.remove(5).unwrap();
         ix.remove(123_456_789).unwrap();
+        ix.remove(1_000_000).unwrap();
         assert_eq!(ix.get(5).unwrap(), None);
+        assert_eq!(
+            ix.high_water().unwrap(),
+            1_000_000,
+            "removal keeps the high-water mark"
+        );
         ix.flush().unwrap();
     }
 
@@ -391,7 +430,9 @@ mod tests {
         drop(ix);
         let mut ix = IdIndex::open(&path).unwrap();
         assert_eq!(ix.get(1).unwrap(), Some(loc(1)));
-        assert_eq!(ix.get(1_000_000).unwrap(), Some(loc(7)));
+        assert_eq!(ix.get(1_000_000).unwrap(), None);
+        assert_eq!(ix.high_water().unwrap(), 1_000_000);
+        ix.set(1_000_000, loc(7)).unwrap();
         assert!(ix.get(0).unwrap().is_none(), "below the base");
         assert!(ix.set(0, loc(1)).is_err());
         // The file is sparse-addressed, not one entry per job in memory.
@@ -405,6 +446,7 @@ mod tests {
         let mut ix = IdIndex::open(&path).unwrap();
         assert!(matches!(ix.get(1), Err(StorageError::Corrupted { .. })));
         ix.clear().unwrap();
+        assert_eq!(ix.high_water().unwrap(), 0);
         assert_eq!(ix.get(1).unwrap(), None);
         assert_eq!(ix.get(1_000_000).unwrap(), None);
         // A foreign file is refused.

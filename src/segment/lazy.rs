@@ -33,6 +33,8 @@ pub struct LazySegment {
     file: Option<File>,
     map: Option<MmapMut>,
     end: u64,
+    /// An append extended the file past the current mapping.
+    grown_since_map: bool,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
     data_dirty: bool,
     name_dirty: bool,
@@ -83,16 +85,13 @@ impl LazySegment {
 
     /// The mapping, covering at least every appended byte.
     fn mapping(&mut self) -> Result<&mut MmapMut> {
-        let stale = self
-            .map
-            .as_ref()
-            .is_none_or(|m| (m.len() as u64) < self.end);
-        if stale {
+        if self.map.is_none() || self.grown_since_map {
             self.map = None;
             self.file()?;
             let file = self.file.as_ref().expect("file was opened just above");
             let map = mmap::map(file, &self.path)?;
             self.map = Some(map);
+            self.grown_since_map = false;
         }
         Ok(self.map.as_mut().expect("mapping was set just above"))
     }
@@ -107,6 +106,7 @@ impl Segment for LazySegment {
             file: Some(file),
             map: None,
             end: FILE_HEADER_LEN,
+            grown_since_map: false,
             data_dirty: true,
             name_dirty: true,
         })
@@ -122,6 +122,7 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end,
+            grown_since_map: false,
             data_dirty: false,
             name_dirty: false,
         })
@@ -140,6 +141,7 @@ impl Segment for LazySegment {
             .write_all_at(&bytes, offset)
             .map_err(|e| StorageError::io(&path, e))?;
         self.end = offset + bytes.len() as u64;
+        self.grown_since_map = self.map.is_some();
         self.data_dirty = true;
         Ok(offset)
     }

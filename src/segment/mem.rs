@@ -39,10 +39,17 @@ pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| StorageError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
-    drop(f);
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| StorageError::io(&tmp, e));
+    if let Err(e) = written {
+        // Best effort: a full disk must not also leave a half-written copy behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
     sync_parent_dir(path)
 }
@@ -131,5 +138,19 @@ impl Segment for MemSegment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io(&self.path, e)),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_space_left_is_disk_full() {
+        // /dev/full fails every write with ENOSPC.
+        let err = fs::write("/dev/full", b"x").unwrap_err();
+        let e = StorageError::io(Path::new("/dev/full"), err);
+        assert!(matches!(e, StorageError::DiskFull { .. }), "{e:?}");
+        assert!(e.to_string().contains("no space left"));
     }
 }

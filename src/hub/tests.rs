@@ -1,0 +1,637 @@
+//! Unit tests of the hub: spokes near and far, recovery edge cases, waiters, files.
+
+use super::*;
+use crate::segment::{LazySegment, MappedSegment, MemSegment};
+
+const T0: Micros = 1_700_000_000 * SECOND;
+
+fn cfg(dir: &std::path::Path, persist: bool) -> HubConfig {
+    HubConfig {
+        data_dir: dir.to_path_buf(),
+        spoke_span: SECOND,
+        restore: !persist,
+        persist,
+    }
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("seg-"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn reserved_id(o: ReserveOutcome) -> u64 {
+    match o {
+        ReserveOutcome::Reserved(v) => v.id,
+        other => panic!("expected a reserved job, got {other:?}"),
+    }
+}
+
+/// Far-future jobs hold no per-job RAM, yet can be found by id, and load before they are due.
+fn far_jobs<S: Segment>(persist: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), persist), T0).unwrap();
+    let c = hub.connect();
+    let mut ids = Vec::new();
+    for i in 0..200u32 {
+        let body = format!("far-{i}");
+        ids.push(
+            hub.put(c, 10, 3_600 + i % 5, 60, body.as_bytes(), T0)
+                .unwrap(),
+        );
+    }
+    assert!(hub.jobs.is_empty(), "far jobs must not be resident");
+    assert!(hub.far_info.is_empty());
+    assert_eq!(hub.stats(T0).current_jobs_delayed, 200);
+    assert_eq!(
+        hub.stats_tube("default", T0).unwrap().current_jobs_delayed,
+        200
+    );
+    assert_eq!(hub.spokes.len(), 5);
+    assert!(hub.open_far.len() <= MAX_OPEN_FAR_SPOKES);
+
+    // Lookups by id go through the index, still without making the job resident.
+    let id = ids[7];
+    assert_eq!(hub.peek(id).unwrap().body, Bytes::from("far-7"));
+    let st = hub.stats_job(id, T0 + 5 * SECOND).unwrap();
+    assert_eq!(
+        (st.state, st.delay, st.time_left),
+        ("delayed", 3_602, 3_597)
+    );
+    assert!(hub.jobs.is_empty());
+    hub.delete(c, ids[8], T0).unwrap();
+    assert_eq!(hub.delete(c, ids[8], T0), Err(HubError::NotFound));
+    assert_eq!(hub.peek(ids[8]), None);
+    hub.kick_job(ids[9], T0).unwrap();
+    assert_eq!(hub.jobs.len(), 1);
+    assert_eq!(reserved_id(hub.reserve(c, Some(T0), T0)), ids[9]);
+    assert_eq!(hub.stats_job(ids[9], T0).unwrap().kicks, 1);
+    hub.delete(c, ids[9], T0).unwrap();
+
+    // The first far spoke is loaded ahead of time; its jobs are never ready early.
+    let first_due = T0 + 3_600 * SECOND;
+    let mut now = T0;
+    let mut ticks = 0;
+    while now < first_due {
+        let next = hub.next_deadline().unwrap();
+        assert!(next > now);
+        now = next.min(first_due);
+        hub.tick(now);
+        ticks += 1;
+        if now < first_due {
+            assert_eq!(hub.peek_ready(c), None, "ready early at {now}");
+        }
+    }
+    assert!(ticks < 10, "the hub woke {ticks} times for one spoke");
+    let got = reserved_id(hub.reserve(c, Some(now), now));
+    assert_eq!(got, ids[0], "lowest id of the first trigger time first");
+    // 198 left; the first spoke's 40 are ready (one reserved).
+    assert_eq!(hub.stats(now).current_jobs_delayed, 158);
+}
+
+#[test]
+fn far_jobs_mem() {
+    far_jobs::<MemSegment>(false);
+}
+
+#[test]
+fn far_jobs_mapped() {
+    far_jobs::<MappedSegment>(true);
+}
+
+#[test]
+fn far_jobs_lazy() {
+    far_jobs::<LazySegment>(true);
+}
+
+#[test]
+fn spokes_without_live_jobs_are_retired_and_their_files_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let a = hub.put(c, 0, 0, 5, b"now", T0).unwrap();
+    let b = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    assert!(hub.stats(T0).data_bytes > 0);
+    // A far spoke goes as soon as it is empty.
+    hub.delete(c, b, T0).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    // The current spoke goes once it is empty and entirely past.
+    hub.delete(c, a, T0).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    let end = hub.next_deadline().unwrap();
+    assert_eq!(end, T0 + SECOND);
+    hub.tick(end);
+    assert!(segment_files(dir.path()).is_empty());
+    assert_eq!(hub.stats(end).spokes, 0);
+    assert_eq!(hub.stats(end).data_bytes, 0);
+    assert_eq!(hub.next_deadline(), None);
+}
+
+#[test]
+fn ids_continue_after_every_job_was_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        for _ in 0..3 {
+            let id = hub.put(c, 0, 0, 5, b"x", T0).unwrap();
+            hub.delete(c, id, T0).unwrap();
+        }
+        hub.tick(T0 + 2 * SECOND);
+        assert!(segment_files(dir.path()).is_empty());
+    }
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0 + 3 * SECOND).unwrap();
+    let c = hub.connect();
+    let id = hub.put(c, 0, 0, 5, b"y", T0 + 3 * SECOND).unwrap();
+    assert!(id > 3, "id {id} reused");
+    assert!(
+        id <= 1 + ID_BLOCK,
+        "id {id} jumps further than one id block"
+    );
+}
+
+#[test]
+fn mem_mode_writes_files_only_on_flush_and_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b);
+    {
+        let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+        let c = hub.connect();
+        a = hub.put(c, 5, 0, 5, b"ready", T0).unwrap();
+        b = hub.put(c, 5, 50, 5, b"delayed", T0).unwrap();
+        let r = hub.put(c, 5, 0, 5, b"reserved", T0).unwrap();
+        assert_eq!(reserved_id(hub.reserve(c, None, T0)), a);
+        hub.bury(c, a, 7, T0).unwrap();
+        assert_eq!(reserved_id(hub.reserve(c, None, T0)), r);
+        assert!(segment_files(dir.path()).is_empty());
+        hub.flush().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 2);
+    }
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0 + SECOND).unwrap();
+    let c = hub.connect();
+    let s = hub.stats(T0 + SECOND);
+    assert_eq!(
+        (
+            s.current_jobs_ready,
+            s.current_jobs_delayed,
+            s.current_jobs_buried
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(hub.peek_buried(c).unwrap().id, a);
+    assert_eq!(hub.stats_job(a, T0 + SECOND).unwrap().pri, 7);
+    assert_eq!(hub.peek_delayed(c).unwrap().body, Bytes::from("delayed"));
+    assert_eq!(hub.peek_delayed(c).unwrap().id, b);
+}
+
+#[test]
+fn mem_mode_flush_removes_files_of_a_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+        let c = hub.connect();
+        hub.put(c, 5, 30, 5, b"old", T0).unwrap();
+        hub.flush().unwrap();
+    }
+    let mut c2 = cfg(dir.path(), false);
+    c2.restore = false;
+    {
+        let mut hub = Hub::<MemSegment>::open(c2, T0).unwrap();
+        assert_eq!(hub.stats(T0).current_jobs_delayed, 0);
+        let c = hub.connect();
+        hub.put(c, 5, 0, 5, b"new", T0).unwrap();
+        hub.flush().unwrap();
+    }
+    let hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let s = hub.stats(T0);
+    assert_eq!((s.current_jobs_ready, s.current_jobs_delayed), (1, 0));
+}
+
+#[test]
+fn recovery_takes_the_highest_version_and_marks_the_loser_moved() {
+    // A crash between a delayed release's append and its Moved mark leaves two live records.
+    let dir = tempfile::tempdir().unwrap();
+    let a = SpokeId {
+        start: T0,
+        span: SECOND,
+    };
+    let b = SpokeId {
+        start: T0 + 10 * SECOND,
+        span: SECOND,
+    };
+    let rec = |id, trigger_at, version| NewRecord {
+        id,
+        trigger_at,
+        created_at: T0,
+        ttr: 5,
+        tube: b"t",
+        body: b"job",
+        slot: StateSlot {
+            version,
+            state: JobState::Waiting,
+            priority: 3,
+        },
+    };
+    let old_off;
+    {
+        let _lock = DataDir::open(dir.path()).unwrap();
+        let mut sa = MappedSegment::create(dir.path(), a).unwrap();
+        old_off = sa.append(&rec(42, T0, 1)).unwrap();
+        sa.append(&rec(41, T0, 1)).unwrap();
+        let mut sb = MappedSegment::create(dir.path(), b).unwrap();
+        sb.append(&rec(42, T0 + 10 * SECOND, 2)).unwrap();
+        sa.flush().unwrap();
+        sb.flush().unwrap();
+    }
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0 + SECOND).unwrap();
+    let c = hub.connect();
+    hub.watch(c, "t");
+    assert_eq!(
+        reserved_id(hub.reserve(c, Some(T0 + SECOND), T0 + SECOND)),
+        41
+    );
+    assert_eq!(
+        hub.reserve(c, Some(T0 + SECOND), T0 + SECOND),
+        ReserveOutcome::TimedOut
+    );
+    let st = hub.stats_job(42, T0 + SECOND).unwrap();
+    assert_eq!((st.state, st.time_left), ("delayed", 9));
+    let mut sa =
+        MappedSegment::open(&dir.path().join(crate::segment::segment_file_name(a))).unwrap();
+    assert_eq!(sa.read(old_off).unwrap().slot.state, JobState::Moved);
+    assert!(hub.put(c, 0, 0, 1, b"next", T0 + SECOND).unwrap() > 42);
+}
+
+#[test]
+fn recovery_skips_and_counts_a_corrupt_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        hub.put(c, 0, 0, 5, b"good-one", T0).unwrap();
+        hub.put(c, 0, 0, 5, b"bad-body", T0).unwrap();
+        hub.flush().unwrap();
+    }
+    let name = &segment_files(dir.path())[0];
+    let path = dir.path().join(name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"bad-body")
+        .expect("the body is in the file");
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let s = hub.stats(T0);
+    assert_eq!((s.current_jobs_ready, s.corrupt_records_skipped), (1, 1));
+    assert_eq!(
+        hub.reserve(c, None, T0),
+        ReserveOutcome::Reserved(JobView {
+            id: 1,
+            body: Bytes::from("good-one"),
+        })
+    );
+    assert!(hub.put(c, 0, 0, 5, b"x", T0).unwrap() > 2);
+}
+
+#[test]
+fn deadline_soon_reaches_a_waiting_reserver_one_second_before_its_ttr() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    let id = hub.put(c, 0, 0, 3, b"j", T0).unwrap();
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), id);
+    assert_eq!(hub.reserve(c, None, T0), ReserveOutcome::Wait);
+    assert_eq!(hub.next_deadline(), Some(T0 + 2 * SECOND));
+    hub.tick(T0 + 2 * SECOND - 1);
+    assert!(hub.take_wakeups().is_empty());
+    hub.tick(T0 + 2 * SECOND);
+    assert_eq!(hub.take_wakeups(), vec![(c, ReserveOutcome::DeadlineSoon)]);
+    // Within the margin, a reserve answers at once; touch restarts the TTR.
+    assert_eq!(
+        hub.reserve(c, None, T0 + 2 * SECOND),
+        ReserveOutcome::DeadlineSoon
+    );
+    hub.touch(c, id, T0 + 2 * SECOND).unwrap();
+    assert_eq!(hub.reserve(c, None, T0 + 2 * SECOND), ReserveOutcome::Wait);
+    assert_eq!(hub.next_deadline(), Some(T0 + 4 * SECOND));
+    hub.tick(T0 + 4 * SECOND);
+    assert_eq!(hub.take_wakeups(), vec![(c, ReserveOutcome::DeadlineSoon)]);
+    // The TTR ends: the job is ready again and counts a timeout.
+    assert_eq!(hub.next_deadline(), Some(T0 + 5 * SECOND));
+    hub.tick(T0 + 5 * SECOND);
+    assert_eq!(hub.stats_job(id, T0 + 5 * SECOND).unwrap().state, "ready");
+    assert_eq!(hub.stats_job(id, T0 + 5 * SECOND).unwrap().timeouts, 1);
+    assert_eq!(hub.stats(T0 + 5 * SECOND).job_timeouts, 1);
+    // A reserver waiting when the TTR ends gets the job back.
+    assert_eq!(reserved_id(hub.reserve(c, None, T0 + 5 * SECOND)), id);
+    hub.tick(T0 + 7 * SECOND);
+    assert_eq!(
+        hub.reserve(c, None, T0 + 7 * SECOND),
+        ReserveOutcome::DeadlineSoon
+    );
+}
+
+#[test]
+fn the_oldest_waiter_is_served_first_across_tubes() {
+    //! Regression: tubes were served in name order, so the newer waiter B (watching a and b)
+    //! took b's job, the one the older waiter A (watching only b) needed, and A kept waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let (p, wa, wb) = (hub.connect(), hub.connect(), hub.connect());
+    hub.watch(wa, "b");
+    hub.ignore(wa, "default").unwrap();
+    hub.watch(wb, "a");
+    hub.watch(wb, "b");
+    hub.ignore(wb, "default").unwrap();
+    assert_eq!(hub.reserve(wa, None, T0), ReserveOutcome::Wait);
+    assert_eq!(hub.reserve(wb, None, T0), ReserveOutcome::Wait);
+    // Both become ready in the same tick: b's job (pri 0) is the best for both.
+    hub.use_tube(p, "a");
+    let ja = hub.put(p, 5, 1, 5, b"a", T0).unwrap();
+    hub.use_tube(p, "b");
+    let jb = hub.put(p, 0, 1, 5, b"b", T0).unwrap();
+    hub.tick(T0 + SECOND);
+    let mut w = hub.take_wakeups();
+    w.sort_by_key(|(c, _)| *c);
+    let got: Vec<(ConnId, u64)> = w.into_iter().map(|(c, o)| (c, reserved_id(o))).collect();
+    assert_eq!(got, vec![(wa, jb), (wb, ja)]);
+}
+
+#[test]
+fn a_waiter_times_out_at_its_deadline_and_cancel_wait_is_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let (a, b) = (hub.connect(), hub.connect());
+    assert_eq!(hub.reserve(a, Some(T0 + 500), T0), ReserveOutcome::Wait);
+    assert_eq!(hub.reserve(b, None, T0), ReserveOutcome::Wait);
+    assert_eq!(hub.stats(T0).current_waiting, 2);
+    assert_eq!(hub.next_deadline(), Some(T0 + 500));
+    hub.tick(T0 + 499);
+    assert!(hub.take_wakeups().is_empty());
+    hub.tick(T0 + 500);
+    assert_eq!(hub.take_wakeups(), vec![(a, ReserveOutcome::TimedOut)]);
+    hub.cancel_wait(b);
+    let id = hub.put(a, 0, 0, 5, b"x", T0 + 600).unwrap();
+    assert!(hub.take_wakeups().is_empty());
+    assert_eq!(hub.peek_ready(a).unwrap().id, id);
+    assert_eq!(hub.next_deadline(), None);
+}
+
+#[test]
+fn disconnect_releases_reserved_jobs_and_drops_idle_tubes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let (a, b) = (hub.connect(), hub.connect());
+    hub.use_tube(a, "x");
+    hub.watch(a, "x");
+    let id = hub.put(a, 0, 0, 5, b"x", T0).unwrap();
+    assert_eq!(reserved_id(hub.reserve(a, None, T0)), id);
+    assert_eq!(hub.delete(b, id, T0), Err(HubError::NotFound));
+    assert_eq!(hub.list_tubes(), vec!["default", "x"]);
+    hub.disconnect(a, T0);
+    let s = hub.stats_tube("x", T0).unwrap();
+    assert_eq!(
+        (s.current_jobs_ready, s.current_using, s.current_watching),
+        (1, 0, 0)
+    );
+    hub.watch(b, "x");
+    hub.delete(b, id, T0).unwrap();
+    hub.ignore(b, "x").unwrap();
+    assert_eq!(hub.list_tubes(), vec!["default"]);
+    assert_eq!(hub.stats(T0).current_connections, 1);
+}
+
+#[test]
+fn paused_tube_is_skipped_until_the_pause_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    let id = hub.put(c, 0, 0, 5, b"x", T0).unwrap();
+    hub.pause_tube("default", 2, T0).unwrap();
+    assert_eq!(hub.pause_tube("nope", 2, T0), Err(HubError::NotFound));
+    assert_eq!(hub.reserve(c, None, T0), ReserveOutcome::Wait);
+    let s = hub.stats_tube("default", T0 + 500_000).unwrap();
+    assert_eq!((s.pause, s.pause_time_left, s.cmd_pause_tube), (2, 1, 1));
+    assert_eq!(hub.next_deadline(), Some(T0 + 2 * SECOND));
+    hub.tick(T0 + 2 * SECOND);
+    assert_eq!(reserved_id(hub.take_wakeups().remove(0).1), id);
+}
+
+#[test]
+fn delayed_release_moves_the_job_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        id = hub.put(c, 9, 0, 5, b"body", T0).unwrap();
+        assert_eq!(reserved_id(hub.reserve(c, None, T0)), id);
+        assert_eq!(hub.release(c, id, 4, 100, T0), Ok(ReleaseOutcome::Released));
+        assert!(hub.jobs.is_empty(), "released far: no longer resident");
+        let st = hub.stats_job(id, T0).unwrap();
+        assert_eq!(
+            (st.state, st.releases, st.reserves, st.delay),
+            ("delayed", 1, 1, 100)
+        );
+    }
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0 + 10 * SECOND).unwrap();
+    let c = hub.connect();
+    let st = hub.stats_job(id, T0 + 10 * SECOND).unwrap();
+    assert_eq!((st.state, st.pri, st.time_left), ("delayed", 4, 90));
+    hub.tick(T0 + 100 * SECOND);
+    assert_eq!(hub.peek_ready(c).unwrap().body, Bytes::from("body"));
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "the emptied old spoke is gone"
+    );
+}
+
+#[test]
+fn hubs_of_every_mode_can_be_shared_across_threads() {
+    fn send<T: Send + 'static>() {}
+    send::<Hub<MemSegment>>();
+    send::<Hub<MappedSegment>>();
+    send::<Hub<LazySegment>>();
+}
+
+thread_local! {
+    static DISK_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// MemSegment whose appends fail with DiskFull while `DISK_FULL` is set (fault injection).
+struct FullDisk(MemSegment);
+
+impl Segment for FullDisk {
+    fn create(dir: &std::path::Path, spoke: SpokeId) -> crate::segment::Result<Self> {
+        MemSegment::create(dir, spoke).map(FullDisk)
+    }
+    fn open(path: &std::path::Path) -> crate::segment::Result<Self> {
+        MemSegment::open(path).map(FullDisk)
+    }
+    fn spoke(&self) -> SpokeId {
+        self.0.spoke()
+    }
+    fn append(&mut self, rec: &NewRecord<'_>) -> crate::segment::Result<RecordOffset> {
+        if DISK_FULL.get() {
+            return Err(StorageError::DiskFull {
+                path: std::path::PathBuf::from("full"),
+            });
+        }
+        self.0.append(rec)
+    }
+    fn read(&mut self, offset: RecordOffset) -> crate::segment::Result<Record> {
+        self.0.read(offset)
+    }
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> crate::segment::Result<()> {
+        self.0.update(offset, slot)
+    }
+    fn scan(&mut self) -> crate::segment::Result<Vec<crate::segment::Result<RecordMeta>>> {
+        self.0.scan()
+    }
+    fn flush(&mut self) -> crate::segment::Result<()> {
+        self.0.flush()
+    }
+    fn byte_size(&self) -> u64 {
+        self.0.byte_size()
+    }
+    fn close(&mut self) -> crate::segment::Result<()> {
+        self.0.close()
+    }
+    fn destroy(self) -> crate::segment::Result<()> {
+        self.0.destroy()
+    }
+}
+
+#[test]
+fn disk_full_fails_puts_buries_delayed_releases_and_keeps_existing_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<FullDisk>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    let a = hub.put(c, 1, 0, 5, b"a", T0).unwrap();
+    let b = hub.put(c, 2, 0, 5, b"b", T0).unwrap();
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), a);
+    DISK_FULL.set(true);
+    assert_eq!(hub.put(c, 0, 0, 5, b"lost", T0), Err(HubError::OutOfMemory));
+    assert_eq!(hub.release(c, a, 3, 10, T0), Ok(ReleaseOutcome::Buried));
+    let st = hub.stats_job(a, T0).unwrap();
+    assert_eq!(
+        (st.state, st.pri, st.releases, st.buries),
+        ("buried", 3, 1, 1)
+    );
+    // Changes in place still work while the disk is full.
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), b);
+    hub.release(c, b, 2, 0, T0).unwrap();
+    hub.kick(c, 1, T0);
+    DISK_FULL.set(false);
+    let s = hub.stats(T0);
+    assert_eq!((s.current_jobs_ready, s.total_jobs), (2, 2));
+    // The failed put's id is not reused.
+    assert_eq!(hub.put(c, 0, 0, 5, b"c", T0), Ok(4));
+}
+
+#[test]
+fn a_failed_put_leaves_no_empty_spoke_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<FullDisk>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    DISK_FULL.set(true);
+    assert_eq!(
+        hub.put(c, 0, 500, 5, b"far", T0),
+        Err(HubError::OutOfMemory)
+    );
+    assert_eq!(hub.put(c, 0, 0, 5, b"now", T0), Err(HubError::OutOfMemory));
+    DISK_FULL.set(false);
+    assert_eq!(
+        hub.stats(T0).spokes,
+        1,
+        "only the current spoke, until it is past"
+    );
+    hub.tick(T0 + SECOND);
+    assert_eq!(hub.stats(T0 + SECOND).spokes, 0);
+    assert_eq!(hub.next_deadline(), None);
+}
+
+#[test]
+fn at_most_max_open_far_spokes_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    for d in 0..100u32 {
+        hub.put(c, 0, 100 + d, 5, b"x", T0).unwrap();
+    }
+    assert_eq!(hub.spokes.len(), 100);
+    assert_eq!(hub.open_far.len(), MAX_OPEN_FAR_SPOKES);
+    assert_eq!(hub.stats(T0).segments_mapped, MAX_OPEN_FAR_SPOKES as u64);
+}
+
+#[test]
+fn a_lost_or_damaged_id_index_is_rebuilt_for_far_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u64>;
+    {
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        ids = (0..5)
+            .map(|i| hub.put(c, 0, 100 + i, 5, b"far", T0).unwrap())
+            .collect();
+    }
+    let index = dir.path().join(crate::segment::ID_INDEX_FILE);
+    for damage in [None, Some(vec![0xffu8; 200])] {
+        match &damage {
+            None => std::fs::remove_file(&index).unwrap(),
+            Some(junk) => std::fs::write(&index, junk).unwrap(),
+        }
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+        let c = hub.connect();
+        assert_eq!(hub.stats(T0).current_jobs_delayed, 5);
+        assert_eq!(hub.peek(ids[3]).unwrap().body, Bytes::from("far"));
+        assert!(
+            !hub.jobs.contains_key(&ids[3]),
+            "found through the index, not resident"
+        );
+        assert!(hub.put(c, 0, 0, 5, b"near", T0).unwrap() > ids[4]);
+    }
+}
+
+#[test]
+fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    assert!(hub.take_sync_batch().is_empty());
+    let near = hub.put(c, 0, 0, 5, b"near", T0).unwrap();
+    let far = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
+    let batch = hub.take_sync_batch();
+    let names: Vec<String> = batch
+        .files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut want = segment_files(dir.path());
+    want.push(crate::segment::ID_INDEX_FILE.to_string());
+    assert_eq!(names, want);
+    assert_eq!(batch.dir.as_deref(), Some(dir.path()));
+    assert!(hub.take_sync_batch().is_empty(), "taken once");
+    // An in-place change names only its segment; a retired spoke's file is skipped by sync.
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), near);
+    hub.bury(c, near, 1, T0).unwrap();
+    hub.delete(c, far, T0).unwrap();
+    let batch = hub.take_sync_batch();
+    assert_eq!(batch.files.len(), 2, "{batch:?}");
+    assert!(batch.dir.is_some(), "the far spoke's file was removed");
+    batch.sync().unwrap();
+    // Mem mode writes its files on flush instead.
+    let mem_dir = tempfile::tempdir().unwrap();
+    let mut mem = Hub::<MemSegment>::open(cfg(mem_dir.path(), false), T0).unwrap();
+    let c = mem.connect();
+    mem.put(c, 0, 0, 5, b"x", T0).unwrap();
+    assert!(mem.take_sync_batch().is_empty());
+}
