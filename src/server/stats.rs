@@ -199,8 +199,8 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
     // yaad's own figures.
     let _ = write!(
         y,
-        "mode: {}\nspokes: {}\nsegments-mapped: {}\ncorrupt-records-skipped: {}\n",
-        p.mode, h.spokes, h.segments_mapped, h.corrupt_records_skipped
+        "mode: {}\nspokes: {}\nsegments-mapped: {}\ncorrupt-records-skipped: {}\ndata-bytes: {}\n",
+        p.mode, h.spokes, h.segments_mapped, h.corrupt_records_skipped, h.data_bytes
     );
     y.into_bytes()
 }
@@ -326,6 +326,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             spokes: 14,
             segments_mapped: 15,
             corrupt_records_skipped: 16,
+            data_bytes: 17,
         };
         let c = CmdCounters::default();
         c.count(Cmd::Put);
@@ -362,7 +363,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             current-waiting total-connections pid version rusage-utime rusage-stime uptime \
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
-            mode spokes segments-mapped corrupt-records-skipped";
+            mode spokes segments-mapped corrupt-records-skipped data-bytes";
         assert_eq!(keys, want.split_whitespace().collect::<Vec<_>>());
         assert!(y.contains("\ncmd-put: 2\ncmd-peek: 0\n"));
         assert!(y.contains("\ncmd-pause-tube: 1\njob-timeouts: 6\n"));
@@ -370,7 +371,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             y.contains("\nversion: \"0.1.0\"\nrusage-utime: 0.500000\nrusage-stime: 0.250000\n")
         );
         assert!(y.contains("\ndraining: true\nid: 00000000000000ab\n"));
-        assert!(y.ends_with("corrupt-records-skipped: 16\n"));
+        assert!(y.ends_with("corrupt-records-skipped: 16\ndata-bytes: 17\n"));
     }
 
     #[test]
