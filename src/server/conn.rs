@@ -97,6 +97,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             if self.eof {
                 return Ok(());
             }
+            self.make_room();
             tokio::select! {
                 n = self.stream.read_buf(&mut self.input) => {
                     if n? == 0 {
@@ -105,6 +106,15 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                 }
                 _ = self.shutdown.changed() => return Ok(()),
             }
+        }
+    }
+
+    /// Keeps a read-sized free space in the input buffer (`read_buf` would otherwise grow it by
+    /// a few bytes at a time once full).
+    fn make_room(&mut self) {
+        const READ_SIZE: usize = 16 * 1024;
+        if self.input.capacity() - self.input.len() < READ_SIZE / 2 {
+            self.input.reserve(READ_SIZE);
         }
     }
 
@@ -121,6 +131,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
     async fn wait_reserve(&mut self) -> std::io::Result<Option<Response>> {
         loop {
             let may_read = !self.eof && self.input.len() < MAX_PENDING_INPUT;
+            self.make_room();
             tokio::select! {
                 outcome = self.wakeups.recv() => match outcome {
                     Some(ReserveOutcome::Wait) => continue,
