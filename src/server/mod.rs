@@ -1,1 +1,320 @@
-//! The tokio server: listeners, connections, command dispatch, signals.
+//! The tokio server: listeners, connections, command dispatch, timers, signals.
+//!
+//! [`start`] opens the hub in the storage mode of the [`Config`], binds the listener and spawns
+//! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
+//! what the `yaad` binary calls: it adds logging, a runtime and the signals.
+//!
+//! Tasks: one per connection (see `conn`), one timer that sleeps until the hub's next deadline
+//! and calls `tick` (woken earlier through a `Notify` when a call brings the deadline forward),
+//! and with `-f MS` one flusher.
+
+pub mod config;
+mod conn;
+mod core;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use self::config::{Config, Durability, ListenAddr, Mode};
+use self::core::{Core, now};
+use crate::hub::time::{TOKIO_TIMER_GRANULARITY, sleep_until_deadline};
+use crate::hub::{Hub, HubConfig, HubError};
+use crate::segment::{LazySegment, MappedSegment, MemSegment, Segment};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug)]
+pub enum ServerError {
+    Config(String),
+    Io(std::io::Error),
+    Hub(HubError),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Config(s) => write!(f, "configuration: {s}"),
+            ServerError::Io(e) => write!(f, "{e}"),
+            ServerError::Hub(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> Self {
+        ServerError::Io(e)
+    }
+}
+
+impl From<HubError> for ServerError {
+    fn from(e: HubError) -> Self {
+        ServerError::Hub(e)
+    }
+}
+
+/// Where a started server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoundAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// What the handle needs of the core, whatever its segment type.
+trait Control: Send + Sync {
+    fn drain(&self);
+    fn flush(&self) -> Result<(), HubError>;
+}
+
+impl<S: Segment + Send + 'static> Control for Core<S> {
+    fn drain(&self) {
+        self.set_draining();
+    }
+    fn flush(&self) -> Result<(), HubError> {
+        Core::flush(self)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: BoundAddr,
+    shutdown: watch::Sender<bool>,
+    control: Arc<dyn Control>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn addr(&self) -> &BoundAddr {
+        &self.addr
+    }
+
+    /// The TCP address (None for a Unix socket).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match &self.addr {
+            BoundAddr::Tcp(a) => Some(*a),
+            BoundAddr::Unix(_) => None,
+        }
+    }
+
+    /// What SIGUSR1 does: drain mode (puts answer `DRAINING`), then flush every job to disk.
+    pub fn drain(&self) -> Result<(), HubError> {
+        self.control.drain();
+        self.control.flush()
+    }
+
+    /// Makes every change durable now.
+    pub fn flush(&self) -> Result<(), HubError> {
+        self.control.flush()
+    }
+
+    /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            // A task that panicked has nothing left to clean up.
+            let _ = t.await;
+        }
+        let r = self.control.flush();
+        if let BoundAddr::Unix(path) = &self.addr {
+            let _ = std::fs::remove_file(path);
+        }
+        r.map_err(ServerError::from)
+    }
+}
+
+/// Starts a server as configured: opens (and recovers) the hub, binds, spawns the tasks.
+/// Must be called inside a tokio runtime.
+pub async fn start(cfg: Config) -> Result<Server, ServerError> {
+    match cfg.mode {
+        Mode::Mapped => start_with::<MappedSegment>(cfg).await,
+        Mode::Lazy => start_with::<LazySegment>(cfg).await,
+        Mode::Mem => start_with::<MemSegment>(cfg).await,
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, ServerError> {
+    let listen = cfg.listen_addr().map_err(ServerError::Config)?;
+    let hub_cfg = HubConfig {
+        data_dir: cfg.data_dir.clone(),
+        spoke_span: cfg.spoke_span_ms.saturating_mul(1000),
+        restore: cfg.restore,
+        persist: cfg.mode != Mode::Mem,
+    };
+    let hub = Hub::<S>::open(hub_cfg, now())?;
+    let core = Arc::new(Core::new(hub, cfg.durability(), cfg.max_job_size, cfg.mode));
+    let (listener, addr) = match listen {
+        ListenAddr::Tcp(a) => {
+            let l = TcpListener::bind(a).await?;
+            let bound = l.local_addr()?;
+            (Listener::Tcp(l), BoundAddr::Tcp(bound))
+        }
+        ListenAddr::Unix(path) => {
+            if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+            let l = UnixListener::bind(&path)?;
+            (Listener::Unix(l), BoundAddr::Unix(path))
+        }
+    };
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(timer(core.clone(), rx.clone()))];
+    if let Durability::Interval(ms) = cfg.durability() {
+        tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
+    }
+    tasks.push(tokio::spawn(accept_loop(
+        core.clone(),
+        listener,
+        rx,
+        cfg.max_connections,
+    )));
+    Ok(Server {
+        addr,
+        shutdown: tx,
+        control: core,
+        tasks,
+    })
+}
+
+async fn accept_loop<S: Segment + Send + 'static>(
+    core: Arc<Core<S>>,
+    listener: Listener,
+    mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = accept(&listener) => match accepted {
+                Ok(stream) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!("connection limit ({max_connections}) reached: closing a new connection");
+                        continue;
+                    };
+                    let core = core.clone();
+                    let shutdown = shutdown.clone();
+                    conns.spawn(async move {
+                        match stream {
+                            Stream::Tcp(s) => conn::serve(core, s, shutdown).await,
+                            Stream::Unix(s) => conn::serve(core, s, shutdown).await,
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<Stream> {
+    match l {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            s.set_nodelay(true)?;
+            Ok(Stream::Tcp(s))
+        }
+        Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+    }
+}
+
+/// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
+async fn timer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+    /// With nothing scheduled, look again after this long anyway (harmless; calls re-arm).
+    const IDLE: Duration = Duration::from_secs(3600);
+    loop {
+        let now = now();
+        let sleep = match core.tick(now) {
+            Some(d) => sleep_until_deadline(now, d, TOKIO_TIMER_GRANULARITY),
+            None => IDLE,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = core.timer.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// `-f MS`: makes changes durable every `ms` milliseconds.
+async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_millis(ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = core.flush_if_dirty() {
+                    tracing::error!("periodic flush failed: {e}");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.
+pub fn run(cfg: Config) -> Result<(), ServerError> {
+    let level = match cfg.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mode = cfg.mode;
+        let server = start(cfg).await?;
+        tracing::info!(addr = ?server.addr(), mode = mode.name(), "yaad listening");
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: draining and flushing");
+                    if let Err(e) = server.drain() {
+                        tracing::error!("flush failed: {e}");
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("shutting down");
+        server.shutdown().await
+    })
+}

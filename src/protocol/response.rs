@@ -1,0 +1,190 @@
+//! Replies, encoded byte for byte as beanstalkd 1.12 sends them.
+
+use bytes::Bytes;
+
+/// A reply to one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// `INSERTED <id>`
+    Inserted(u64),
+    /// `BURIED <id>`: a put that could not be queued (beanstalkd: out of memory growing a heap).
+    InsertedBuried(u64),
+    /// `RESERVED <id> <bytes>` + body
+    Reserved {
+        id: u64,
+        body: Bytes,
+    },
+    /// `FOUND <id> <bytes>` + body
+    Found {
+        id: u64,
+        body: Bytes,
+    },
+    /// `DELETED`
+    Deleted,
+    /// `RELEASED`
+    Released,
+    /// `BURIED`
+    Buried,
+    /// `TOUCHED`
+    Touched,
+    /// `WATCHING <count>`
+    Watching(usize),
+    /// `USING <tube>`
+    Using(String),
+    /// `KICKED <count>` (kick)
+    Kicked(u64),
+    /// `KICKED` (kick-job)
+    KickedJob,
+    /// `PAUSED`
+    Paused,
+    /// `OK <bytes>` + a YAML body (stats, list-tubes...)
+    Ok(Vec<u8>),
+    NotFound,
+    NotIgnored,
+    TimedOut,
+    DeadlineSoon,
+    Draining,
+    OutOfMemory,
+    InternalError,
+    BadFormat,
+    UnknownCommand,
+    ExpectedCrlf,
+    JobTooBig,
+}
+
+impl Response {
+    /// Appends the reply's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let mut w = |args: std::fmt::Arguments<'_>| {
+            let _ = out.write_fmt(args);
+        };
+        match self {
+            Response::Inserted(id) => w(format_args!("INSERTED {id}\r\n")),
+            Response::InsertedBuried(id) => w(format_args!("BURIED {id}\r\n")),
+            Response::Reserved { id, body } => {
+                w(format_args!("RESERVED {id} {}\r\n", body.len()));
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            Response::Found { id, body } => {
+                w(format_args!("FOUND {id} {}\r\n", body.len()));
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            Response::Watching(n) => w(format_args!("WATCHING {n}\r\n")),
+            Response::Using(t) => w(format_args!("USING {t}\r\n")),
+            Response::Kicked(n) => w(format_args!("KICKED {n}\r\n")),
+            Response::Ok(body) => {
+                w(format_args!("OK {}\r\n", body.len()));
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            other => {
+                out.extend_from_slice(other.fixed_text());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// The bytes of an encoded reply (convenience for tests and one-off writes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// The text of a reply without arguments (empty for the others, which `encode` handles).
+    fn fixed_text(&self) -> &'static [u8] {
+        match self {
+            Response::Deleted => b"DELETED",
+            Response::Released => b"RELEASED",
+            Response::Buried => b"BURIED",
+            Response::Touched => b"TOUCHED",
+            Response::KickedJob => b"KICKED",
+            Response::Paused => b"PAUSED",
+            Response::NotFound => b"NOT_FOUND",
+            Response::NotIgnored => b"NOT_IGNORED",
+            Response::TimedOut => b"TIMED_OUT",
+            Response::DeadlineSoon => b"DEADLINE_SOON",
+            Response::Draining => b"DRAINING",
+            Response::OutOfMemory => b"OUT_OF_MEMORY",
+            Response::InternalError => b"INTERNAL_ERROR",
+            Response::BadFormat => b"BAD_FORMAT",
+            Response::UnknownCommand => b"UNKNOWN_COMMAND",
+            Response::ExpectedCrlf => b"EXPECTED_CRLF",
+            Response::JobTooBig => b"JOB_TOO_BIG",
+            Response::Inserted(_)
+            | Response::InsertedBuried(_)
+            | Response::Reserved { .. }
+            | Response::Found { .. }
+            | Response::Watching(_)
+            | Response::Using(_)
+            | Response::Kicked(_)
+            | Response::Ok(_) => b"",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reply_encodes_as_beanstalkd() {
+        let cases: Vec<(Response, &[u8])> = vec![
+            (Response::Inserted(12), b"INSERTED 12\r\n"),
+            (Response::InsertedBuried(3), b"BURIED 3\r\n"),
+            (
+                Response::Reserved {
+                    id: 3,
+                    body: Bytes::from_static(b"a\r\n\0"),
+                },
+                b"RESERVED 3 4\r\na\r\n\0\r\n",
+            ),
+            (
+                Response::Found {
+                    id: 5,
+                    body: Bytes::new(),
+                },
+                b"FOUND 5 0\r\n\r\n",
+            ),
+            (Response::Deleted, b"DELETED\r\n"),
+            (Response::Released, b"RELEASED\r\n"),
+            (Response::Buried, b"BURIED\r\n"),
+            (Response::Touched, b"TOUCHED\r\n"),
+            (Response::Watching(2), b"WATCHING 2\r\n"),
+            (Response::Using("foo".into()), b"USING foo\r\n"),
+            (Response::Kicked(1), b"KICKED 1\r\n"),
+            (Response::KickedJob, b"KICKED\r\n"),
+            (Response::Paused, b"PAUSED\r\n"),
+            (
+                Response::Ok(b"---\n- default\n".to_vec()),
+                b"OK 14\r\n---\n- default\n\r\n",
+            ),
+            (Response::NotFound, b"NOT_FOUND\r\n"),
+            (Response::NotIgnored, b"NOT_IGNORED\r\n"),
+            (Response::TimedOut, b"TIMED_OUT\r\n"),
+            (Response::DeadlineSoon, b"DEADLINE_SOON\r\n"),
+            (Response::Draining, b"DRAINING\r\n"),
+            (Response::OutOfMemory, b"OUT_OF_MEMORY\r\n"),
+            (Response::InternalError, b"INTERNAL_ERROR\r\n"),
+            (Response::BadFormat, b"BAD_FORMAT\r\n"),
+            (Response::UnknownCommand, b"UNKNOWN_COMMAND\r\n"),
+            (Response::ExpectedCrlf, b"EXPECTED_CRLF\r\n"),
+            (Response::JobTooBig, b"JOB_TOO_BIG\r\n"),
+        ];
+        for (r, want) in cases {
+            assert_eq!(r.to_bytes(), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn encode_appends() {
+        let mut out = b"x".to_vec();
+        Response::Deleted.encode(&mut out);
+        Response::Inserted(1).encode(&mut out);
+        assert_eq!(out, b"xDELETED\r\nINSERTED 1\r\n");
+    }
+}

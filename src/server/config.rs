@@ -1,0 +1,245 @@
+//! Command-line configuration, drop-in compatible with beanstalkd's flags where they overlap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Storage mode: which segment implementation the hub runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Segments are memory-mapped files (persistent).
+    Mapped,
+    /// Segments are files read and written with positioned I/O (persistent, low RSS).
+    Lazy,
+    /// Segments live in memory; files are written only by a flush (SIGUSR1, shutdown, `-f`).
+    Mem,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Mapped => "mapped",
+            Mode::Lazy => "lazy",
+            Mode::Mem => "mem",
+        }
+    }
+}
+
+/// When changes are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the reply of every change (`-f 0`).
+    EveryChange,
+    /// Every this many milliseconds (`-f MS`).
+    Interval(u64),
+    /// Never (`-F`): only at shutdown and on SIGUSR1.
+    Never,
+}
+
+/// yaad's command line.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "yaad",
+    version,
+    disable_version_flag = true,
+    about = "A persistent delayed-job scheduler speaking the beanstalkd protocol"
+)]
+pub struct Config {
+    /// Listen on ADDR (an IP address, or unix:/path for a Unix socket).
+    #[arg(
+        short = 'l',
+        long = "listen",
+        value_name = "ADDR",
+        default_value = "0.0.0.0"
+    )]
+    pub listen: String,
+
+    /// TCP port to listen on (0: any free port).
+    #[arg(short = 'p', long = "port", default_value_t = 11300)]
+    pub port: u16,
+
+    /// Storage mode.
+    #[arg(long = "mode", value_enum, default_value_t = Mode::Mapped)]
+    pub mode: Mode,
+
+    /// Directory holding segment files and the data-dir lock.
+    #[arg(
+        short = 'b',
+        long = "data-dir",
+        visible_short_alias = 'd',
+        value_name = "DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Restore jobs from the data dir at start (mapped and lazy modes always do).
+    #[arg(short = 'r', long = "restore")]
+    pub restore: bool,
+
+    /// Make changes durable every MS milliseconds (0: before every reply).
+    #[arg(short = 'f', value_name = "MS", default_value_t = 50)]
+    pub fsync_ms: u64,
+
+    /// Never fsync (overrides -f).
+    #[arg(short = 'F')]
+    pub never_fsync: bool,
+
+    /// Maximum job size in bytes.
+    #[arg(short = 'z', value_name = "BYTES", default_value_t = 65535)]
+    pub max_job_size: u32,
+
+    /// Send metrics to a statsd server at HOST:PORT.
+    #[arg(short = 's', long = "statsd", value_name = "HOST:PORT")]
+    pub statsd: Option<String>,
+
+    /// More verbose logging (repeat for more).
+    #[arg(short = 'V', action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+
+    /// Width of a spoke's time bucket, in milliseconds.
+    #[arg(long = "spoke-span", value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub spoke_span_ms: u64,
+
+    /// Maximum number of simultaneous client connections.
+    #[arg(short = 'c', long = "max-connections", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
+
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Config {
+    /// A configuration with every default (as if started with no flags).
+    pub fn defaults() -> Self {
+        Config::parse_from(["yaad"])
+    }
+
+    pub fn durability(&self) -> Durability {
+        if self.never_fsync {
+            Durability::Never
+        } else if self.fsync_ms == 0 {
+            Durability::EveryChange
+        } else {
+            Durability::Interval(self.fsync_ms)
+        }
+    }
+
+    /// The address to bind, from `-l` and `-p`.
+    pub fn listen_addr(&self) -> Result<ListenAddr, String> {
+        if let Some(path) = self.listen.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        let ip: std::net::IpAddr = self
+            .listen
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|e| format!("bad listen address {:?}: {e}", self.listen))?;
+        Ok(ListenAddr::Tcp(SocketAddr::new(ip, self.port)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("yaad").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_is_a_working_default() {
+        let c = Config::defaults();
+        assert_eq!(c.port, 11300);
+        assert_eq!(c.mode, Mode::Mapped);
+        assert_eq!(c.max_job_size, 65535);
+        assert_eq!(c.durability(), Durability::Interval(50));
+        assert_eq!(c.spoke_span_ms, 1000);
+        assert_eq!(
+            c.listen_addr(),
+            Ok(ListenAddr::Tcp("0.0.0.0:11300".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn flags() {
+        let c = parse(&[
+            "-l",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--mode",
+            "mem",
+            "-d",
+            "/tmp/x",
+            "-r",
+            "-f",
+            "0",
+            "-z",
+            "10",
+            "-s",
+            "h:1",
+            "-VV",
+            "--spoke-span",
+            "250",
+            "-c",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::Mem);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert!(c.restore);
+        assert_eq!(c.durability(), Durability::EveryChange);
+        assert_eq!(c.max_job_size, 10);
+        assert_eq!(c.statsd.as_deref(), Some("h:1"));
+        assert_eq!(c.verbose, 2);
+        assert_eq!(c.spoke_span_ms, 250);
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(
+            c.listen_addr(),
+            Ok(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+        );
+        let c = parse(&["-b", "d", "-F", "-f", "5", "-l", "unix:/tmp/s"]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("d"));
+        assert_eq!(c.durability(), Durability::Never);
+        assert_eq!(c.listen_addr(), Ok(ListenAddr::Unix("/tmp/s".into())));
+        let c = parse(&["-l", "::1", "-p", "5"]).unwrap();
+        assert_eq!(
+            c.listen_addr(),
+            Ok(ListenAddr::Tcp("[::1]:5".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(parse(&["--mode", "disk"]).is_err());
+        assert!(parse(&["-p", "70000"]).is_err());
+        assert!(parse(&["-z", "-1"]).is_err());
+        assert!(parse(&["--spoke-span", "0"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["-l", "nonsense"]).unwrap().listen_addr().is_err());
+        assert!(parse(&["-l", "unix:"]).unwrap().listen_addr().is_err());
+    }
+
+    #[test]
+    fn version_flag() {
+        let e = parse(&["-v"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(
+            e.to_string().trim(),
+            format!("yaad {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

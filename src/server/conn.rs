@@ -1,0 +1,355 @@
+//! One client connection: read bytes, decode commands, apply them to the hub, write replies.
+//!
+//! Replies of pipelined commands are batched into one write (never split: each reply goes out
+//! whole). A blocking reserve waits on the connection's wake-up channel, fed by the hub's
+//! wake-ups; meanwhile the socket is still read so that a client closing it is noticed.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use super::core::{Core, WakeupReceiver, now};
+use super::stats::{self, Cmd};
+use crate::hub::{ConnId, HubError, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
+use crate::protocol::{Command, Decoder, Response};
+use crate::segment::Segment;
+
+/// Flush the pending replies once they reach this size, even mid-pipeline.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// While a reserve waits, read at most this much of further pipelined input.
+const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+/// Serves one connection until the client quits or closes, or the server shuts down.
+pub async fn serve<S, T>(core: Arc<Core<S>>, stream: T, shutdown: watch::Receiver<bool>)
+where
+    S: Segment,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = core.connect(tx);
+    let mut conn = Conn {
+        decoder: Decoder::new(core.max_job_size),
+        core,
+        id,
+        stream,
+        wakeups: rx,
+        input: BytesMut::with_capacity(4096),
+        out: Vec::with_capacity(4096),
+        shutdown,
+        eof: false,
+    };
+    if let Err(e) = conn.run().await {
+        tracing::debug!(conn = id, "connection ended: {e}");
+    }
+    conn.core.disconnect(id);
+}
+
+struct Conn<S: Segment, T> {
+    core: Arc<Core<S>>,
+    id: ConnId,
+    stream: T,
+    decoder: Decoder,
+    wakeups: WakeupReceiver,
+    input: BytesMut,
+    out: Vec<u8>,
+    shutdown: watch::Receiver<bool>,
+    /// The client closed its sending side.
+    eof: bool,
+}
+
+/// What a command asks of the connection.
+enum Step {
+    Reply(Response),
+    /// A reserve with no job now: wait for a wake-up.
+    Wait,
+    /// `quit`: send what is pending and close.
+    Close,
+}
+
+impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
+    async fn run(&mut self) -> std::io::Result<()> {
+        loop {
+            while let Some(decoded) = self.decoder.decode(&mut self.input) {
+                let step = match decoded {
+                    Err(resp) => Step::Reply(resp),
+                    Ok(cmd) => self.execute(cmd),
+                };
+                let resp = match step {
+                    Step::Reply(r) => r,
+                    Step::Close => return self.write_out().await,
+                    Step::Wait => {
+                        self.write_out().await?;
+                        match self.wait_reserve().await? {
+                            Some(r) => r,
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                resp.encode(&mut self.out);
+                if self.out.len() >= OUT_HIGH_WATER {
+                    self.write_out().await?;
+                }
+            }
+            self.write_out().await?;
+            if self.eof {
+                return Ok(());
+            }
+            self.make_room();
+            tokio::select! {
+                n = self.stream.read_buf(&mut self.input) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = self.shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Keeps a read-sized free space in the input buffer (`read_buf` would otherwise grow it by
+    /// a few bytes at a time once full).
+    fn make_room(&mut self) {
+        const READ_SIZE: usize = 16 * 1024;
+        if self.input.capacity() - self.input.len() < READ_SIZE / 2 {
+            self.input.reserve(READ_SIZE);
+        }
+    }
+
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for the hub to hand this connection a job, a `DEADLINE_SOON` or a timeout.
+    /// `None`: the server is shutting down.
+    async fn wait_reserve(&mut self) -> std::io::Result<Option<Response>> {
+        loop {
+            let may_read = !self.eof && self.input.len() < MAX_PENDING_INPUT;
+            self.make_room();
+            tokio::select! {
+                outcome = self.wakeups.recv() => match outcome {
+                    Some(ReserveOutcome::Wait) => continue,
+                    Some(o) => return Ok(Some(reserve_reply(o))),
+                    // The sender lives until disconnect, which happens after this task.
+                    None => return Ok(None),
+                },
+                n = self.stream.read_buf(&mut self.input), if may_read => {
+                    if n? == 0 {
+                        // Half-closed while waiting: beanstalkd answers TIMED_OUT. A job handed
+                        // out just before the cancel is answered instead.
+                        self.eof = true;
+                        self.core.with_hub(|h| h.cancel_wait(self.id));
+                        return Ok(Some(match self.wakeups.try_recv() {
+                            Ok(o) => reserve_reply(o),
+                            Err(_) => Response::TimedOut,
+                        }));
+                    }
+                }
+                _ = self.shutdown.changed() => return Ok(None),
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) -> Step {
+        let c = self.id;
+        let core = &*self.core;
+        let count = |k| core.counters.count(k);
+        let reply = match cmd {
+            Command::Put {
+                pri,
+                delay,
+                ttr,
+                body,
+            } => {
+                count(Cmd::Put);
+                match core.with_hub_change(|h| h.put(c, pri, delay, ttr, &body, now())) {
+                    Ok(id) => Response::Inserted(id),
+                    Err(e) => error_reply(e),
+                }
+            }
+            Command::Use(tube) => {
+                count(Cmd::Use);
+                core.with_hub(|h| h.use_tube(c, &tube));
+                Response::Using(tube)
+            }
+            Command::Reserve => {
+                count(Cmd::Reserve);
+                return self.reserve(None);
+            }
+            Command::ReserveWithTimeout(t) => {
+                count(Cmd::ReserveWithTimeout);
+                return self.reserve(Some(u64::from(t) * SECOND));
+            }
+            Command::ReserveJob(id) => match core.with_hub(|h| h.reserve_job(c, id, now())) {
+                Ok(job) => reserved(job),
+                Err(e) => error_reply(e),
+            },
+            Command::Delete(id) => {
+                count(Cmd::Delete);
+                unit_reply(
+                    core.with_hub_change(|h| h.delete(c, id, now())),
+                    Response::Deleted,
+                )
+            }
+            Command::Release { id, pri, delay } => {
+                count(Cmd::Release);
+                match core.with_hub_change(|h| h.release(c, id, pri, delay, now())) {
+                    Ok(ReleaseOutcome::Released) => Response::Released,
+                    Ok(ReleaseOutcome::Buried) => Response::Buried,
+                    Err(e) => error_reply(e),
+                }
+            }
+            Command::Bury { id, pri } => {
+                count(Cmd::Bury);
+                unit_reply(
+                    core.with_hub_change(|h| h.bury(c, id, pri, now())),
+                    Response::Buried,
+                )
+            }
+            Command::Touch(id) => {
+                count(Cmd::Touch);
+                unit_reply(core.with_hub(|h| h.touch(c, id, now())), Response::Touched)
+            }
+            Command::Watch(tube) => {
+                count(Cmd::Watch);
+                Response::Watching(core.with_hub(|h| h.watch(c, &tube)))
+            }
+            Command::Ignore(tube) => {
+                count(Cmd::Ignore);
+                match core.with_hub(|h| h.ignore(c, &tube)) {
+                    Ok(n) => Response::Watching(n),
+                    Err(e) => error_reply(e),
+                }
+            }
+            Command::Peek(id) => {
+                count(Cmd::Peek);
+                found(core.with_hub(|h| h.peek(id)))
+            }
+            Command::PeekReady => {
+                count(Cmd::PeekReady);
+                found(core.with_hub(|h| h.peek_ready(c)))
+            }
+            Command::PeekDelayed => {
+                count(Cmd::PeekDelayed);
+                found(core.with_hub(|h| h.peek_delayed(c)))
+            }
+            Command::PeekBuried => {
+                count(Cmd::PeekBuried);
+                found(core.with_hub(|h| h.peek_buried(c)))
+            }
+            Command::Kick(bound) => {
+                count(Cmd::Kick);
+                Response::Kicked(core.with_hub_change(|h| h.kick(c, bound, now())))
+            }
+            Command::KickJob(id) => unit_reply(
+                core.with_hub_change(|h| h.kick_job(id, now())),
+                Response::KickedJob,
+            ),
+            Command::StatsJob(id) => {
+                count(Cmd::StatsJob);
+                match core.with_hub(|h| h.stats_job(id, now())) {
+                    Some(s) => Response::Ok(stats::job_yaml(&s)),
+                    None => Response::NotFound,
+                }
+            }
+            Command::StatsTube(tube) => {
+                count(Cmd::StatsTube);
+                match core.with_hub(|h| h.stats_tube(&tube, now())) {
+                    Some(s) => Response::Ok(stats::tube_yaml(&s)),
+                    None => Response::NotFound,
+                }
+            }
+            Command::Stats => {
+                count(Cmd::Stats);
+                let hub = core.with_hub(|h| h.stats(now()));
+                let cmds = core.counters.snapshot();
+                Response::Ok(stats::global_yaml(&hub, &cmds, &core.process_info()))
+            }
+            Command::ListTubes => {
+                count(Cmd::ListTubes);
+                Response::Ok(stats::list_yaml(&core.with_hub(|h| h.list_tubes())))
+            }
+            Command::ListTubeUsed => {
+                count(Cmd::ListTubeUsed);
+                Response::Using(core.with_hub(|h| h.used_tube(c).to_string()))
+            }
+            Command::ListTubesWatched => {
+                count(Cmd::ListTubesWatched);
+                Response::Ok(stats::list_yaml(&core.with_hub(|h| h.watched(c))))
+            }
+            Command::PauseTube { tube, delay } => {
+                count(Cmd::PauseTube);
+                unit_reply(
+                    core.with_hub(|h| h.pause_tube(&tube, delay, now())),
+                    Response::Paused,
+                )
+            }
+            Command::Quit => return Step::Close,
+        };
+        Step::Reply(reply)
+    }
+
+    /// `timeout`: None blocks forever; Some(µs) from now.
+    fn reserve(&mut self, timeout: Option<u64>) -> Step {
+        let c = self.id;
+        let outcome = self.core.with_hub(|h| {
+            let now = now();
+            h.reserve(c, timeout.map(|t| now.saturating_add(t)), now)
+        });
+        match outcome {
+            ReserveOutcome::Wait => Step::Wait,
+            o => Step::Reply(reserve_reply(o)),
+        }
+    }
+}
+
+fn reserved(job: JobView) -> Response {
+    Response::Reserved {
+        id: job.id,
+        body: job.body,
+    }
+}
+
+fn found(job: Option<JobView>) -> Response {
+    match job {
+        Some(j) => Response::Found {
+            id: j.id,
+            body: j.body,
+        },
+        None => Response::NotFound,
+    }
+}
+
+fn reserve_reply(o: ReserveOutcome) -> Response {
+    match o {
+        ReserveOutcome::Reserved(job) => reserved(job),
+        ReserveOutcome::DeadlineSoon => Response::DeadlineSoon,
+        ReserveOutcome::TimedOut | ReserveOutcome::Wait => Response::TimedOut,
+    }
+}
+
+fn unit_reply(r: Result<(), HubError>, ok: Response) -> Response {
+    match r {
+        Ok(()) => ok,
+        Err(e) => error_reply(e),
+    }
+}
+
+fn error_reply(e: HubError) -> Response {
+    match e {
+        HubError::NotFound => Response::NotFound,
+        HubError::NotIgnored => Response::NotIgnored,
+        HubError::Draining => Response::Draining,
+        HubError::OutOfMemory => Response::OutOfMemory,
+        HubError::Internal(msg) => {
+            tracing::error!("internal error: {msg}");
+            Response::InternalError
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Connection handling: slow clients, the connection limit, Unix sockets, flush policies.
+
+mod server_util;
+
+use server_util::{Client, start, start_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yaad::server::{self, Mode};
+
+/// A client that pipelines big replies and never reads must not stall anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_does_not_stall_others() {
+    let s = start(Mode::Mem).await;
+    let mut c = Client::connect(s.addr).await;
+    let mut put = b"put 0 0 100 60000\r\n".to_vec();
+    put.extend(vec![b'b'; 60000]);
+    put.extend(b"\r\n");
+    c.expect(&put, b"INSERTED 1\r\n").await;
+    // ~2000 peeks of 60 kB each: ~120 MB of replies the hostile client never reads.
+    let mut hostile = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let peeks = b"peek 1\r\n".repeat(2000);
+    let writer = tokio::spawn(async move {
+        // The server stops reading once its writes block; so may this write. Keep the socket.
+        let _ = hostile.write_all(&peeks).await;
+        hostile
+    });
+    for i in 0..20 {
+        assert_eq!(
+            c.cmd("put 0 0 10 1\r\nx").await,
+            format!("INSERTED {}", i + 2)
+        );
+        assert_eq!(c.cmd(&format!("delete {}", i + 2)).await, "DELETED");
+    }
+    let stats = c.stat("stats", "current-connections").await;
+    assert_eq!(stats, "2");
+    writer.abort();
+}
+
+#[tokio::test]
+async fn connection_limit() {
+    let s = start_with(Mode::Mem, |cfg| cfg.max_connections = 2).await;
+    let mut a = Client::connect(s.addr).await;
+    let mut b = Client::connect(s.addr).await;
+    assert_eq!(a.cmd("list-tube-used").await, "USING default");
+    assert_eq!(b.cmd("list-tube-used").await, "USING default");
+    // The third is closed without a reply.
+    let mut c = Client::connect(s.addr).await;
+    c.send(b"list-tube-used\r\n").await;
+    assert!(c.closed().await);
+    // Once one leaves, a new one is served.
+    a.send(b"quit\r\n").await;
+    assert!(a.closed().await);
+    loop {
+        let mut d = Client::connect(s.addr).await;
+        d.send(b"list-tube-used\r\n").await;
+        // The server may not have noticed a's exit yet: then d is closed; try again.
+        let mut buf = [0u8; 64];
+        let n = d.stream.read(&mut buf).await.unwrap_or(0);
+        if n > 0 {
+            assert_eq!(&buf[..n], b"USING default\r\n");
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("yaad.sock");
+    let mut cfg = server_util::config(Mode::Mapped, &dir.path().join("data"));
+    cfg.listen = format!("unix:{}", sock.display());
+    let server = server::start(cfg).await.unwrap();
+    assert_eq!(server.addr(), &server::BoundAddr::Unix(sock.clone()));
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    s.write_all(b"put 0 0 1 2\r\nhi\r\npeek 1\r\n")
+        .await
+        .unwrap();
+    let want = b"INSERTED 1\r\nFOUND 1 2\r\nhi\r\n";
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, want);
+    drop(s);
+    server.shutdown().await.unwrap();
+    assert!(!sock.exists());
+}
+
+/// `-f 0` flushes before replying and `-F` never does; in mem mode a flush writes the files,
+/// so the data dir shows the difference while the server runs.
+#[tokio::test]
+async fn flush_policies_in_mem_mode() {
+    let segment_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("seg-")
+            })
+            .count()
+    };
+    let every = start_with(Mode::Mem, |cfg| cfg.fsync_ms = 0).await;
+    let mut c = Client::connect(every.addr).await;
+    assert_eq!(c.cmd("put 0 0 10 1\r\nx").await, "INSERTED 1");
+    assert!(
+        segment_files(every.dir.path()) > 0,
+        "flushed before the reply"
+    );
+
+    let never = start_with(Mode::Mem, |cfg| cfg.never_fsync = true).await;
+    let mut c = Client::connect(never.addr).await;
+    assert_eq!(c.cmd("put 0 0 10 1\r\nx").await, "INSERTED 1");
+    assert_eq!(segment_files(never.dir.path()), 0);
+    // SIGUSR1's drain flushes.
+    never.server.drain().unwrap();
+    assert!(segment_files(never.dir.path()) > 0);
+
+    // -f MS: the flusher task writes the change within a few intervals.
+    let periodic = start_with(Mode::Mem, |cfg| cfg.fsync_ms = 5).await;
+    let mut c = Client::connect(periodic.addr).await;
+    assert_eq!(c.cmd("put 0 0 10 1\r\nx").await, "INSERTED 1");
+    let give_up = std::time::Instant::now() + server_util::HANG_GUARD;
+    while segment_files(periodic.dir.path()) == 0 {
+        assert!(std::time::Instant::now() < give_up, "never flushed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Two servers cannot share a data dir.
+#[tokio::test]
+async fn data_dir_is_locked() {
+    let s = start(Mode::Mapped).await;
+    let cfg = server_util::config(Mode::Mapped, s.dir.path());
+    assert!(server::start(cfg).await.is_err());
+}
