@@ -104,7 +104,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         return Ok(());
                     }
                 }
-                _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
+                _ = super::stopped(&mut self.shutdown) => return Ok(()),
             }
         }
     }
@@ -123,7 +123,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             // A client that does not read must not hold up a shutdown.
             tokio::select! {
                 r = self.stream.write_all(&self.out) => r?,
-                _ = self.shutdown.wait_for(|stop| *stop) => {
+                _ = super::stopped(&mut self.shutdown) => {
                     return Err(std::io::Error::other("server shutting down"));
                 }
             }
@@ -157,7 +157,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         }));
                     }
                 }
-                _ = self.shutdown.wait_for(|stop| *stop) => return Ok(None),
+                _ = super::stopped(&mut self.shutdown) => return Ok(None),
             }
         }
     }
