@@ -33,6 +33,21 @@ async fn slow_client_does_not_stall_others() {
     let stats = c.stat("stats", "current-connections").await;
     assert_eq!(stats, "2");
     writer.abort();
+
+    // A shutdown is not held up by a connection blocked writing to a client that never reads.
+    let peeks = |v: String| v.parse::<u64>().unwrap();
+    let before = peeks(c.stat("stats", "cmd-peek").await);
+    let mut stuck = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    // 500 replies of 60 kB: far more than socket buffers hold.
+    stuck.write_all(&b"peek 1\r\n".repeat(500)).await.unwrap();
+    while peeks(c.stat("stats", "cmd-peek").await) <= before {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(server_util::HANG_GUARD, s.server.shutdown())
+        .await
+        .expect("shutdown finished")
+        .expect("clean shutdown");
+    drop(stuck);
 }
 
 #[tokio::test]

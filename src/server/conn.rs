@@ -104,7 +104,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         return Ok(());
                     }
                 }
-                _ = self.shutdown.changed() => return Ok(()),
+                _ = super::stopped(&mut self.shutdown) => return Ok(()),
             }
         }
     }
@@ -120,7 +120,13 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
 
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            // A client that does not read must not hold up a shutdown.
+            tokio::select! {
+                r = self.stream.write_all(&self.out) => r?,
+                _ = super::stopped(&mut self.shutdown) => {
+                    return Err(std::io::Error::other("server shutting down"));
+                }
+            }
             self.out.clear();
         }
         Ok(())
@@ -151,7 +157,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         }));
                     }
                 }
-                _ = self.shutdown.changed() => return Ok(None),
+                _ = super::stopped(&mut self.shutdown) => return Ok(None),
             }
         }
     }

@@ -195,6 +195,8 @@ async fn accept_loop<S: Segment + Send + 'static>(
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
+    // Each connection gets its own receiver; this one only waits for the stop.
+    let for_conns = shutdown.clone();
     loop {
         tokio::select! {
             accepted = accept(&listener) => match accepted {
@@ -204,7 +206,7 @@ async fn accept_loop<S: Segment + Send + 'static>(
                         continue;
                     };
                     let core = core.clone();
-                    let shutdown = shutdown.clone();
+                    let shutdown = for_conns.clone();
                     conns.spawn(async move {
                         match stream {
                             Stream::Tcp(s) => conn::serve(core, s, shutdown).await,
@@ -220,7 +222,7 @@ async fn accept_loop<S: Segment + Send + 'static>(
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+            _ = stopped(&mut shutdown) => break,
         }
     }
     while conns.join_next().await.is_some() {}
@@ -242,6 +244,12 @@ async fn accept(l: &Listener) -> std::io::Result<Stream> {
     }
 }
 
+/// Resolves once the server is told to stop (at once if it already was).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here, inside.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
 /// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
 async fn timer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
     /// With nothing scheduled, look again after this long anyway (harmless; calls re-arm).
@@ -255,7 +263,7 @@ async fn timer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<boo
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = core.timer.notified() => {}
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }
@@ -271,7 +279,7 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
                     tracing::error!("periodic flush failed: {e}");
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }
