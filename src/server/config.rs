@@ -12,7 +12,7 @@ pub enum Mode {
     Mapped,
     /// Segments are files read and written with positioned I/O (persistent, low RSS).
     Lazy,
-    /// Segments live in memory; files are written only by a flush (SIGUSR1, shutdown, `-f`).
+    /// Segments live in memory; files are written only on SIGUSR1 and shutdown (with -b).
     Mem,
 }
 
@@ -59,21 +59,22 @@ pub struct Config {
     #[arg(short = 'p', long = "port", default_value_t = 11300)]
     pub port: u16,
 
-    /// Storage mode.
-    #[arg(long = "mode", value_enum, default_value_t = Mode::Mapped)]
-    pub mode: Mode,
+    /// Storage mode [default: mapped with -b, else mem, which keeps nothing, like beanstalkd
+    /// without -b].
+    #[arg(long = "mode", value_enum)]
+    pub mode: Option<Mode>,
 
-    /// Directory holding segment files and the data-dir lock.
+    /// Directory holding segment files and the data-dir lock [default with --mode mapped|lazy:
+    /// ./data].
     #[arg(
         short = 'b',
         long = "data-dir",
         visible_short_alias = 'd',
-        value_name = "DIR",
-        default_value = "./data"
+        value_name = "DIR"
     )]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
 
-    /// Restore jobs from the data dir at start (mapped and lazy modes always do).
+    /// Restore jobs from the data dir at start (mem mode; mapped and lazy modes always do).
     #[arg(short = 'r', long = "restore")]
     pub restore: bool,
 
@@ -123,6 +124,26 @@ impl Config {
         Config::parse_from(["yaad"])
     }
 
+    /// The storage mode: `--mode`, else mapped when a data dir is given, else mem.
+    pub fn storage_mode(&self) -> Mode {
+        self.mode.unwrap_or(if self.data_dir.is_some() {
+            Mode::Mapped
+        } else {
+            Mode::Mem
+        })
+    }
+
+    /// The data dir, or `None` for a mem-mode server without `-b`: it keeps nothing across
+    /// restarts (beanstalkd without `-b`), so a client test suite that spawns `beanstalkd -l
+    /// -p` gets the fresh, empty server it expects from each start.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match (&self.data_dir, self.storage_mode()) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Mode::Mem) => None,
+            (None, _) => Some(PathBuf::from("./data")),
+        }
+    }
+
     pub fn durability(&self) -> Durability {
         if self.never_fsync {
             Durability::Never
@@ -163,7 +184,8 @@ mod tests {
     fn no_flags_is_a_working_default() {
         let c = Config::defaults();
         assert_eq!(c.port, 11300);
-        assert_eq!(c.mode, Mode::Mapped);
+        assert_eq!(c.storage_mode(), Mode::Mem);
+        assert_eq!(c.data_dir(), None);
         assert_eq!(c.max_job_size, 65535);
         assert_eq!(c.durability(), Durability::Interval(50));
         assert_eq!(c.spoke_span_ms, 1000);
@@ -198,8 +220,8 @@ mod tests {
             "7",
         ])
         .unwrap();
-        assert_eq!(c.mode, Mode::Mem);
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.storage_mode(), Mode::Mem);
+        assert_eq!(c.data_dir(), Some(PathBuf::from("/tmp/x")));
         assert!(c.restore);
         assert_eq!(c.durability(), Durability::EveryChange);
         assert_eq!(c.max_job_size, 10);
@@ -212,9 +234,12 @@ mod tests {
             Ok(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
         );
         let c = parse(&["-b", "d", "-F", "-f", "5", "-l", "unix:/tmp/s"]).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("d"));
+        assert_eq!(c.data_dir(), Some(PathBuf::from("d")));
+        assert_eq!(c.storage_mode(), Mode::Mapped);
         assert_eq!(c.durability(), Durability::Never);
         assert_eq!(c.listen_addr(), Ok(ListenAddr::Unix("/tmp/s".into())));
+        let c = parse(&["--mode", "lazy"]).unwrap();
+        assert_eq!(c.data_dir(), Some(PathBuf::from("./data")));
         let c = parse(&["-l", "::1", "-p", "5"]).unwrap();
         assert_eq!(
             c.listen_addr(),

@@ -88,6 +88,9 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     control: Arc<dyn Control>,
     tasks: Vec<JoinHandle<()>>,
+    /// The private dir of a mem-mode server started without `-b`: nothing is ever flushed
+    /// there, and it is removed when the server stops.
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -106,12 +109,15 @@ impl Server {
     /// What SIGUSR1 does: drain mode (puts answer `DRAINING`), then flush every job to disk.
     pub fn drain(&self) -> Result<(), HubError> {
         self.control.drain();
-        self.control.flush()
+        self.flush()
     }
 
-    /// Makes every change durable now.
+    /// Makes every change durable now (a server without a data dir has nothing to keep).
     pub fn flush(&self) -> Result<(), HubError> {
-        self.control.flush()
+        match self.scratch {
+            Some(_) => Ok(()),
+            None => self.control.flush(),
+        }
     }
 
     /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
@@ -121,7 +127,10 @@ impl Server {
             // A task that panicked has nothing left to clean up.
             let _ = t.await;
         }
-        let r = self.control.flush();
+        let r = match self.scratch {
+            Some(_) => Ok(()),
+            None => self.control.flush(),
+        };
         if let BoundAddr::Unix(path) = &self.addr {
             let _ = std::fs::remove_file(path);
         }
@@ -132,7 +141,7 @@ impl Server {
 /// Starts a server as configured: opens (and recovers) the hub, binds, spawns the tasks.
 /// Must be called inside a tokio runtime.
 pub async fn start(cfg: Config) -> Result<Server, ServerError> {
-    match cfg.mode {
+    match cfg.storage_mode() {
         Mode::Mapped => start_with::<MappedSegment>(cfg).await,
         Mode::Lazy => start_with::<LazySegment>(cfg).await,
         Mode::Mem => start_with::<MemSegment>(cfg).await,
@@ -146,14 +155,32 @@ enum Listener {
 
 async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, ServerError> {
     let listen = cfg.listen_addr().map_err(ServerError::Config)?;
+    let mode = cfg.storage_mode();
+    let (data_dir, scratch) = match cfg.data_dir() {
+        Some(dir) => (dir, None),
+        None if cfg.restore => {
+            return Err(ServerError::Config(
+                "-r/--restore needs the data dir to restore from (-b DIR)".into(),
+            ));
+        }
+        None => {
+            let scratch = tempfile::Builder::new().prefix("yaad-mem-").tempdir()?;
+            (scratch.path().to_path_buf(), Some(scratch))
+        }
+    };
     let hub_cfg = HubConfig {
-        data_dir: cfg.data_dir.clone(),
+        data_dir,
         spoke_span: cfg.spoke_span_ms.saturating_mul(1000),
         restore: cfg.restore,
-        persist: cfg.mode != Mode::Mem,
+        persist: mode != Mode::Mem,
     };
     let hub = Hub::<S>::open(hub_cfg, now())?;
-    let core = Arc::new(Core::new(hub, cfg.durability(), cfg.max_job_size, cfg.mode));
+    // Mem mode writes files only when drained or stopped, whatever -f says.
+    let durability = match mode {
+        Mode::Mem => Durability::Never,
+        Mode::Mapped | Mode::Lazy => cfg.durability(),
+    };
+    let core = Arc::new(Core::new(hub, durability, cfg.max_job_size, mode));
     let (listener, addr) = match listen {
         ListenAddr::Tcp(a) => {
             let l = TcpListener::bind(a).await?;
@@ -170,7 +197,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(timer(core.clone(), rx.clone()))];
-    if let Durability::Interval(ms) = cfg.durability() {
+    if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
     }
     tasks.push(tokio::spawn(accept_loop(
@@ -184,6 +211,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         shutdown: tx,
         control: core,
         tasks,
+        scratch,
     })
 }
 
@@ -307,7 +335,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let mode = cfg.mode;
+        let mode = cfg.storage_mode();
         let server = start(cfg).await?;
         tracing::info!(addr = ?server.addr(), mode = mode.name(), "yaad listening");
         loop {

@@ -24,8 +24,8 @@ pub fn config(mode: Mode, dir: &Path) -> Config {
     let mut cfg = Config::defaults();
     cfg.listen = "127.0.0.1".into();
     cfg.port = 0;
-    cfg.mode = mode;
-    cfg.data_dir = dir.to_path_buf();
+    cfg.mode = Some(mode);
+    cfg.data_dir = Some(dir.to_path_buf());
     cfg
 }
 
