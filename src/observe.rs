@@ -5,12 +5,17 @@
 //! call is a no-op, so the hot path pays nothing.
 
 use std::net::ToSocketAddrs;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
+use crate::protocol::{Command, Response};
+
 // Counters `cmd.<command>` (`yaad.cmd.put`) and `error.<REPLY>` (`yaad.error.NOT_FOUND`) are
 // named by `command_metric` and `error_metric` below.
+/// Timeouts are the hub's running total sampled once a second, so `jobs.timed_out` lags by up
+/// to a second.
 /// Counters: job life-cycle events.
 pub const JOBS_PUT: &str = "jobs.put";
 pub const JOBS_RESERVED: &str = "jobs.reserved";
@@ -87,7 +92,9 @@ pub fn init_statsd(addr: &str, prefix: &str) -> Result<(), StatsdSetupError> {
             .build(Some(prefix))
             .map_err(|e| StatsdSetupError(e.to_string()))?;
     metrics::set_global_recorder(recorder)
-        .map_err(|_| StatsdSetupError("a metrics recorder is already installed".into()))
+        .map_err(|_| StatsdSetupError("a metrics recorder is already installed".into()))?;
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Milliseconds as a float, the unit of every timer.
@@ -95,23 +102,68 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Statsd has no labels, so each command and each error reply has a name of its own.
-macro_rules! names {
-    ($fn_name:ident, $prefix:literal, [$($wire:literal),* $(,)?]) => {
-        /// The metric name for a wire word, or `None` for a word yaad never sends or receives.
-        pub fn $fn_name(wire: &str) -> Option<&'static str> {
-            match wire {
-                $($wire => Some(concat!($prefix, $wire)),)*
-                _ => None,
-            }
-        }
-    };
+/// Set once a recorder is installed: without it the hot path skips even `Instant::now()`.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--statsd` installed a recorder (metric calls are no-ops otherwise).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
-names!(
-    command_metric,
-    "cmd.",
-    [
+/// The start of something to time, or `None` when no recorder is installed.
+pub fn start() -> Option<Instant> {
+    enabled().then(Instant::now)
+}
+
+/// Records the time since `start` (if any) in the timer `name`.
+pub fn finish(name: &'static str, start: Option<Instant>) {
+    if let Some(t) = start {
+        metrics::histogram!(name).record(millis(t.elapsed()));
+    }
+}
+
+/// The wire name of a command (`reserve-with-timeout`).
+pub fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Put { .. } => "put",
+        Command::Use(_) => "use",
+        Command::Reserve => "reserve",
+        Command::ReserveWithTimeout(_) => "reserve-with-timeout",
+        Command::ReserveJob(_) => "reserve-job",
+        Command::Delete(_) => "delete",
+        Command::Release { .. } => "release",
+        Command::Bury { .. } => "bury",
+        Command::Touch(_) => "touch",
+        Command::Watch(_) => "watch",
+        Command::Ignore(_) => "ignore",
+        Command::Peek(_) => "peek",
+        Command::PeekReady => "peek-ready",
+        Command::PeekDelayed => "peek-delayed",
+        Command::PeekBuried => "peek-buried",
+        Command::Kick(_) => "kick",
+        Command::KickJob(_) => "kick-job",
+        Command::StatsJob(_) => "stats-job",
+        Command::StatsTube(_) => "stats-tube",
+        Command::Stats => "stats",
+        Command::ListTubes => "list-tubes",
+        Command::ListTubeUsed => "list-tube-used",
+        Command::ListTubesWatched => "list-tubes-watched",
+        Command::PauseTube { .. } => "pause-tube",
+        Command::Quit => "quit",
+    }
+}
+
+/// Statsd has no labels, so each command has a name of its own (`cmd.put`).
+pub fn command_metric(cmd: &Command) -> &'static str {
+    macro_rules! names {
+        ($($wire:literal),* $(,)?) => {
+            match command_name(cmd) {
+                $($wire => concat!("cmd.", $wire),)*
+                _ => "cmd.unknown",
+            }
+        };
+    }
+    names!(
         "put",
         "use",
         "reserve",
@@ -137,39 +189,108 @@ names!(
         "list-tubes-watched",
         "pause-tube",
         "quit",
-    ]
-);
+    )
+}
 
-names!(
-    error_metric,
-    "error.",
-    [
-        "BAD_FORMAT",
-        "UNKNOWN_COMMAND",
-        "EXPECTED_CRLF",
-        "JOB_TOO_BIG",
-        "DRAINING",
-        "NOT_FOUND",
-        "NOT_IGNORED",
-        "TIMED_OUT",
-        "DEADLINE_SOON",
-        "OUT_OF_MEMORY",
-        "INTERNAL_ERROR",
-    ]
-);
+/// The error counter of a reply (`error.NOT_FOUND`), `None` for a successful reply.
+pub fn error_metric(resp: &Response) -> Option<&'static str> {
+    Some(match resp {
+        Response::BadFormat => "error.BAD_FORMAT",
+        Response::UnknownCommand => "error.UNKNOWN_COMMAND",
+        Response::ExpectedCrlf => "error.EXPECTED_CRLF",
+        Response::JobTooBig => "error.JOB_TOO_BIG",
+        Response::Draining => "error.DRAINING",
+        Response::NotFound => "error.NOT_FOUND",
+        Response::NotIgnored => "error.NOT_IGNORED",
+        Response::TimedOut => "error.TIMED_OUT",
+        Response::DeadlineSoon => "error.DEADLINE_SOON",
+        Response::OutOfMemory => "error.OUT_OF_MEMORY",
+        Response::InternalError => "error.INTERNAL_ERROR",
+        _ => return None,
+    })
+}
 
-/// Counts one command by its wire name (`put`, `reserve-with-timeout`, ...) and times it.
-pub fn command(wire: &str, latency: Duration) {
-    if let Some(name) = command_metric(wire) {
+/// Counts one command (its [`command_metric`] name) and records its latency (from `start`,
+/// see [`start`]).
+pub fn command(name: &'static str, start: Option<Instant>) {
+    if let Some(t) = start {
         metrics::counter!(name).increment(1);
-        metrics::histogram!(CMD_LATENCY).record(millis(latency));
+        metrics::histogram!(CMD_LATENCY).record(millis(t.elapsed()));
     }
 }
 
-/// Counts one error reply by its wire word (`BAD_FORMAT`, `NOT_FOUND`, ...).
-pub fn error_reply(word: &str) {
-    if let Some(name) = error_metric(word) {
+/// Seconds since the epoch of the last disk-full warning (one per minute at most).
+static LAST_DISK_FULL_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one reply: error replies by word, successful job changes by kind. Warns (once a
+/// minute at most) when the disk is full.
+pub fn reply(resp: &Response) {
+    if matches!(resp, Response::OutOfMemory) {
+        warn_disk_full();
+    }
+    if !enabled() {
+        return;
+    }
+    if let Some(name) = error_metric(resp) {
         metrics::counter!(name).increment(1);
+        return;
+    }
+    let (name, n) = match resp {
+        Response::Inserted(_) | Response::InsertedBuried(_) => (JOBS_PUT, 1),
+        Response::Reserved { .. } => (JOBS_RESERVED, 1),
+        Response::Deleted => (JOBS_DELETED, 1),
+        Response::Released => (JOBS_RELEASED, 1),
+        Response::Buried => (JOBS_BURIED, 1),
+        Response::Kicked(n) => (JOBS_KICKED, *n),
+        Response::KickedJob => (JOBS_KICKED, 1),
+        _ => return,
+    };
+    metrics::counter!(name).increment(n);
+}
+
+fn warn_disk_full() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST_DISK_FULL_WARNING.load(Ordering::Relaxed);
+    if now >= last.saturating_add(60)
+        && LAST_DISK_FULL_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("disk full: answering OUT_OF_MEMORY (warned at most once a minute)");
+    }
+}
+
+/// What the sampler reads once a second.
+pub struct Sample {
+    pub ready: u64,
+    pub reserved: u64,
+    pub delayed: u64,
+    pub buried: u64,
+    pub connections: u64,
+    pub spokes: u64,
+    pub segments_mapped: u64,
+    pub data_bytes: u64,
+    /// The hub's running total of TTR expiries.
+    pub timeouts: u64,
+}
+
+/// Sends the gauges of one sample, and the timeouts since `previous` as a counter.
+pub fn sample(s: &Sample, previous: Option<&Sample>) {
+    metrics::gauge!(JOBS_READY).set(s.ready as f64);
+    metrics::gauge!(JOBS_RESERVED_NOW).set(s.reserved as f64);
+    metrics::gauge!(JOBS_DELAYED).set(s.delayed as f64);
+    metrics::gauge!(JOBS_BURIED_NOW).set(s.buried as f64);
+    metrics::gauge!(CONNECTIONS).set(s.connections as f64);
+    metrics::gauge!(SPOKES).set(s.spokes as f64);
+    metrics::gauge!(SEGMENTS_MAPPED).set(s.segments_mapped as f64);
+    metrics::gauge!(DATA_DIR_BYTES).set(s.data_bytes as f64);
+    let before = previous.map_or(0, |p| p.timeouts);
+    let timed_out = s.timeouts.saturating_sub(before);
+    if timed_out > 0 {
+        metrics::counter!(JOBS_TIMED_OUT).increment(timed_out);
     }
 }
 
@@ -180,10 +301,11 @@ mod tests {
     #[test]
     fn every_command_and_error_has_a_metric_name() {
         assert_eq!(
-            command_metric("reserve-with-timeout"),
-            Some("cmd.reserve-with-timeout")
+            command_metric(&Command::ReserveWithTimeout(1)),
+            "cmd.reserve-with-timeout"
         );
-        assert_eq!(error_metric("NOT_FOUND"), Some("error.NOT_FOUND"));
-        assert_eq!(command_metric("PUT"), None);
+        assert_eq!(command_metric(&Command::PeekBuried), "cmd.peek-buried");
+        assert_eq!(error_metric(&Response::NotFound), Some("error.NOT_FOUND"));
+        assert_eq!(error_metric(&Response::Deleted), None);
     }
 }

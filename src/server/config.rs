@@ -94,6 +94,14 @@ pub struct Config {
     #[arg(short = 's', long = "statsd", value_name = "HOST:PORT")]
     pub statsd: Option<String>,
 
+    /// Prefix of every statsd metric name.
+    #[arg(long = "statsd-prefix", value_name = "PREFIX", default_value = "yaad")]
+    pub statsd_prefix: String,
+
+    /// Log line format on stderr.
+    #[arg(long = "log-format", value_enum, default_value_t = crate::observe::LogFormat::Text)]
+    pub log_format: crate::observe::LogFormat,
+
     /// More verbose logging (repeat for more).
     #[arg(short = 'V', action = ArgAction::Count)]
     pub verbose: u8,

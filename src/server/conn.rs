@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::core::{Core, WakeupReceiver, now};
 use super::stats::{self, Cmd};
 use crate::hub::{ConnId, HubError, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
+use crate::observe;
 use crate::protocol::{Command, Decoder, Response};
 use crate::segment::Segment;
 
@@ -75,7 +76,13 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             while let Some(decoded) = self.decoder.decode(&mut self.input) {
                 let step = match decoded {
                     Err(resp) => Step::Reply(resp),
-                    Ok(cmd) => self.execute(cmd),
+                    Ok(cmd) => {
+                        let started = observe::start();
+                        let name = observe::command_metric(&cmd);
+                        let step = self.execute(cmd);
+                        observe::command(name, started);
+                        step
+                    }
                 };
                 let resp = match step {
                     Step::Reply(r) => r,
@@ -88,6 +95,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         }
                     }
                 };
+                observe::reply(&resp);
                 resp.encode(&mut self.out);
                 if self.out.len() >= OUT_HIGH_WATER {
                     self.write_out().await?;

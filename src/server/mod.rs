@@ -26,6 +26,7 @@ pub use self::config::{Config, Durability, ListenAddr, Mode};
 use self::core::{Core, now};
 use crate::hub::time::{TOKIO_TIMER_GRANULARITY, sleep_until_deadline};
 use crate::hub::{Hub, HubConfig, HubError};
+use crate::observe;
 use crate::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
 /// Why the server could not start or stop cleanly.
@@ -168,13 +169,31 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
             (scratch.path().to_path_buf(), Some(scratch))
         }
     };
+    let shown_dir = match scratch {
+        Some(_) => "none (nothing kept)".to_string(),
+        None => data_dir.display().to_string(),
+    };
     let hub_cfg = HubConfig {
         data_dir,
         spoke_span: cfg.spoke_span_ms.saturating_mul(1000),
         restore: cfg.restore,
         persist: mode != Mode::Mem,
     };
+    let opened = std::time::Instant::now();
     let hub = Hub::<S>::open(hub_cfg, now())?;
+    let recovery = opened.elapsed();
+    observe::finish(observe::RECOVERY_DURATION, Some(opened));
+    let st = hub.stats(now());
+    tracing::info!(
+        mode = mode.name(),
+        data_dir = %shown_dir,
+        ready = st.current_jobs_ready,
+        delayed = st.current_jobs_delayed,
+        buried = st.current_jobs_buried,
+        corrupt_records_skipped = st.corrupt_records_skipped,
+        recovery_ms = observe::millis(recovery),
+        "recovered"
+    );
     // Mem mode writes files only when drained or stopped, whatever -f says.
     let durability = match mode {
         Mode::Mem => Durability::Never,
@@ -199,6 +218,9 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     let mut tasks = vec![tokio::spawn(timer(core.clone(), rx.clone()))];
     if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
+    }
+    if observe::enabled() {
+        tasks.push(tokio::spawn(sampler(core.clone(), rx.clone())));
     }
     tasks.push(tokio::spawn(accept_loop(
         core.clone(),
@@ -284,7 +306,10 @@ async fn timer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<boo
     const IDLE: Duration = Duration::from_secs(3600);
     loop {
         let now = now();
-        let sleep = match core.tick(now) {
+        let started = observe::start();
+        let next = core.tick(now);
+        observe::finish(observe::ROTATION_DURATION, started);
+        let sleep = match next {
             Some(d) => sleep_until_deadline(now, d, TOKIO_TIMER_GRANULARITY),
             None => IDLE,
         };
@@ -303,7 +328,10 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(e) = core.flush_if_dirty() {
+                let started = observe::start();
+                let flushed = core.flush_if_dirty();
+                observe::finish(observe::FLUSH_DURATION, started);
+                if let Err(e) = flushed {
                     tracing::error!("periodic flush failed: {e}");
                 }
             }
@@ -312,21 +340,42 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
     }
 }
 
+/// With `--statsd`: sends the gauges (and the timeouts since the last sample) once a second.
+async fn sampler<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous = None;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let st = core.with_hub(|h| h.stats(now()));
+                let s = observe::Sample {
+                    ready: st.current_jobs_ready,
+                    reserved: st.current_jobs_reserved,
+                    delayed: st.current_jobs_delayed,
+                    buried: st.current_jobs_buried,
+                    connections: st.current_connections,
+                    spokes: st.spokes,
+                    segments_mapped: st.segments_mapped,
+                    data_bytes: st.data_bytes,
+                    timeouts: st.job_timeouts,
+                };
+                observe::sample(&s, previous.as_ref());
+                previous = Some(s);
+            }
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.
 pub fn run(cfg: Config) -> Result<(), ServerError> {
-    let level = match cfg.verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    observe::init_tracing(cfg.verbose, cfg.log_format);
+    if let Some(addr) = &cfg.statsd {
+        observe::init_statsd(addr, &cfg.statsd_prefix)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        tracing::info!(statsd = %addr, prefix = %cfg.statsd_prefix, "sending metrics");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
