@@ -58,7 +58,9 @@ pub fn init_tracing(verbosity: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal, not for journald or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests starting several servers) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -307,5 +309,26 @@ mod tests {
         assert_eq!(command_metric(&Command::PeekBuried), "cmd.peek-buried");
         assert_eq!(error_metric(&Response::NotFound), Some("error.NOT_FOUND"));
         assert_eq!(error_metric(&Response::Deleted), None);
+    }
+
+    #[test]
+    fn log_and_statsd_flags() {
+        use clap::Parser;
+        let c = crate::server::Config::parse_from(["yaad"]);
+        assert_eq!(
+            (c.log_format, c.statsd_prefix.as_str()),
+            (LogFormat::Text, "yaad")
+        );
+        let c = crate::server::Config::parse_from([
+            "yaad",
+            "--log-format",
+            "json",
+            "--statsd-prefix",
+            "q",
+        ]);
+        assert_eq!(
+            (c.log_format, c.statsd_prefix.as_str()),
+            (LogFormat::Json, "q")
+        );
     }
 }

@@ -191,7 +191,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         delayed = st.current_jobs_delayed,
         buried = st.current_jobs_buried,
         corrupt_records_skipped = st.corrupt_records_skipped,
-        recovery_ms = observe::millis(recovery),
+        recovery_ms = recovery.as_millis() as u64,
         "recovered"
     );
     // Mem mode writes files only when drained or stopped, whatever -f says.
