@@ -12,6 +12,7 @@
 #   WORKLOAD  yaad-bench mode [cycle]      PIPELINE  commands in flight per connection [1]
 #   BODY      body bytes [100]             WARMUP    seconds of unmeasured load first [1]
 #   BENCH_ARGS extra yaad-bench flags []   PIN=1     server on CPU 0, yaad-bench on CPU 1
+#   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
 #   NO_BUILD=1 skip `cargo build --release --bins`     OUT  results dir [target/bench/compare-TIME]
 # Every run starts a fresh server with an empty data directory. Raw yaad-bench JSON lines go to
@@ -62,7 +63,7 @@ run_one() {
     local group=$1 label=$2 kind=$3 flags=$4 conns=$5
     # shellcheck disable=SC2086 # flags are words
     start_server "$kind" $flags
-    local common=(--addr "$HOST:$PORT" --conns "$conns" --pipeline "$PIPELINE" --body "$BODY")
+    local common=(--addr "$ADDR" --conns "$conns" --pipeline "$PIPELINE" --body "$BODY")
     if [[ $WARMUP != 0 ]]; then
         # shellcheck disable=SC2086
         "${bench_cpus[@]}" "$BENCH" "$WORKLOAD" "${common[@]}" --duration "$WARMUP" $BENCH_ARGS \
@@ -104,7 +105,7 @@ for group in "${GROUPS_TO_RUN[@]}"; do
 done
 
 {
-    echo "yaad-bench $WORKLOAD, ${DURATION}s per run, pipeline $PIPELINE, body $BODY B $BENCH_ARGS"
+    echo "yaad-bench $WORKLOAD over $SOCKET, ${DURATION}s per run, pipeline $PIPELINE, body $BODY B $BENCH_ARGS"
     echo "host: $(nproc) CPUs, $(uname -r); beanstalkd: $("$BEANSTALKD" -v 2>&1 | head -n 1)"
     printf '%-6s %-18s %5s %10s %8s %8s %6s %12s %10s %10s %7s\n' \
         group server conns "units/s" "p50 µs" "p99 µs" errors "srv cpu µs/u" "RSS KiB" \

@@ -6,6 +6,11 @@ YAAD=${YAAD:-target/release/yaad}
 BENCH=${BENCH:-target/release/yaad-bench}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-11390}
+# SOCKET=unix: servers listen on a Unix-domain socket beside their data directory instead of
+# HOST:PORT (both beanstalkd 1.12 and yaad accept `-l unix:PATH`).
+SOCKET=${SOCKET:-tcp}
+# The address yaad-bench is given for the running server (set by start_server).
+ADDR=
 
 SERVER_PID=
 SERVER_DIR=
@@ -36,6 +41,15 @@ port_open() {
     (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
 }
 
+# Is the running server listening?
+listening() {
+    if [[ $SOCKET == unix ]]; then
+        [[ -S ${ADDR#unix:} ]]
+    else
+        port_open
+    fi
+}
+
 # start_server KIND [FLAGS...]: KIND is beanstalkd, yaad-mem, yaad-mapped or yaad-lazy. A fresh
 # data directory is made for the disk kinds when FLAGS contain the word DIR (replaced by it) or
 # the kind is yaad-*. Sets SERVER_PID and SERVER_DIR and waits (up to 60 s) for the port.
@@ -43,11 +57,20 @@ port_open() {
 start_server() {
     local kind=$1
     shift
-    port_open && die "port $PORT is already in use (set PORT=...)"
     if [[ -n ${KEEP_DIR:-} ]]; then
         SERVER_DIR=$KEEP_DIR
     else
         SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/yaad-bench.XXXXXX")
+    fi
+    local listen=()
+    if [[ $SOCKET == unix ]]; then
+        ADDR=unix:$SERVER_DIR.sock
+        rm -f "$SERVER_DIR.sock"
+        listen=(-l "$ADDR")
+    else
+        port_open && die "port $PORT is already in use (set PORT=...)"
+        ADDR=$HOST:$PORT
+        listen=(-l "$HOST" -p "$PORT")
     fi
     local args=()
     for a in "$@"; do
@@ -56,18 +79,18 @@ start_server() {
     case $kind in
         beanstalkd)
             [[ -x $BEANSTALKD ]] || die "no $BEANSTALKD (apt-get install beanstalkd)"
-            "${SERVER_WRAP[@]}" "$BEANSTALKD" -l "$HOST" -p "$PORT" "${args[@]}" >"$SERVER_DIR.log" 2>&1 &
+            "${SERVER_WRAP[@]}" "$BEANSTALKD" "${listen[@]}" "${args[@]}" >"$SERVER_DIR.log" 2>&1 &
             ;;
         yaad-mem | yaad-mapped | yaad-lazy)
             [[ -x $YAAD ]] || die "no $YAAD yet (cargo build --release --bin yaad)"
-            "${SERVER_WRAP[@]}" "$YAAD" --mode "${kind#yaad-}" -l "$HOST" -p "$PORT" -b "$SERVER_DIR" "${args[@]}" \
+            "${SERVER_WRAP[@]}" "$YAAD" --mode "${kind#yaad-}" "${listen[@]}" -b "$SERVER_DIR" "${args[@]}" \
                 >"$SERVER_DIR.log" 2>&1 &
             ;;
         *) die "unknown server kind $kind" ;;
     esac
     SERVER_PID=$!
     local started=$SECONDS
-    until port_open; do
+    until listening; do
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             cat "$SERVER_DIR.log" >&2
             die "$kind exited at start"
@@ -93,6 +116,7 @@ stop_server() {
     done
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
+    rm -f "$SERVER_DIR.sock"
     if [[ ${1:-} != keep && -z ${KEEP_DIR:-} && -n $SERVER_DIR ]]; then
         rm -rf "$SERVER_DIR" "$SERVER_DIR.log"
     fi
@@ -116,10 +140,20 @@ dir_kib() {
 
 # server_stat KEY: a figure from the server's global `stats` (empty when absent).
 server_stat() {
-    timeout 10 bash -c '
-        exec 3<>"/dev/tcp/$1/$2" || exit 1
-        printf "stats\r\nquit\r\n" >&3
-        cat <&3' _ "$HOST" "$PORT" | tr -d '\r' | awk -v k="$1:" '$1 == k { print $2 }'
+    if [[ $SOCKET == unix ]]; then
+        timeout 10 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stats\r\nquit\r\n")
+while chunk := s.recv(65536):
+    sys.stdout.buffer.write(chunk)' "${ADDR#unix:}"
+    else
+        timeout 10 bash -c '
+            exec 3<>"/dev/tcp/$1/$2" || exit 1
+            printf "stats\r\nquit\r\n" >&3
+            cat <&3' _ "$HOST" "$PORT"
+    fi | tr -d '\r' | awk -v k="$1:" '$1 == k { print $2 }'
 }
 
 # Seconds since the epoch with fractions.

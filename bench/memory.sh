@@ -7,7 +7,7 @@
 #   KIND: beanstalkd (in memory), beanstalkd-b (-b DIR), yaad-mem, yaad-mapped, yaad-lazy
 #   N:    jobs [1000000]
 # Environment: BODY [100]  DELAY [3600..7200]  CONNS [4]  PIPELINE [64]  RESTART [0]
-#   SERVER_ARGS extra server flags []  NO_BUILD=1 skip the build  PORT [11390]
+#   SERVER_ARGS extra server flags []  NO_BUILD=1 skip the build  PORT [11390]  SOCKET [tcp|unix]
 # Examples:
 #   bench/memory.sh beanstalkd 1000000    # the reference (~300 bytes per job)
 #   RESTART=1 bench/memory.sh yaad-lazy 10000000
@@ -37,7 +37,7 @@ fi
 start_server "$kind" $flags
 sleep 0.2
 base=$(status_kib VmRSS)
-json=$("$BENCH" put --addr "$HOST:$PORT" --count "$N" --body "$BODY" --delay "$DELAY" \
+json=$("$BENCH" put --addr "$ADDR" --count "$N" --body "$BODY" --delay "$DELAY" \
     --conns "$CONNS" --pipeline "$PIPELINE" | tail -n 1) || true
 errors=$(echo "$json" | jq -r '.errors // 1')
 secs=$(echo "$json" | jq -r '.elapsed_s // 0')

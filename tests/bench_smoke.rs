@@ -254,6 +254,38 @@ fn unexpected_replies_fail_the_run() {
 }
 
 #[test]
+fn unix_socket_address() {
+    if !Path::new(BEANSTALKD).exists() {
+        eprintln!("unix_socket_address: skipped: {BEANSTALKD} is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("beanstalkd.sock");
+    let listen = format!("unix:{}", path.display());
+    let child = Command::new(BEANSTALKD)
+        .args(["-l", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("beanstalkd starts");
+    let server = Beanstalkd {
+        child,
+        addr: listen.clone(),
+    };
+    let since = Instant::now();
+    while !path.exists() && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, json) = bench(
+        &server.addr,
+        &["cycle", "--count", "200", "--conns", "2", "--pipeline", "2"],
+    );
+    clean(code, &json);
+    assert_eq!(json["units"], 200);
+    assert_eq!(json["addr"], listen);
+}
+
+#[test]
 fn refused_connection_is_fatal() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

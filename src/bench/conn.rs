@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::reply::{self, Malformed, Reply};
 
@@ -38,9 +38,31 @@ impl std::fmt::Display for ConnError {
     }
 }
 
+/// A TCP connection, or a Unix-domain one for an address `unix:<path>`.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(buf).await,
+            Stream::Unix(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_buf(buf).await,
+            Stream::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
 /// A connection to a beanstalkd-protocol server.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// Bytes of the reply last returned by [`Conn::try_reply`], dropped on the next call.
@@ -50,10 +72,17 @@ pub struct Conn {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Conn {
-    /// Connects with Nagle's algorithm off (commands are batched by the caller).
+    /// Connects to `host:port` over TCP with Nagle's algorithm off (commands are batched by
+    /// the caller), or to `unix:<path>` over a Unix-domain socket.
     pub async fn connect(addr: &str) -> Result<Conn, ConnError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let stream = match addr.strip_prefix("unix:") {
+            Some(path) => Stream::Unix(UnixStream::connect(path).await?),
+            None => {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                Stream::Tcp(tcp)
+            }
+        };
         Ok(Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),

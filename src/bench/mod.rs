@@ -75,7 +75,7 @@ pub struct Options {
     /// Workload to run.
     #[arg(value_enum)]
     pub mode: Mode,
-    /// Server address.
+    /// Server address: HOST:PORT, or unix:PATH for a Unix-domain socket.
     #[arg(long, default_value = "127.0.0.1:11300")]
     pub addr: String,
     /// Connections (in timing mode: consumer connections).
