@@ -330,7 +330,7 @@ pub fn main(opts: Options) -> i32 {
 /// Runs one workload and reports on it. `Err` when the run could not start (connection refused,
 /// tube setup failed).
 pub async fn run(opts: &Options) -> Result<Report, String> {
-    let cpu_before = process_cpu_us();
+    let mut cpu_before = process_cpu_us();
     let seed = timing::wall_us();
     let idle = Duration::from_secs_f64(opts.idle_timeout);
     let mut timing_summary = None;
@@ -390,6 +390,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                     ));
                 }
                 background = Some((t.units, began.elapsed().as_secs_f64()));
+                // The generator's CPU figure covers the timing run, not the background load.
+                cpu_before = process_cpu_us();
             }
             let run_id = (seed ^ (seed >> 32)) as u32;
             let book = Arc::new(Mutex::new(Book::new(run_id, (opts.grace * 1e6) as u64)));

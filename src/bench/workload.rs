@@ -1,9 +1,10 @@
 //! The per-connection engine: runs chains of commands ("units") with up to `pipeline` units in
 //! flight, each unit having exactly one command outstanding at a time.
 //!
-//! Per round the engine starts new units, sends everything queued in one write, reads once, and
-//! handles every complete reply in the read buffer. With `pipeline` 1 this is a plain
-//! request/reply client; with K it keeps K commands in flight per connection.
+//! Per round the engine starts new units, sends everything queued in one write (once at least
+//! half of the window is free), reads once, and handles every complete reply in the read
+//! buffer. With `pipeline` 1 this is a plain request/reply client; with K it keeps between K/2
+//! and K commands in flight per connection.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,17 +211,22 @@ pub async fn drive<H: Hooks>(
                 _ => break,
             }
         }
-        let sent = Instant::now();
-        for e in inflight.iter_mut().rev().take(unsent) {
-            e.sent = sent;
-            if e.first {
-                e.unit_start = sent;
+        // Send once at least half the window is free (with pipeline 1: once nothing is in
+        // flight), so that a server answering each command with its own write does not turn
+        // the pipeline into one small write per reply.
+        if unsent > 0 && inflight.len() - unsent <= pipeline / 2 {
+            let sent = Instant::now();
+            for e in inflight.iter_mut().rev().take(unsent) {
+                e.sent = sent;
+                if e.first {
+                    e.unit_start = sent;
+                }
             }
-        }
-        unsent = 0;
-        if let Err(e) = conn.flush().await {
-            tally.error(format!("write: {e}"));
-            return tally;
+            unsent = 0;
+            if let Err(e) = conn.flush().await {
+                tally.error(format!("write: {e}"));
+                return tally;
+            }
         }
         if let Err(e) = conn.read_more().await {
             tally.error(format!("read: {e}"));
