@@ -122,15 +122,17 @@ stop_server() {
     fi
 }
 
-# status_kib FIELD: a /proc/PID/status figure of the server in KiB (VmRSS, VmHWM).
+# status_kib FIELD: a /proc/PID/status figure of the server in KiB (VmRSS, VmHWM); "-" when
+# the server is gone.
 status_kib() {
-    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status"
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo -
 }
 
-# CPU seconds (user + system) the server has used so far.
+# CPU seconds (user + system) the server has used so far; "-" when it is gone.
 server_cpu_s() {
     # Fields after the parenthesised command name: utime is the 12th, stime the 13th.
-    awk '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / 100 }' "/proc/$SERVER_PID/stat"
+    awk '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / 100 }' "/proc/$SERVER_PID/stat" \
+        2>/dev/null || echo -
 }
 
 # Disk use of the server's data directory in KiB.
