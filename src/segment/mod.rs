@@ -1,10 +1,34 @@
 //! Storage: one segment file per spoke, holding fixed-layout job records.
 //!
-//! The [`Segment`] trait is the whole contract the hub relies on; `MappedSegment`,
-//! `LazySegment` and `MemSegment` implement it. The byte layout is specified in
+//! The [`Segment`] trait is the whole contract the hub relies on; [`MappedSegment`],
+//! [`LazySegment`] and [`MemSegment`] implement it. The byte layout is specified in
 //! `storage-format.md` at the top of the repository.
+//!
+//! - [`format`](mod@format): the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
+//! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
+//! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
+//! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
 
 use std::path::{Path, PathBuf};
+
+mod datadir;
+pub mod dump;
+pub mod format;
+mod ids;
+mod lazy;
+mod mapped;
+mod mem;
+mod mmap;
+
+pub use datadir::{DataDir, ID_INDEX_FILE, LOCK_FILE};
+pub use format::{parse_segment_file_name, segment_file_name};
+pub use ids::{
+    ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
+    JobLocation,
+};
+pub use lazy::LazySegment;
+pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
+pub use mem::MemSegment;
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;
@@ -125,6 +149,22 @@ impl std::fmt::Display for StorageError {
 impl std::error::Error for StorageError {}
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    /// Wraps an I/O error on `path`; "no space left" becomes [`StorageError::DiskFull`].
+    pub fn io(path: &Path, source: std::io::Error) -> StorageError {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            StorageError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        } else {
+            StorageError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
 
 /// Identity of a spoke's segment: its time bucket `[start, start + span)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,147 @@
+//! The data dir: an exclusive lock, the segment files in it, and where the id index lives.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::format::{parse_segment_file_name, segment_file_name};
+use super::{Result, SpokeId, StorageError};
+
+/// Name of the lock file inside a data dir.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the id index file inside a data dir.
+pub const ID_INDEX_FILE: &str = "ids.yaad";
+
+/// An open data dir. Holding it holds an exclusive lock on `<dir>/LOCK`, so no second
+/// yaad process can use the same dir (which is what makes mapping its files sound). The
+/// lock is released when this value is dropped or the process dies.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates `path` if needed and takes its lock; [`StorageError::Locked`] if another
+    /// process (or another `DataDir` in this one) holds it. Removes temporary files left by
+    /// an interrupted [`super::MemSegment`] flush.
+    pub fn open(path: &Path) -> Result<DataDir> {
+        fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
+        let lock_path = path.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| StorageError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    dir: path.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(StorageError::io(&lock_path, e)),
+        }
+        // For people: who holds the lock. The lock itself is the flock, not this text.
+        lock.set_len(0)
+            .and_then(|()| writeln!(lock, "{}", std::process::id()))
+            .map_err(|e| StorageError::io(&lock_path, e))?;
+        let dir = DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        for entry in dir.entries()? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".yaad.tmp") {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the segment of `spoke` lives (whether or not it exists).
+    pub fn segment_path(&self, spoke: SpokeId) -> PathBuf {
+        self.path.join(segment_file_name(spoke))
+    }
+
+    /// Where the id index lives.
+    pub fn id_index_path(&self) -> PathBuf {
+        self.path.join(ID_INDEX_FILE)
+    }
+
+    /// Every segment file in the dir, sorted by spoke (start, then span). Other files are
+    /// ignored.
+    pub fn segments(&self) -> Result<Vec<(SpokeId, PathBuf)>> {
+        let mut out: Vec<(SpokeId, PathBuf)> = self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| {
+                let spoke = parse_segment_file_name(&e.file_name().to_string_lossy())?;
+                Some((spoke, e.path()))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn entries(&self) -> Result<Vec<fs::DirEntry>> {
+        fs::read_dir(&self.path)
+            .and_then(|rd| rd.collect::<std::io::Result<Vec<_>>>())
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_is_locked_until_the_first_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        let first = DataDir::open(&path).unwrap();
+        let err = DataDir::open(&path).unwrap_err();
+        assert!(matches!(&err, StorageError::Locked { dir } if dir == &path));
+        assert!(err.to_string().contains("in use by another yaad process"));
+        drop(first);
+        DataDir::open(&path).unwrap();
+    }
+
+    #[test]
+    fn lists_segments_sorted_and_ignores_other_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let a = SpokeId {
+            start: 20,
+            span: 10,
+        };
+        let b = SpokeId { start: 3, span: 1 };
+        for s in [a, b] {
+            fs::write(dir.segment_path(s), b"x").unwrap();
+        }
+        fs::write(tmp.path().join("notes.txt"), b"x").unwrap();
+        fs::write(dir.id_index_path(), b"x").unwrap();
+        let got: Vec<SpokeId> = dir.segments().unwrap().into_iter().map(|s| s.0).collect();
+        assert_eq!(got, vec![b, a]);
+    }
+
+    #[test]
+    fn open_removes_interrupted_flush_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spoke = SpokeId { start: 1, span: 1 };
+        let tmp_file = tmp.path().join(format!("{}.tmp", segment_file_name(spoke)));
+        fs::write(&tmp_file, b"half").unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        assert!(!tmp_file.exists());
+        assert!(dir.segments().unwrap().is_empty());
+    }
+}

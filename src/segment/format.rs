@@ -1,0 +1,1096 @@
+//! The on-disk byte layout of a segment file, and the one scanner that reads it.
+//!
+//! Everything here works on byte slices: the three segment modes, recovery and `yaad-dump`
+//! all read and write records through these functions, so there is one decoder. The layout
+//! is specified in `storage-format.md`; `tests/format_doc.rs` checks that document's offset
+//! tables against the structs below.
+//!
+//! A file is a [`FileHeader`] followed by records. A record is a [`RecordHeader`] (with two
+//! [`SlotBytes`] state slots inside), then the tube name bytes, then the body, then zero
+//! padding up to a multiple of [`RECORD_ALIGN`]. The records end where the rest of the file
+//! is zero (or at the end of the file).
+
+use std::mem::{offset_of, size_of};
+use std::path::Path;
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::{
+    JobState, NewRecord, Record, RecordMeta, RecordOffset, SpokeId, StateSlot, StorageError,
+};
+
+/// First bytes of every segment file.
+pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
+/// The format version this code writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of every record header: lets the scanner resynchronise after corruption.
+pub const RECORD_MAGIC: [u8; 4] = *b"YREC";
+/// Records start at offsets that are multiples of this.
+pub const RECORD_ALIGN: u64 = 8;
+/// Size of the file header; the first record starts here.
+pub const FILE_HEADER_LEN: u64 = size_of::<FileHeader>() as u64;
+/// Size of a record header (tube name and body follow it).
+pub const RECORD_HEADER_LEN: u64 = size_of::<RecordHeader>() as u64;
+/// Size of one on-disk state slot.
+pub const SLOT_LEN: u64 = size_of::<SlotBytes>() as u64;
+/// Longest tube name a record can hold (its length is one byte).
+pub const MAX_TUBE_LEN: usize = u8::MAX as usize;
+/// Longest body a record can hold (its length is a u32).
+pub const MAX_BODY_LEN: usize = u32::MAX as usize;
+
+/// The segment file header: identifies the file and its spoke. Written once, never changed.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct FileHeader {
+    /// [`FILE_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT_VERSION`].
+    pub format_version: U32,
+    /// Size of this header in bytes (64): where the first record starts.
+    pub header_len: U32,
+    /// Start of the spoke's time bucket, microseconds since the Unix epoch.
+    pub spoke_start: U64,
+    /// Length of the spoke's time bucket in microseconds.
+    pub spoke_span: U64,
+    /// Size of a record header in bytes (80), so a reader can reject a layout it does not know.
+    pub record_header_len: U32,
+    /// Zero.
+    pub reserved: [u8; 24],
+    /// CRC-32 (IEEE) of bytes 0..60 of this header.
+    pub crc: U32,
+}
+
+/// One state slot as stored: the mutable part of a record. Each record has two (A and B).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct SlotBytes {
+    /// Increases with every persisted change of the job; 0 in a slot never written.
+    pub version: U32,
+    /// Job priority (beanstalkd: lower is more urgent).
+    pub priority: U32,
+    /// [`JobState`] as one byte.
+    pub state: u8,
+    /// Zero.
+    pub reserved: [u8; 3],
+    /// CRC-32 of the record's `header_crc` (4 bytes LE) followed by bytes 0..12 of this slot.
+    pub crc: U32,
+}
+
+/// The fixed-size head of a record. Bytes 0..48 never change after the append; the two
+/// slots are rewritten by state updates.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RecordHeader {
+    /// [`RECORD_MAGIC`].
+    pub magic: [u8; 4],
+    /// Length of the tube name that follows the header.
+    pub tube_len: u8,
+    /// Zero (no flags defined in version 1).
+    pub flags: u8,
+    /// Zero.
+    pub reserved: [u8; 2],
+    /// Job id.
+    pub id: U64,
+    /// When the job becomes ready, microseconds since the Unix epoch.
+    pub trigger_at: U64,
+    /// When the job was first put, microseconds since the Unix epoch.
+    pub created_at: U64,
+    /// Time to run, seconds.
+    pub ttr: U32,
+    /// Length of the body that follows the tube name.
+    pub body_len: U32,
+    /// CRC-32 of the tube name bytes followed by the body bytes.
+    pub body_crc: U32,
+    /// CRC-32 of the record's offset in the file (8 bytes LE) followed by bytes 0..44.
+    pub header_crc: U32,
+    /// State slot A.
+    pub slot_a: SlotBytes,
+    /// State slot B.
+    pub slot_b: SlotBytes,
+}
+
+// The layout is the contract: a change here must be a new format version.
+const _: () = {
+    assert!(size_of::<FileHeader>() == 64);
+    assert!(offset_of!(FileHeader, magic) == 0);
+    assert!(offset_of!(FileHeader, format_version) == 8);
+    assert!(offset_of!(FileHeader, header_len) == 12);
+    assert!(offset_of!(FileHeader, spoke_start) == 16);
+    assert!(offset_of!(FileHeader, spoke_span) == 24);
+    assert!(offset_of!(FileHeader, record_header_len) == 32);
+    assert!(offset_of!(FileHeader, reserved) == 36);
+    assert!(offset_of!(FileHeader, crc) == 60);
+
+    assert!(size_of::<SlotBytes>() == 16);
+    assert!(offset_of!(SlotBytes, version) == 0);
+    assert!(offset_of!(SlotBytes, priority) == 4);
+    assert!(offset_of!(SlotBytes, state) == 8);
+    assert!(offset_of!(SlotBytes, reserved) == 9);
+    assert!(offset_of!(SlotBytes, crc) == 12);
+
+    assert!(size_of::<RecordHeader>() == 80);
+    assert!(offset_of!(RecordHeader, magic) == 0);
+    assert!(offset_of!(RecordHeader, tube_len) == 4);
+    assert!(offset_of!(RecordHeader, flags) == 5);
+    assert!(offset_of!(RecordHeader, reserved) == 6);
+    assert!(offset_of!(RecordHeader, id) == 8);
+    assert!(offset_of!(RecordHeader, trigger_at) == 16);
+    assert!(offset_of!(RecordHeader, created_at) == 24);
+    assert!(offset_of!(RecordHeader, ttr) == 32);
+    assert!(offset_of!(RecordHeader, body_len) == 36);
+    assert!(offset_of!(RecordHeader, body_crc) == 40);
+    assert!(offset_of!(RecordHeader, header_crc) == 44);
+    assert!(offset_of!(RecordHeader, slot_a) == 48);
+    assert!(offset_of!(RecordHeader, slot_b) == 64);
+
+    assert!(FILE_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
+    assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
+};
+
+/// Bytes of the record header covered by `header_crc` (the immutable part before the CRC).
+const HEADER_CRC_COVERS: usize = offset_of!(RecordHeader, header_crc);
+/// Bytes of a slot covered by its `crc`.
+const SLOT_CRC_COVERS: usize = offset_of!(SlotBytes, crc);
+/// Bytes of the file header covered by its `crc`.
+const FILE_CRC_COVERS: usize = offset_of!(FileHeader, crc);
+
+impl JobState {
+    /// Decodes the on-disk state byte.
+    pub fn from_u8(b: u8) -> Option<JobState> {
+        match b {
+            1 => Some(JobState::Waiting),
+            2 => Some(JobState::Ready),
+            3 => Some(JobState::Buried),
+            4 => Some(JobState::Deleted),
+            5 => Some(JobState::Moved),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as `yaad-dump` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Ready => "ready",
+            JobState::Buried => "buried",
+            JobState::Deleted => "deleted",
+            JobState::Moved => "moved",
+        }
+    }
+}
+
+/// Rounds `n` up to a multiple of [`RECORD_ALIGN`].
+pub fn align_up(n: u64) -> u64 {
+    n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// Total bytes a record with this tube and body occupies, padding included.
+pub fn record_len(tube_len: usize, body_len: usize) -> u64 {
+    align_up(RECORD_HEADER_LEN + tube_len as u64 + body_len as u64)
+}
+
+/// The file name of a spoke's segment: `seg-<start_us:020>-<span_us:020>.yaad`.
+pub fn segment_file_name(spoke: SpokeId) -> String {
+    format!("seg-{:020}-{:020}.yaad", spoke.start, spoke.span)
+}
+
+/// Reads the spoke back from a segment file name; `None` if it is not one.
+pub fn parse_segment_file_name(name: &str) -> Option<SpokeId> {
+    let rest = name.strip_prefix("seg-")?.strip_suffix(".yaad")?;
+    let (start, span) = rest.split_once('-')?;
+    if start.len() != 20 || span.len() != 20 {
+        return None;
+    }
+    if !start
+        .bytes()
+        .chain(span.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(SpokeId {
+        start: start.parse().ok()?,
+        span: span.parse().ok()?,
+    })
+}
+
+/// Encodes the file header of a segment for `spoke`.
+pub fn encode_file_header(spoke: SpokeId) -> [u8; FILE_HEADER_LEN as usize] {
+    let mut h = FileHeader {
+        magic: FILE_MAGIC,
+        format_version: U32::new(FORMAT_VERSION),
+        header_len: U32::new(FILE_HEADER_LEN as u32),
+        spoke_start: U64::new(spoke.start),
+        spoke_span: U64::new(spoke.span),
+        record_header_len: U32::new(RECORD_HEADER_LEN as u32),
+        reserved: [0; 24],
+        crc: U32::new(0),
+    };
+    h.crc = U32::new(crc32fast::hash(&h.as_bytes()[..FILE_CRC_COVERS]));
+    let mut out = [0u8; FILE_HEADER_LEN as usize];
+    out.copy_from_slice(h.as_bytes());
+    out
+}
+
+/// Validates a file header and returns its spoke. The error says what is wrong, for a person.
+pub fn decode_file_header(bytes: &[u8]) -> std::result::Result<SpokeId, String> {
+    if bytes.is_empty() {
+        return Err("empty file (no segment file header)".into());
+    }
+    let Ok((h, _)) = FileHeader::ref_from_prefix(bytes) else {
+        return Err(format!(
+            "file too short for a segment file header: {} bytes, need {FILE_HEADER_LEN}",
+            bytes.len()
+        ));
+    };
+    if h.magic != FILE_MAGIC {
+        return Err("not a yaad segment file (bad magic)".into());
+    }
+    let crc = crc32fast::hash(&h.as_bytes()[..FILE_CRC_COVERS]);
+    if crc != h.crc.get() {
+        return Err(format!(
+            "file header checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+            h.crc.get()
+        ));
+    }
+    if h.format_version.get() != FORMAT_VERSION {
+        return Err(format!(
+            "unsupported format version {} (this yaad reads version {FORMAT_VERSION})",
+            h.format_version.get()
+        ));
+    }
+    if u64::from(h.header_len.get()) != FILE_HEADER_LEN
+        || u64::from(h.record_header_len.get()) != RECORD_HEADER_LEN
+    {
+        return Err(format!(
+            "unexpected header sizes (file header {}, record header {})",
+            h.header_len.get(),
+            h.record_header_len.get()
+        ));
+    }
+    Ok(SpokeId {
+        start: h.spoke_start.get(),
+        span: h.spoke_span.get(),
+    })
+}
+
+fn crc_header(offset: RecordOffset, h: &RecordHeader) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&offset.to_le_bytes());
+    c.update(&h.as_bytes()[..HEADER_CRC_COVERS]);
+    c.finalize()
+}
+
+fn crc_body(tube: &[u8], body: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(tube);
+    c.update(body);
+    c.finalize()
+}
+
+fn crc_slot(header_crc: u32, s: &SlotBytes) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&header_crc.to_le_bytes());
+    c.update(&s.as_bytes()[..SLOT_CRC_COVERS]);
+    c.finalize()
+}
+
+/// Encodes a state slot of the record whose header CRC is `header_crc`.
+pub fn encode_slot(header_crc: u32, slot: StateSlot) -> SlotBytes {
+    let mut s = SlotBytes {
+        version: U32::new(slot.version),
+        priority: U32::new(slot.priority),
+        state: slot.state as u8,
+        reserved: [0; 3],
+        crc: U32::new(0),
+    };
+    s.crc = U32::new(crc_slot(header_crc, &s));
+    s
+}
+
+/// Decodes a slot; `None` if its CRC, state byte or version says it was never (fully) written.
+pub fn decode_slot(header_crc: u32, s: &SlotBytes) -> Option<StateSlot> {
+    if s.version.get() == 0 || crc_slot(header_crc, s) != s.crc.get() {
+        return None;
+    }
+    Some(StateSlot {
+        version: s.version.get(),
+        state: JobState::from_u8(s.state)?,
+        priority: s.priority.get(),
+    })
+}
+
+/// Which of the two slots holds the current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotChoice {
+    A,
+    B,
+}
+
+/// The winning slot of a header: the valid one with the higher version (A on a tie).
+pub fn current_slot(h: &RecordHeader) -> Option<(SlotChoice, StateSlot)> {
+    let hc = h.header_crc.get();
+    match (decode_slot(hc, &h.slot_a), decode_slot(hc, &h.slot_b)) {
+        (Some(a), Some(b)) if b.version > a.version => Some((SlotChoice::B, b)),
+        (Some(a), _) => Some((SlotChoice::A, a)),
+        (None, Some(b)) => Some((SlotChoice::B, b)),
+        (None, None) => None,
+    }
+}
+
+/// Why a new record cannot be encoded (a caller bug, not corruption).
+pub fn check_new_record(rec: &NewRecord<'_>) -> std::result::Result<(), String> {
+    if rec.tube.len() > MAX_TUBE_LEN {
+        return Err(format!(
+            "tube name is {} bytes, at most {MAX_TUBE_LEN} fit",
+            rec.tube.len()
+        ));
+    }
+    if rec.body.len() > MAX_BODY_LEN {
+        return Err(format!("body is {} bytes, too long", rec.body.len()));
+    }
+    if rec.slot.version == 0 {
+        return Err("state slot version must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Writes the record `rec`, to be placed at file offset `offset`, into `out`
+/// (exactly [`record_len`] bytes, padding zeroed). Call [`check_new_record`] first.
+pub fn encode_record_into(offset: RecordOffset, rec: &NewRecord<'_>, out: &mut [u8]) {
+    let mut h = RecordHeader {
+        magic: RECORD_MAGIC,
+        tube_len: rec.tube.len() as u8,
+        flags: 0,
+        reserved: [0; 2],
+        id: U64::new(rec.id),
+        trigger_at: U64::new(rec.trigger_at),
+        created_at: U64::new(rec.created_at),
+        ttr: U32::new(rec.ttr),
+        body_len: U32::new(rec.body.len() as u32),
+        body_crc: U32::new(crc_body(rec.tube, rec.body)),
+        header_crc: U32::new(0),
+        slot_a: SlotBytes::new_zeroed(),
+        slot_b: SlotBytes::new_zeroed(),
+    };
+    let hc = crc_header(offset, &h);
+    h.header_crc = U32::new(hc);
+    h.slot_a = encode_slot(hc, rec.slot);
+    let hl = RECORD_HEADER_LEN as usize;
+    let tl = rec.tube.len();
+    let bl = rec.body.len();
+    out[..hl].copy_from_slice(h.as_bytes());
+    out[hl..hl + tl].copy_from_slice(rec.tube);
+    out[hl + tl..hl + tl + bl].copy_from_slice(rec.body);
+    out[hl + tl + bl..].fill(0);
+}
+
+/// Encodes a record for `offset` into a new buffer.
+pub fn encode_record(offset: RecordOffset, rec: &NewRecord<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; record_len(rec.tube.len(), rec.body.len()) as usize];
+    encode_record_into(offset, rec, &mut out);
+    out
+}
+
+/// A record found in a byte slice, with header, body and slots verified.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordView<'a> {
+    pub offset: RecordOffset,
+    pub header: &'a RecordHeader,
+    pub tube: &'a [u8],
+    pub body: &'a [u8],
+    /// The slot holding the current state.
+    pub slot_choice: SlotChoice,
+    pub slot: StateSlot,
+}
+
+impl RecordView<'_> {
+    /// Total bytes of the record, padding included.
+    pub fn len(&self) -> u64 {
+        record_len(self.tube.len(), self.body.len())
+    }
+
+    /// Never true: a record always has its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Copies the record out.
+    pub fn to_record(&self) -> Record {
+        Record {
+            offset: self.offset,
+            id: self.header.id.get(),
+            trigger_at: self.header.trigger_at.get(),
+            created_at: self.header.created_at.get(),
+            ttr: self.header.ttr.get(),
+            tube: self.tube.to_vec(),
+            body: self.body.to_vec(),
+            slot: self.slot,
+        }
+    }
+
+    /// Copies the record's metadata out (no body).
+    pub fn to_meta(&self) -> RecordMeta {
+        RecordMeta {
+            offset: self.offset,
+            id: self.header.id.get(),
+            trigger_at: self.header.trigger_at.get(),
+            created_at: self.header.created_at.get(),
+            ttr: self.header.ttr.get(),
+            tube: self.tube.to_vec(),
+            body_len: self.header.body_len.get(),
+            slot: self.slot,
+        }
+    }
+}
+
+/// What is wrong with the bytes at an offset, before a file path is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// The header is not a valid record header (magic or header CRC): its length is unknown.
+    BadHeader(String),
+    /// The header is valid but the record runs past the end of the data.
+    Truncated(String),
+    /// The header is valid, the tube+body CRC or both slots are not: the record can be skipped.
+    BadRecord(String),
+}
+
+impl Defect {
+    pub fn reason(&self) -> &str {
+        match self {
+            Defect::BadHeader(r) | Defect::Truncated(r) | Defect::BadRecord(r) => r,
+        }
+    }
+}
+
+/// Decodes only the record header at `offset`: magic and header CRC.
+pub fn decode_header_at(
+    bytes: &[u8],
+    offset: RecordOffset,
+) -> std::result::Result<&RecordHeader, Defect> {
+    let start = usize::try_from(offset)
+        .ok()
+        .filter(|&s| s <= bytes.len())
+        .ok_or_else(|| Defect::Truncated(format!("offset {offset} is past the end")))?;
+    let Ok((h, _)) = RecordHeader::ref_from_prefix(&bytes[start..]) else {
+        return Err(Defect::Truncated(format!(
+            "{} bytes left, a record header needs {RECORD_HEADER_LEN}",
+            bytes.len() - start
+        )));
+    };
+    if h.magic != RECORD_MAGIC {
+        return Err(Defect::BadHeader("bad record magic".into()));
+    }
+    let crc = crc_header(offset, h);
+    if crc != h.header_crc.get() {
+        return Err(Defect::BadHeader(format!(
+            "record header checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+            h.header_crc.get()
+        )));
+    }
+    Ok(h)
+}
+
+/// Decodes and verifies the record at `offset` of `bytes` (a whole file image).
+pub fn decode_record_at(
+    bytes: &[u8],
+    offset: RecordOffset,
+) -> std::result::Result<RecordView<'_>, Defect> {
+    if offset < FILE_HEADER_LEN || !offset.is_multiple_of(RECORD_ALIGN) {
+        return Err(Defect::BadHeader(format!(
+            "offset {offset} is not a record offset"
+        )));
+    }
+    let h = decode_header_at(bytes, offset)?;
+    let start = offset as usize;
+    let tl = usize::from(h.tube_len);
+    let bl = h.body_len.get() as usize;
+    let hl = RECORD_HEADER_LEN as usize;
+    let end = start
+        .checked_add(hl + tl)
+        .and_then(|e| e.checked_add(bl))
+        .filter(|&e| e <= bytes.len());
+    let Some(end) = end else {
+        return Err(Defect::Truncated(format!(
+            "record of {} bytes runs past the end of the data ({} bytes left)",
+            hl + tl + bl,
+            bytes.len() - start
+        )));
+    };
+    let tube = &bytes[start + hl..start + hl + tl];
+    let body = &bytes[start + hl + tl..end];
+    let crc = crc_body(tube, body);
+    if crc != h.body_crc.get() {
+        return Err(Defect::BadRecord(format!(
+            "job {}: body checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+            h.id.get(),
+            h.body_crc.get()
+        )));
+    }
+    let Some((slot_choice, slot)) = current_slot(h) else {
+        return Err(Defect::BadRecord(format!(
+            "job {}: neither state slot is valid",
+            h.id.get()
+        )));
+    };
+    Ok(RecordView {
+        offset,
+        header: h,
+        tube,
+        body,
+        slot_choice,
+        slot,
+    })
+}
+
+/// Offset just past the last non-zero byte of `bytes` at or after `from`, rounded up to
+/// [`RECORD_ALIGN`] (and at least `from`): where the next record can go without
+/// overwriting anything.
+pub fn data_end(bytes: &[u8], from: u64) -> u64 {
+    let from_us = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+    match bytes[from_us..].iter().rposition(|&b| b != 0) {
+        Some(i) => align_up((from_us + i + 1) as u64),
+        None => from,
+    }
+}
+
+fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupted {
+        file: file.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Attaches a file path to a [`Defect`].
+pub fn defect_error(file: &Path, offset: u64, d: Defect) -> StorageError {
+    let reason = match d {
+        Defect::BadHeader(r) | Defect::Truncated(r) | Defect::BadRecord(r) => r,
+    };
+    corrupted(file, offset, reason)
+}
+
+/// Iterates over the records of a whole file image, one `Result` per record or per
+/// corrupt region, in file order. Created by [`scan_records`].
+///
+/// Recovery rules (the same for the daemon and `yaad-dump`):
+/// - header valid, body CRC or both slots bad: `Err` for that record, continue after it;
+/// - header invalid (magic or CRC): `Err` at that offset, then resume at the next
+///   8-aligned offset holding a valid header; if there is none, the rest is one bad region;
+/// - an all-zero header with only zeros after it: the clean end of the records;
+/// - a valid header whose record runs past the end of the data: `Err`, then stop.
+pub struct Records<'a, 'p> {
+    bytes: &'a [u8],
+    file: &'p Path,
+    pos: u64,
+    done: bool,
+    /// One past the last byte used by a record or by corrupt data seen so far.
+    end: u64,
+}
+
+/// Scans the records of `bytes`, a whole segment file image starting with its file header
+/// (which this does not check: see [`decode_file_header`]). `file` names the errors.
+pub fn scan_records<'a, 'p>(bytes: &'a [u8], file: &'p Path) -> Records<'a, 'p> {
+    Records {
+        bytes,
+        file,
+        pos: FILE_HEADER_LEN,
+        done: false,
+        end: FILE_HEADER_LEN,
+    }
+}
+
+impl Records<'_, '_> {
+    /// After the scan: where the next record can be appended without overwriting any byte
+    /// the scan saw (valid records, or corrupt data kept for inspection).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    fn is_zero(&self, from: u64) -> bool {
+        usize::try_from(from)
+            .ok()
+            .and_then(|f| self.bytes.get(f..))
+            .is_none_or(|rest| rest.iter().all(|&b| b == 0))
+    }
+
+    /// Next 8-aligned offset after `from` holding a valid record header, if any.
+    fn resync(&self, from: u64) -> Option<u64> {
+        let mut pos = from + RECORD_ALIGN;
+        while pos + RECORD_HEADER_LEN <= self.bytes.len() as u64 {
+            let at = pos as usize;
+            if self.bytes[at..at + 4] == RECORD_MAGIC && decode_header_at(self.bytes, pos).is_ok() {
+                return Some(pos);
+            }
+            pos += RECORD_ALIGN;
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Records<'a, '_> {
+    type Item = Result<RecordView<'a>, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let pos = self.pos;
+        if self.is_zero(pos) {
+            self.done = true;
+            return None;
+        }
+        match decode_record_at(self.bytes, pos) {
+            Ok(v) => {
+                self.pos = pos + v.len();
+                self.end = self.pos;
+                Some(Ok(v))
+            }
+            Err(Defect::BadRecord(r)) => {
+                // The header is trusted, so its lengths are: skip exactly this record.
+                let h = decode_header_at(self.bytes, pos).ok()?;
+                self.pos = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+                self.end = self.pos;
+                Some(Err(corrupted(self.file, pos, r)))
+            }
+            Err(Defect::Truncated(r)) => {
+                self.done = true;
+                self.end = data_end(self.bytes, pos);
+                Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
+            }
+            Err(Defect::BadHeader(r)) => match self.resync(pos) {
+                Some(next) => {
+                    self.pos = next;
+                    self.end = next;
+                    Some(Err(corrupted(
+                        self.file,
+                        pos,
+                        format!("{r}; skipped {} bytes to the next valid record", next - pos),
+                    )))
+                }
+                None => {
+                    self.done = true;
+                    self.end = data_end(self.bytes, pos);
+                    Some(Err(corrupted(
+                        self.file,
+                        pos,
+                        format!("{r}; no valid record after it"),
+                    )))
+                }
+            },
+        }
+    }
+}
+
+/// Picks the slot an update must overwrite (the one not holding the current state) and
+/// encodes the new slot. Fails if the header is bad or the version does not increase.
+pub fn plan_update(
+    bytes: &[u8],
+    offset: RecordOffset,
+    slot: StateSlot,
+    file: &Path,
+) -> Result<(u64, SlotBytes), StorageError> {
+    if offset < FILE_HEADER_LEN || !offset.is_multiple_of(RECORD_ALIGN) {
+        return Err(corrupted(
+            file,
+            offset,
+            format!("offset {offset} is not a record offset"),
+        ));
+    }
+    let h = decode_header_at(bytes, offset).map_err(|d| defect_error(file, offset, d))?;
+    let target = match current_slot(h) {
+        Some((SlotChoice::A, cur)) | Some((SlotChoice::B, cur)) if slot.version <= cur.version => {
+            return Err(StorageError::Io {
+                path: file.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "state update of job {} at offset {offset}: version {} does not exceed current version {}",
+                        h.id.get(),
+                        slot.version,
+                        cur.version
+                    ),
+                ),
+            });
+        }
+        Some((SlotChoice::A, _)) => offset_of!(RecordHeader, slot_b),
+        Some((SlotChoice::B, _)) | None => offset_of!(RecordHeader, slot_a),
+    };
+    Ok((
+        offset + target as u64,
+        encode_slot(h.header_crc.get(), slot),
+    ))
+}
+
+/// Every record's metadata in file order (corrupt ones as `Err`), and the append position.
+pub fn scan_meta(bytes: &[u8], file: &Path) -> (Vec<Result<RecordMeta, StorageError>>, u64) {
+    let mut it = scan_records(bytes, file);
+    let metas = it.by_ref().map(|r| r.map(|v| v.to_meta())).collect();
+    (metas, it.end())
+}
+
+/// Reads and verifies the record at `offset` of a whole file image.
+pub fn read_record(
+    bytes: &[u8],
+    offset: RecordOffset,
+    file: &Path,
+) -> Result<Record, StorageError> {
+    decode_record_at(bytes, offset)
+        .map(|v| v.to_record())
+        .map_err(|d| defect_error(file, offset, d))
+}
+
+/// An error for a [`NewRecord`] that cannot be stored.
+pub fn invalid_input(file: &Path, reason: String) -> StorageError {
+    StorageError::Io {
+        path: file.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
+    }
+}
+
+/// Offset and size of each record header field, for `tests/format_doc.rs`.
+pub fn record_header_fields() -> Vec<(&'static str, usize, usize)> {
+    vec![
+        ("magic", offset_of!(RecordHeader, magic), 4),
+        ("tube_len", offset_of!(RecordHeader, tube_len), 1),
+        ("flags", offset_of!(RecordHeader, flags), 1),
+        ("reserved", offset_of!(RecordHeader, reserved), 2),
+        ("id", offset_of!(RecordHeader, id), 8),
+        ("trigger_at", offset_of!(RecordHeader, trigger_at), 8),
+        ("created_at", offset_of!(RecordHeader, created_at), 8),
+        ("ttr", offset_of!(RecordHeader, ttr), 4),
+        ("body_len", offset_of!(RecordHeader, body_len), 4),
+        ("body_crc", offset_of!(RecordHeader, body_crc), 4),
+        ("header_crc", offset_of!(RecordHeader, header_crc), 4),
+        (
+            "slot_a",
+            offset_of!(RecordHeader, slot_a),
+            SLOT_LEN as usize,
+        ),
+        (
+            "slot_b",
+            offset_of!(RecordHeader, slot_b),
+            SLOT_LEN as usize,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spoke() -> SpokeId {
+        SpokeId {
+            start: 1_700_000_000_000_000,
+            span: 1_000_000,
+        }
+    }
+
+    fn rec<'a>(id: u64, tube: &'a [u8], body: &'a [u8]) -> NewRecord<'a> {
+        NewRecord {
+            id,
+            trigger_at: 1_700_000_000_500_000,
+            created_at: 1_699_999_999_000_000,
+            ttr: 60,
+            tube,
+            body,
+            slot: StateSlot {
+                version: 1,
+                state: JobState::Waiting,
+                priority: 1024,
+            },
+        }
+    }
+
+    fn image(recs: &[NewRecord<'_>]) -> (Vec<u8>, Vec<u64>) {
+        let mut buf = encode_file_header(spoke()).to_vec();
+        let mut offs = vec![];
+        for r in recs {
+            let off = buf.len() as u64;
+            offs.push(off);
+            buf.extend_from_slice(&encode_record(off, r));
+        }
+        (buf, offs)
+    }
+
+    fn path() -> PathBuf {
+        PathBuf::from("test.yaad")
+    }
+
+    #[test]
+    fn file_name_round_trips_and_rejects_others() {
+        let name = segment_file_name(spoke());
+        assert_eq!(name, "seg-00001700000000000000-00000000000001000000.yaad");
+        assert_eq!(parse_segment_file_name(&name), Some(spoke()));
+        for bad in [
+            "seg-1-2.yaad",
+            "ids.yaad",
+            "seg-0170000000000000000x-00000000000001000000.yaad",
+            "seg-01700000000000000000-00000000000001000000.yaad.tmp",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_header_round_trips_and_detects_damage() {
+        let h = encode_file_header(spoke());
+        assert_eq!(decode_file_header(&h), Ok(spoke()));
+        for i in 0..h.len() {
+            let mut bad = h;
+            bad[i] ^= 0x01;
+            assert!(decode_file_header(&bad).is_err(), "byte {i}");
+        }
+        assert!(decode_file_header(&[]).is_err());
+        assert!(decode_file_header(&h[..63]).is_err());
+    }
+
+    #[test]
+    fn records_round_trip_through_the_scanner() {
+        let (buf, offs) = image(&[
+            rec(1, b"default", b"hello"),
+            rec(2, b"", b""),
+            rec(3, b"t", &[0xff; 13]),
+        ]);
+        let got: Vec<_> = scan_records(&buf, &path()).collect();
+        assert_eq!(got.len(), 3);
+        let views: Vec<_> = got.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(views[0].offset, offs[0]);
+        assert_eq!(views[0].tube, b"default");
+        assert_eq!(views[0].body, b"hello");
+        assert_eq!(views[1].header.id.get(), 2);
+        assert_eq!(views[2].body, &[0xff; 13]);
+        assert_eq!(views[2].slot.priority, 1024);
+        for o in &offs {
+            assert_eq!(o % RECORD_ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn zero_tail_is_the_end() {
+        let (mut buf, _) = image(&[rec(1, b"a", b"b")]);
+        let used = buf.len() as u64;
+        buf.resize(4096, 0);
+        let p = path();
+        let mut it = scan_records(&buf, &p);
+        assert!(it.next().unwrap().is_ok());
+        assert!(it.next().is_none());
+        assert_eq!(it.end(), used);
+        assert_eq!(data_end(&buf, FILE_HEADER_LEN), used);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let (buf, _) = image(&[rec(7, b"tube", b"body bytes")]);
+        for i in FILE_HEADER_LEN as usize..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x10;
+            let res: Vec<_> = scan_records(&bad, &path()).collect();
+            let clean = res.iter().filter(|r| r.is_ok()).count();
+            let is_padding = i >= buf.len() - 2; // 80 + 4 + 10 = 94, padded to 96
+            let in_slot_b =
+                (FILE_HEADER_LEN as usize + 64..FILE_HEADER_LEN as usize + 80).contains(&i);
+            if is_padding || in_slot_b {
+                // Padding and the unused slot B carry no data: the record stays valid.
+                assert_eq!(clean, 1, "byte {i}");
+            } else {
+                assert_eq!(clean, 0, "byte {i} flipped but the record still decodes");
+                assert!(res.iter().any(|r| r.is_err()), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_body_is_skipped_and_scan_continues() {
+        let (mut buf, offs) = image(&[rec(1, b"a", b"xxxx"), rec(2, b"a", b"yyyy")]);
+        buf[offs[0] as usize + RECORD_HEADER_LEN as usize + 2] ^= 1;
+        let res: Vec<_> = scan_records(&buf, &path()).collect();
+        assert_eq!(res.len(), 2);
+        match &res[0] {
+            Err(StorageError::Corrupted { offset, reason, .. }) => {
+                assert_eq!(*offset, offs[0]);
+                assert!(reason.contains("body checksum"), "{reason}");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert_eq!(res[1].as_ref().unwrap().header.id.get(), 2);
+    }
+
+    #[test]
+    fn bad_header_resyncs_at_next_record() {
+        let (mut buf, offs) = image(&[
+            rec(1, b"a", b"first"),
+            rec(2, b"a", b"second"),
+            rec(3, b"a", b"third"),
+        ]);
+        buf[offs[1] as usize + 9] ^= 1; // inside the id of record 2
+        let res: Vec<_> = scan_records(&buf, &path()).collect();
+        assert_eq!(res.len(), 3);
+        assert_eq!(res[0].as_ref().unwrap().header.id.get(), 1);
+        assert!(
+            matches!(&res[1], Err(StorageError::Corrupted { offset, .. }) if *offset == offs[1])
+        );
+        assert_eq!(res[2].as_ref().unwrap().header.id.get(), 3);
+    }
+
+    #[test]
+    fn zeroed_header_in_the_middle_does_not_hide_later_records() {
+        // A crash can persist a later record's page but not an earlier record's header.
+        let (mut buf, offs) = image(&[rec(1, b"a", b"first"), rec(2, b"a", b"second")]);
+        let o = offs[0] as usize;
+        buf[o..o + RECORD_HEADER_LEN as usize].fill(0);
+        let res: Vec<_> = scan_records(&buf, &path()).collect();
+        assert_eq!(res.len(), 2);
+        assert!(res[0].is_err());
+        assert_eq!(res[1].as_ref().unwrap().header.id.get(), 2);
+    }
+
+    #[test]
+    fn truncated_tail_is_reported_and_earlier_records_kept() {
+        let (buf, offs) = image(&[rec(1, b"a", b"first"), rec(2, b"a", b"second")]);
+        for cut in offs[1] as usize + 1..buf.len() - 1 {
+            let res: Vec<_> = scan_records(&buf[..cut], &path()).collect();
+            assert_eq!(res[0].as_ref().unwrap().header.id.get(), 1, "cut {cut}");
+            assert_eq!(res.len(), 2, "cut {cut}");
+            assert!(res[1].is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn torn_slot_write_keeps_the_older_slot() {
+        let (mut buf, offs) = image(&[rec(1, b"a", b"x")]);
+        let newer = StateSlot {
+            version: 2,
+            state: JobState::Buried,
+            priority: 5,
+        };
+        let (at, s) = plan_update(&buf, offs[0], newer, &path()).unwrap();
+        assert_eq!(at, offs[0] + 64, "the first update goes to slot B");
+        let at = at as usize;
+        buf[at..at + 16].copy_from_slice(s.as_bytes());
+        let v = decode_record_at(&buf, offs[0]).unwrap();
+        assert_eq!(v.slot, newer);
+        assert_eq!(v.slot_choice, SlotChoice::B);
+        // A torn write of the next update (into slot A) leaves B in force.
+        let third = StateSlot {
+            version: 3,
+            state: JobState::Deleted,
+            priority: 5,
+        };
+        let (at2, s2) = plan_update(&buf, offs[0], third, &path()).unwrap();
+        assert_eq!(at2, offs[0] + 48);
+        let at2 = at2 as usize;
+        buf[at2..at2 + 8].copy_from_slice(&s2.as_bytes()[..8]);
+        assert_eq!(decode_record_at(&buf, offs[0]).unwrap().slot, newer);
+        // A non-increasing version is refused.
+        assert!(plan_update(&buf, offs[0], newer, &path()).is_err());
+    }
+
+    #[test]
+    fn record_moved_to_another_offset_is_rejected() {
+        let r = rec(1, b"a", b"x");
+        let mut buf = encode_file_header(spoke()).to_vec();
+        buf.extend_from_slice(&[0; 8]);
+        buf.extend_from_slice(&encode_record(FILE_HEADER_LEN, &r));
+        assert!(matches!(
+            decode_record_at(&buf, FILE_HEADER_LEN + 8),
+            Err(Defect::BadHeader(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut buf = encode_file_header(spoke()).to_vec();
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            buf.push((x >> 16) as u8);
+        }
+        // Plant a record magic with garbage after it.
+        buf[64..68].copy_from_slice(&RECORD_MAGIC);
+        for n in [0, 10, 64, 70, 100, 144, 1000, buf.len()] {
+            let p = path();
+            let mut it = scan_records(&buf[..n.min(buf.len())], &p);
+            for r in it.by_ref() {
+                let _ = r;
+            }
+            assert!(it.end() <= align_up(buf.len() as u64));
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Five records with bodies of the given lengths, and their [start, end) ranges.
+        fn sample(lens: &[usize]) -> (Vec<u8>, Vec<(u64, u64)>) {
+            let bodies: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0x5a; n]).collect();
+            let recs: Vec<NewRecord<'_>> = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, b)| rec(i as u64 + 1, b"tube", b))
+                .collect();
+            let (buf, offs) = image(&recs);
+            let ranges = offs
+                .iter()
+                .zip(&recs)
+                .map(|(&o, r)| (o, o + record_len(r.tube.len(), r.body.len())))
+                .collect();
+            (buf, ranges)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any damage to one byte: every record not containing it still comes back,
+            /// and nothing panics.
+            #[test]
+            fn one_damaged_byte_only_costs_its_own_record(
+                lens in proptest::collection::vec(0usize..40, 1..6),
+                pick in any::<proptest::sample::Index>(),
+                xor in 1u8..=255,
+                tail in 0usize..64,
+            ) {
+                let (mut buf, ranges) = sample(&lens);
+                buf.resize(buf.len() + tail, 0);
+                let at = FILE_HEADER_LEN as usize
+                    + pick.index(buf.len() - FILE_HEADER_LEN as usize);
+                buf[at] ^= xor;
+                let p = path();
+                let got: Vec<u64> = scan_records(&buf, &p)
+                    .filter_map(|r| r.ok().map(|v| v.offset))
+                    .collect();
+                for &(start, end) in &ranges {
+                    let hit = (start..end).contains(&(at as u64));
+                    if !hit {
+                        prop_assert!(got.contains(&start), "record at {start} lost (byte {at})");
+                    }
+                }
+                prop_assert!(got.iter().all(|o| ranges.iter().any(|r| r.0 == *o)), "phantom record");
+            }
+
+            /// A file cut anywhere keeps every record that ends before the cut.
+            #[test]
+            fn truncation_keeps_complete_records(
+                lens in proptest::collection::vec(0usize..40, 1..6),
+                pick in any::<proptest::sample::Index>(),
+            ) {
+                let (buf, ranges) = sample(&lens);
+                let cut = pick.index(buf.len() + 1);
+                let p = path();
+                let mut it = scan_records(&buf[..cut], &p);
+                let got: Vec<u64> = it.by_ref().filter_map(|r| r.ok().map(|v| v.offset)).collect();
+                for &(start, end) in &ranges {
+                    // The padding is not needed to read a record back.
+                    let body_end = end.min(buf.len() as u64);
+                    if body_end <= cut as u64 {
+                        prop_assert!(got.contains(&start));
+                    }
+                }
+                prop_assert!(it.end() >= FILE_HEADER_LEN.min(cut as u64));
+            }
+        }
+    }
+}

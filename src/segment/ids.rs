@@ -1,0 +1,456 @@
+//! The id index: job id → (spoke, record offset), so a job in an idle segment can be
+//! found without holding anything per job in memory.
+//!
+//! File mode: `ids.yaad` in the data dir, a 64-byte [`IdFileHeader`] then one 32-byte
+//! [`IdEntry`] per id at `64 + (id - base) * 32`, read and written with positioned I/O
+//! (never mapped: it costs page cache, not resident memory). An all-zero entry is "no job".
+//! Memory mode: a hash map. The index is derived data: recovery rebuilds it from the
+//! segment scans, and a reader checks the record it points at has the id it looked up.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::mem::{offset_of, size_of};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::{RecordOffset, Result, SpokeId, StorageError};
+
+/// First bytes of `ids.yaad`.
+pub const ID_FILE_MAGIC: [u8; 8] = *b"YAADIDX\0";
+/// Version of the id index layout.
+pub const ID_FILE_VERSION: u32 = 1;
+/// Size of the id index file header.
+pub const ID_HEADER_LEN: u64 = size_of::<IdFileHeader>() as u64;
+/// Size of one id index entry.
+pub const ID_ENTRY_LEN: u64 = size_of::<IdEntry>() as u64;
+
+/// Header of `ids.yaad`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct IdFileHeader {
+    /// [`ID_FILE_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`ID_FILE_VERSION`].
+    pub version: U32,
+    /// Size of one entry (32).
+    pub entry_len: U32,
+    /// The id stored in the first entry.
+    pub base: U64,
+    /// Zero.
+    pub reserved: [u8; 36],
+    /// CRC-32 of bytes 0..60.
+    pub crc: U32,
+}
+
+/// One entry of `ids.yaad`: where the current record of one job id is.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct IdEntry {
+    /// Start of the spoke holding the record (µs since the epoch).
+    pub spoke_start: U64,
+    /// Span of that spoke (µs); 0 only in an empty entry.
+    pub spoke_span: U64,
+    /// Offset of the record in the spoke's segment file.
+    pub record_offset: U64,
+    /// Zero.
+    pub reserved: [u8; 4],
+    /// CRC-32 of the id (8 bytes LE) followed by bytes 0..28 of this entry.
+    pub crc: U32,
+}
+
+const _: () = {
+    assert!(size_of::<IdFileHeader>() == 64);
+    assert!(offset_of!(IdFileHeader, magic) == 0);
+    assert!(offset_of!(IdFileHeader, version) == 8);
+    assert!(offset_of!(IdFileHeader, entry_len) == 12);
+    assert!(offset_of!(IdFileHeader, base) == 16);
+    assert!(offset_of!(IdFileHeader, reserved) == 24);
+    assert!(offset_of!(IdFileHeader, crc) == 60);
+    assert!(size_of::<IdEntry>() == 32);
+    assert!(offset_of!(IdEntry, spoke_start) == 0);
+    assert!(offset_of!(IdEntry, spoke_span) == 8);
+    assert!(offset_of!(IdEntry, record_offset) == 16);
+    assert!(offset_of!(IdEntry, reserved) == 24);
+    assert!(offset_of!(IdEntry, crc) == 28);
+};
+
+/// Where a job's current record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobLocation {
+    pub spoke: SpokeId,
+    pub offset: RecordOffset,
+}
+
+/// The id index, on disk or in memory.
+#[derive(Debug)]
+pub struct IdIndex {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    File {
+        path: PathBuf,
+        file: File,
+        base: u64,
+        dirty: bool,
+    },
+    Mem {
+        map: HashMap<u64, JobLocation>,
+        high_water: u64,
+    },
+}
+
+/// Ids a new index file starts at (job ids start at 1).
+const DEFAULT_BASE: u64 = 1;
+
+fn entry_crc(id: u64, e: &IdEntry) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&id.to_le_bytes());
+    c.update(&e.as_bytes()[..offset_of!(IdEntry, crc)]);
+    c.finalize()
+}
+
+fn header_bytes(base: u64) -> [u8; ID_HEADER_LEN as usize] {
+    let mut h = IdFileHeader {
+        magic: ID_FILE_MAGIC,
+        version: U32::new(ID_FILE_VERSION),
+        entry_len: U32::new(ID_ENTRY_LEN as u32),
+        base: U64::new(base),
+        reserved: [0; 36],
+        crc: U32::new(0),
+    };
+    h.crc = U32::new(crc32fast::hash(
+        &h.as_bytes()[..offset_of!(IdFileHeader, crc)],
+    ));
+    let mut out = [0u8; ID_HEADER_LEN as usize];
+    out.copy_from_slice(h.as_bytes());
+    out
+}
+
+fn corrupted(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupted {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+impl IdIndex {
+    /// Opens `path` (normally [`super::DataDir::id_index_path`]), creating it if missing.
+    pub fn open(path: &Path) -> Result<IdIndex> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        let base = if len == 0 {
+            file.write_all_at(&header_bytes(DEFAULT_BASE), 0)
+                .map_err(|e| StorageError::io(path, e))?;
+            DEFAULT_BASE
+        } else {
+            let mut head = [0u8; ID_HEADER_LEN as usize];
+            if len < ID_HEADER_LEN {
+                return Err(corrupted(path, 0, "id index shorter than its header"));
+            }
+            file.read_exact_at(&mut head, 0)
+                .map_err(|e| StorageError::io(path, e))?;
+            let (h, _) = IdFileHeader::read_from_prefix(&head)
+                .map_err(|_| corrupted(path, 0, "id index header too short"))?;
+            if h.magic != ID_FILE_MAGIC {
+                return Err(corrupted(path, 0, "not a yaad id index (bad magic)"));
+            }
+            if h.crc.get() != crc32fast::hash(&head[..offset_of!(IdFileHeader, crc)]) {
+                return Err(corrupted(path, 0, "id index header checksum mismatch"));
+            }
+            if h.version.get() != ID_FILE_VERSION || u64::from(h.entry_len.get()) != ID_ENTRY_LEN {
+                return Err(corrupted(
+                    path,
+                    0,
+                    format!("unsupported id index version {}", h.version.get()),
+                ));
+            }
+            h.base.get()
+        };
+        Ok(IdIndex {
+            inner: Inner::File {
+                path: path.to_path_buf(),
+                file,
+                base,
+                dirty: len == 0,
+            },
+        })
+    }
+
+    /// An index held in a hash map (memory mode: nothing on disk).
+    pub fn in_memory() -> IdIndex {
+        IdIndex {
+            inner: Inner::Mem {
+                map: HashMap::new(),
+                high_water: 0,
+            },
+        }
+    }
+
+    /// Where the job `id` is, if the index knows it. A damaged entry (torn write) is
+    /// [`StorageError::Corrupted`]; recovery rewrites entries from the segment scans.
+    pub fn get(&self, id: u64) -> Result<Option<JobLocation>> {
+        match &self.inner {
+            Inner::Mem { map, .. } => Ok(map.get(&id).copied()),
+            Inner::File {
+                path, file, base, ..
+            } => {
+                let Some(at) = entry_offset(*base, id) else {
+                    return Ok(None);
+                };
+                let mut buf = [0u8; ID_ENTRY_LEN as usize];
+                match file.read_exact_at(&mut buf, at) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(StorageError::io(path, e)),
+                }
+                if buf.iter().all(|&b| b == 0) {
+                    return Ok(None);
+                }
+                let (e, _) = IdEntry::read_from_prefix(&buf)
+                    .map_err(|_| corrupted(path, at, "short id entry"))?;
+                if entry_crc(id, &e) != e.crc.get() {
+                    return Err(corrupted(
+                        path,
+                        at,
+                        format!("id index entry of job {id}: checksum mismatch"),
+                    ));
+                }
+                Ok(Some(JobLocation {
+                    spoke: SpokeId {
+                        start: e.spoke_start.get(),
+                        span: e.spoke_span.get(),
+                    },
+                    offset: e.record_offset.get(),
+                }))
+            }
+        }
+    }
+
+    /// Records where job `id` is now (replacing what was there).
+    pub fn set(&mut self, id: u64, loc: JobLocation) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { map, high_water } => {
+                map.insert(id, loc);
+                *high_water = (*high_water).max(id);
+                Ok(())
+            }
+            Inner::File {
+                path,
+                file,
+                base,
+                dirty,
+            } => {
+                let Some(at) = entry_offset(*base, id) else {
+                    return Err(StorageError::io(
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("job id {id} is below the id index base {base}"),
+                        ),
+                    ));
+                };
+                let mut e = IdEntry {
+                    spoke_start: U64::new(loc.spoke.start),
+                    spoke_span: U64::new(loc.spoke.span),
+                    record_offset: U64::new(loc.offset),
+                    reserved: [0; 4],
+                    crc: U32::new(0),
+                };
+                e.crc = U32::new(entry_crc(id, &e));
+                file.write_all_at(e.as_bytes(), at)
+                    .map_err(|err| StorageError::io(path, err))?;
+                *dirty = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets job `id` (deleted, or its spoke retired).
+    pub fn remove(&mut self, id: u64) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { map, .. } => {
+                map.remove(&id);
+                Ok(())
+            }
+            Inner::File {
+                path,
+                file,
+                base,
+                dirty,
+            } => {
+                let Some(at) = entry_offset(*base, id) else {
+                    return Ok(());
+                };
+                let len = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                if at >= len {
+                    return Ok(());
+                }
+                file.write_all_at(&[0u8; ID_ENTRY_LEN as usize], at)
+                    .map_err(|e| StorageError::io(path, e))?;
+                *dirty = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// The highest id ever `set` since the index was created or cleared (0 if none), even
+    /// if it was removed since: file mode derives it from the file length (entries are
+    /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
+    /// id continue above every id handed out before.
+    pub fn high_water(&self) -> Result<u64> {
+        match &self.inner {
+            Inner::Mem { high_water, .. } => Ok(*high_water),
+            Inner::File {
+                path, file, base, ..
+            } => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
+                Ok(if entries == 0 {
+                    0
+                } else {
+                    base.saturating_add(entries - 1)
+                })
+            }
+        }
+    }
+
+    /// Forgets every id (recovery then sets the ones its scans find). File: keeps the
+    /// header, truncates the entries (the file is never mapped, so this is safe).
+    pub fn clear(&mut self) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { map, high_water } => {
+                map.clear();
+                *high_water = 0;
+                Ok(())
+            }
+            Inner::File {
+                path, file, dirty, ..
+            } => {
+                file.set_len(ID_HEADER_LEN)
+                    .map_err(|e| StorageError::io(path, e))?;
+                *dirty = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes every change so far durable (file: fsync; memory: nothing to do).
+    pub fn flush(&mut self) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { .. } => Ok(()),
+            Inner::File {
+                path, file, dirty, ..
+            } => {
+                if *dirty {
+                    file.sync_data().map_err(|e| StorageError::io(path, e))?;
+                    *dirty = false;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn entry_offset(base: u64, id: u64) -> Option<u64> {
+    let index = id.checked_sub(base)?;
+    index.checked_mul(ID_ENTRY_LEN)?.checked_add(ID_HEADER_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(i: u64) -> JobLocation {
+        JobLocation {
+            spoke: SpokeId {
+                start: 1_000_000 * i,
+                span: 1_000_000,
+            },
+            offset: 64 + 8 * i,
+        }
+    }
+
+    fn exercise(ix: &mut IdIndex) {
+        assert_eq!(ix.high_water().unwrap(), 0);
+        assert_eq!(ix.get(1).unwrap(), None);
+        assert_eq!(ix.get(1_000_000).unwrap(), None);
+        ix.set(1, loc(1)).unwrap();
+        ix.set(5, loc(5)).unwrap();
+        ix.set(1_000_000, loc(7)).unwrap();
+        assert_eq!(ix.get(1).unwrap(), Some(loc(1)));
+        assert_eq!(ix.get(5).unwrap(), Some(loc(5)));
+        assert_eq!(ix.get(4).unwrap(), None);
+        assert_eq!(ix.get(1_000_000).unwrap(), Some(loc(7)));
+        ix.set(5, loc(9)).unwrap();
+        assert_eq!(ix.get(5).unwrap(), Some(loc(9)));
+        ix.remove(5).unwrap();
+        ix.remove(123_456_789).unwrap();
+        ix.remove(1_000_000).unwrap();
+        assert_eq!(ix.get(5).unwrap(), None);
+        assert_eq!(
+            ix.high_water().unwrap(),
+            1_000_000,
+            "removal keeps the high-water mark"
+        );
+        ix.flush().unwrap();
+    }
+
+    #[test]
+    fn memory_index() {
+        exercise(&mut IdIndex::in_memory());
+    }
+
+    #[test]
+    fn file_index_survives_reopen_and_detects_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ids.yaad");
+        let mut ix = IdIndex::open(&path).unwrap();
+        exercise(&mut ix);
+        drop(ix);
+        let mut ix = IdIndex::open(&path).unwrap();
+        assert_eq!(ix.get(1).unwrap(), Some(loc(1)));
+        assert_eq!(ix.get(1_000_000).unwrap(), None);
+        assert_eq!(ix.high_water().unwrap(), 1_000_000);
+        ix.set(1_000_000, loc(7)).unwrap();
+        assert!(ix.get(0).unwrap().is_none(), "below the base");
+        assert!(ix.set(0, loc(1)).is_err());
+        // The file is sparse-addressed, not one entry per job in memory.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, ID_HEADER_LEN + 1_000_000 * ID_ENTRY_LEN);
+        drop(ix);
+        // Flip a byte of job 1's entry: reported, not mistaken for another location.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[ID_HEADER_LEN as usize + 3] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut ix = IdIndex::open(&path).unwrap();
+        assert!(matches!(ix.get(1), Err(StorageError::Corrupted { .. })));
+        ix.clear().unwrap();
+        assert_eq!(ix.high_water().unwrap(), 0);
+        assert_eq!(ix.get(1).unwrap(), None);
+        assert_eq!(ix.get(1_000_000).unwrap(), None);
+        // A foreign file is refused.
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        assert!(IdIndex::open(&path).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! `LazySegment`: appends with positioned writes, maps only while reads or updates need it.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use zerocopy::IntoBytes;
+
+use super::format::{
+    FILE_HEADER_LEN, align_up, check_new_record, encode_record, invalid_input, plan_update,
+    read_record, scan_meta,
+};
+use super::mapped::{create_file, open_rw, read_file_header, used};
+use super::mem::sync_parent_dir;
+use super::mmap;
+use super::{
+    NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
+};
+
+/// A segment that holds neither a mapping nor a file descriptor while idle.
+///
+/// - `append` writes the record with one positioned write (the file grows by exactly the
+///   record), so far-future jobs cost page cache, not resident memory of this process;
+/// - `read`, `update` and `scan` map the file (and remap after appends grew it);
+/// - `close` unmaps and closes the file: an idle segment is this struct and nothing else.
+///
+/// Like [`super::MappedSegment`], only use it inside a locked [`super::DataDir`].
+#[derive(Debug)]
+pub struct LazySegment {
+    path: PathBuf,
+    spoke: SpokeId,
+    file: Option<File>,
+    map: Option<MmapMut>,
+    end: u64,
+    /// An append extended the file past the current mapping.
+    grown_since_map: bool,
+    /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
+    data_dirty: bool,
+    name_dirty: bool,
+}
+
+/// Size of the chunks read backwards when looking for the end of the data.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// One past the last non-zero byte of the file, rounded up to the record alignment,
+/// found with positioned reads from the end (the file is not mapped).
+fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len();
+    let mut hi = len;
+    let mut buf = vec![0u8; TAIL_CHUNK as usize];
+    while hi > FILE_HEADER_LEN {
+        let lo = hi.saturating_sub(TAIL_CHUNK).max(FILE_HEADER_LEN);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.read_exact_at(chunk, lo)
+            .map_err(|e| StorageError::io(path, e))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(align_up(lo + i as u64 + 1));
+        }
+        hi = lo;
+    }
+    Ok(FILE_HEADER_LEN)
+}
+
+impl LazySegment {
+    /// The segment's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file is mapped right now (false after `close` until the next read).
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+
+    fn file(&mut self) -> Result<&File> {
+        if self.file.is_none() {
+            self.file = Some(open_rw(&self.path)?);
+        }
+        Ok(self.file.as_ref().expect("file was opened just above"))
+    }
+
+    /// The mapping, covering at least every appended byte.
+    fn mapping(&mut self) -> Result<&mut MmapMut> {
+        if self.map.is_none() || self.grown_since_map {
+            self.map = None;
+            self.file()?;
+            let file = self.file.as_ref().expect("file was opened just above");
+            let map = mmap::map(file, &self.path)?;
+            self.map = Some(map);
+            self.grown_since_map = false;
+        }
+        Ok(self.map.as_mut().expect("mapping was set just above"))
+    }
+}
+
+impl Segment for LazySegment {
+    fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
+        let (path, file) = create_file(dir, spoke)?;
+        Ok(LazySegment {
+            path,
+            spoke,
+            file: Some(file),
+            map: None,
+            end: FILE_HEADER_LEN,
+            grown_since_map: false,
+            data_dirty: true,
+            name_dirty: true,
+        })
+    }
+
+    fn open(path: &Path) -> Result<Self> {
+        let file = open_rw(path)?;
+        let spoke = read_file_header(&file, path)?;
+        let end = file_data_end(&file, path)?;
+        Ok(LazySegment {
+            path: path.to_path_buf(),
+            spoke,
+            file: None,
+            map: None,
+            end,
+            grown_since_map: false,
+            data_dirty: false,
+            name_dirty: false,
+        })
+    }
+
+    fn spoke(&self) -> SpokeId {
+        self.spoke
+    }
+
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
+        check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
+        let offset = self.end;
+        let bytes = encode_record(offset, rec);
+        let path = self.path.clone();
+        self.file()?
+            .write_all_at(&bytes, offset)
+            .map_err(|e| StorageError::io(&path, e))?;
+        self.end = offset + bytes.len() as u64;
+        self.grown_since_map = self.map.is_some();
+        self.data_dirty = true;
+        Ok(offset)
+    }
+
+    fn read(&mut self, offset: RecordOffset) -> Result<Record> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        read_record(used(map, end), offset, &path)
+    }
+
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        let (at, bytes) = plan_update(used(map, end), offset, slot, &path)?;
+        let at = at as usize;
+        let src = bytes.as_bytes();
+        map[at..at + src.len()].copy_from_slice(src);
+        self.data_dirty = true;
+        Ok(())
+    }
+
+    fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        Ok(scan_meta(used(map, end), &path).0)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.data_dirty {
+            if let Some(map) = &self.map {
+                map.flush().map_err(|e| StorageError::io(&self.path, e))?;
+            }
+            // fsync covers the positioned writes and any pages dirtied through a mapping
+            // that `close` already dropped (they stay dirty in the page cache).
+            let path = self.path.clone();
+            self.file()?
+                .sync_data()
+                .map_err(|e| StorageError::io(&path, e))?;
+            self.data_dirty = false;
+        }
+        if self.name_dirty {
+            sync_parent_dir(&self.path)?;
+            self.name_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn byte_size(&self) -> u64 {
+        self.end
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.map = None;
+        self.file = None;
+        Ok(())
+    }
+
+    fn destroy(mut self) -> Result<()> {
+        self.close()?;
+        fs::remove_file(&self.path).map_err(|e| StorageError::io(&self.path, e))
+    }
+}

@@ -1,0 +1,201 @@
+//! `MappedSegment`: the file is mapped when opened and stays mapped.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use zerocopy::IntoBytes;
+
+use super::format::{
+    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
+    encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
+    segment_file_name,
+};
+use super::mem::sync_parent_dir;
+use super::mmap;
+use super::{
+    NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
+};
+
+/// Size a new mapped segment file starts with; it doubles whenever a record does not fit.
+pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
+
+/// A segment whose whole file is mapped for its lifetime.
+///
+/// Only use it on files inside a [`super::DataDir`] this process has locked (see
+/// `mmap.rs` for why that makes the mapping sound).
+#[derive(Debug)]
+pub struct MappedSegment {
+    path: PathBuf,
+    spoke: SpokeId,
+    file: File,
+    map: MmapMut,
+    /// Append position: one past the last used byte.
+    end: u64,
+    /// The file grew (metadata to sync) or was created (directory entry to sync).
+    size_dirty: bool,
+    name_dirty: bool,
+}
+
+/// The bytes of `map` up to `end` (a file cut short inside its last record is shorter).
+pub(crate) fn used(map: &[u8], end: u64) -> &[u8] {
+    &map[..usize::try_from(end).unwrap_or(usize::MAX).min(map.len())]
+}
+
+/// Reads the file header of an open segment file without mapping it.
+pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<SpokeId> {
+    let mut head = [0u8; FILE_HEADER_LEN as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+    }
+    decode_file_header(&head[..got]).map_err(|reason| StorageError::Corrupted {
+        file: path.to_path_buf(),
+        offset: 0,
+        reason,
+    })
+}
+
+/// Creates a new segment file (never replacing one) holding just the file header.
+pub(crate) fn create_file(dir: &Path, spoke: SpokeId) -> Result<(PathBuf, File)> {
+    let path = dir.join(segment_file_name(spoke));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))?;
+    file.write_all_at(&encode_file_header(spoke), 0)
+        .map_err(|e| StorageError::io(&path, e))?;
+    Ok((path, file))
+}
+
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))
+}
+
+impl MappedSegment {
+    /// The segment's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn grow_to_fit(&mut self, need: u64) -> Result<()> {
+        let len = self.map.len() as u64;
+        if need <= len {
+            return Ok(());
+        }
+        let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
+        mmap::reserve(&self.file, &self.path, new_len)?;
+        self.map = mmap::map(&self.file, &self.path)?;
+        self.size_dirty = true;
+        Ok(())
+    }
+}
+
+impl Segment for MappedSegment {
+    fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
+        let (path, file) = create_file(dir, spoke)?;
+        mmap::reserve(&file, &path, INITIAL_FILE_LEN)?;
+        let map = mmap::map(&file, &path)?;
+        Ok(MappedSegment {
+            path,
+            spoke,
+            file,
+            map,
+            end: FILE_HEADER_LEN,
+            size_dirty: true,
+            name_dirty: true,
+        })
+    }
+
+    fn open(path: &Path) -> Result<Self> {
+        let file = open_rw(path)?;
+        let spoke = read_file_header(&file, path)?;
+        let map = mmap::map(&file, path)?;
+        let end = data_end(&map, FILE_HEADER_LEN);
+        Ok(MappedSegment {
+            path: path.to_path_buf(),
+            spoke,
+            file,
+            map,
+            end,
+            size_dirty: false,
+            name_dirty: false,
+        })
+    }
+
+    fn spoke(&self) -> SpokeId {
+        self.spoke
+    }
+
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
+        check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
+        let offset = self.end;
+        let end = offset + record_len(rec.tube.len(), rec.body.len());
+        self.grow_to_fit(end)?;
+        encode_record_into(offset, rec, &mut self.map[offset as usize..end as usize]);
+        self.end = end;
+        Ok(offset)
+    }
+
+    fn read(&mut self, offset: RecordOffset) -> Result<Record> {
+        read_record(used(&self.map, self.end), offset, &self.path)
+    }
+
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
+        let (at, bytes) = plan_update(used(&self.map, self.end), offset, slot, &self.path)?;
+        let at = at as usize;
+        let src = bytes.as_bytes();
+        self.map[at..at + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
+        Ok(scan_meta(used(&self.map, self.end), &self.path).0)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.map
+            .flush()
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        if self.size_dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io(&self.path, e))?;
+            self.size_dirty = false;
+        }
+        if self.name_dirty {
+            sync_parent_dir(&self.path)?;
+            self.name_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn byte_size(&self) -> u64 {
+        self.end
+    }
+
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn destroy(self) -> Result<()> {
+        let MappedSegment {
+            path, map, file, ..
+        } = self;
+        drop(map);
+        drop(file);
+        fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))
+    }
+}

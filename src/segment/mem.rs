@@ -1,0 +1,156 @@
+//! `MemSegment`: the segment layout in a heap buffer, written to disk only on `flush`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use zerocopy::IntoBytes;
+
+use super::format::{
+    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
+    encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
+    segment_file_name,
+};
+use super::{
+    NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
+};
+
+/// A segment held entirely in memory, byte for byte the file it flushes to.
+///
+/// `flush` replaces the file atomically (temporary file, fsync, rename, fsync of the dir),
+/// so a crash during a flush leaves the previous file or the new one, never a mix.
+#[derive(Debug)]
+pub struct MemSegment {
+    path: PathBuf,
+    spoke: SpokeId,
+    /// The file image: header and records, no zero tail (`len()` is the append position).
+    buf: Vec<u8>,
+}
+
+impl MemSegment {
+    /// The file this segment flushes to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| StorageError::io(&tmp, e));
+    if let Err(e) = written {
+        // Best effort: a full disk must not also leave a half-written copy behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    sync_parent_dir(path)
+}
+
+/// Fsyncs the directory holding `path`, so a created or renamed file name is durable.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+impl Segment for MemSegment {
+    fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
+        Ok(MemSegment {
+            path: dir.join(segment_file_name(spoke)),
+            spoke,
+            buf: encode_file_header(spoke).to_vec(),
+        })
+    }
+
+    fn open(path: &Path) -> Result<Self> {
+        let mut buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let spoke = decode_file_header(&buf).map_err(|reason| StorageError::Corrupted {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason,
+        })?;
+        // A file written by the mapped mode has a zero tail: drop it.
+        let end = data_end(&buf, FILE_HEADER_LEN);
+        buf.resize(end as usize, 0);
+        Ok(MemSegment {
+            path: path.to_path_buf(),
+            spoke,
+            buf,
+        })
+    }
+
+    fn spoke(&self) -> SpokeId {
+        self.spoke
+    }
+
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
+        check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
+        let offset = self.buf.len() as u64;
+        let len = record_len(rec.tube.len(), rec.body.len()) as usize;
+        self.buf.resize(self.buf.len() + len, 0);
+        encode_record_into(offset, rec, &mut self.buf[offset as usize..]);
+        Ok(offset)
+    }
+
+    fn read(&mut self, offset: RecordOffset) -> Result<Record> {
+        read_record(&self.buf, offset, &self.path)
+    }
+
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
+        let (at, bytes) = plan_update(&self.buf, offset, slot, &self.path)?;
+        let at = at as usize;
+        let src = bytes.as_bytes();
+        self.buf[at..at + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
+        Ok(scan_meta(&self.buf, &self.path).0)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        write_file_atomically(&self.path, &self.buf)
+    }
+
+    fn byte_size(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn destroy(self) -> Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&self.path, e)),
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_space_left_is_disk_full() {
+        // /dev/full fails every write with ENOSPC.
+        let err = fs::write("/dev/full", b"x").unwrap_err();
+        let e = StorageError::io(Path::new("/dev/full"), err);
+        assert!(matches!(e, StorageError::DiskFull { .. }), "{e:?}");
+        assert!(e.to_string().contains("no space left"));
+    }
+}

@@ -1,0 +1,436 @@
+//! One test suite for every `Segment` implementation: the same contract, the same tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use yaad::segment::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN, record_len};
+use yaad::segment::{
+    JobState, NewRecord, Record, Segment, SpokeId, StateSlot, StorageError, segment_file_name,
+};
+
+const SPOKE: SpokeId = SpokeId {
+    start: 1_800_000_000_000_000,
+    span: 10_000_000,
+};
+
+fn slot(version: u32, state: JobState, priority: u32) -> StateSlot {
+    StateSlot {
+        version,
+        state,
+        priority,
+    }
+}
+
+fn new_rec<'a>(id: u64, tube: &'a [u8], body: &'a [u8]) -> NewRecord<'a> {
+    NewRecord {
+        id,
+        trigger_at: SPOKE.start + id * 1000,
+        created_at: SPOKE.start - 5_000_000,
+        ttr: 30 + id as u32,
+        tube,
+        body,
+        slot: slot(1, JobState::Waiting, 100 + id as u32),
+    }
+}
+
+fn body_of(id: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (id as usize * 31 + i) as u8).collect()
+}
+
+fn check_same(got: &Record, want: &NewRecord<'_>, offset: u64) {
+    assert_eq!(got.offset, offset);
+    assert_eq!(got.id, want.id);
+    assert_eq!(got.trigger_at, want.trigger_at);
+    assert_eq!(got.created_at, want.created_at);
+    assert_eq!(got.ttr, want.ttr);
+    assert_eq!(got.tube, want.tube);
+    assert_eq!(got.body, want.body);
+    assert_eq!(got.slot, want.slot);
+}
+
+fn seg_path(dir: &Path) -> PathBuf {
+    dir.join(segment_file_name(SPOKE))
+}
+
+/// Creates a segment with three records, flushes it, and returns their offsets.
+fn three<S: Segment>(dir: &Path) -> Vec<u64> {
+    let mut s = S::create(dir, SPOKE).unwrap();
+    let offs = vec![
+        s.append(&new_rec(1, b"default", b"one")).unwrap(),
+        s.append(&new_rec(2, b"emails", b"two two")).unwrap(),
+        s.append(&new_rec(3, b"default", b"three three three"))
+            .unwrap(),
+    ];
+    s.flush().unwrap();
+    offs
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut b = fs::read(path).unwrap();
+    b[at as usize] ^= 0x04;
+    fs::write(path, b).unwrap();
+}
+
+fn append_read_scan<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    assert_eq!(s.spoke(), SPOKE);
+    assert_eq!(s.byte_size(), FILE_HEADER_LEN);
+    assert!(s.scan().unwrap().is_empty());
+    let bodies: Vec<Vec<u8>> = (1..=5).map(|i| body_of(i, i as usize * 7)).collect();
+    let recs: Vec<NewRecord<'_>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| new_rec(i as u64 + 1, b"tube", b))
+        .collect();
+    let mut offs = vec![];
+    for r in &recs {
+        let before = s.byte_size();
+        let off = s.append(r).unwrap();
+        assert_eq!(off, before, "records are appended at the high-water mark");
+        assert_eq!(s.byte_size(), before + record_len(4, r.body.len()));
+        offs.push(off);
+    }
+    for (r, &o) in recs.iter().zip(&offs).rev() {
+        check_same(&s.read(o).unwrap(), r, o);
+    }
+    let metas: Vec<_> = s.scan().unwrap().into_iter().map(|m| m.unwrap()).collect();
+    assert_eq!(metas.len(), 5);
+    for ((m, r), &o) in metas.iter().zip(&recs).zip(&offs) {
+        assert_eq!(
+            (m.offset, m.id, m.body_len as usize),
+            (o, r.id, r.body.len())
+        );
+        assert_eq!(m.tube, b"tube");
+        assert_eq!(m.slot, r.slot);
+    }
+    // Reading at an offset that is not a record is an error, not a panic.
+    assert!(s.read(offs[0] + 8).is_err());
+    assert!(s.read(1 << 40).is_err());
+    assert!(s.read(3).is_err());
+}
+
+fn flush_and_reopen<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.spoke(), SPOKE);
+    check_same(
+        &s.read(offs[1]).unwrap(),
+        &new_rec(2, b"emails", b"two two"),
+        offs[1],
+    );
+    assert_eq!(s.scan().unwrap().len(), 3);
+    // Appending after a reopen continues after the last record.
+    let o4 = s.append(&new_rec(4, b"x", b"four")).unwrap();
+    assert!(o4 > offs[2]);
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    let ids: Vec<u64> = s
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    check_same(&s.read(o4).unwrap(), &new_rec(4, b"x", b"four"), o4);
+}
+
+fn update_persists<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    s.update(offs[0], slot(2, JobState::Buried, 7)).unwrap();
+    s.update(offs[0], slot(3, JobState::Ready, 8)).unwrap();
+    s.update(offs[2], slot(9, JobState::Deleted, 1)).unwrap();
+    assert_eq!(s.read(offs[0]).unwrap().slot, slot(3, JobState::Ready, 8));
+    // A version that does not increase is refused and changes nothing.
+    assert!(s.update(offs[0], slot(3, JobState::Moved, 1)).is_err());
+    assert!(s.update(offs[0], slot(1, JobState::Moved, 1)).is_err());
+    assert!(s.update(offs[0] + 8, slot(10, JobState::Moved, 1)).is_err());
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.read(offs[0]).unwrap().slot, slot(3, JobState::Ready, 8));
+    assert_eq!(s.read(offs[1]).unwrap().slot, new_rec(2, b"", b"").slot);
+    let metas: Vec<_> = s.scan().unwrap().into_iter().map(|m| m.unwrap()).collect();
+    assert_eq!(metas[2].slot, slot(9, JobState::Deleted, 1));
+}
+
+fn grows_past_first_size<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    // 160 records of 8 KiB: well past any first file size, several doublings.
+    let mut offs = vec![];
+    for id in 1..=160 {
+        let b = body_of(id, 8 * 1024);
+        offs.push(s.append(&new_rec(id, b"big", &b)).unwrap());
+        if id.is_multiple_of(40) {
+            // Reads and updates between appends must see the grown segment.
+            let probe = offs[id as usize / 2];
+            assert_eq!(s.read(probe).unwrap().id, id / 2 + 1);
+            s.update(offs[id as usize - 1], slot(2, JobState::Buried, 1))
+                .unwrap();
+        }
+    }
+    assert!(s.byte_size() > 160 * 8 * 1024);
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    for (i, &o) in offs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let r = s.read(o).unwrap();
+        assert_eq!(r.body, body_of(id, 8 * 1024));
+        let want = if id.is_multiple_of(40) { 2 } else { 1 };
+        assert_eq!(r.slot.version, want, "job {id}");
+    }
+    assert_eq!(s.scan().unwrap().len(), 160);
+}
+
+fn corrupted_at(r: Result<Record, StorageError>, at: u64) {
+    match r {
+        Err(StorageError::Corrupted { offset, .. }) => assert_eq!(offset, at),
+        other => panic!("expected Corrupted at {at}, got {other:?}"),
+    }
+}
+
+fn flipped_body_byte<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    flip(&path, offs[1] + RECORD_HEADER_LEN + 6 + 3); // tube "emails" then body byte 3
+    let mut s = S::open(&path).unwrap();
+    corrupted_at(s.read(offs[1]), offs[1]);
+    assert_eq!(s.read(offs[2]).unwrap().id, 3);
+    let scan = s.scan().unwrap();
+    assert_eq!(scan.len(), 3);
+    assert!(scan[0].is_ok() && scan[1].is_err() && scan[2].is_ok());
+    // Appends still work and never overwrite the damaged record.
+    let o4 = s.append(&new_rec(4, b"t", b"four")).unwrap();
+    assert!(o4 > offs[2]);
+    assert_eq!(s.read(o4).unwrap().id, 4);
+}
+
+fn flipped_header_byte<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    flip(&path, offs[0] + 20); // inside trigger_at of the first record
+    let mut s = S::open(&path).unwrap();
+    corrupted_at(s.read(offs[0]), offs[0]);
+    let scan = s.scan().unwrap();
+    assert_eq!(scan.len(), 3, "{scan:?}");
+    assert!(scan[0].is_err());
+    assert_eq!(scan[1].as_ref().unwrap().id, 2);
+    assert_eq!(scan[2].as_ref().unwrap().id, 3);
+}
+
+fn truncated_tail<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    let bytes = fs::read(&path).unwrap();
+    let cut = offs[2] + 30;
+    fs::write(&path, &bytes[..cut as usize]).unwrap();
+    let mut s = S::open(&path).unwrap();
+    let scan = s.scan().unwrap();
+    assert_eq!(scan.len(), 3);
+    assert!(scan[0].is_ok() && scan[1].is_ok());
+    assert!(matches!(&scan[2], Err(StorageError::Corrupted { offset, .. }) if *offset == offs[2]));
+    corrupted_at(s.read(offs[2]), offs[2]);
+    // A new record goes after the torn bytes and reads back.
+    let o4 = s.append(&new_rec(4, b"t", b"four")).unwrap();
+    assert!(o4 >= cut);
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&path).unwrap();
+    assert_eq!(s.read(o4).unwrap().id, 4);
+    assert_eq!(s.read(offs[1]).unwrap().id, 2);
+}
+
+fn torn_state_slot<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    let mut s = S::open(&path).unwrap();
+    s.update(offs[1], slot(2, JobState::Buried, 5)).unwrap(); // goes to slot B
+    s.flush().unwrap();
+    drop(s);
+    // Tear the write of the newer slot (B at +64): its CRC no longer matches.
+    flip(&path, offs[1] + 64 + 4);
+    let mut s = S::open(&path).unwrap();
+    assert_eq!(s.read(offs[1]).unwrap().slot, new_rec(2, b"", b"").slot);
+    // The next update then overwrites the torn slot, not the valid one.
+    s.update(offs[1], slot(3, JobState::Deleted, 5)).unwrap();
+    assert_eq!(s.read(offs[1]).unwrap().slot, slot(3, JobState::Deleted, 5));
+}
+
+fn close_and_reuse<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    let o1 = s.append(&new_rec(1, b"a", b"x")).unwrap();
+    s.close().unwrap();
+    let o2 = s.append(&new_rec(2, b"a", b"y")).unwrap();
+    s.close().unwrap();
+    assert_eq!(s.read(o1).unwrap().id, 1);
+    s.close().unwrap();
+    s.update(o2, slot(2, JobState::Buried, 0)).unwrap();
+    s.close().unwrap();
+    assert_eq!(s.scan().unwrap().len(), 2);
+    s.close().unwrap();
+    s.flush().unwrap();
+    s.close().unwrap();
+    let size = s.byte_size();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.byte_size(), size);
+    assert_eq!(s.read(o2).unwrap().slot.state, JobState::Buried);
+}
+
+fn destroy_removes_file<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    assert!(path.exists());
+    S::open(&path).unwrap().destroy().unwrap();
+    assert!(!path.exists());
+}
+
+fn bad_files_are_errors<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seg_path(dir.path());
+    assert!(matches!(S::open(&path), Err(StorageError::Io { .. })));
+    for content in [&b""[..], b"hello", &[0u8; 200], &[0xAB; 64]] {
+        fs::write(&path, content).unwrap();
+        match S::open(&path) {
+            Err(StorageError::Corrupted { offset: 0, .. }) => {}
+            other => panic!("expected a file header error, got {:?}", other.err()),
+        }
+    }
+}
+
+fn bad_input_is_refused<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    let long_tube = vec![b'a'; 256];
+    assert!(s.append(&new_rec(1, &long_tube, b"x")).is_err());
+    let mut r = new_rec(1, b"a", b"x");
+    r.slot.version = 0;
+    assert!(s.append(&r).is_err());
+    assert_eq!(s.byte_size(), FILE_HEADER_LEN);
+}
+
+macro_rules! segment_suite {
+    ($mod_name:ident, $ty:ty) => {
+        mod $mod_name {
+            #[test]
+            fn append_read_scan() {
+                super::append_read_scan::<$ty>();
+            }
+            #[test]
+            fn flush_and_reopen() {
+                super::flush_and_reopen::<$ty>();
+            }
+            #[test]
+            fn update_persists() {
+                super::update_persists::<$ty>();
+            }
+            #[test]
+            fn grows_past_first_size() {
+                super::grows_past_first_size::<$ty>();
+            }
+            #[test]
+            fn flipped_body_byte() {
+                super::flipped_body_byte::<$ty>();
+            }
+            #[test]
+            fn flipped_header_byte() {
+                super::flipped_header_byte::<$ty>();
+            }
+            #[test]
+            fn truncated_tail() {
+                super::truncated_tail::<$ty>();
+            }
+            #[test]
+            fn torn_state_slot() {
+                super::torn_state_slot::<$ty>();
+            }
+            #[test]
+            fn close_and_reuse() {
+                super::close_and_reuse::<$ty>();
+            }
+            #[test]
+            fn destroy_removes_file() {
+                super::destroy_removes_file::<$ty>();
+            }
+            #[test]
+            fn bad_files_are_errors() {
+                super::bad_files_are_errors::<$ty>();
+            }
+            #[test]
+            fn bad_input_is_refused() {
+                super::bad_input_is_refused::<$ty>();
+            }
+        }
+    };
+}
+
+segment_suite!(mem, yaad::segment::MemSegment);
+segment_suite!(mapped, yaad::segment::MappedSegment);
+segment_suite!(lazy, yaad::segment::LazySegment);
+
+/// The lazy mode's promise: appends and `close` leave no mapping behind.
+#[test]
+fn lazy_appends_without_mapping_and_close_unmaps() {
+    use yaad::segment::LazySegment;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LazySegment::create(dir.path(), SPOKE).unwrap();
+    let mut offs = vec![];
+    for id in 1..=50 {
+        offs.push(s.append(&new_rec(id, b"far", b"future")).unwrap());
+    }
+    assert!(!s.is_mapped(), "appends must not map the file");
+    assert_eq!(s.read(offs[10]).unwrap().id, 11);
+    assert!(s.is_mapped());
+    s.close().unwrap();
+    assert!(!s.is_mapped());
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    assert!(!s.is_mapped(), "open must not map the file");
+    assert_eq!(s.byte_size(), offs[49] + record_len(3, 6));
+    s.update(offs[49], slot(2, JobState::Ready, 0)).unwrap();
+    s.close().unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.read(offs[49]).unwrap().slot.state, JobState::Ready);
+}
+
+/// Files written by one mode open in the others (the layout is the same).
+#[test]
+fn modes_read_each_others_files() {
+    use yaad::segment::{LazySegment, MappedSegment, MemSegment};
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<MappedSegment>(dir.path());
+    let path = seg_path(dir.path());
+    let mut m = MemSegment::open(&path).unwrap();
+    assert_eq!(m.read(offs[2]).unwrap().id, 3);
+    let o4 = m.append(&new_rec(4, b"x", b"four")).unwrap();
+    m.flush().unwrap();
+    let mut l = LazySegment::open(&path).unwrap();
+    assert_eq!(l.read(o4).unwrap().id, 4);
+    let o5 = l.append(&new_rec(5, b"x", b"five")).unwrap();
+    l.flush().unwrap();
+    drop(l);
+    let mut mp = MappedSegment::open(&path).unwrap();
+    let ids: Vec<u64> = mp
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    assert_eq!(mp.read(o5).unwrap().id, 5);
+}
