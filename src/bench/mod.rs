@@ -59,7 +59,7 @@ impl Mode {
             Mode::Cycle => "cycles",
             Mode::Put => "puts",
             Mode::Drain => "jobs drained",
-            Mode::Timing => "commands",
+            Mode::Timing => "units (puts and jobs consumed)",
         }
     }
 }
