@@ -71,6 +71,7 @@ pub enum BoundAddr {
 trait Control: Send + Sync {
     fn drain(&self);
     fn flush(&self) -> Result<(), HubError>;
+    fn syncs(&self) -> u64;
 }
 
 impl<S: Segment + Send + 'static> Control for Core<S> {
@@ -79,6 +80,9 @@ impl<S: Segment + Send + 'static> Control for Core<S> {
     }
     fn flush(&self) -> Result<(), HubError> {
         Core::flush(self)
+    }
+    fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -118,6 +122,11 @@ impl Server {
             Some(_) => Ok(()),
             None => self.control.flush(),
         }
+    }
+
+    /// How many group-commit syncs (`-f 0`, `-f MS`) have completed.
+    pub fn syncs(&self) -> u64 {
+        self.control.syncs()
     }
 
     /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
@@ -303,8 +312,8 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
     loop {
         tokio::select! {
             _ = every.tick() => {
-                if let Err(e) = core.flush_if_dirty() {
-                    tracing::error!("periodic flush failed: {e}");
+                if let Err(e) = core.sync_if_changed().await {
+                    tracing::error!("periodic sync failed: {e}");
                 }
             }
             _ = stopped(&mut shutdown) => return,
