@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::config::{Durability, Mode};
 use super::stats::{self, CmdCounters, ProcessInfo};
@@ -33,8 +33,8 @@ struct Locked<S: Segment> {
 /// What every task of one server shares.
 pub struct Core<S: Segment> {
     locked: Mutex<Locked<S>>,
-    /// Wakes the timer task when a call made the hub's next deadline earlier.
-    pub timer: Notify,
+    /// Wakes the timer thread when a call made the hub's next deadline earlier.
+    pub timer: TimerWake,
     pub counters: CmdCounters,
     pub durability: Durability,
     pub max_job_size: u32,
@@ -53,6 +53,59 @@ pub struct Core<S: Segment> {
     host: (String, String, String),
 }
 
+/// How the timer thread sleeps until the hub's next deadline and is woken earlier.
+///
+/// A thread, not a tokio timer: tokio's timer wheel has millisecond granularity, so a job
+/// would become ready up to 1-2 ms after its trigger time; a condition variable's timed wait
+/// sleeps to the microsecond (it never returns before the deadline without being woken, and
+/// the loop re-checks the clock after a spurious wake-up).
+#[derive(Default)]
+pub struct TimerWake {
+    woken: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl TimerWake {
+    /// Ends the current wait (a call moved the next deadline earlier).
+    pub fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Makes the timer thread return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits until `deadline` (None: until woken), or until woken.
+    pub fn wait(&self, deadline: Option<Micros>) {
+        let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+        while !*woken {
+            match deadline {
+                None => woken = self.cv.wait(woken).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = now();
+                    if d <= now {
+                        break;
+                    }
+                    let wait = Duration::from_micros(d - now);
+                    woken = match self.cv.wait_timeout(woken, wait) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
+        }
+        *woken = false;
+    }
+}
+
 /// The current time in hub units.
 pub fn now() -> Micros {
     SystemTimeSource.now()
@@ -66,7 +119,7 @@ impl<S: Segment> Core<S> {
                 waiters: HashMap::new(),
                 armed: Micros::MAX,
             }),
-            timer: Notify::new(),
+            timer: TimerWake::default(),
             counters: CmdCounters::default(),
             durability,
             max_job_size,
@@ -159,7 +212,7 @@ impl<S: Segment> Core<S> {
         let next = g.hub.next_deadline().unwrap_or(Micros::MAX);
         if next < g.armed {
             g.armed = next;
-            self.timer.notify_one();
+            self.timer.wake();
         }
     }
 
