@@ -103,5 +103,5 @@ fn lazy_release_churn_keeps_disk_bounded() {
 #[test]
 fn mapped_release_churn_keeps_disk_bounded() {
     // Mapped files are preallocated to INITIAL_FILE_LEN.
-    churn::<MappedSegment>(yaad::segment::INITIAL_FILE_LEN as u64);
+    churn::<MappedSegment>(yaad::segment::INITIAL_FILE_LEN);
 }
