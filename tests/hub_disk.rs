@@ -223,3 +223,38 @@ fn leftover_compaction_file_is_removed_on_open() {
     assert!(!cdir.exists());
     assert_eq!(hub.peek(id).unwrap().body.as_ref(), b"kept");
 }
+
+/// Start-up time benchmark, not part of CI: `YAAD_OPEN_JOBS=1000000 cargo test --release
+/// --test hub_disk open_time -- --ignored --nocapture` puts that many 100-byte jobs one to
+/// two hours out (lazy mode), then prints how long `Hub::open` takes to recover them.
+#[test]
+#[ignore]
+fn open_time() {
+    let n: u64 = std::env::var("YAAD_OPEN_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let now = START;
+    let mut hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let c = hub.connect();
+    let body = [b'b'; 100];
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let delay = 3600 + (i * 7919 % 3600) as u32;
+        hub.put(c, 0, delay, 60, &body, now).unwrap();
+    }
+    hub.flush().unwrap();
+    let put_time = t.elapsed();
+    drop(hub);
+    let t = std::time::Instant::now();
+    let hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let open_time = t.elapsed();
+    let st = hub.stats(now);
+    assert_eq!(st.current_jobs_delayed, n);
+    eprintln!(
+        "{n} jobs in {} spokes, {} MB: put {put_time:?}, Hub::open {open_time:?}",
+        st.spokes,
+        st.data_bytes / 1_000_000
+    );
+}
