@@ -70,8 +70,11 @@ impl<S: Segment> Hub<S> {
         }
         let header = 64;
         if keep.is_empty() || used.saturating_sub(header) < 2 * live_bytes {
+            // Not worth it (dead records are small ones). Count the segment as if it held
+            // only its live records, so the next check waits until half of those are gone:
+            // a scan per lost record would make deletes O(records).
             if let Some(s) = self.spokes.get_mut(&id) {
-                s.records = records;
+                s.records = records.min(keep.len() as u64);
             }
             return Ok(false);
         }
