@@ -152,12 +152,11 @@ fn compacts_mostly_dead<S: Segment>(delay: u32) {
         "segment {} was {before} bytes, is {after} ({used} used)",
         path.display()
     );
-    assert!(
-        !tmp.path()
-            .join(yaad::segment::COMPACT_DIR)
-            .join(path.file_name().unwrap())
-            .exists()
-    );
+    // Neither the new file's build name nor the old file's second name is left behind.
+    let cdir = tmp.path().join(yaad::segment::COMPACT_DIR);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(!cdir.join(&name).exists());
+    assert!(!cdir.join(format!("{name}.old")).exists());
     let check = |hub: &mut Hub<S>| {
         for id in 1..=400u64 {
             let st = hub.stats_job(id, now);
@@ -205,8 +204,8 @@ fn mapped_near_segment_mostly_dead_is_compacted() {
     compacts_mostly_dead::<MappedSegment>(1);
 }
 
-/// A crash during compaction, before the rename, leaves a partial file in `compact/`: the
-/// next open removes it and serves the old segment.
+/// A crash during compaction, before the rename, leaves a partial file (and the old file's
+/// second name) in `compact/`: the next open removes them and serves the old segment.
 #[test]
 fn leftover_compaction_file_is_removed_on_open() {
     let tmp = tempfile::tempdir().unwrap();
@@ -218,7 +217,9 @@ fn leftover_compaction_file_is_removed_on_open() {
     let (path, _) = only_segment(tmp.path());
     let cdir = tmp.path().join(yaad::segment::COMPACT_DIR);
     std::fs::create_dir_all(&cdir).unwrap();
-    std::fs::write(cdir.join(path.file_name().unwrap()), b"YAADSEG\0 torn").unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::write(cdir.join(&name), b"YAADSEG\0 torn").unwrap();
+    std::fs::hard_link(&path, cdir.join(format!("{name}.old"))).unwrap();
     let mut hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
     assert!(!cdir.exists());
     assert_eq!(hub.peek(id).unwrap().body.as_ref(), b"kept");

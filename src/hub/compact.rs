@@ -8,9 +8,11 @@
 //! 1. the live records are appended, with their ids, trigger times, versions, states and
 //!    priorities unchanged, to a new segment for the same spoke in `<data dir>/compact/`;
 //! 2. that file is flushed (fdatasync) and closed;
-//! 3. it is renamed over the old file, and the data dir is fsynced;
+//! 3. the old file gets a second name in `compact/` (hard link), the new file is renamed over
+//!    the old name, and the data dir is fsynced;
 //! 4. the new file is opened and replaces the old segment, which is dropped (unmapped, never
-//!    truncated: the old inode lives until its last mapping is gone);
+//!    truncated: the old inode lives until its last mapping is gone); if the open fails, the
+//!    old file is renamed back, so the segment in use is always the one named on disk;
 //! 5. resident jobs get their new offsets; far jobs get new id index entries.
 //!
 //! A crash before step 3 leaves the old file in place and a leftover in `compact/`, which
@@ -108,15 +110,31 @@ impl<S: Segment> Hub<S> {
             return Err(e);
         }
         let path = self.dir.segment_path(id);
-        std::fs::rename(&tmp_path, &path)
-            .and_then(|()| std::fs::File::open(self.dir.path())?.sync_all())
-            .map_err(|e| HubError::Internal(format!("{}: {e}", path.display())))?;
-        // From here on the new file is the segment on disk. If it cannot be opened the old
-        // segment (now an unlinked file) must not take further changes: fail loudly.
-        let new = S::open(&path).map_err(|e| {
-            tracing::error!(spoke = ?id, "compacted segment cannot be opened: {e}");
-            HubError::from(e)
-        })?;
+        // A second name for the old file, so a failed open of the new one can be undone: the
+        // old segment's mapping and fd must keep pointing at the file named `path`.
+        let keep_old = tmp_dir.join(format!("{}.old", crate::segment::segment_file_name(id)));
+        let _ = std::fs::remove_file(&keep_old);
+        let sync_dir = |dir: &std::path::Path| std::fs::File::open(dir)?.sync_all();
+        std::fs::hard_link(&path, &keep_old)
+            .and_then(|()| std::fs::rename(&tmp_path, &path))
+            .and_then(|()| sync_dir(self.dir.path()))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp_path);
+                HubError::Internal(format!("{}: {e}", path.display()))
+            })?;
+        let new = match S::open(&path) {
+            Ok(n) => n,
+            Err(e) => {
+                // Put the old file back under its name: the segment in use stays the one on disk.
+                let undo =
+                    std::fs::rename(&keep_old, &path).and_then(|()| sync_dir(self.dir.path()));
+                if let Err(u) = undo {
+                    tracing::error!(spoke = ?id, "compaction cannot be undone: {u}");
+                }
+                return Err(e.into());
+            }
+        };
+        let _ = std::fs::remove_file(&keep_old);
         let far = match self.spokes.get_mut(&id) {
             Some(s) => {
                 let old = std::mem::replace(&mut s.seg, new);
