@@ -4,6 +4,7 @@
 //! [`protocol`] (pure wire decoding and encoding), [`server`] (tokio networking and the CLI).
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod hub;
 pub mod observe;
 pub mod protocol;

@@ -134,3 +134,43 @@ async fn data_dir_is_locked() {
     let cfg = server_util::config(Mode::Mapped, s.dir.path());
     assert!(server::start(cfg).await.is_err());
 }
+
+/// `-f 0` is a group commit: a reply waits for a sync covering its change, and changes that
+/// arrive together share one sync instead of one each.
+#[tokio::test]
+async fn every_change_sync_is_a_group_commit() {
+    for mode in [Mode::Mapped, Mode::Lazy] {
+        let s = start_with(mode, |cfg| cfg.fsync_ms = 0).await;
+        let mut c = Client::connect(s.addr).await;
+        assert_eq!(c.cmd("put 0 0 10 1\r\nx").await, "INSERTED 1");
+        assert_eq!(s.server.syncs(), 1, "the reply came after its sync");
+
+        // 100 pipelined puts reach the server in one read: one sync covers them all.
+        let mut batch = Vec::new();
+        for _ in 0..100 {
+            batch.extend_from_slice(b"put 0 0 10 1\r\ny\r\n");
+        }
+        c.send(&batch).await;
+        for id in 2..=101 {
+            assert_eq!(c.line().await, format!("INSERTED {id}"));
+        }
+        let syncs = s.server.syncs();
+        assert!(syncs < 50, "{syncs} syncs for 100 pipelined changes");
+
+        // Many connections at once: every one gets its replies.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let addr = s.addr;
+            tasks.push(tokio::spawn(async move {
+                let mut c = Client::connect(addr).await;
+                for _ in 0..10 {
+                    assert!(c.cmd("put 0 0 10 1\r\nz").await.starts_with("INSERTED "));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(s.server.syncs() > syncs);
+    }
+}

@@ -11,6 +11,7 @@
 //! Every persisted change is written to its segment before the method returns, so a caller may
 //! acknowledge it right after. Reserved is not persisted: after a restart it is ready again.
 
+mod compact;
 mod job;
 mod recovery;
 mod spoke;
@@ -292,6 +293,8 @@ pub struct Hub<S: Segment> {
     pauses: BTreeSet<(Micros, Arc<str>)>,
     /// Loaded spokes with no live job, retired once entirely past.
     retire: BTreeSet<SpokeId>,
+    /// Spokes that may be mostly dead: compacted at the start of the next call.
+    compact_due: BTreeSet<SpokeId>,
     /// Spokes changed since the last flush.
     unflushed: BTreeSet<SpokeId>,
     /// The id index changed since the last flush or sync batch.
@@ -359,6 +362,7 @@ impl<S: Segment> Hub<S> {
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
+            compact_due: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             index_dirty: false,
             dir_dirty: false,
@@ -1150,6 +1154,7 @@ impl<S: Segment> Hub<S> {
             }
         };
         spoke.live += 1;
+        spoke.records += 1;
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
         self.retire.remove(&id);
@@ -1366,6 +1371,8 @@ impl<S: Segment> Hub<S> {
 
     /// Moves the clock to `now` (never backwards) and does everything due.
     fn advance(&mut self, now: Micros) {
+        // Nothing is in flight here: no record offset is held across this call.
+        self.compact_pending();
         self.now = self.now.max(now);
         let end = self
             .now

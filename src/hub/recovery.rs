@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
@@ -79,9 +80,13 @@ impl<S: Segment> Hub<S> {
             }
             let idx = u32::try_from(order.len())
                 .map_err(|_| HubError::Internal("more than 2^32 segments".into()))?;
+            let mut records = 0u64;
             for r in seg.scan()? {
                 let m = match r {
-                    Ok(m) => m,
+                    Ok(m) => {
+                        records += 1;
+                        m
+                    }
                     Err(e) => {
                         self.note_corrupt(&e);
                         continue;
@@ -114,7 +119,9 @@ impl<S: Segment> Hub<S> {
             let _ = seg.close();
             order.push(sid);
             let loaded = sid.start < self.horizon_end;
-            self.spokes.insert(sid, Spoke::new(seg, loaded));
+            let mut spoke = Spoke::new(seg, loaded);
+            spoke.records = records;
+            self.spokes.insert(sid, spoke);
         }
         drop(tube_idx);
         self.next_id = self.next_id.max(max_id.saturating_add(1));
@@ -189,13 +196,20 @@ impl<S: Segment> Hub<S> {
                 }
             }
         }
+        let persist = self.cfg.persist;
         for sid in order {
             let Some(s) = self.spokes.get_mut(&sid) else {
                 continue;
             };
             if s.live == 0 {
                 self.retire_spoke(sid);
-            } else if !s.loaded {
+            } else {
+                if persist && s.live * 2 < s.records && s.seg.byte_size() >= COMPACT_MIN_BYTES {
+                    self.compact_due.insert(sid);
+                }
+                if s.loaded {
+                    continue;
+                }
                 // Closing only releases memory; if it fails the segment stays open.
                 let _ = s.seg.close();
             }

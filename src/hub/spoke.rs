@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::compact::COMPACT_MIN_BYTES;
 use super::job::{Counters, FarInfo, Job, Phase};
 use super::{DelayedJob, FarJob, Hub, HubError, Micros, meta_of, secs_floor};
 use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StateSlot, StorageError};
@@ -35,6 +36,9 @@ pub(super) struct Spoke<S> {
     pub seg: S,
     /// Records in this segment that are the current record of a job that is not deleted.
     pub live: u64,
+    /// Records in the segment (live or dead) as far as the hub knows: appended since open or
+    /// compaction, plus those found by recovery's scan. Cheap trigger for compaction.
+    pub records: u64,
     pub loaded: bool,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
@@ -45,6 +49,7 @@ impl<S: Segment> Spoke<S> {
         Spoke {
             seg,
             live: 0,
+            records: 0,
             loaded,
             far_counts: HashMap::new(),
         }
@@ -85,6 +90,13 @@ impl<S: Segment> Hub<S> {
             return;
         };
         s.live = s.live.saturating_sub(1);
+        if s.live > 0
+            && self.cfg.persist
+            && s.live * 2 < s.records
+            && s.seg.byte_size() >= COMPACT_MIN_BYTES
+        {
+            self.compact_due.insert(id);
+        }
         self.maybe_retire(id);
     }
 
@@ -104,6 +116,7 @@ impl<S: Segment> Hub<S> {
 
     pub(super) fn retire_spoke(&mut self, id: SpokeId) {
         self.retire.remove(&id);
+        self.compact_due.remove(&id);
         self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         if let Some(s) = self.spokes.remove(&id) {

@@ -12,6 +12,9 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Name of the id index file inside a data dir.
 pub const ID_INDEX_FILE: &str = "ids.yaad";
 
+/// Subdirectory in which compaction builds new segment files (see `storage-format.md`).
+pub const COMPACT_DIR: &str = "compact";
+
 /// An open data dir. Holding it holds an exclusive lock on `<dir>/LOCK`, so no second
 /// yaad process can use the same dir (which is what makes mapping its files sound). The
 /// lock is released when this value is dropped or the process dies.
@@ -24,7 +27,8 @@ pub struct DataDir {
 impl DataDir {
     /// Creates `path` if needed and takes its lock; [`StorageError::Locked`] if another
     /// process (or another `DataDir` in this one) holds it. Removes temporary files left by
-    /// an interrupted [`super::MemSegment`] flush.
+    /// an interrupted [`super::MemSegment`] flush and the [`COMPACT_DIR`] of an interrupted
+    /// compaction (its files were never renamed into place).
     pub fn open(path: &Path) -> Result<DataDir> {
         fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
         let lock_path = path.join(LOCK_FILE);
@@ -52,6 +56,10 @@ impl DataDir {
             path: path.to_path_buf(),
             _lock: lock,
         };
+        let compact = dir.compact_dir();
+        if compact.exists() {
+            fs::remove_dir_all(&compact).map_err(|e| StorageError::io(&compact, e))?;
+        }
         for entry in dir.entries()? {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -71,6 +79,11 @@ impl DataDir {
     /// Where the segment of `spoke` lives (whether or not it exists).
     pub fn segment_path(&self, spoke: SpokeId) -> PathBuf {
         self.path.join(segment_file_name(spoke))
+    }
+
+    /// Where compaction writes a segment before renaming it over the old one.
+    pub fn compact_dir(&self) -> PathBuf {
+        self.path.join(COMPACT_DIR)
     }
 
     /// Where the id index lives.

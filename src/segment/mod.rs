@@ -20,7 +20,7 @@ mod mapped;
 mod mem;
 mod mmap;
 
-pub use datadir::{DataDir, ID_INDEX_FILE, LOCK_FILE};
+pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
 pub use ids::{
     ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,

@@ -41,6 +41,7 @@ where
         out: Vec::with_capacity(4096),
         shutdown,
         eof: false,
+        change: 0,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(conn = id, "connection ended: {e}");
@@ -59,6 +60,8 @@ struct Conn<S: Segment, T> {
     shutdown: watch::Receiver<bool>,
     /// The client closed its sending side.
     eof: bool,
+    /// Number of this connection's latest change: its reply waits until it is durable (`-f 0`).
+    change: u64,
 }
 
 /// What a command asks of the connection.
@@ -128,6 +131,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
 
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
+            self.core.wait_durable(self.change).await;
             // A client that does not read must not hold up a shutdown.
             tokio::select! {
                 r = self.stream.write_all(&self.out) => r?,
@@ -182,7 +186,9 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                 body,
             } => {
                 count(Cmd::Put);
-                match core.with_hub_change(|h| h.put(c, pri, delay, ttr, &body, now())) {
+                match core.with_hub_change(&mut self.change, |h| {
+                    h.put(c, pri, delay, ttr, &body, now())
+                }) {
                     Ok(id) => Response::Inserted(id),
                     Err(e) => error_reply(e),
                 }
@@ -207,13 +213,15 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             Command::Delete(id) => {
                 count(Cmd::Delete);
                 unit_reply(
-                    core.with_hub_change(|h| h.delete(c, id, now())),
+                    core.with_hub_change(&mut self.change, |h| h.delete(c, id, now())),
                     Response::Deleted,
                 )
             }
             Command::Release { id, pri, delay } => {
                 count(Cmd::Release);
-                match core.with_hub_change(|h| h.release(c, id, pri, delay, now())) {
+                match core
+                    .with_hub_change(&mut self.change, |h| h.release(c, id, pri, delay, now()))
+                {
                     Ok(ReleaseOutcome::Released) => Response::Released,
                     Ok(ReleaseOutcome::Buried) => Response::Buried,
                     Err(e) => error_reply(e),
@@ -222,7 +230,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             Command::Bury { id, pri } => {
                 count(Cmd::Bury);
                 unit_reply(
-                    core.with_hub_change(|h| h.bury(c, id, pri, now())),
+                    core.with_hub_change(&mut self.change, |h| h.bury(c, id, pri, now())),
                     Response::Buried,
                 )
             }
@@ -259,10 +267,12 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             }
             Command::Kick(bound) => {
                 count(Cmd::Kick);
-                Response::Kicked(core.with_hub_change(|h| h.kick(c, bound, now())))
+                Response::Kicked(
+                    core.with_hub_change(&mut self.change, |h| h.kick(c, bound, now())),
+                )
             }
             Command::KickJob(id) => unit_reply(
-                core.with_hub_change(|h| h.kick_job(id, now())),
+                core.with_hub_change(&mut self.change, |h| h.kick_job(id, now())),
                 Response::KickedJob,
             ),
             Command::StatsJob(id) => {

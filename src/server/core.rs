@@ -6,11 +6,11 @@
 //! the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::config::{Durability, Mode};
 use super::stats::{self, CmdCounters, ProcessInfo};
@@ -33,18 +33,77 @@ struct Locked<S: Segment> {
 /// What every task of one server shares.
 pub struct Core<S: Segment> {
     locked: Mutex<Locked<S>>,
-    /// Wakes the timer task when a call made the hub's next deadline earlier.
-    pub timer: Notify,
+    /// Wakes the timer thread when a call made the hub's next deadline earlier.
+    pub timer: TimerWake,
     pub counters: CmdCounters,
     pub durability: Durability,
     pub max_job_size: u32,
     mode: Mode,
     started: Instant,
     draining: AtomicBool,
-    /// A change was made since the last periodic flush.
-    dirty: AtomicBool,
+    /// Changes of persisted state so far; bumped under the hub lock.
+    changes: AtomicU64,
+    /// Every change numbered up to this one is durable (synced).
+    synced: AtomicU64,
+    /// One sync at a time; whoever waits meanwhile joins the next one (group commit).
+    sync_turn: tokio::sync::Mutex<()>,
+    /// Completed syncs (a group commit makes far fewer than changes).
+    pub syncs: AtomicU64,
     id: String,
     host: (String, String, String),
+}
+
+/// How the timer thread sleeps until the hub's next deadline and is woken earlier.
+///
+/// A thread, not a tokio timer: tokio's timer wheel has millisecond granularity, so a job
+/// would become ready up to 1-2 ms after its trigger time; a condition variable's timed wait
+/// sleeps to the microsecond (it never returns before the deadline without being woken, and
+/// the loop re-checks the clock after a spurious wake-up).
+#[derive(Default)]
+pub struct TimerWake {
+    woken: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl TimerWake {
+    /// Ends the current wait (a call moved the next deadline earlier).
+    pub fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Makes the timer thread return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits until `deadline` (None: until woken), or until woken.
+    pub fn wait(&self, deadline: Option<Micros>) {
+        let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+        while !*woken {
+            match deadline {
+                None => woken = self.cv.wait(woken).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = now();
+                    if d <= now {
+                        break;
+                    }
+                    let wait = Duration::from_micros(d - now);
+                    woken = match self.cv.wait_timeout(woken, wait) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
+        }
+        *woken = false;
+    }
 }
 
 /// The current time in hub units.
@@ -60,14 +119,17 @@ impl<S: Segment> Core<S> {
                 waiters: HashMap::new(),
                 armed: Micros::MAX,
             }),
-            timer: Notify::new(),
+            timer: TimerWake::default(),
             counters: CmdCounters::default(),
             durability,
             max_job_size,
             mode,
             started: Instant::now(),
             draining: AtomicBool::new(false),
-            dirty: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            sync_turn: tokio::sync::Mutex::new(()),
+            syncs: AtomicU64::new(0),
             id: stats::instance_id(),
             host: stats::host_facts(),
         }
@@ -88,18 +150,56 @@ impl<S: Segment> Core<S> {
         r
     }
 
-    /// Like [`Core::with_hub`] for a call that changed persisted state: with `-f 0` the change is
-    /// made durable before the caller replies. (The hook where group commit will go.)
-    pub fn with_hub_change<R>(&self, f: impl FnOnce(&mut Hub<S>) -> R) -> R {
+    /// Like [`Core::with_hub`] for a call that changes persisted state: sets `seq` to the
+    /// change's number, which [`Core::wait_durable`] waits for before the reply (`-f 0`).
+    pub fn with_hub_change<R>(&self, seq: &mut u64, f: impl FnOnce(&mut Hub<S>) -> R) -> R {
         let mut g = self.lock();
         let r = f(&mut g.hub);
-        if self.durability == Durability::EveryChange {
-            self.flush_locked(&mut g);
-        } else {
-            self.dirty.store(true, Ordering::Relaxed);
-        }
+        *seq = self.changes.fetch_add(1, Ordering::Relaxed) + 1;
         self.after_call(&mut g);
         r
+    }
+
+    /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: one sync
+    /// runs at a time, outside the hub lock; changes made while it runs are all covered by the
+    /// next one, which the first of their waiters starts.
+    pub async fn wait_durable(&self, seq: u64) {
+        if self.durability != Durability::EveryChange {
+            return;
+        }
+        while self.synced.load(Ordering::Acquire) < seq {
+            let _turn = self.sync_turn.lock().await;
+            if self.synced.load(Ordering::Acquire) >= seq {
+                break;
+            }
+            if let Err(e) = self.sync().await {
+                // The reply still goes out: the change is in the page cache, as with -f MS.
+                tracing::error!("sync failed: {e}");
+                break;
+            }
+        }
+    }
+
+    /// Syncs every change made so far, outside the hub lock.
+    async fn sync(&self) -> std::io::Result<()> {
+        let (batch, target) = {
+            let mut g = self.lock();
+            (
+                g.hub.take_sync_batch(),
+                self.changes.load(Ordering::Relaxed),
+            )
+        };
+        let started = Instant::now();
+        if !batch.is_empty() {
+            tokio::task::spawn_blocking(move || batch.sync())
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        metrics::histogram!(crate::observe::FLUSH_DURATION)
+            .record(crate::observe::millis(started.elapsed()));
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced.fetch_max(target, Ordering::Release);
+        Ok(())
     }
 
     fn after_call(&self, g: &mut Locked<S>) {
@@ -112,13 +212,7 @@ impl<S: Segment> Core<S> {
         let next = g.hub.next_deadline().unwrap_or(Micros::MAX);
         if next < g.armed {
             g.armed = next;
-            self.timer.notify_one();
-        }
-    }
-
-    fn flush_locked(&self, g: &mut Locked<S>) {
-        if let Err(e) = g.hub.flush() {
-            tracing::error!("flush failed: {e}");
+            self.timer.wake();
         }
     }
 
@@ -149,16 +243,20 @@ impl<S: Segment> Core<S> {
         next
     }
 
-    /// Makes every change durable.
+    /// Makes every change durable (drain, shutdown; mem mode: writes the segment files).
     pub fn flush(&self) -> Result<(), HubError> {
-        self.dirty.store(false, Ordering::Relaxed);
-        self.lock().hub.flush()
+        let mut g = self.lock();
+        let target = self.changes.load(Ordering::Relaxed);
+        g.hub.flush()?;
+        self.synced.fetch_max(target, Ordering::Release);
+        Ok(())
     }
 
-    /// The periodic flush (`-f MS`): flushes only if a change was made since the last one.
-    pub fn flush_if_dirty(&self) -> Result<(), HubError> {
-        if self.dirty.swap(false, Ordering::Relaxed) {
-            self.lock().hub.flush()
+    /// The periodic sync (`-f MS`): syncs only if a change was made since the last one.
+    pub async fn sync_if_changed(&self) -> std::io::Result<()> {
+        let _turn = self.sync_turn.lock().await;
+        if self.synced.load(Ordering::Acquire) < self.changes.load(Ordering::Relaxed) {
+            self.sync().await
         } else {
             Ok(())
         }

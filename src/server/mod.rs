@@ -4,9 +4,9 @@
 //! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
 //! what the `yaad` binary calls: it adds logging, a runtime and the signals.
 //!
-//! Tasks: one per connection (see `conn`), one timer that sleeps until the hub's next deadline
-//! and calls `tick` (woken earlier through a `Notify` when a call brings the deadline forward),
-//! and with `-f MS` one flusher.
+//! Tasks: one per connection (see `conn`), and with `-f MS` one flusher. One timer thread sleeps
+//! until the hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
+//! forward; see `core::TimerWake` for why it is a thread).
 
 pub mod config;
 mod conn;
@@ -24,7 +24,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use self::config::{Config, Durability, ListenAddr, Mode};
 use self::core::{Core, now};
-use crate::hub::time::{TOKIO_TIMER_GRANULARITY, sleep_until_deadline};
 use crate::hub::{Hub, HubConfig, HubError};
 use crate::observe;
 use crate::segment::{LazySegment, MappedSegment, MemSegment, Segment};
@@ -72,6 +71,7 @@ pub enum BoundAddr {
 trait Control: Send + Sync {
     fn drain(&self);
     fn flush(&self) -> Result<(), HubError>;
+    fn syncs(&self) -> u64;
 }
 
 impl<S: Segment + Send + 'static> Control for Core<S> {
@@ -80,6 +80,9 @@ impl<S: Segment + Send + 'static> Control for Core<S> {
     }
     fn flush(&self) -> Result<(), HubError> {
         Core::flush(self)
+    }
+    fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -119,6 +122,11 @@ impl Server {
             Some(_) => Ok(()),
             None => self.control.flush(),
         }
+    }
+
+    /// How many group-commit syncs (`-f 0`, `-f MS`) have completed.
+    pub fn syncs(&self) -> u64 {
+        self.control.syncs()
     }
 
     /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
@@ -215,7 +223,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         }
     };
     let (tx, rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(timer(core.clone(), rx.clone()))];
+    let mut tasks = vec![spawn_timer(core.clone(), rx.clone())?];
     if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
     }
@@ -301,24 +309,29 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
-async fn timer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
-    /// With nothing scheduled, look again after this long anyway (harmless; calls re-arm).
-    const IDLE: Duration = Duration::from_secs(3600);
-    loop {
-        let now = now();
+fn timer<S: Segment>(core: Arc<Core<S>>) {
+    while !core.timer.stopped() {
         let started = observe::start();
-        let next = core.tick(now);
+        let next = core.tick(now());
         observe::finish(observe::ROTATION_DURATION, started);
-        let sleep = match next {
-            Some(d) => sleep_until_deadline(now, d, TOKIO_TIMER_GRANULARITY),
-            None => IDLE,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = core.timer.notified() => {}
-            _ = stopped(&mut shutdown) => return,
-        }
+        core.timer.wait(next);
     }
+}
+
+/// Starts the timer thread; it stops when the server does.
+fn spawn_timer<S: Segment + Send + 'static>(
+    core: Arc<Core<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let for_thread = core.clone();
+    let thread = std::thread::Builder::new()
+        .name("yaad-timer".into())
+        .spawn(move || timer(for_thread))?;
+    Ok(tokio::spawn(async move {
+        stopped(&mut shutdown).await;
+        core.timer.stop();
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }))
 }
 
 /// `-f MS`: makes changes durable every `ms` milliseconds.
@@ -329,10 +342,10 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
         tokio::select! {
             _ = every.tick() => {
                 let started = observe::start();
-                let flushed = core.flush_if_dirty();
+                let synced = core.sync_if_changed().await;
                 observe::finish(observe::FLUSH_DURATION, started);
-                if let Err(e) = flushed {
-                    tracing::error!("periodic flush failed: {e}");
+                if let Err(e) = synced {
+                    tracing::error!("periodic sync failed: {e}");
                 }
             }
             _ = stopped(&mut shutdown) => return,

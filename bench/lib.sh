@@ -1,0 +1,164 @@
+# Shared helpers of the bench/ scripts: start and stop a server, read its memory and CPU.
+# Sourced, not run. Needs bash, jq and awk.
+
+BEANSTALKD=${BEANSTALKD:-/usr/bin/beanstalkd}
+YAAD=${YAAD:-target/release/yaad}
+BENCH=${BENCH:-target/release/yaad-bench}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-11390}
+# SOCKET=unix: servers listen on a Unix-domain socket beside their data directory instead of
+# HOST:PORT (both beanstalkd 1.12 and yaad accept `-l unix:PATH`).
+SOCKET=${SOCKET:-tcp}
+# The address yaad-bench is given for the running server (set by start_server).
+ADDR=
+
+SERVER_PID=
+SERVER_DIR=
+# Words put before the server's command line (e.g. taskset -c 0); it must exec the server.
+SERVER_WRAP=()
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 1
+}
+
+need() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "needs $tool"
+    done
+}
+
+# Builds the release binaries unless NO_BUILD=1.
+build() {
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        cargo build --release --bins >&2
+    fi
+    [[ -x $BENCH ]] || die "no $BENCH (build with: cargo build --release --bins)"
+}
+
+# Is something accepting connections on HOST:PORT?
+port_open() {
+    (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
+}
+
+# Is the running server listening?
+listening() {
+    if [[ $SOCKET == unix ]]; then
+        [[ -S ${ADDR#unix:} ]]
+    else
+        port_open
+    fi
+}
+
+# start_server KIND [FLAGS...]: KIND is beanstalkd, yaad-mem, yaad-mapped or yaad-lazy. A fresh
+# data directory is made for the disk kinds when FLAGS contain the word DIR (replaced by it) or
+# the kind is yaad-*. Sets SERVER_PID and SERVER_DIR and waits (up to 60 s) for the port.
+# KEEP_DIR=path reuses an existing directory instead (for restarts).
+start_server() {
+    local kind=$1
+    shift
+    if [[ -n ${KEEP_DIR:-} ]]; then
+        SERVER_DIR=$KEEP_DIR
+    else
+        SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/yaad-bench.XXXXXX")
+    fi
+    local listen=()
+    if [[ $SOCKET == unix ]]; then
+        ADDR=unix:$SERVER_DIR.sock
+        rm -f "$SERVER_DIR.sock"
+        listen=(-l "$ADDR")
+    else
+        port_open && die "port $PORT is already in use (set PORT=...)"
+        ADDR=$HOST:$PORT
+        listen=(-l "$HOST" -p "$PORT")
+    fi
+    local args=()
+    for a in "$@"; do
+        if [[ $a == DIR ]]; then args+=("$SERVER_DIR"); else args+=("$a"); fi
+    done
+    case $kind in
+        beanstalkd)
+            [[ -x $BEANSTALKD ]] || die "no $BEANSTALKD (apt-get install beanstalkd)"
+            "${SERVER_WRAP[@]}" "$BEANSTALKD" "${listen[@]}" "${args[@]}" >"$SERVER_DIR.log" 2>&1 &
+            ;;
+        yaad-mem | yaad-mapped | yaad-lazy)
+            [[ -x $YAAD ]] || die "no $YAAD yet (cargo build --release --bin yaad)"
+            "${SERVER_WRAP[@]}" "$YAAD" --mode "${kind#yaad-}" "${listen[@]}" -b "$SERVER_DIR" "${args[@]}" \
+                >"$SERVER_DIR.log" 2>&1 &
+            ;;
+        *) die "unknown server kind $kind" ;;
+    esac
+    SERVER_PID=$!
+    local started=$SECONDS
+    until listening; do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            cat "$SERVER_DIR.log" >&2
+            die "$kind exited at start"
+        fi
+        ((SECONDS - started < 60)) || die "$kind does not accept connections after 60 s"
+        sleep 0.02
+    done
+}
+
+# Stops the server (SIGTERM, then SIGKILL after 30 s) and removes its directory unless
+# KEEP_DIR is set or the first argument is "keep".
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$SERVER_PID" 2>/dev/null; do
+        if ((waited >= 1500)); then
+            kill -KILL "$SERVER_PID" 2>/dev/null || true
+            break
+        fi
+        sleep 0.02
+        waited=$((waited + 1))
+    done
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    rm -f "$SERVER_DIR.sock"
+    if [[ ${1:-} != keep && -z ${KEEP_DIR:-} && -n $SERVER_DIR ]]; then
+        rm -rf "$SERVER_DIR" "$SERVER_DIR.log"
+    fi
+}
+
+# status_kib FIELD: a /proc/PID/status figure of the server in KiB (VmRSS, VmHWM); "-" when
+# the server is gone.
+status_kib() {
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo -
+}
+
+# CPU seconds (user + system) the server has used so far; "-" when it is gone.
+server_cpu_s() {
+    # Fields after the parenthesised command name: utime is the 12th, stime the 13th.
+    awk '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / 100 }' "/proc/$SERVER_PID/stat" \
+        2>/dev/null || echo -
+}
+
+# Disk use of the server's data directory in KiB.
+dir_kib() {
+    du -sk "$SERVER_DIR" | awk '{ print $1 }'
+}
+
+# server_stat KEY: a figure from the server's global `stats` (empty when absent).
+server_stat() {
+    if [[ $SOCKET == unix ]]; then
+        timeout 10 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stats\r\nquit\r\n")
+while chunk := s.recv(65536):
+    sys.stdout.buffer.write(chunk)' "${ADDR#unix:}"
+    else
+        timeout 10 bash -c '
+            exec 3<>"/dev/tcp/$1/$2" || exit 1
+            printf "stats\r\nquit\r\n" >&3
+            cat <&3' _ "$HOST" "$PORT"
+    fi | tr -d '\r' | awk -v k="$1:" '$1 == k { print $2 }'
+}
+
+# Seconds since the epoch with fractions.
+now_s() {
+    date +%s.%N
+}

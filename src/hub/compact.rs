@@ -1,0 +1,169 @@
+//! Compaction: a segment that is mostly dead is rewritten with only its live records.
+//!
+//! Trigger: a spoke whose live count fell below half of its known records and whose segment
+//! holds at least [`COMPACT_MIN_BYTES`] is queued; at the start of the next hub call (when no
+//! record offset is held anywhere) its segment is scanned, and if more than half of its bytes
+//! belong to dead records (Deleted, Moved, or a stale copy of a resident job) it is compacted:
+//!
+//! 1. the live records are appended, with their ids, trigger times, versions, states and
+//!    priorities unchanged, to a new segment for the same spoke in `<data dir>/compact/`;
+//! 2. that file is flushed (fdatasync) and closed;
+//! 3. the old file gets a second name in `compact/` (hard link), the new file is renamed over
+//!    the old name, and the data dir is fsynced;
+//! 4. the new file is opened and replaces the old segment, which is dropped (unmapped, never
+//!    truncated: the old inode lives until its last mapping is gone); if the open fails, the
+//!    old file is renamed back, so the segment in use is always the one named on disk;
+//! 5. resident jobs get their new offsets; far jobs get new id index entries.
+//!
+//! A crash before step 3 leaves the old file in place and a leftover in `compact/`, which
+//! `DataDir::open` removes. After step 3 the new file is complete and durable; the id index
+//! may point at old offsets, which recovery detects (entry ≠ record found) and rewrites.
+//! Compaction is an optimisation: any error leaves the old segment in use.
+//! Mem mode never compacts (nothing is on disk while it runs).
+
+use super::{Hub, HubError};
+use crate::segment::{JobLocation, JobState, NewRecord, RecordOffset, Segment, SpokeId};
+
+/// Segments smaller than this are never compacted (the gain would not pay for the rewrite).
+pub const COMPACT_MIN_BYTES: u64 = 256 * 1024;
+
+/// Length of a record on disk (header, tube, body, padding to 8).
+fn record_len(tube_len: usize, body_len: u32) -> u64 {
+    (80 + tube_len as u64 + u64::from(body_len)).div_ceil(8) * 8
+}
+
+impl<S: Segment> Hub<S> {
+    /// Compacts every queued spoke that is still mostly dead.
+    pub(super) fn compact_pending(&mut self) {
+        while let Some(id) = self.compact_due.pop_first() {
+            if let Err(e) = self.compact_spoke(id) {
+                tracing::warn!(spoke = ?id, "compaction failed, old segment kept: {e}");
+            }
+        }
+    }
+
+    /// Rewrites spoke `id`'s segment with only its live records, if more than half of its
+    /// bytes are dead. Returns whether it did.
+    pub(super) fn compact_spoke(&mut self, id: SpokeId) -> Result<bool, HubError> {
+        if !self.cfg.persist {
+            return Ok(false);
+        }
+        let Some(s) = self.spokes.get_mut(&id) else {
+            return Ok(false);
+        };
+        let used = s.seg.byte_size();
+        let metas = s.seg.scan()?;
+        let mut keep: Vec<RecordOffset> = Vec::new();
+        let mut live_bytes = 0u64;
+        let mut records = 0u64;
+        for m in metas.into_iter().flatten() {
+            records += 1;
+            if matches!(m.slot.state, JobState::Deleted | JobState::Moved) {
+                continue;
+            }
+            // A resident job whose current record is elsewhere: this one is a stale copy.
+            if let Some(j) = self.jobs.get(&m.id)
+                && (j.spoke != id || j.offset != m.offset)
+            {
+                continue;
+            }
+            live_bytes += record_len(m.tube.len(), m.body_len);
+            keep.push(m.offset);
+        }
+        let header = 64;
+        if keep.is_empty() || used.saturating_sub(header) < 2 * live_bytes {
+            // Not worth it (dead records are small ones). Count the segment as if it held
+            // only its live records, so the next check waits until half of those are gone:
+            // a scan per lost record would make deletes O(records).
+            if let Some(s) = self.spokes.get_mut(&id) {
+                s.records = records.min(keep.len() as u64);
+            }
+            return Ok(false);
+        }
+        let tmp_dir = self.dir.compact_dir();
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| HubError::Internal(format!("{}: {e}", tmp_dir.display())))?;
+        let tmp_path = tmp_dir.join(crate::segment::segment_file_name(id));
+        let _ = std::fs::remove_file(&tmp_path);
+        let mut moved: Vec<(u64, RecordOffset, RecordOffset)> = Vec::with_capacity(keep.len());
+        let built = (|| -> Result<(), HubError> {
+            let mut new = S::create(&tmp_dir, id)?;
+            for &off in &keep {
+                let r = self.segment(id)?.read(off)?;
+                let at = new.append(&NewRecord {
+                    id: r.id,
+                    trigger_at: r.trigger_at,
+                    created_at: r.created_at,
+                    ttr: r.ttr,
+                    tube: &r.tube,
+                    body: &r.body,
+                    slot: r.slot,
+                })?;
+                moved.push((r.id, off, at));
+            }
+            new.flush()?;
+            new.close()?;
+            Ok(())
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        let path = self.dir.segment_path(id);
+        // A second name for the old file, so a failed open of the new one can be undone: the
+        // old segment's mapping and fd must keep pointing at the file named `path`.
+        let keep_old = tmp_dir.join(format!("{}.old", crate::segment::segment_file_name(id)));
+        let _ = std::fs::remove_file(&keep_old);
+        let sync_dir = |dir: &std::path::Path| std::fs::File::open(dir)?.sync_all();
+        std::fs::hard_link(&path, &keep_old)
+            .and_then(|()| std::fs::rename(&tmp_path, &path))
+            .and_then(|()| sync_dir(self.dir.path()))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp_path);
+                HubError::Internal(format!("{}: {e}", path.display()))
+            })?;
+        let new = match S::open(&path) {
+            Ok(n) => n,
+            Err(e) => {
+                // Put the old file back under its name: the segment in use stays the one on disk.
+                let undo =
+                    std::fs::rename(&keep_old, &path).and_then(|()| sync_dir(self.dir.path()));
+                if let Err(u) = undo {
+                    tracing::error!(spoke = ?id, "compaction cannot be undone: {u}");
+                }
+                return Err(e.into());
+            }
+        };
+        let _ = std::fs::remove_file(&keep_old);
+        let far = match self.spokes.get_mut(&id) {
+            Some(s) => {
+                let old = std::mem::replace(&mut s.seg, new);
+                drop(old);
+                s.records = keep.len() as u64;
+                !s.loaded
+            }
+            None => return Ok(false),
+        };
+        for (job, from, to) in moved {
+            match self.jobs.get_mut(&job) {
+                Some(j) if j.spoke == id && j.offset == from => j.offset = to,
+                Some(_) => {}
+                None => {
+                    // The index is derived data; recovery rewrites a stale entry.
+                    let _ = self.set_index(
+                        job,
+                        JobLocation {
+                            spoke: id,
+                            offset: to,
+                        },
+                    );
+                }
+            }
+        }
+        if far {
+            self.touch_far(id);
+        }
+        tracing::info!(spoke = ?id, before = used, after = live_bytes + header, "compacted segment");
+        Ok(true)
+    }
+}
