@@ -189,14 +189,13 @@ impl<S: Segment> Core<S> {
                 self.changes.load(Ordering::Relaxed),
             )
         };
-        let started = Instant::now();
+        let started = crate::observe::start();
         if !batch.is_empty() {
             tokio::task::spawn_blocking(move || batch.sync())
                 .await
                 .map_err(std::io::Error::other)??;
         }
-        metrics::histogram!(crate::observe::FLUSH_DURATION)
-            .record(crate::observe::millis(started.elapsed()));
+        crate::observe::finish(crate::observe::FLUSH_DURATION, started);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
         Ok(())

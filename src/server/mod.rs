@@ -341,10 +341,7 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
     loop {
         tokio::select! {
             _ = every.tick() => {
-                let started = observe::start();
-                let synced = core.sync_if_changed().await;
-                observe::finish(observe::FLUSH_DURATION, started);
-                if let Err(e) = synced {
+                if let Err(e) = core.sync_if_changed().await {
                     tracing::error!("periodic sync failed: {e}");
                 }
             }
