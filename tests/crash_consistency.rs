@@ -25,10 +25,12 @@ const TUBES: [&str; 3] = ["default", "t1", "t2"];
 
 /// One file's image after a write: `None` if the file was deleted.
 type Image = Option<(Vec<u8>, u64)>;
+/// The write log: per write, the files it changed with their new images.
+type Log = Vec<Vec<(String, Image)>>;
 
 thread_local! {
     /// The write log: per entry, the files it changed with their new images.
-    static LOG: RefCell<Vec<Vec<(String, Image)>>> = const { RefCell::new(Vec::new()) };
+    static LOG: RefCell<Log> = const { RefCell::new(Vec::new()) };
     /// The last image of `ids.yaad` put into the log.
     static LAST_IDS: RefCell<Image> = const { RefCell::new(None) };
 }
@@ -116,7 +118,7 @@ impl Segment for Recording {
 
 /// What the files hold after a crash at cut `k`; `torn`: half of write k's changed bytes too.
 /// Returns whether the torn write was (part of) an append into an existing file's zero tail.
-fn materialise(log: &[Vec<(String, Image)>], k: usize, torn: bool, dir: &Path) -> bool {
+fn materialise(log: &Log, k: usize, torn: bool, dir: &Path) -> bool {
     let mut files: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
     let apply = |files: &mut BTreeMap<String, (Vec<u8>, u64)>, name: &String, img: &Image| match img
     {
@@ -144,7 +146,8 @@ fn materialise(log: &[Vec<(String, Image)>], k: usize, torn: bool, dir: &Path) -
                 continue;
             };
             let last = (0..n).rev().find(|&i| at(new, i) != at(old, i)).unwrap();
-            let cut = first + (last - first + 1) / 2;
+            let changed = last - first + 1;
+            let cut = first + changed / 2;
             let mut mixed = old.clone();
             mixed.resize(mixed.len().max(cut), 0);
             for (i, b) in mixed.iter_mut().enumerate().take(cut).skip(first) {
@@ -209,7 +212,7 @@ impl Rng {
     }
 }
 
-fn run(seed: u64, ops: usize) -> (Vec<Vec<(String, Image)>>, Vec<Step>, u64) {
+fn run(seed: u64, ops: usize) -> (Log, Vec<Step>, u64) {
     LOG.with(|l| l.borrow_mut().clear());
     LAST_IDS.with(|l| *l.borrow_mut() = None);
     let dir = tempfile::tempdir().unwrap();
@@ -336,7 +339,7 @@ fn run(seed: u64, ops: usize) -> (Vec<Vec<(String, Image)>>, Vec<Step>, u64) {
 }
 
 /// Reopens the hub on the image of cut `k` and checks it against the acknowledged model.
-fn check_cut(log: &[Vec<(String, Image)>], steps: &[Step], k: usize, torn: bool) {
+fn check_cut(log: &Log, steps: &[Step], k: usize, torn: bool) {
     let dir = tempfile::tempdir().unwrap();
     let torn_append = materialise(log, k, torn, dir.path());
     // The last operation whose writes all precede the cut is acknowledged; the next is in flight.
@@ -406,7 +409,10 @@ fn check_cut(log: &[Vec<(String, Image)>], steps: &[Step], k: usize, torn: bool)
 
 fn check_all_cuts(seed: u64, ops: usize) {
     let (log, steps, _) = run(seed, ops);
-    eprintln!("seed {seed:#x}: {ops} operations, {} writes logged", log.len());
+    eprintln!(
+        "seed {seed:#x}: {ops} operations, {} writes logged",
+        log.len()
+    );
     assert!(log.len() > ops / 2, "too few writes logged: {}", log.len());
     for k in 0..=log.len() {
         check_cut(&log, &steps, k, false);
