@@ -52,7 +52,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(mode: &str, dir: &Path) -> (Child, u16) {
+/// The server process; killed on drop, so a failing check leaves no yaad running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(mode: &str, dir: &Path) -> (Server, u16) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_yaad"))
         .args(["-l", "127.0.0.1", "-p", &port.to_string(), "--mode", mode])
@@ -61,7 +71,7 @@ fn spawn(mode: &str, dir: &Path) -> (Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (child, port)
+    (Server(child), port)
 }
 
 fn connect(port: u16) -> Client {
@@ -318,7 +328,7 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
     let mut round = 0;
     while Instant::now() < end {
         round += 1;
-        let (mut child, port) = spawn(mode, dir.path());
+        let (server, port) = spawn(mode, dir.path());
         verify(port, &mut model.lock().unwrap(), round);
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
@@ -328,19 +338,16 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        drop(server); // SIGKILL
         for w in workers {
             w.join().unwrap();
         }
     }
     // A last restart checks the final kill too.
     round += 1;
-    let (mut child, port) = spawn(mode, dir.path());
+    let (_server, port) = spawn(mode, dir.path());
     let mut m = model.lock().unwrap();
     verify(port, &mut m, round);
-    child.kill().unwrap();
-    child.wait().unwrap();
     (round, m.acked, m.jobs.len())
 }
 
