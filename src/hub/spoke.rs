@@ -161,32 +161,7 @@ impl<S: Segment> Hub<S> {
         self.touch_far(far.spoke);
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
         self.count_far(far.spoke, &tube, -1);
-        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
-            counters: Counters::default(),
-            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
-                .unwrap_or(u32::MAX),
-        });
-        let mut counters = info.counters;
-        if counted {
-            counters.kicks += 1;
-        }
-        self.jobs.insert(
-            m.id,
-            Job {
-                tube,
-                pri: m.slot.priority,
-                ttr_s: m.ttr.max(1),
-                delay_s: info.delay_s,
-                created_at: m.created_at,
-                trigger_at: m.trigger_at,
-                spoke: far.spoke,
-                offset: m.offset,
-                version,
-                phase: Phase::Ready,
-                counters,
-            },
-        );
-        self.link(m.id, Phase::Ready);
+        self.insert_resident(far.spoke, &m, tube, version, Phase::Ready, counted);
         Ok(())
     }
 
@@ -336,11 +311,29 @@ impl<S: Segment> Hub<S> {
             return;
         }
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
+        self.insert_resident(spoke, &m, tube, m.slot.version, phase, false);
+    }
+
+    /// Puts a job read from its record into RAM in `phase`, with the counters and delay kept
+    /// for it while it was far (`far_info`); `kicked` counts one more kick.
+    fn insert_resident(
+        &mut self,
+        spoke: SpokeId,
+        m: &RecordMeta,
+        tube: Arc<str>,
+        version: u32,
+        phase: Phase,
+        kicked: bool,
+    ) {
         let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
             counters: Counters::default(),
             delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
                 .unwrap_or(u32::MAX),
         });
+        let mut counters = info.counters;
+        if kicked {
+            counters.kicks += 1;
+        }
         self.jobs.insert(
             m.id,
             Job {
@@ -352,9 +345,9 @@ impl<S: Segment> Hub<S> {
                 trigger_at: m.trigger_at,
                 spoke,
                 offset: m.offset,
-                version: m.slot.version,
+                version,
                 phase,
-                counters: info.counters,
+                counters,
             },
         );
         self.link(m.id, phase);
