@@ -287,6 +287,11 @@ async fn stats_counters_and_lengths(mode: Mode) {
     let mut c = Client::connect(s.addr).await;
     assert_eq!(c.cmd("put 0 0 10 1\r\na").await, "INSERTED 1");
     assert_eq!(c.cmd("put 2000 0 10 1\r\nb").await, "INSERTED 2");
+    // A put whose body is too big still counts in cmd-put, as in beanstalkd.
+    let mut big = b"put 0 0 10 65536\r\n".to_vec();
+    big.extend(vec![b'z'; 65536]);
+    big.extend(b"\r\n");
+    c.expect(&big, b"JOB_TOO_BIG\r\n").await;
     assert_eq!(c.cmd("peek 1").await, "FOUND 1 1");
     let _ = c.line().await;
     assert_eq!(c.cmd("use t").await, "USING t");
@@ -298,7 +303,7 @@ async fn stats_counters_and_lengths(mode: Mode) {
             .map(|(_, v)| v.clone())
             .unwrap()
     };
-    assert_eq!(get("cmd-put"), "2");
+    assert_eq!(get("cmd-put"), "3");
     assert_eq!(get("cmd-peek"), "1");
     assert_eq!(get("cmd-use"), "1");
     assert_eq!(get("cmd-stats"), "1");

@@ -78,6 +78,12 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
         loop {
             while let Some(decoded) = self.decoder.decode(&mut self.input) {
                 let step = match decoded {
+                    // beanstalkd counts a put whose arguments parsed, even when its body is
+                    // too big (seen with ruby-beaneater's differential test).
+                    Err(Response::JobTooBig) => {
+                        self.core.counters.count(Cmd::Put);
+                        Step::Reply(Response::JobTooBig)
+                    }
                     Err(resp) => Step::Reply(resp),
                     Ok(cmd) => {
                         let started = observe::start();
