@@ -326,7 +326,11 @@ async fn stats_counters_and_lengths(mode: Mode) {
             "spokes",
             "segments-mapped",
             "corrupt-records-skipped",
-            "data-bytes"
+            "data-bytes",
+            "hub-lock-acquisitions",
+            "hub-lock-contended",
+            "hub-lock-held-us",
+            "hub-lock-wait-us"
         ]
     );
     let job = c.yaml("stats-job 2").await;

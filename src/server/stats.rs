@@ -88,6 +88,8 @@ pub struct ProcessInfo {
     pub os: String,
     pub platform: String,
     pub mode: &'static str,
+    /// Hub lock acquisitions, contended acquisitions, µs held, µs waited (core::LockStats).
+    pub hub_lock: [u64; 4],
 }
 
 pub fn job_yaml(s: &JobStats) -> Vec<u8> {
@@ -199,8 +201,18 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
     // yaad's own figures.
     let _ = write!(
         y,
-        "mode: {}\nspokes: {}\nsegments-mapped: {}\ncorrupt-records-skipped: {}\ndata-bytes: {}\n",
-        p.mode, h.spokes, h.segments_mapped, h.corrupt_records_skipped, h.data_bytes
+        "mode: {}\nspokes: {}\nsegments-mapped: {}\ncorrupt-records-skipped: {}\ndata-bytes: {}\n\
+         hub-lock-acquisitions: {}\nhub-lock-contended: {}\nhub-lock-held-us: {}\n\
+         hub-lock-wait-us: {}\n",
+        p.mode,
+        h.spokes,
+        h.segments_mapped,
+        h.corrupt_records_skipped,
+        h.data_bytes,
+        p.hub_lock[0],
+        p.hub_lock[1],
+        p.hub_lock[2],
+        p.hub_lock[3]
     );
     y.into_bytes()
 }
@@ -345,6 +357,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             os: "#1".into(),
             platform: "x86_64".into(),
             mode: "mem",
+            hub_lock: [18, 19, 20, 21],
         };
         let y = String::from_utf8(global_yaml(&h, &c.snapshot(), &p)).unwrap();
         let keys: Vec<&str> = y
@@ -363,7 +376,8 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             current-waiting total-connections pid version rusage-utime rusage-stime uptime \
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
-            mode spokes segments-mapped corrupt-records-skipped data-bytes";
+            mode spokes segments-mapped corrupt-records-skipped data-bytes \
+            hub-lock-acquisitions hub-lock-contended hub-lock-held-us hub-lock-wait-us";
         assert_eq!(keys, want.split_whitespace().collect::<Vec<_>>());
         assert!(y.contains("\ncmd-put: 2\ncmd-peek: 0\n"));
         assert!(y.contains("\ncmd-pause-tube: 1\njob-timeouts: 6\n"));
@@ -371,7 +385,10 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             y.contains("\nversion: \"0.1.0\"\nrusage-utime: 0.500000\nrusage-stime: 0.250000\n")
         );
         assert!(y.contains("\ndraining: true\nid: 00000000000000ab\n"));
-        assert!(y.ends_with("corrupt-records-skipped: 16\ndata-bytes: 17\n"));
+        assert!(y.ends_with(
+            "corrupt-records-skipped: 16\ndata-bytes: 17\nhub-lock-acquisitions: 18\n\
+             hub-lock-contended: 19\nhub-lock-held-us: 20\nhub-lock-wait-us: 21\n"
+        ));
     }
 
     #[test]

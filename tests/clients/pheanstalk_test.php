@@ -24,7 +24,7 @@ $yaad = $argv[1];
 $beanstalkd = $argv[2] ?? 'beanstalkd';
 
 // Keys yaad's `stats` adds to beanstalkd's (README "Differences").
-const YAAD_EXTRA_STATS = ['mode', 'spokes', 'segments-mapped', 'corrupt-records-skipped', 'data-bytes'];
+const YAAD_EXTRA_STATS = ['mode', 'spokes', 'segments-mapped', 'corrupt-records-skipped', 'data-bytes', 'hub-lock-acquisitions', 'hub-lock-contended', 'hub-lock-held-us', 'hub-lock-wait-us'];
 
 function free_port(): int
 {
