@@ -113,7 +113,10 @@ fn code_tables() -> BTreeMap<String, (usize, Layout)> {
     );
     m.insert(
         "SlotBytes".to_string(),
-        layout!(SlotBytes, version, priority, state, reserved, crc),
+        layout!(
+            SlotBytes, version, priority, reserves, timeouts, releases, buries, kicks, state,
+            reserved, crc
+        ),
     );
     m.insert(
         "IdFileHeader".to_string(),

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use yaad::hub::{Hub, HubConfig, ReleaseOutcome, ReserveOutcome, SECOND};
+use yaad::segment::format::record_len;
 use yaad::segment::{LazySegment, MappedSegment, Segment};
 
 const START: u64 = 1_700_000_000 * SECOND;
@@ -41,8 +42,8 @@ fn churn<S: Segment>(per_file_overhead: u64) {
     for _ in 0..JOBS {
         hub.put(c, 0, 0, 60, &body, now).unwrap();
     }
-    // One record: 80-byte header + tube "default" + body, padded to 8.
-    let record = (80 + 7 + BODY as u64).div_ceil(8) * 8;
+    // One record: header + tube "default" + body, padded to 8.
+    let record = record_len(7, BODY);
     let live = JOBS * record;
     // Spokes that can hold live jobs at once: the current one, MAX_DELAY ahead, and the one
     // just past that is retired on the next tick.
@@ -143,7 +144,7 @@ fn compacts_mostly_dead<S: Segment>(delay: u32) {
     hub.bury(c, 4, 7, now).unwrap();
     hub.tick(now);
     let (path, after) = only_segment(tmp.path());
-    let record = (80 + 7 + 1024u64).div_ceil(8) * 8;
+    let record = record_len(7, 1024);
     // Compaction keeps dead bytes at most half of a segment: 100 live records of 1,112
     // bytes stay in at most twice that (a mapped file also keeps its power-of-two length).
     let used = hub.stats(now).data_bytes;

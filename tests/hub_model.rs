@@ -38,6 +38,26 @@ struct MJob {
     releases: u64,
     buries: u64,
     kicks: u64,
+    /// The counters as of the job's last persisted change: what a restart brings back
+    /// (reserves and timeouts are written only with the next change, as in beanstalkd).
+    saved: [u64; 5],
+}
+
+impl MJob {
+    fn counters(&self) -> [u64; 5] {
+        [
+            self.reserves,
+            self.timeouts,
+            self.releases,
+            self.buries,
+            self.kicks,
+        ]
+    }
+
+    /// A persisted change of the job: its counters reach the disk.
+    fn save(&mut self) {
+        self.saved = self.counters();
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -221,6 +241,7 @@ impl Model {
                 releases: 0,
                 buries: 0,
                 kicks: 0,
+                saved: [0; 5],
             },
         );
         (id, body)
@@ -299,7 +320,13 @@ impl Model {
     fn reserve_job(&mut self, c: usize, id: u64) -> Result<JobView, HubError> {
         match self.jobs.get(&id).map(|j| j.state) {
             None | Some(MState::Reserved { .. }) => Err(HubError::NotFound),
-            Some(_) => Ok(self.take(c, id)),
+            Some(st) => {
+                if st != MState::Ready {
+                    // Persisted as ready (with the counters so far) before it is reserved.
+                    self.jobs.get_mut(&id).expect("matched above").save();
+                }
+                Ok(self.take(c, id))
+            }
         }
     }
 
@@ -329,6 +356,7 @@ impl Model {
         j.pri = pri;
         j.delay = delay;
         j.releases += 1;
+        j.save();
         if delay == 0 {
             j.state = MState::Ready;
         } else {
@@ -346,6 +374,7 @@ impl Model {
         let j = self.jobs.get_mut(&id).expect("checked above");
         j.pri = pri;
         j.buries += 1;
+        j.save();
         j.state = MState::Buried { seq: self.seq };
         Ok(())
     }
@@ -409,6 +438,7 @@ impl Model {
             let j = self.jobs.get_mut(&id).expect("listed above");
             j.state = MState::Ready;
             j.kicks += 1;
+            j.save();
             k += 1;
         }
         k
@@ -419,6 +449,7 @@ impl Model {
             Some(j) if matches!(j.state, MState::Delayed | MState::Buried { .. }) => {
                 j.state = MState::Ready;
                 j.kicks += 1;
+                j.save();
                 Ok(())
             }
             _ => Err(HubError::NotFound),
@@ -433,15 +464,12 @@ impl Model {
         })
     }
 
-    /// What a restart does: reserved jobs are ready, counters and connections start afresh.
+    /// What a restart does: reserved jobs are ready, counters are those of each job's last
+    /// persisted change, connections start afresh.
     fn reopen(&mut self) {
         let mut buried: Vec<u64> = Vec::new();
         for (&id, j) in self.jobs.iter_mut() {
-            j.reserves = 0;
-            j.timeouts = 0;
-            j.releases = 0;
-            j.buries = 0;
-            j.kicks = 0;
+            [j.reserves, j.timeouts, j.releases, j.buries, j.kicks] = j.saved;
             j.delay = u32::try_from((j.trigger - j.created) / SECOND).unwrap();
             match j.state {
                 MState::Reserved { .. } => j.state = MState::Ready,

@@ -34,6 +34,7 @@ fn work<S: Segment>(dir: &Path) {
                     version: 1,
                     state: JobState::Waiting,
                     priority: 0,
+                    counters: Default::default(),
                 },
             })
             .unwrap(),
@@ -46,6 +47,7 @@ fn work<S: Segment>(dir: &Path) {
                 version: 2,
                 state: JobState::Buried,
                 priority: 9,
+                counters: Default::default(),
             },
         )
         .unwrap();

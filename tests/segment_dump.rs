@@ -47,6 +47,7 @@ fn data_dir() -> (tempfile::TempDir, std::path::PathBuf, Vec<u64>) {
                     version: 1,
                     state: JobState::Waiting,
                     priority: 0,
+                    counters: Default::default(),
                 },
             })
             .unwrap(),

@@ -1,4 +1,5 @@
-//! Golden files: segment files written by format version 1 and `yaad-dump`'s expected output.
+//! Golden files: segment files written by format version 2 and `yaad-dump`'s expected output;
+//! `tests/golden/v1/` keeps a version 1 file, which today's code must refuse clearly.
 //!
 //! The files in `tests/golden/` are never rewritten by the normal tests. If one of these tests
 //! fails, the format or the dump output changed: that needs a new format version (see
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 use yaad::segment::dump::{DumpOptions, EXIT_DAMAGED, run};
 use yaad::segment::format::RECORD_HEADER_LEN;
 use yaad::segment::{
-    IdIndex, JobLocation, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, Segment,
-    SpokeId, StateSlot, segment_file_name,
+    IdIndex, JobCounters, JobLocation, JobState, LazySegment, MappedSegment, MemSegment, NewRecord,
+    Segment, SpokeId, StateSlot, segment_file_name,
 };
 
 const GOLDEN: &str = "tests/golden";
@@ -25,10 +26,18 @@ const DAMAGED: SpokeId = SpokeId {
 };
 
 fn slot(version: u32, state: JobState, priority: u32) -> StateSlot {
+    // Some non-zero counters, so the golden files show where they go.
     StateSlot {
         version,
         state,
         priority,
+        counters: JobCounters {
+            reserves: version - 1,
+            timeouts: version / 3,
+            releases: version / 2,
+            buries: u32::from(state == JobState::Buried),
+            kicks: version / 4,
+        },
     }
 }
 
@@ -197,6 +206,32 @@ fn golden_files_read_back_the_same() {
         (r.id, r.slot.state, r.tube.as_slice()),
         (2, JobState::Buried, &b"emails"[..])
     );
+}
+
+#[test]
+fn format_version_1_is_refused_with_a_clear_message() {
+    let v1 = Path::new(GOLDEN).join("v1").join(segment_file_name(CLEAN));
+    let why = |e: String| {
+        assert!(
+            e.contains("format version 1") && e.contains("reads only version 2"),
+            "{e}"
+        );
+    };
+    fn refusal<S: Segment>(path: &Path) -> String {
+        match S::open(path) {
+            Ok(_) => panic!("a version 1 file was opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+    why(refusal::<MemSegment>(&v1));
+    why(refusal::<MappedSegment>(&v1));
+    why(refusal::<LazySegment>(&v1));
+    let mut out = vec![];
+    let mut err = vec![];
+    let code = run(&[v1], DumpOptions::default(), &mut out, &mut err);
+    assert_ne!(code, 0);
+    let all = String::from_utf8_lossy(&out).into_owned() + &String::from_utf8_lossy(&err);
+    why(all);
 }
 
 /// The id index of the clean golden file, written into `dir/ids.yaad`: jobs 1..=5, job 3

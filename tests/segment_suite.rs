@@ -18,6 +18,7 @@ fn slot(version: u32, state: JobState, priority: u32) -> StateSlot {
         version,
         state,
         priority,
+        counters: Default::default(),
     }
 }
 
@@ -257,8 +258,8 @@ fn torn_state_slot<S: Segment>() {
     s.update(offs[1], slot(2, JobState::Buried, 5)).unwrap(); // goes to slot B
     s.flush().unwrap();
     drop(s);
-    // Tear the write of the newer slot (B at +64): its CRC no longer matches.
-    flip(&path, offs[1] + 64 + 4);
+    // Tear the write of the newer slot (B at +88): its CRC no longer matches.
+    flip(&path, offs[1] + 88 + 4);
     let mut s = S::open(&path).unwrap();
     assert_eq!(s.read(offs[1]).unwrap().slot, new_rec(2, b"", b"").slot);
     // The next update then overwrites the torn slot, not the valid one.

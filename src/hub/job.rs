@@ -22,21 +22,14 @@ pub(super) enum Phase {
     },
 }
 
-/// The per-job counters `stats-job` shows; not persisted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Counters {
-    pub reserves: u64,
-    pub timeouts: u64,
-    pub releases: u64,
-    pub buries: u64,
-    pub kicks: u64,
-}
+/// The per-job counters `stats-job` shows, persisted with each state slot of the job's record.
+pub(super) use crate::segment::JobCounters as Counters;
 
-/// What a far-future job keeps in RAM when it has something a record cannot tell:
-/// its counters and the delay it was last released with. Jobs that were only put keep nothing.
+/// What a far-future job keeps in RAM when it has something its record cannot tell: the
+/// delay it was last released with (its counters are in the record). Jobs that were only put
+/// keep nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct FarInfo {
-    pub counters: Counters,
     pub delay_s: u32,
 }
 

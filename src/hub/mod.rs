@@ -315,6 +315,11 @@ pub struct Hub<S: Segment> {
     draining: bool,
 }
 
+/// Counts one more event in a job counter (u32 as in beanstalkd; saturates, never panics).
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
+}
+
 fn secs_floor(us: Micros) -> u64 {
     us / SECOND
 }
@@ -592,6 +597,7 @@ impl<S: Segment> Hub<S> {
                 version: 1,
                 state: JobState::Waiting,
                 priority: pri,
+                counters: Counters::default(),
             },
         };
         let (spoke, offset) = self.append(&rec)?;
@@ -607,6 +613,7 @@ impl<S: Segment> Hub<S> {
                 version: 2,
                 state: JobState::Deleted,
                 priority: pri,
+                counters: Counters::default(),
             };
             let _ = self.update_slot(spoke, offset, undo);
             self.spoke_lost_live(spoke);
@@ -717,7 +724,7 @@ impl<S: Segment> Hub<S> {
             Phase::Ready => {}
             Phase::Delayed | Phase::Buried { .. } => {
                 let pri = job.pri;
-                self.persist(id, JobState::Ready, pri)?;
+                self.persist(id, JobState::Ready, pri, |_| {})?;
                 self.unlink(id);
                 self.link(id, Phase::Ready);
             }
@@ -760,7 +767,7 @@ impl<S: Segment> Hub<S> {
                 return Err(HubError::NotFound);
             }
             let pri = job.pri;
-            self.persist(id, JobState::Deleted, pri)?;
+            self.persist(id, JobState::Deleted, pri, |_| {})?;
             self.unlink(id);
             // Any index entry left is harmless: lookups check the record it points at.
             if let Some(job) = self.jobs.remove(&id) {
@@ -775,7 +782,7 @@ impl<S: Segment> Hub<S> {
             let slot = StateSlot {
                 version: far.meta.slot.version.saturating_add(1),
                 state: JobState::Deleted,
-                priority: far.meta.slot.priority,
+                ..far.meta.slot
             };
             self.update_slot(far.spoke, far.meta.offset, slot)?;
             if self.index.remove(id).is_ok() {
@@ -806,12 +813,11 @@ impl<S: Segment> Hub<S> {
         self.advance(now);
         let job = self.reserved_by(c, id)?;
         if delay_s == 0 {
-            self.persist(id, JobState::Ready, pri)?;
+            self.persist(id, JobState::Ready, pri, |c| bump(&mut c.releases))?;
             self.unlink(id);
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.pri = pri;
                 job.delay_s = 0;
-                job.counters.releases += 1;
             }
             self.link(id, Phase::Ready);
             self.settle();
@@ -821,6 +827,8 @@ impl<S: Segment> Hub<S> {
         let trigger_at = self.now.saturating_add(u64::from(delay_s) * SECOND);
         let old = self.segment(job.spoke)?.read(job.offset)?;
         let version = job.version.saturating_add(1);
+        let mut counters = job.counters;
+        bump(&mut counters.releases);
         let rec = NewRecord {
             id,
             trigger_at,
@@ -832,18 +840,20 @@ impl<S: Segment> Hub<S> {
                 version,
                 state: JobState::Waiting,
                 priority: pri,
+                counters,
             },
         };
         let (spoke, offset) = match self.append(&rec) {
             Ok(loc) => loc,
             Err(HubError::OutOfMemory) => {
-                self.persist(id, JobState::Buried, pri)?;
+                self.persist(id, JobState::Buried, pri, |c| {
+                    bump(&mut c.releases);
+                    bump(&mut c.buries);
+                })?;
                 self.unlink(id);
                 let seq = self.take_seq();
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.pri = pri;
-                    job.counters.releases += 1;
-                    job.counters.buries += 1;
                 }
                 self.link(id, Phase::Buried { seq });
                 self.settle();
@@ -855,6 +865,7 @@ impl<S: Segment> Hub<S> {
             version,
             state: JobState::Moved,
             priority: job.pri,
+            counters: job.counters,
         };
         // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
         let _ = self.update_slot(job.spoke, job.offset, moved);
@@ -871,18 +882,12 @@ impl<S: Segment> Hub<S> {
             j.spoke = spoke;
             j.offset = offset;
             j.version = version;
-            j.counters.releases += 1;
+            j.counters = counters;
         }
         if loaded {
             self.link(id, Phase::Delayed);
         } else if let Some(j) = self.jobs.remove(&id) {
-            self.far_info.insert(
-                id,
-                FarInfo {
-                    counters: j.counters,
-                    delay_s,
-                },
-            );
+            self.far_info.insert(id, FarInfo { delay_s });
             self.count_far(spoke, &j.tube, 1);
         }
         self.settle();
@@ -893,12 +898,11 @@ impl<S: Segment> Hub<S> {
     pub fn bury(&mut self, c: ConnId, id: u64, pri: u32, now: Micros) -> Result<(), HubError> {
         self.advance(now);
         self.reserved_by(c, id)?;
-        self.persist(id, JobState::Buried, pri)?;
+        self.persist(id, JobState::Buried, pri, |c| bump(&mut c.buries))?;
         self.unlink(id);
         let seq = self.take_seq();
         if let Some(job) = self.jobs.get_mut(&id) {
             job.pri = pri;
-            job.counters.buries += 1;
         }
         self.link(id, Phase::Buried { seq });
         self.settle();
@@ -1176,18 +1180,30 @@ impl<S: Segment> Hub<S> {
         Ok(())
     }
 
-    /// Persists a new state slot for resident job `id` (version + 1).
-    fn persist(&mut self, id: u64, state: JobState, pri: u32) -> Result<(), HubError> {
+    /// Persists a new state slot for resident job `id` (version + 1) with its counters after
+    /// `count` (the change's own counter; reserves and timeouts since the last write ride
+    /// along), and keeps those counters once the write succeeded.
+    fn persist(
+        &mut self,
+        id: u64,
+        state: JobState,
+        pri: u32,
+        count: impl FnOnce(&mut Counters),
+    ) -> Result<(), HubError> {
         let job = self.jobs.get(&id).ok_or(HubError::NotFound)?;
+        let mut counters = job.counters;
+        count(&mut counters);
         let slot = StateSlot {
             version: job.version.saturating_add(1),
             state,
             priority: pri,
+            counters,
         };
         let (spoke, offset) = (job.spoke, job.offset);
         self.update_slot(spoke, offset, slot)?;
         if let Some(job) = self.jobs.get_mut(&id) {
             job.version = slot.version;
+            job.counters = counters;
         }
         Ok(())
     }
@@ -1323,7 +1339,7 @@ impl<S: Segment> Hub<S> {
         let view = self.view(id)?;
         self.unlink(id);
         let job = self.jobs.get_mut(&id)?;
-        job.counters.reserves += 1;
+        bump(&mut job.counters.reserves);
         let deadline = self.now.saturating_add(u64::from(job.ttr_s) * SECOND);
         self.link(id, Phase::Reserved { conn: c, deadline });
         Some(view)
@@ -1360,11 +1376,8 @@ impl<S: Segment> Hub<S> {
             return Err(HubError::NotFound);
         }
         let pri = job.pri;
-        self.persist(id, JobState::Ready, pri)?;
+        self.persist(id, JobState::Ready, pri, |c| bump(&mut c.kicks))?;
         self.unlink(id);
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.counters.kicks += 1;
-        }
         self.link(id, Phase::Ready);
         Ok(())
     }
@@ -1411,7 +1424,7 @@ impl<S: Segment> Hub<S> {
             }
             self.unlink(id);
             if let Some(job) = self.jobs.get_mut(&id) {
-                job.counters.timeouts += 1;
+                bump(&mut job.counters.timeouts);
             }
             self.job_timeouts += 1;
             self.link(id, Phase::Ready);

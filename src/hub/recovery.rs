@@ -141,6 +141,7 @@ impl<S: Segment> Hub<S> {
                         version: r.version.saturating_add(1),
                         state: JobState::Moved,
                         priority: 0,
+                        counters: Default::default(),
                     };
                     self.update_slot(sid, r.offset, slot)?;
                 }

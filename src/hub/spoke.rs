@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compact::COMPACT_MIN_BYTES;
-use super::job::{Counters, FarInfo, Job, Phase};
+use super::job::{FarInfo, Job, Phase};
 use super::{DelayedJob, FarJob, Hub, HubError, Micros, meta_of, secs_floor};
-use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StateSlot, StorageError};
+use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StorageError};
 
 /// Number of spokes ahead of the current one that are kept loaded.
 pub const NEAR_SPOKES: u64 = 2;
@@ -150,18 +150,17 @@ impl<S: Segment> Hub<S> {
     /// Makes a far delayed job ready: persisted as Ready in its record, and resident from now
     /// on. `counted`: a kick (not a reserve-job), counted in the job's kicks.
     pub(super) fn kick_far(&mut self, far: FarJob, counted: bool) -> Result<(), HubError> {
-        let m = far.meta;
-        let version = m.slot.version.saturating_add(1);
-        let slot = StateSlot {
-            version,
-            state: JobState::Ready,
-            priority: m.slot.priority,
-        };
-        self.update_slot(far.spoke, m.offset, slot)?;
+        let mut m = far.meta;
+        if counted {
+            m.slot.counters.kicks = m.slot.counters.kicks.saturating_add(1);
+        }
+        m.slot.version = m.slot.version.saturating_add(1);
+        m.slot.state = JobState::Ready;
+        self.update_slot(far.spoke, m.offset, m.slot)?;
         self.touch_far(far.spoke);
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
         self.count_far(far.spoke, &tube, -1);
-        self.insert_resident(far.spoke, &m, tube, version, Phase::Ready, counted);
+        self.insert_resident(far.spoke, &m, tube, Phase::Ready);
         Ok(())
     }
 
@@ -311,29 +310,16 @@ impl<S: Segment> Hub<S> {
             return;
         }
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-        self.insert_resident(spoke, &m, tube, m.slot.version, phase, false);
+        self.insert_resident(spoke, &m, tube, phase);
     }
 
-    /// Puts a job read from its record into RAM in `phase`, with the counters and delay kept
-    /// for it while it was far (`far_info`); `kicked` counts one more kick.
-    fn insert_resident(
-        &mut self,
-        spoke: SpokeId,
-        m: &RecordMeta,
-        tube: Arc<str>,
-        version: u32,
-        phase: Phase,
-        kicked: bool,
-    ) {
+    /// Puts a job read from its record into RAM in `phase`, with the version and counters of
+    /// its slot and the delay kept for it while it was far (`far_info`).
+    fn insert_resident(&mut self, spoke: SpokeId, m: &RecordMeta, tube: Arc<str>, phase: Phase) {
         let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
-            counters: Counters::default(),
             delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
                 .unwrap_or(u32::MAX),
         });
-        let mut counters = info.counters;
-        if kicked {
-            counters.kicks += 1;
-        }
         self.jobs.insert(
             m.id,
             Job {
@@ -345,9 +331,9 @@ impl<S: Segment> Hub<S> {
                 trigger_at: m.trigger_at,
                 spoke,
                 offset: m.offset,
-                version,
+                version: m.slot.version,
                 phase,
-                counters,
+                counters: m.slot.counters,
             },
         );
         self.link(m.id, phase);

@@ -1,6 +1,6 @@
 //! The figures `stats`, `stats-tube` and `stats-job` show.
 
-use super::job::{Counters, FarInfo, Phase};
+use super::job::{FarInfo, Phase};
 use super::{Hub, HubStats, JobStats, Micros, TubeStats, secs_floor};
 use crate::segment::Segment;
 
@@ -26,17 +26,16 @@ impl<S: Segment> Hub<S> {
                 ttr: u64::from(job.ttr_s),
                 time_left: secs_floor(time_left),
                 file: 0,
-                reserves: job.counters.reserves,
-                timeouts: job.counters.timeouts,
-                releases: job.counters.releases,
-                buries: job.counters.buries,
-                kicks: job.counters.kicks,
+                reserves: job.counters.reserves.into(),
+                timeouts: job.counters.timeouts.into(),
+                releases: job.counters.releases.into(),
+                buries: job.counters.buries.into(),
+                kicks: job.counters.kicks.into(),
             });
         }
         let far = self.find_far(id).ok()??;
         let m = &far.meta;
         let info = self.far_info.get(&id).copied().unwrap_or(FarInfo {
-            counters: Counters::default(),
             delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
                 .unwrap_or(u32::MAX),
         });
@@ -50,11 +49,11 @@ impl<S: Segment> Hub<S> {
             ttr: u64::from(m.ttr),
             time_left: secs_floor(m.trigger_at.saturating_sub(now)),
             file: 0,
-            reserves: info.counters.reserves,
-            timeouts: info.counters.timeouts,
-            releases: info.counters.releases,
-            buries: info.counters.buries,
-            kicks: info.counters.kicks,
+            reserves: m.slot.counters.reserves.into(),
+            timeouts: m.slot.counters.timeouts.into(),
+            releases: m.slot.counters.releases.into(),
+            buries: m.slot.counters.buries.into(),
+            kicks: m.slot.counters.kicks.into(),
         })
     }
 

@@ -235,6 +235,7 @@ fn recovery_takes_the_highest_version_and_marks_the_loser_moved() {
             version,
             state: JobState::Waiting,
             priority: 3,
+            counters: Default::default(),
         },
     };
     let old_off;

@@ -17,13 +17,15 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{
-    JobState, NewRecord, Record, RecordMeta, RecordOffset, SpokeId, StateSlot, StorageError,
+    JobCounters, JobState, NewRecord, Record, RecordMeta, RecordOffset, SpokeId, StateSlot,
+    StorageError,
 };
 
 /// First bytes of every segment file.
 pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
-/// The format version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes and the only one it reads (version 1 files, whose
+/// 16-byte slots had no counters, are refused with a message saying so).
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of every record header: lets the scanner resynchronise after corruption.
 pub const RECORD_MAGIC: [u8; 4] = *b"YREC";
 /// Records start at offsets that are multiples of this.
@@ -53,7 +55,7 @@ pub struct FileHeader {
     pub spoke_start: U64,
     /// Length of the spoke's time bucket in microseconds.
     pub spoke_span: U64,
-    /// Size of a record header in bytes (80), so a reader can reject a layout it does not know.
+    /// Size of a record header in bytes (128), so a reader can reject a layout it does not know.
     pub record_header_len: U32,
     /// Zero.
     pub reserved: [u8; 24],
@@ -69,10 +71,16 @@ pub struct SlotBytes {
     pub version: U32,
     /// Job priority (beanstalkd: lower is more urgent).
     pub priority: U32,
+    /// The job's counters as of this change ([`JobCounters`]; `stats-job` shows them).
+    pub reserves: U32,
+    pub timeouts: U32,
+    pub releases: U32,
+    pub buries: U32,
+    pub kicks: U32,
     /// [`JobState`] as one byte.
     pub state: u8,
     /// Zero.
-    pub reserved: [u8; 3],
+    pub reserved: [u8; 7],
     /// CRC-32 of the record's `header_crc` (4 bytes LE) followed by bytes 0..12 of this slot.
     pub crc: U32,
 }
@@ -122,14 +130,19 @@ const _: () = {
     assert!(offset_of!(FileHeader, reserved) == 36);
     assert!(offset_of!(FileHeader, crc) == 60);
 
-    assert!(size_of::<SlotBytes>() == 16);
+    assert!(size_of::<SlotBytes>() == 40);
     assert!(offset_of!(SlotBytes, version) == 0);
     assert!(offset_of!(SlotBytes, priority) == 4);
-    assert!(offset_of!(SlotBytes, state) == 8);
-    assert!(offset_of!(SlotBytes, reserved) == 9);
-    assert!(offset_of!(SlotBytes, crc) == 12);
+    assert!(offset_of!(SlotBytes, reserves) == 8);
+    assert!(offset_of!(SlotBytes, timeouts) == 12);
+    assert!(offset_of!(SlotBytes, releases) == 16);
+    assert!(offset_of!(SlotBytes, buries) == 20);
+    assert!(offset_of!(SlotBytes, kicks) == 24);
+    assert!(offset_of!(SlotBytes, state) == 28);
+    assert!(offset_of!(SlotBytes, reserved) == 29);
+    assert!(offset_of!(SlotBytes, crc) == 36);
 
-    assert!(size_of::<RecordHeader>() == 80);
+    assert!(size_of::<RecordHeader>() == 128);
     assert!(offset_of!(RecordHeader, magic) == 0);
     assert!(offset_of!(RecordHeader, tube_len) == 4);
     assert!(offset_of!(RecordHeader, flags) == 5);
@@ -142,7 +155,7 @@ const _: () = {
     assert!(offset_of!(RecordHeader, body_crc) == 40);
     assert!(offset_of!(RecordHeader, header_crc) == 44);
     assert!(offset_of!(RecordHeader, slot_a) == 48);
-    assert!(offset_of!(RecordHeader, slot_b) == 64);
+    assert!(offset_of!(RecordHeader, slot_b) == 88);
 
     assert!(FILE_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
     assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
@@ -254,6 +267,13 @@ pub fn decode_file_header(bytes: &[u8]) -> std::result::Result<SpokeId, String> 
             h.crc.get()
         ));
     }
+    if h.format_version.get() == 1 {
+        return Err(format!(
+            "format version 1 (written by a yaad before per-job counters were persisted); \
+             this yaad reads only version {FORMAT_VERSION}: drain the jobs with the old yaad \
+             (there is no in-place upgrade)"
+        ));
+    }
     if h.format_version.get() != FORMAT_VERSION {
         return Err(format!(
             "unsupported format version {} (this yaad reads version {FORMAT_VERSION})",
@@ -273,6 +293,26 @@ pub fn decode_file_header(bytes: &[u8]) -> std::result::Result<SpokeId, String> 
         start: h.spoke_start.get(),
         span: h.spoke_span.get(),
     })
+}
+
+/// The error for a segment file whose header [`decode_file_header`] rejected with `reason`.
+/// A sound header of another format version is not damage: it is an `InvalidData` I/O error,
+/// which stops the daemon from starting (serving without that file's jobs would lose them);
+/// anything else is `Corrupted` (recovery reports the file and leaves it for `yaad-dump`).
+pub fn file_header_error(file: &Path, bytes: &[u8], reason: String) -> StorageError {
+    let other_version = FileHeader::ref_from_prefix(bytes).is_ok_and(|(h, _)| {
+        h.magic == FILE_MAGIC
+            && h.crc.get() == crc32fast::hash(&h.as_bytes()[..FILE_CRC_COVERS])
+            && h.format_version.get() != FORMAT_VERSION
+    });
+    if other_version {
+        StorageError::Io {
+            path: file.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        }
+    } else {
+        corrupted(file, 0, reason)
+    }
 }
 
 fn crc_header(offset: RecordOffset, h: &RecordHeader) -> u32 {
@@ -298,11 +338,17 @@ fn crc_slot(header_crc: u32, s: &SlotBytes) -> u32 {
 
 /// Encodes a state slot of the record whose header CRC is `header_crc`.
 pub fn encode_slot(header_crc: u32, slot: StateSlot) -> SlotBytes {
+    let c = slot.counters;
     let mut s = SlotBytes {
         version: U32::new(slot.version),
         priority: U32::new(slot.priority),
+        reserves: U32::new(c.reserves),
+        timeouts: U32::new(c.timeouts),
+        releases: U32::new(c.releases),
+        buries: U32::new(c.buries),
+        kicks: U32::new(c.kicks),
         state: slot.state as u8,
-        reserved: [0; 3],
+        reserved: [0; 7],
         crc: U32::new(0),
     };
     s.crc = U32::new(crc_slot(header_crc, &s));
@@ -318,6 +364,13 @@ pub fn decode_slot(header_crc: u32, s: &SlotBytes) -> Option<StateSlot> {
         version: s.version.get(),
         state: JobState::from_u8(s.state)?,
         priority: s.priority.get(),
+        counters: JobCounters {
+            reserves: s.reserves.get(),
+            timeouts: s.timeouts.get(),
+            releases: s.releases.get(),
+            buries: s.buries.get(),
+            kicks: s.kicks.get(),
+        },
     })
 }
 
@@ -800,6 +853,7 @@ mod tests {
                 version: 1,
                 state: JobState::Waiting,
                 priority: 1024,
+                counters: JobCounters::default(),
             },
         }
     }
@@ -889,9 +943,9 @@ mod tests {
             bad[i] ^= 0x10;
             let res: Vec<_> = scan_records(&bad, &path()).collect();
             let clean = res.iter().filter(|r| r.is_ok()).count();
-            let is_padding = i >= buf.len() - 2; // 80 + 4 + 10 = 94, padded to 96
-            let in_slot_b =
-                (FILE_HEADER_LEN as usize + 64..FILE_HEADER_LEN as usize + 80).contains(&i);
+            let is_padding = i >= buf.len() - 2; // 128 + 4 + 10 = 142, padded to 144
+            let slot_b = FILE_HEADER_LEN as usize + offset_of!(RecordHeader, slot_b);
+            let in_slot_b = (slot_b..slot_b + SLOT_LEN as usize).contains(&i);
             if is_padding || in_slot_b {
                 // Padding and the unused slot B carry no data: the record stays valid.
                 assert_eq!(clean, 1, "byte {i}");
@@ -965,11 +1019,18 @@ mod tests {
             version: 2,
             state: JobState::Buried,
             priority: 5,
+            counters: JobCounters {
+                reserves: 3,
+                timeouts: 1,
+                releases: 2,
+                buries: 1,
+                kicks: u32::MAX,
+            },
         };
         let (at, s) = plan_update(&buf, offs[0], newer, &path()).unwrap();
-        assert_eq!(at, offs[0] + 64, "the first update goes to slot B");
+        assert_eq!(at, offs[0] + 88, "the first update goes to slot B");
         let at = at as usize;
-        buf[at..at + 16].copy_from_slice(s.as_bytes());
+        buf[at..at + SLOT_LEN as usize].copy_from_slice(s.as_bytes());
         let v = decode_record_at(&buf, offs[0]).unwrap();
         assert_eq!(v.slot, newer);
         assert_eq!(v.slot_choice, SlotChoice::B);
@@ -978,6 +1039,7 @@ mod tests {
             version: 3,
             state: JobState::Deleted,
             priority: 5,
+            counters: JobCounters::default(),
         };
         let (at2, s2) = plan_update(&buf, offs[0], third, &path()).unwrap();
         assert_eq!(at2, offs[0] + 48);

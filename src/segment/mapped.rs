@@ -9,8 +9,8 @@ use zerocopy::IntoBytes;
 
 use super::format::{
     FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
-    encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
-    segment_file_name,
+    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
+    scan_meta, segment_file_name,
 };
 use super::mem::sync_parent_dir;
 use super::mmap;
@@ -55,11 +55,7 @@ pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<SpokeId> {
             Err(e) => return Err(StorageError::io(path, e)),
         }
     }
-    decode_file_header(&head[..got]).map_err(|reason| StorageError::Corrupted {
-        file: path.to_path_buf(),
-        offset: 0,
-        reason,
-    })
+    decode_file_header(&head[..got]).map_err(|reason| file_header_error(path, &head[..got], reason))
 }
 
 /// Creates a new segment file (never replacing one) holding just the file header.

@@ -8,8 +8,8 @@ use zerocopy::IntoBytes;
 
 use super::format::{
     FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
-    encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
-    segment_file_name,
+    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
+    scan_meta, segment_file_name,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -76,11 +76,8 @@ impl Segment for MemSegment {
 
     fn open(path: &Path) -> Result<Self> {
         let mut buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let spoke = decode_file_header(&buf).map_err(|reason| StorageError::Corrupted {
-            file: path.to_path_buf(),
-            offset: 0,
-            reason,
-        })?;
+        let spoke =
+            decode_file_header(&buf).map_err(|reason| file_header_error(path, &buf, reason))?;
         // A file written by the mapped mode has a zero tail: drop it.
         let end = data_end(&buf, FILE_HEADER_LEN);
         buf.resize(end as usize, 0);

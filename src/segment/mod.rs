@@ -59,6 +59,20 @@ pub struct StateSlot {
     pub version: u32,
     pub state: JobState,
     pub priority: u32,
+    /// The job's counters as of this change.
+    pub counters: JobCounters,
+}
+
+/// The per-job counters `stats-job` shows, persisted with every state slot (as beanstalkd's
+/// binlog keeps them with each job record). A change that happens without a write (a
+/// reserve, a TTR timeout) reaches the disk with the job's next persisted change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounters {
+    pub reserves: u32,
+    pub timeouts: u32,
+    pub releases: u32,
+    pub buries: u32,
+    pub kicks: u32,
 }
 
 /// A job to append: everything a record holds.
