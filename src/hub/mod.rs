@@ -40,7 +40,16 @@ use tube::{Pause, Tube};
 /// A client connection, assigned by [`Hub::connect`].
 pub type ConnId = u64;
 
-/// Default spoke span: 1 s.
+/// Default spoke span: 1 s, chosen by measurement (`tests/span_bench.rs`, NOTES.md "Hub").
+///
+/// The span trades files against stalls. With 10M jobs one to two hours out, spokes (segment
+/// files, ~500 B of hub RAM each, 64 KiB preallocated per mapped file) number 3600 s / span:
+/// 36 000 at 100 ms, 3 600 at 1 s. Loading a spoke when it comes near takes the hub lock for
+/// the time to scan it, proportional to the span at a given trigger density: at 2 778 jobs/s
+/// (10M per hour) ~0.2 ms at 100 ms, ~1.7 ms at 1 s, ~25 ms at 5 s, ~250 ms at 30 s, and that
+/// stall is lateness for any job due meanwhile. The near window (`NEAR_SPOKES` + the current
+/// spoke, all in RAM) grows with the span too: ~9k jobs (~2 MB) at 1 s, 250k (~130 MB) at 30 s.
+/// 1 s keeps both the stall and the file count small; `--spoke-span` changes it.
 pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
 
 /// Near puts write their id index entry only once per this many ids (far puts always do):
@@ -197,6 +206,8 @@ pub struct HubStats {
     pub corrupt_records_skipped: u64,
     /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
     pub data_bytes: u64,
+    /// Jobs held in RAM (ready, reserved, buried, and delayed in near spokes).
+    pub resident_jobs: u64,
 }
 
 /// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
@@ -1063,6 +1074,11 @@ impl<S: Segment> Hub<S> {
         while let Some(&id) = self.unflushed.first() {
             if let Some(s) = self.spokes.get_mut(&id) {
                 s.seg.flush()?;
+                // Flushing reopened it (lazy: a file descriptor): a far spoke not among the
+                // recently used stays closed, or a flush would hold one fd per spoke.
+                if !s.loaded && !self.open_far.contains(&id) {
+                    let _ = s.seg.close();
+                }
             }
             self.unflushed.remove(&id);
         }

@@ -102,6 +102,7 @@ impl<S: Segment> Hub<S> {
                 + self.open_far.len() as u64,
             corrupt_records_skipped: self.corrupt_records,
             data_bytes: self.spokes.values().map(|s| s.seg.byte_size()).sum(),
+            resident_jobs: self.jobs.len() as u64,
         };
         for t in self.tubes.values() {
             s.current_jobs_urgent += t.urgent;

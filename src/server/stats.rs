@@ -339,6 +339,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             segments_mapped: 15,
             corrupt_records_skipped: 16,
             data_bytes: 17,
+            resident_jobs: 0,
         };
         let c = CmdCounters::default();
         c.count(Cmd::Put);
