@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
+use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId, StateSlot,
     StorageError,
@@ -68,6 +69,13 @@ impl<S: Segment> Hub<S> {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
                 Err(e @ StorageError::Corrupted { .. }) => {
+                    if std::fs::metadata(&path).is_ok_and(|m| m.len() < FILE_HEADER_LEN) {
+                        // A create cut short (crash or disk full): no record can be in it, and
+                        // left in place it would make every create of its spoke fail.
+                        std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+                        self.dir_dirty = true;
+                        continue;
+                    }
                     // A file whose header is unreadable is left alone for yaad-dump.
                     self.note_corrupt(&e);
                     continue;

@@ -71,9 +71,18 @@ pub(crate) fn create_file(dir: &Path, spoke: SpokeId) -> Result<(PathBuf, File)>
         .create_new(true)
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))?;
-    file.write_all_at(&encode_file_header(spoke), 0)
-        .map_err(|e| StorageError::io(&path, e))?;
+    if let Err(e) = file.write_all_at(&encode_file_header(spoke), 0) {
+        return Err(abandon_created(&path, StorageError::io(&path, e)));
+    }
     Ok((path, file))
+}
+
+/// Removes a segment file whose creation failed (disk full, typically) and returns `err`:
+/// a file left behind would make every later create of the spoke fail ("file exists").
+pub(crate) fn abandon_created(path: &Path, err: StorageError) -> StorageError {
+    // Best effort: if even this fails, recovery removes header-less files.
+    let _ = fs::remove_file(path);
+    err
 }
 
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
@@ -106,8 +115,15 @@ impl MappedSegment {
 impl Segment for MappedSegment {
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let (path, file) = create_file(dir, spoke)?;
-        mmap::reserve(&file, &path, INITIAL_FILE_LEN)?;
-        let map = mmap::map(&file, &path)?;
+        let map = match mmap::reserve(&file, &path, INITIAL_FILE_LEN)
+            .and_then(|()| mmap::map(&file, &path))
+        {
+            Ok(map) => map,
+            Err(e) => {
+                drop(file);
+                return Err(abandon_created(&path, e));
+            }
+        };
         Ok(MappedSegment {
             path,
             spoke,
