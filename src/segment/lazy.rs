@@ -137,9 +137,15 @@ impl Segment for LazySegment {
         let offset = self.end;
         let bytes = encode_record(offset, rec);
         let path = self.path.clone();
-        self.file()?
-            .write_all_at(&bytes, offset)
-            .map_err(|e| StorageError::io(&path, e))?;
+        let file = self.file()?;
+        if let Err(e) = file.write_all_at(&bytes, offset) {
+            // A write cut short (disk full) left the start of the record past `end`: zero it,
+            // so the zero tail still marks the end of the data and no torn record is found
+            // there after a restart. Best effort: the bytes it cannot rewrite were not written
+            // either (the same pages ran out of space).
+            let _ = file.write_all_at(&vec![0u8; bytes.len()], offset);
+            return Err(StorageError::io(&path, e));
+        }
         self.end = offset + bytes.len() as u64;
         self.grown_since_map = self.map.is_some();
         self.data_dirty = true;
