@@ -18,7 +18,8 @@ use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
 };
 
-/// Size a new mapped segment file starts with; it doubles whenever a record does not fit.
+/// Size a new mapped segment file starts with; it doubles whenever a record does not fit
+/// (or, when the disk has no room for that, grows by a multiple of this size).
 pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
 
 /// A segment whose whole file is mapped for its lifetime.
@@ -105,7 +106,17 @@ impl MappedSegment {
             return Ok(());
         }
         let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
-        mmap::reserve(&self.file, &self.path, new_len)?;
+        // Doubling keeps growth rare; on a nearly full disk, grow by just what the record
+        // needs instead, so puts go on while there is room for them.
+        let just_enough = need
+            .div_ceil(INITIAL_FILE_LEN)
+            .saturating_mul(INITIAL_FILE_LEN);
+        match mmap::reserve(&self.file, &self.path, new_len) {
+            Err(StorageError::DiskFull { .. }) if just_enough < new_len => {
+                mmap::reserve(&self.file, &self.path, just_enough)?;
+            }
+            r => r?,
+        }
         self.map = mmap::map(&self.file, &self.path)?;
         self.size_dirty = true;
         Ok(())
