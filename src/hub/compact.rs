@@ -149,14 +149,16 @@ impl<S: Segment> Hub<S> {
                 Some(j) if j.spoke == id && j.offset == from => j.offset = to,
                 Some(_) => {}
                 None => {
-                    // The index is derived data; recovery rewrites a stale entry.
-                    let _ = self.set_index(
-                        job,
-                        JobLocation {
-                            spoke: id,
-                            offset: to,
-                        },
-                    );
+                    // The index is derived data; recovery rewrites a stale entry, and until
+                    // then lookups by id scan the far spokes.
+                    let loc = JobLocation {
+                        spoke: id,
+                        offset: to,
+                    };
+                    if let Err(e) = self.set_index(job, loc) {
+                        tracing::warn!(job, "id index entry not updated: {e}");
+                        self.index_incomplete = true;
+                    }
                 }
             }
         }

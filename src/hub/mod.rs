@@ -299,6 +299,9 @@ pub struct Hub<S: Segment> {
     unflushed: BTreeSet<SpokeId>,
     /// The id index changed since the last flush or sync batch.
     index_dirty: bool,
+    /// A write to the id index failed (disk full) in compaction or recovery, so an entry may
+    /// be missing or stale: lookups it cannot answer fall back to scanning far spokes.
+    index_incomplete: bool,
     /// Segment files were created or removed since the last flush or sync batch.
     dir_dirty: bool,
     /// Far spokes opened recently, least recently used first.
@@ -365,6 +368,7 @@ impl<S: Segment> Hub<S> {
             compact_due: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             index_dirty: false,
+            index_incomplete: false,
             dir_dirty: false,
             open_far: Vec::new(),
             far_info: HashMap::new(),
@@ -836,21 +840,30 @@ impl<S: Segment> Hub<S> {
         };
         let (spoke, offset) = match self.append(&rec) {
             Ok(loc) => loc,
-            Err(HubError::OutOfMemory) => {
-                self.persist(id, JobState::Buried, pri)?;
-                self.unlink(id);
-                let seq = self.take_seq();
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.pri = pri;
-                    job.counters.releases += 1;
-                    job.counters.buries += 1;
-                }
-                self.link(id, Phase::Buried { seq });
-                self.settle();
-                return Ok(ReleaseOutcome::Buried);
-            }
+            Err(HubError::OutOfMemory) => return self.bury_instead_of_release(id, pri),
             Err(e) => return Err(e),
         };
+        let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
+        let indexed = self.set_index(id, JobLocation { spoke, offset });
+        if !loaded && let Err(e) = indexed {
+            // A far job is found by id only through its entry (disk full writing it): undo the
+            // move (Moved never wins) and bury the job where it is, one version above both.
+            let undo = StateSlot {
+                version,
+                state: JobState::Moved,
+                priority: pri,
+            };
+            let _ = self.update_slot(spoke, offset, undo);
+            self.spoke_lost_live(spoke);
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.version = version;
+            }
+            return match HubError::from(e) {
+                HubError::OutOfMemory => self.bury_instead_of_release(id, pri),
+                other => Err(other),
+            };
+        }
+        // A near target needs no entry (its jobs are resident); a stale one is harmless.
         let moved = StateSlot {
             version,
             state: JobState::Moved,
@@ -858,12 +871,8 @@ impl<S: Segment> Hub<S> {
         };
         // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
         let _ = self.update_slot(job.spoke, job.offset, moved);
-        // The index is derived data (recovery rewrites it); a failure only hides a far job
-        // from lookups by id until its spoke is loaded.
-        let _ = self.set_index(id, JobLocation { spoke, offset });
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
-        let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.pri = pri;
             j.delay_s = delay_s;
@@ -887,6 +896,22 @@ impl<S: Segment> Hub<S> {
         }
         self.settle();
         Ok(ReleaseOutcome::Released)
+    }
+
+    /// A delayed release that found no room for the job's new record: the job is buried where
+    /// it is instead (beanstalkd answers `BURIED` when it is out of memory).
+    fn bury_instead_of_release(&mut self, id: u64, pri: u32) -> Result<ReleaseOutcome, HubError> {
+        self.persist(id, JobState::Buried, pri)?;
+        self.unlink(id);
+        let seq = self.take_seq();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.pri = pri;
+            job.counters.releases += 1;
+            job.counters.buries += 1;
+        }
+        self.link(id, Phase::Buried { seq });
+        self.settle();
+        Ok(ReleaseOutcome::Buried)
     }
 
     /// Buries a job reserved by `c` with a new priority.

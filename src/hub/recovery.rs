@@ -173,8 +173,13 @@ impl<S: Segment> Hub<S> {
                 spoke: sid,
                 offset: r.offset,
             };
-            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
-                self.set_index(r.id, loc)?;
+            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc)
+                && let Err(e) = self.set_index(r.id, loc)
+            {
+                // Start anyway (a full disk must not keep yaad down); lookups by id that the
+                // index cannot answer scan the far spokes instead.
+                tracing::warn!(job = r.id, "id index entry not written: {e}");
+                self.index_incomplete = true;
             }
         }
         drop(seen);

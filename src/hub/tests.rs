@@ -651,3 +651,19 @@ fn an_empty_segment_file_is_removed_by_recovery_and_its_spoke_created_again() {
     assert_eq!(hub.peek(id).unwrap().body, Bytes::from("x"));
     assert!(std::fs::metadata(&path).unwrap().len() > 0);
 }
+
+/// After an id index write failed (disk full in compaction or recovery), a far job whose entry
+/// is missing is still found by id: the lookup falls back to scanning the far spokes.
+#[test]
+fn a_far_job_without_its_index_entry_is_found_once_the_index_is_known_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let id = hub.put(c, 0, 500, 5, b"far", T0).unwrap();
+    hub.index.remove(id).unwrap();
+    assert_eq!(hub.peek(id), None, "only the index finds a far job");
+    hub.index_incomplete = true;
+    assert_eq!(hub.peek(id).unwrap().body, Bytes::from("far"));
+    hub.delete(c, id, T0).unwrap();
+    assert_eq!(hub.peek(id), None);
+}
