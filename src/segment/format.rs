@@ -648,17 +648,35 @@ impl<'a> Iterator for Records<'a, '_> {
                 Some(Ok(v))
             }
             Err(Defect::BadRecord(r)) => {
-                // The header is trusted, so its lengths are: skip exactly this record.
+                // The header is trusted, so its lengths are: skip exactly this record. Unless
+                // neither a record nor the zero tail starts where it claims to end and a valid
+                // record starts before that: then it is a torn record (a write cut short by a
+                // crash or a full disk) whose length runs over records appended after it once
+                // the segment was reopened.
                 let h = decode_header_at(self.bytes, pos).ok()?;
-                self.pos = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+                let claimed = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+                self.pos = if self.is_zero(claimed) || decode_header_at(self.bytes, claimed).is_ok()
+                {
+                    claimed
+                } else {
+                    self.resync(pos).filter(|&n| n < claimed).unwrap_or(claimed)
+                };
                 self.end = self.pos;
                 Some(Err(corrupted(self.file, pos, r)))
             }
-            Err(Defect::Truncated(r)) => {
-                self.done = true;
-                self.end = data_end(self.bytes, pos);
-                Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
-            }
+            Err(Defect::Truncated(r)) => match self.resync(pos) {
+                // A torn record with records appended after it (see BadRecord).
+                Some(next) => {
+                    self.pos = next;
+                    self.end = next;
+                    Some(Err(corrupted(self.file, pos, format!("torn: {r}"))))
+                }
+                None => {
+                    self.done = true;
+                    self.end = data_end(self.bytes, pos);
+                    Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
+                }
+            },
             Err(Defect::BadHeader(r)) => match self.resync(pos) {
                 Some(next) => {
                     self.pos = next;
