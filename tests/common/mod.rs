@@ -11,8 +11,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A guard against hangs only: connecting and every read give up after this long.
+/// A guard against hangs only: every read (and a wait for a log line or an exit) gives up
+/// after this long.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A guard against hangs only: how long [`connect`] retries while yaad starts (recovery of a
+/// loaded data dir on a busy machine included).
+pub const CONNECT_GUARD: Duration = Duration::from_secs(30);
 
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -23,9 +28,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `yaad` binary cargo built for these tests, without arguments.
+pub fn yaad_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_yaad"))
+}
+
 /// A `yaad` command listening on 127.0.0.1:`port`, before its own arguments.
 pub fn command(port: u16) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_yaad"));
+    let mut c = yaad_bin();
     c.args(["-l", "127.0.0.1", "-p", &port.to_string()]);
     c
 }
@@ -42,7 +52,7 @@ pub struct Yaad {
 impl Yaad {
     /// Starts `yaad` with `args` (after `-l 127.0.0.1 -p PORT`), stderr discarded.
     pub fn spawn(args: &[&str]) -> Yaad {
-        Yaad::start(args, Stdio::null())
+        Yaad::launch(args, false, |_| {})
     }
 
     /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr discarded.
@@ -55,7 +65,30 @@ impl Yaad {
 
     /// Like [`Yaad::spawn`], keeping stderr for [`Yaad::wait_log`].
     pub fn spawn_logged(args: &[&str]) -> Yaad {
-        let mut y = Yaad::start(args, Stdio::piped());
+        Yaad::launch(args, true, |_| {})
+    }
+
+    /// Starts `yaad` with `args`; `logged` keeps stderr (see [`Yaad::spawn_logged`]);
+    /// `tweak` adjusts the command (environment, ...) before it starts.
+    pub fn launch(args: &[&str], logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
+        let port = free_port();
+        let mut cmd = command(port);
+        cmd.args(args);
+        cmd.stderr(if logged {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        tweak(&mut cmd);
+        let mut y = Yaad {
+            child: cmd.spawn().unwrap(),
+            port,
+            logs: None,
+            all_logs: Arc::default(),
+        };
+        if !logged {
+            return y;
+        }
         let stderr: ChildStderr = y.child.stderr.take().expect("piped stderr");
         let (tx, rx) = channel();
         let all = y.all_logs.clone();
@@ -70,17 +103,6 @@ impl Yaad {
         });
         y.logs = Some(rx);
         y
-    }
-
-    fn start(args: &[&str], stderr: Stdio) -> Yaad {
-        let port = free_port();
-        let child = command(port).args(args).stderr(stderr).spawn().unwrap();
-        Yaad {
-            child,
-            port,
-            logs: None,
-            all_logs: Arc::default(),
-        }
     }
 
     /// A new connection (retried until yaad listens).
@@ -146,15 +168,12 @@ impl Drop for Yaad {
     }
 }
 
-/// Connects to 127.0.0.1:`port`, retrying until yaad listens (at most [`HANG_GUARD`]).
+/// Connects to 127.0.0.1:`port`, retrying until yaad listens (at most [`CONNECT_GUARD`]).
 pub fn connect(port: u16) -> Client {
-    let give_up = Instant::now() + HANG_GUARD;
+    let give_up = Instant::now() + CONNECT_GUARD;
     loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(HANG_GUARD)).unwrap();
-                return Client(BufReader::new(s));
-            }
+        match Client::try_connect(port) {
+            Ok(c) => return c,
             Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -165,6 +184,13 @@ pub fn connect(port: u16) -> Client {
 pub struct Client(pub BufReader<TcpStream>);
 
 impl Client {
+    /// One attempt to connect to 127.0.0.1:`port` (reads give up after [`HANG_GUARD`]).
+    pub fn try_connect(port: u16) -> std::io::Result<Client> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(HANG_GUARD))?;
+        Ok(Client(BufReader::new(s)))
+    }
+
     /// Sends raw bytes, returns the reply line without CRLF; a reply cut short (the server
     /// died) is an `UnexpectedEof` error.
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<String> {
