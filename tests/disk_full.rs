@@ -115,12 +115,22 @@ impl Model {
 
     /// Puts jobs of `len` bytes until one answers OUT_OF_MEMORY; returns how many went in.
     fn fill(&mut self, c: &mut Client, len: usize) -> usize {
-        for n in 0..100_000 {
-            let r = self.put(c, 0, len);
+        self.fill_delayed(c, 0, len).len()
+    }
+
+    /// Like [`Model::fill`] with a delay; returns the ids that went in.
+    fn fill_delayed(&mut self, c: &mut Client, delay: u32, len: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for _ in 0..100_000 {
+            let r = self.put(c, delay, len);
             if r == "OUT_OF_MEMORY" {
-                return n;
+                return ids;
             }
-            assert!(r.starts_with("INSERTED "), "put on a filling disk: {r}");
+            let id = r.strip_prefix("INSERTED ").map(|id| id.parse::<u64>());
+            let Some(Ok(id)) = id else {
+                panic!("put on a filling disk: {r}");
+            };
+            ids.push(id);
         }
         panic!("100000 puts and the disk is not full");
     }
@@ -269,9 +279,21 @@ fn persisted(mode: &str) {
     assert_eq!(c.cmd(&format!("release {id} 10 7200")), "RELEASED");
     m.state.insert(id, "delayed");
     m.check(&mut c, "space freed");
-    let n = m.fill(&mut c, 1000);
-    assert!(n > 100, "only {n} puts fit in the freed space");
+    // Full again, with far jobs (each also writes its id-index entry).
+    let far = m.fill_delayed(&mut c, 20_000, 1000);
+    eprintln!("{mode}: {} far puts fit in the freed space", far.len());
+    assert!(far.len() > 100, "only {} far puts fit", far.len());
+    // A near put may still fit (the far one may have failed on its id-index page).
+    let r = m.put(&mut c, 0, 1000);
+    assert!(r == "OUT_OF_MEMORY" || r.starts_with("INSERTED "), "{r}");
     m.check(&mut c, "full again");
+    // Deleting them retires their (far) spoke at once: its file goes and puts work again.
+    for id in far {
+        m.delete(&mut c, id);
+    }
+    let r = m.put(&mut c, 0, 1000);
+    assert!(r.starts_with("INSERTED "), "put after a spoke retired: {r}");
+    m.check(&mut c, "far spoke retired");
     drop(c);
     stop(y);
 
