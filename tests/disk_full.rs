@@ -198,15 +198,15 @@ fn stop(y: Yaad) {
     );
 }
 
-/// Mapped or lazy mode: fill, check, recover, restart.
-fn persisted(mode: &str) {
+/// Mapped or lazy mode (plus `flags`): fill, check, recover, restart.
+fn persisted(mode: &str, flags: &[&str]) {
     let Some(fs) = Tmpfs::mount("2m") else { return };
     let dir: PathBuf = fs.path().join("data");
     let filler_path = fs.path().join("filler");
     // Space given back later: a quarter of the disk.
     filler(&filler_path, Some(512 * 1024));
     let mut m = Model::default();
-    let y = spawn(mode, &dir, &[]);
+    let y = spawn(mode, &dir, flags);
     let mut c = y.connect();
     // A far job first: its spoke (and its id-index page) exist before the disk fills.
     assert!(m.put(&mut c, 3600, 100).starts_with("INSERTED "));
@@ -262,7 +262,7 @@ fn persisted(mode: &str) {
     // A restart on the full disk recovers everything.
     drop(c);
     stop(y);
-    let y = spawn(mode, &dir, &[]);
+    let y = spawn(mode, &dir, flags);
     let mut c = y.connect();
     m.check(&mut c, "restarted on a full disk");
 
@@ -297,7 +297,7 @@ fn persisted(mode: &str) {
     drop(c);
     stop(y);
 
-    let y = spawn(mode, &dir, &[]);
+    let y = spawn(mode, &dir, flags);
     let mut c = y.connect();
     m.check(&mut c, "restarted");
     assert_eq!(
@@ -311,12 +311,13 @@ fn persisted(mode: &str) {
 
 #[test]
 fn mapped_disk_full() {
-    persisted("mapped");
+    persisted("mapped", &[]);
 }
 
 #[test]
 fn lazy_disk_full() {
-    persisted("lazy");
+    // Group commit too: every reply waits for its sync.
+    persisted("lazy", &["-f", "0"]);
 }
 
 /// Mem mode writes files only on SIGUSR1/SIGTERM: a full dir fails the flush, nothing held in
