@@ -186,7 +186,7 @@ fn spawn(mode: &str, dir: &Path, extra: &[&str]) -> Yaad {
     let d = dir.to_str().expect("utf-8 path");
     let mut args = vec!["--mode", mode, "-b", d, "--spoke-span", "60000"];
     args.extend_from_slice(extra);
-    Yaad::spawn_logged(&args)
+    Yaad::launch_own(&args, true)
 }
 
 fn stop(y: Yaad) {

@@ -55,12 +55,32 @@ impl Yaad {
         Yaad::launch(args, false, |_| {})
     }
 
-    /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr discarded.
+    /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr discarded; see [`Yaad::launch_own`].
     pub fn spawn_in(mode: &str, dir: &Path, args: &[&str]) -> Yaad {
         let dir = dir.to_str().expect("utf-8 data dir");
         let mut all = vec!["--mode", mode, "-b", dir];
         all.extend_from_slice(args);
-        Yaad::spawn(&all)
+        Yaad::launch_own(&all, false)
+    }
+
+    /// Like [`Yaad::launch`], then waits until the server answers and checks with `stats` that
+    /// it is this child (its `pid`): [`free_port`] can hand one port to two tests starting
+    /// yaad at once, and the one whose bind fails exits while the other answers in its place.
+    /// Then it starts again on another port. Costs one connection and one `stats`.
+    pub fn launch_own(args: &[&str], logged: bool) -> Yaad {
+        for _ in 0..5 {
+            let y = Yaad::launch(args, logged, |_| {});
+            let pid = y.connect().stat("stats", "pid");
+            if pid == Some(y.child.id().to_string()) {
+                return y;
+            }
+            eprintln!(
+                "port {} answered by pid {pid:?}, not yaad {}: starting again",
+                y.port,
+                y.child.id()
+            );
+        }
+        panic!("yaad could not get a port of its own in 5 tries");
     }
 
     /// Like [`Yaad::spawn`], keeping stderr for [`Yaad::wait_log`].
