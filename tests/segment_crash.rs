@@ -185,3 +185,45 @@ fn mapped_keeps_records_appended_after_a_torn_tail() {
 fn lazy_keeps_records_appended_after_a_torn_tail() {
     records_after_a_torn_tail_survive::<LazySegment>();
 }
+
+/// Regression: appends after a reopen continued just past the last non-zero byte, rounded up
+/// to 8. A record whose body ends in a zero byte (here 1 byte past an 8-byte boundary, so 7
+/// bytes of padding follow) ends later than that: the next append overwrote its last bytes
+/// and the acknowledged job was lost at the next reopen (body checksum mismatch).
+fn a_record_ending_in_zeros_survives_appends_after_reopen<S: Segment>() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(segment_file_name(SPOKE));
+    // 64 (file header) + 80 (record header) + 4 (tube) + 13 (body) = 161, padded to 168; the
+    // last non-zero byte is at 159, so "past it, rounded up to 8" is 160, inside the record.
+    let body = [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0];
+    {
+        let mut s = S::create(tmp.path(), SPOKE).unwrap();
+        s.append(&job(1, &body)).unwrap();
+        s.flush().unwrap();
+    }
+    {
+        let mut s = S::open(&path).unwrap();
+        s.append(&job(2, b"second")).unwrap();
+        s.flush().unwrap();
+    }
+    let mut s = S::open(&path).unwrap();
+    let got: Vec<_> = s.scan().unwrap();
+    let ids: Vec<u64> = got.iter().flatten().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2], "{got:?}");
+    assert_eq!(s.read(got[0].as_ref().unwrap().offset).unwrap().body, body);
+}
+
+#[test]
+fn mapped_keeps_a_record_ending_in_zeros() {
+    a_record_ending_in_zeros_survives_appends_after_reopen::<MappedSegment>();
+}
+
+#[test]
+fn lazy_keeps_a_record_ending_in_zeros() {
+    a_record_ending_in_zeros_survives_appends_after_reopen::<LazySegment>();
+}
+
+#[test]
+fn mem_keeps_a_record_ending_in_zeros() {
+    a_record_ending_in_zeros_survives_appends_after_reopen::<yaad::segment::MemSegment>();
+}

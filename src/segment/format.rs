@@ -555,6 +555,32 @@ pub fn data_end(bytes: &[u8], from: u64) -> u64 {
     }
 }
 
+/// Where a reopened segment's data ends (appends continue there), given its whole file
+/// image: past the last non-zero byte rounded up to [`RECORD_ALIGN`] ([`data_end`]), or past
+/// the end of the last record if that is later. A record ends in its body and zero padding,
+/// and a body may end in zero bytes: cut at its last non-zero byte, the record would be seen
+/// as truncated and the next append would overwrite its end.
+///
+/// The last record is the one at the highest 8-aligned offset below `data_end` holding a valid
+/// header (its CRC binds the offset, so a header image inside a body does not match). Only
+/// that record's bytes are looked at, backwards, so this costs about one record.
+pub fn append_end(bytes: &[u8]) -> u64 {
+    let end = data_end(bytes, FILE_HEADER_LEN);
+    let mut pos = end;
+    while pos > FILE_HEADER_LEN {
+        pos -= RECORD_ALIGN;
+        let at = pos as usize;
+        if bytes.get(at..at + RECORD_MAGIC.len()) != Some(&RECORD_MAGIC[..]) {
+            continue;
+        }
+        if let Ok(h) = decode_header_at(bytes, pos) {
+            let len = record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+            return end.max(pos.saturating_add(len));
+        }
+    }
+    end
+}
+
 fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Corrupted {
         file: file.to_path_buf(),

@@ -8,7 +8,7 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, align_up, check_new_record, encode_record, invalid_input, plan_update,
+    FILE_HEADER_LEN, append_end, check_new_record, encode_record, invalid_input, plan_update,
     read_record, scan_meta,
 };
 use super::mapped::{create_file, open_rw, read_file_header, used};
@@ -40,29 +40,11 @@ pub struct LazySegment {
     name_dirty: bool,
 }
 
-/// Size of the chunks read backwards when looking for the end of the data.
-const TAIL_CHUNK: u64 = 64 * 1024;
-
-/// One past the last non-zero byte of the file, rounded up to the record alignment,
-/// found with positioned reads from the end (the file is not mapped).
+/// Where the data of an open segment file ends (see [`append_end`]), through a mapping that
+/// is dropped at once: only the pages of the last record are read.
 fn file_data_end(file: &File, path: &Path) -> Result<u64> {
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io(path, e))?
-        .len();
-    let mut hi = len;
-    let mut buf = vec![0u8; TAIL_CHUNK as usize];
-    while hi > FILE_HEADER_LEN {
-        let lo = hi.saturating_sub(TAIL_CHUNK).max(FILE_HEADER_LEN);
-        let chunk = &mut buf[..(hi - lo) as usize];
-        file.read_exact_at(chunk, lo)
-            .map_err(|e| StorageError::io(path, e))?;
-        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-            return Ok(align_up(lo + i as u64 + 1));
-        }
-        hi = lo;
-    }
-    Ok(FILE_HEADER_LEN)
+    let map = mmap::map(file, path)?;
+    Ok(append_end(&map))
 }
 
 impl LazySegment {

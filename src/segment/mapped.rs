@@ -8,7 +8,7 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
+    FILE_HEADER_LEN, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
     segment_file_name,
 };
@@ -150,7 +150,7 @@ impl Segment for MappedSegment {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
         let map = mmap::map(&file, path)?;
-        let end = data_end(&map, FILE_HEADER_LEN);
+        let end = append_end(&map);
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
