@@ -1115,6 +1115,32 @@ mod tests {
                 prop_assert!(got.iter().all(|o| ranges.iter().any(|r| r.0 == *o)), "phantom record");
             }
 
+            /// A reopened segment's data ends after its last record, whatever zero bytes end
+            /// that record's body and whatever zero tail follows (regression: the end was
+            /// taken at the last non-zero byte, inside such a record).
+            #[test]
+            fn append_end_is_the_end_of_the_last_record(
+                lens in proptest::collection::vec(0usize..40, 1..6),
+                zeros in 0usize..40,
+                tail in 0usize..200,
+            ) {
+                let mut bodies: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0x5a; n]).collect();
+                if let Some(last) = bodies.last_mut() {
+                    let n = last.len();
+                    last[n - zeros.min(n)..].fill(0);
+                }
+                let recs: Vec<NewRecord<'_>> = bodies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| rec(i as u64 + 1, b"tube", b))
+                    .collect();
+                let (mut buf, offs) = image(&recs);
+                let last = recs.last().unwrap();
+                let end = offs.last().unwrap() + record_len(last.tube.len(), last.body.len());
+                buf.resize(buf.len() + tail, 0);
+                prop_assert_eq!(append_end(&buf), end);
+            }
+
             /// A file cut anywhere keeps every record that ends before the cut.
             #[test]
             fn truncation_keeps_complete_records(
