@@ -80,6 +80,7 @@ impl<S: Segment> Hub<S> {
             }
             return Ok(false);
         }
+        self.drop_summary()?;
         let tmp_dir = self.dir.compact_dir();
         std::fs::create_dir_all(&tmp_dir)
             .map_err(|e| HubError::Internal(format!("{}: {e}", tmp_dir.display())))?;
@@ -150,13 +151,13 @@ impl<S: Segment> Hub<S> {
                 Some(_) => {}
                 None => {
                     // The index is derived data; recovery rewrites a stale entry.
-                    let _ = self.set_index(
-                        job,
-                        JobLocation {
-                            spoke: id,
-                            offset: to,
-                        },
-                    );
+                    let loc = JobLocation {
+                        spoke: id,
+                        offset: to,
+                    };
+                    if self.set_index(job, loc).is_err() {
+                        self.needs_full_scan = true;
+                    }
                 }
             }
         }
