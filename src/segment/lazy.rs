@@ -44,8 +44,9 @@ pub struct LazySegment {
 const TAIL_CHUNK: u64 = 64 * 1024;
 
 /// One past the last non-zero byte of the file, rounded up to the record alignment,
-/// found with positioned reads from the end (the file is not mapped).
-fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+/// found with positioned reads from the end (the file is not mapped: a mapped segment's
+/// zero tail read through its mapping would stay resident and fault in page by page).
+pub(super) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
     let len = file
         .metadata()
         .map_err(|e| StorageError::io(path, e))?

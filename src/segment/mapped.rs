@@ -8,10 +8,10 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
-    encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
-    segment_file_name,
+    FILE_HEADER_LEN, check_new_record, decode_file_header, encode_file_header, encode_record_into,
+    invalid_input, plan_update, read_record, record_len, scan_meta, segment_file_name,
 };
+use super::lazy::file_data_end;
 use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
@@ -122,8 +122,8 @@ impl Segment for MappedSegment {
     fn open(path: &Path) -> Result<Self> {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
+        let end = file_data_end(&file, path)?;
         let map = mmap::map(&file, path)?;
-        let end = data_end(&map, FILE_HEADER_LEN);
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
