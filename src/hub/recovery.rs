@@ -26,8 +26,8 @@ use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::{
-    DataDir, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId, SpokeSummary,
-    StateSlot, StorageError, Summary,
+    DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment, SpokeId,
+    SpokeSummary, StateSlot, StorageError, Summary,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -180,6 +180,8 @@ impl<S: Segment> Hub<S> {
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
         let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
+        // Ids ascend: the entries are read a chunk at a time.
+        let mut ids = IdReader::new();
         for r in &seen {
             let first = prev != Some(r.id);
             prev = Some(r.id);
@@ -215,7 +217,7 @@ impl<S: Segment> Hub<S> {
                 spoke: sid,
                 offset: r.offset,
             };
-            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
+            if !matches!(ids.get(&self.index, r.id), Ok(Some(l)) if l == loc) {
                 self.set_index(r.id, loc)?;
             }
         }

@@ -26,7 +26,7 @@ pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
 pub use ids::{
     ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
-    JobLocation,
+    IdReader, JobLocation,
 };
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
