@@ -86,6 +86,7 @@ impl<S: Segment> Hub<S> {
             }
             return Ok(false);
         }
+        self.drop_summary()?;
         let tmp_dir = self.dir.compact_dir();
         std::fs::create_dir_all(&tmp_dir)
             .map_err(|e| HubError::Internal(format!("{}: {e}", tmp_dir.display())))?;
@@ -164,6 +165,7 @@ impl<S: Segment> Hub<S> {
                     if let Err(e) = self.set_index(job, loc) {
                         tracing::warn!(job, "id index entry not updated: {e}");
                         self.index_incomplete = true;
+                        self.needs_full_scan = true;
                     }
                 }
             }

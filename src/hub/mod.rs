@@ -304,6 +304,11 @@ pub struct Hub<S: Segment> {
     index_incomplete: bool,
     /// Segment files were created or removed since the last flush or sync batch.
     dir_dirty: bool,
+    /// `summary.yaad` may exist: it is removed (durably) before the next change on disk.
+    summary_on_disk: bool,
+    /// A write whose failure was tolerated left records only a full scan settles (two live
+    /// records of one job, a far job without its index entry): no summary is written.
+    needs_full_scan: bool,
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
@@ -341,10 +346,15 @@ impl<S: Segment> Hub<S> {
         let mut cfg = cfg;
         cfg.spoke_span = cfg.spoke_span.max(1);
         let dir = DataDir::open(&cfg.data_dir)?;
-        let index = if cfg.persist {
+        let (index, index_fresh) = if cfg.persist {
             recovery::open_index(&dir)?
         } else {
-            IdIndex::in_memory()
+            (IdIndex::in_memory(), true)
+        };
+        let summary = if index_fresh {
+            None
+        } else {
+            recovery::read_summary(&dir, &index)?
         };
         let mut hub = Hub {
             dir,
@@ -370,6 +380,8 @@ impl<S: Segment> Hub<S> {
             index_dirty: false,
             index_incomplete: false,
             dir_dirty: false,
+            summary_on_disk: true,
+            needs_full_scan: false,
             open_far: Vec::new(),
             far_info: HashMap::new(),
             dirty: Vec::new(),
@@ -381,8 +393,11 @@ impl<S: Segment> Hub<S> {
             draining: false,
         };
         hub.intern(DEFAULT_TUBE);
+        // Whatever this run changes makes the summary stale; in mem mode a flush rewrites
+        // segment files under it. Gone before anything is written.
+        hub.drop_summary()?;
         if hub.cfg.persist || hub.cfg.restore {
-            hub.recover()?;
+            hub.recover(summary)?;
         }
         hub.settle();
         Ok(hub)
@@ -612,7 +627,9 @@ impl<S: Segment> Hub<S> {
                 state: JobState::Deleted,
                 priority: pri,
             };
-            let _ = self.update_slot(spoke, offset, undo);
+            if self.update_slot(spoke, offset, undo).is_err() {
+                self.needs_full_scan = true;
+            }
             self.spoke_lost_live(spoke);
             return Err(e.into());
         }
@@ -782,6 +799,7 @@ impl<S: Segment> Hub<S> {
                 priority: far.meta.slot.priority,
             };
             self.update_slot(far.spoke, far.meta.offset, slot)?;
+            // update_slot dropped the summary already.
             if self.index.remove(id).is_ok() {
                 self.index_dirty = true;
             }
@@ -853,7 +871,9 @@ impl<S: Segment> Hub<S> {
                 state: JobState::Moved,
                 priority: pri,
             };
-            let _ = self.update_slot(spoke, offset, undo);
+            if self.update_slot(spoke, offset, undo).is_err() {
+                self.needs_full_scan = true;
+            }
             self.spoke_lost_live(spoke);
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.version = version;
@@ -869,8 +889,12 @@ impl<S: Segment> Hub<S> {
             state: JobState::Moved,
             priority: job.pri,
         };
-        // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
-        let _ = self.update_slot(job.spoke, job.offset, moved);
+        // If either write failed, the next start scans every segment (no summary): the new
+        // record wins (higher version, Moved never wins) and the index entry is rewritten.
+        let marked = self.update_slot(job.spoke, job.offset, moved).is_ok();
+        if !(marked && indexed.is_ok()) {
+            self.needs_full_scan = true;
+        }
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
         if let Some(j) = self.jobs.get_mut(&id) {
@@ -1092,6 +1116,9 @@ impl<S: Segment> Hub<S> {
         self.dir_dirty = false;
         if !self.cfg.persist {
             self.remove_stale_files()?;
+        } else if let Err(e) = self.write_summary() {
+            // Only start-up time depends on it: the next open scans every segment.
+            tracing::warn!("cannot write the start-up summary: {e}");
         }
         Ok(())
     }
@@ -1118,6 +1145,7 @@ impl<S: Segment> Hub<S> {
     // ----- internals -------------------------------------------------------------------------
 
     fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
+        self.drop_summary_storage()?;
         self.index.set(id, loc)?;
         self.index_dirty = true;
         Ok(())
@@ -1159,6 +1187,7 @@ impl<S: Segment> Hub<S> {
 
     /// Appends a record to the spoke of its trigger time (created if needed).
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<(SpokeId, u64), HubError> {
+        self.drop_summary()?;
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
@@ -1196,6 +1225,7 @@ impl<S: Segment> Hub<S> {
         offset: RecordOffset,
         slot: StateSlot,
     ) -> Result<(), HubError> {
+        self.drop_summary()?;
         self.segment(spoke)?.update(offset, slot)?;
         self.unflushed.insert(spoke);
         Ok(())
@@ -1523,6 +1553,7 @@ impl<S: Segment> Hub<S> {
                 Err(_) => continue,
             };
             if !self.spokes.contains_key(&seg.spoke()) {
+                self.drop_summary()?;
                 seg.destroy()?;
                 self.dir_dirty = true;
             }

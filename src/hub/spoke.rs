@@ -125,6 +125,11 @@ impl<S: Segment> Hub<S> {
                     t.far_delayed = t.far_delayed.saturating_sub(*n);
                 }
             }
+            if let Err(e) = self.drop_summary() {
+                // Nothing else can be written either: the files stay as the summary says.
+                tracing::warn!(spoke = ?id, "segment kept: {e}");
+                return;
+            }
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = s.seg.destroy();
             self.dir_dirty = true;

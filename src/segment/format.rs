@@ -565,7 +565,12 @@ pub fn data_end(bytes: &[u8], from: u64) -> u64 {
 /// header (its CRC binds the offset, so a header image inside a body does not match). Only
 /// that record's bytes are looked at, backwards, so this costs about one record.
 pub fn append_end(bytes: &[u8]) -> u64 {
-    let end = data_end(bytes, FILE_HEADER_LEN);
+    append_end_from(bytes, data_end(bytes, FILE_HEADER_LEN))
+}
+
+/// [`append_end`] when [`data_end`] is already known (found without reading the zero tail
+/// through a mapping, see `lazy::file_data_end`): only the last record's bytes are read.
+pub fn append_end_from(bytes: &[u8], end: u64) -> u64 {
     let mut pos = end;
     while pos > FILE_HEADER_LEN {
         pos -= RECORD_ALIGN;

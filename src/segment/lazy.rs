@@ -8,8 +8,8 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, append_end, check_new_record, encode_record, invalid_input, plan_update,
-    read_record, scan_meta,
+    FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record, invalid_input,
+    plan_update, read_record, scan_meta,
 };
 use super::mapped::{create_file, open_rw, read_file_header, used};
 use super::mem::sync_parent_dir;
@@ -40,11 +40,42 @@ pub struct LazySegment {
     name_dirty: bool,
 }
 
-/// Where the data of an open segment file ends (see [`append_end`]), through a mapping that
-/// is dropped at once: only the pages of the last record are read.
-fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+/// Size of the chunks read backwards when looking for the end of the data.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// Where the data of an open segment file ends, as [`super::format::append_end`] says. The last non-zero
+/// byte is found with positioned reads from the end (through a mapping, a mapped segment's
+/// preallocated zero tail would be faulted in page by page and stay resident); then only
+/// the last record's pages are read, through a mapping dropped at once.
+pub(super) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+    let nonzero = nonzero_end(file, path)?;
+    if nonzero == FILE_HEADER_LEN {
+        return Ok(nonzero);
+    }
     let map = mmap::map(file, path)?;
-    Ok(append_end(&map))
+    Ok(append_end_from(&map, nonzero))
+}
+
+/// One past the last non-zero byte of the file, rounded up to the record alignment
+/// ([`super::format::data_end`] without mapping the file).
+pub(super) fn nonzero_end(file: &File, path: &Path) -> Result<u64> {
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len();
+    let mut hi = len;
+    let mut buf = vec![0u8; TAIL_CHUNK as usize];
+    while hi > FILE_HEADER_LEN {
+        let lo = hi.saturating_sub(TAIL_CHUNK).max(FILE_HEADER_LEN);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.read_exact_at(chunk, lo)
+            .map_err(|e| StorageError::io(path, e))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(align_up(lo + i as u64 + 1));
+        }
+        hi = lo;
+    }
+    Ok(FILE_HEADER_LEN)
 }
 
 impl LazySegment {

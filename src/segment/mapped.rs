@@ -8,10 +8,11 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, append_end, check_new_record, decode_file_header, encode_file_header,
+    FILE_HEADER_LEN, append_end_from, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, invalid_input, plan_update, read_record, record_len, scan_meta,
     segment_file_name,
 };
+use super::lazy::nonzero_end;
 use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
@@ -149,8 +150,10 @@ impl Segment for MappedSegment {
     fn open(path: &Path) -> Result<Self> {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
+        // Found by reads, not through the mapping: its zero tail would stay resident.
+        let nonzero = nonzero_end(&file, path)?;
         let map = mmap::map(&file, path)?;
-        let end = append_end(&map);
+        let end = append_end_from(&map, nonzero);
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
