@@ -228,17 +228,27 @@ fn leftover_compaction_file_is_removed_on_open() {
 
 /// Start-up time benchmark, not part of CI: `YAAD_OPEN_JOBS=1000000 cargo test --release
 /// --test hub_disk open_time -- --ignored --nocapture` puts that many 100-byte jobs one to
-/// two hours out (lazy mode), then prints how long `Hub::open` takes to recover them.
+/// two hours out (lazy mode; `YAAD_OPEN_MODE=mapped` for mapped), flushes (a clean shutdown),
+/// then prints how long `Hub::open` takes to recover them: after the clean shutdown (far
+/// spokes from the summary, unread) and once more without a summary (as after `kill -9`:
+/// every segment scanned).
 #[test]
 #[ignore]
 fn open_time() {
+    match std::env::var("YAAD_OPEN_MODE").as_deref() {
+        Ok("mapped") => open_time_of::<MappedSegment>("mapped"),
+        _ => open_time_of::<LazySegment>("lazy"),
+    }
+}
+
+fn open_time_of<S: Segment>(mode: &str) {
     let n: u64 = std::env::var("YAAD_OPEN_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let tmp = tempfile::tempdir().unwrap();
     let now = START;
-    let mut hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let mut hub: Hub<S> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
     let c = hub.connect();
     let body = [b'b'; 100];
     let t = std::time::Instant::now();
@@ -250,12 +260,19 @@ fn open_time() {
     let put_time = t.elapsed();
     drop(hub);
     let t = std::time::Instant::now();
-    let hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
-    let open_time = t.elapsed();
+    let hub: Hub<S> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let clean_time = t.elapsed();
     let st = hub.stats(now);
     assert_eq!(st.current_jobs_delayed, n);
+    // Dropped without a flush: the next open finds no summary.
+    drop(hub);
+    let t = std::time::Instant::now();
+    let hub: Hub<S> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let scan_time = t.elapsed();
+    assert_eq!(hub.stats(now).current_jobs_delayed, n);
     eprintln!(
-        "{n} jobs in {} spokes, {} MB: put {put_time:?}, Hub::open {open_time:?}",
+        "{mode}: {n} jobs in {} spokes, {} MB: put {put_time:?}; Hub::open after a clean \
+         shutdown {clean_time:?}, without a summary (kill -9) {scan_time:?}",
         st.spokes,
         st.data_bytes / 1_000_000
     );

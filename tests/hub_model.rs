@@ -589,9 +589,11 @@ enum Op {
     AdvanceToEvent {
         before: bool,
     },
-    /// Restart, possibly with another spoke span (old spokes keep theirs).
+    /// Restart, possibly with another spoke span (old spokes keep theirs). `clean`: after a
+    /// flush (far spokes come back from the summary, unread), else as after `kill -9`.
     Reopen {
         span: u64,
+        clean: bool,
     },
 }
 
@@ -646,7 +648,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
             .prop_map(|dt| Op::Advance { dt }),
         3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
-        1 => span().prop_map(|span| Op::Reopen { span }),
+        1 => (span(), any::<bool>()).prop_map(|(span, clean)| Op::Reopen { span, clean }),
     ]
 }
 
@@ -705,10 +707,10 @@ impl<S: Segment> Harness<S> {
         self.hub.as_mut().unwrap()
     }
 
-    fn reopen(&mut self, now: u64, span: u64) {
+    fn reopen(&mut self, now: u64, span: u64, clean: bool) {
         self.cfg.spoke_span = span;
         let mut hub = self.hub.take().unwrap();
-        if self.mem {
+        if self.mem || clean {
             hub.flush().unwrap();
         }
         drop(hub);
@@ -1013,9 +1015,9 @@ fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
                     h.hub().tick(t);
                 }
             }
-            Op::Reopen { span } => {
+            Op::Reopen { span, clean } => {
                 m.reopen();
-                h.reopen(now, span);
+                h.reopen(now, span, clean);
                 m.advance(now);
             }
         }
@@ -1030,7 +1032,7 @@ fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
     // And the same once more after a restart.
     let now = m.now;
     m.reopen();
-    h.reopen(now, SECOND);
+    h.reopen(now, SECOND, true);
     m.advance(now);
     check_counts(&mut h, &m)?;
     for id in 0..m.next_id + 1 {

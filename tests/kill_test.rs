@@ -5,13 +5,13 @@
 //! The short run here takes about 10 s per mode; `scripts/killtest.sh --duration SECS` runs
 //! the same code longer (`YAAD_KILL_SECS`).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::{Client, Yaad, connect};
 
 const WORKERS: usize = 4;
 
@@ -44,79 +44,6 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The server process; killed on drop, so a failing check leaves no yaad running.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(mode: &str, dir: &Path) -> (Server, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_yaad"))
-        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "--mode", mode])
-        .arg("-b")
-        .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Server(child), port)
-}
-
-fn connect(port: u16) -> Client {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                return Client(BufReader::new(s));
-            }
-            Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
-struct Client(BufReader<TcpStream>);
-
-impl Client {
-    fn send(&mut self, bytes: &[u8]) -> std::io::Result<String> {
-        self.0.get_mut().write_all(bytes)?;
-        let mut l = String::new();
-        // A reply cut short by the kill counts as no reply.
-        if self.0.read_line(&mut l)? == 0 || !l.ends_with('\n') {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(l.trim_end().to_string())
-    }
-    fn cmd(&mut self, line: &str) -> std::io::Result<String> {
-        self.send(format!("{line}\r\n").as_bytes())
-    }
-    fn body(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
-        let mut b = vec![0u8; n + 2];
-        self.0.read_exact(&mut b)?;
-        b.truncate(n);
-        Ok(b)
-    }
-    fn put(&mut self, pri: u32, delay: u32, body: &[u8]) -> std::io::Result<String> {
-        let mut m = format!("put {pri} {delay} 60 {}\r\n", body.len()).into_bytes();
-        m.extend_from_slice(body);
-        m.extend_from_slice(b"\r\n");
-        self.send(&m)
-    }
-}
-
 fn ok(reply: &str, want: &str) -> std::io::Result<()> {
     if reply == want {
         Ok(())
@@ -128,27 +55,26 @@ fn ok(reply: &str, want: &str) -> std::io::Result<()> {
 /// One connection's load until the server dies: every acknowledged change goes into `model`.
 fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
     // The server may already be gone: then this worker has nothing to do.
-    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut c) = Client::try_connect(port) else {
         return;
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut c = Client(BufReader::new(stream));
     let mut rng = Rng(seed | 1);
     let tube = format!("kill-w{w}");
     let mut mine: Vec<u64> = vec![];
     let _ = (|| -> std::io::Result<()> {
-        ok(&c.cmd(&format!("use {tube}"))?, &format!("USING {tube}"))?;
-        ok(&c.cmd(&format!("watch {tube}"))?, "WATCHING 2")?;
-        ok(&c.cmd("ignore default")?, "WATCHING 1")?;
+        ok(
+            &c.try_cmd(&format!("use {tube}"))?,
+            &format!("USING {tube}"),
+        )?;
+        ok(&c.try_cmd(&format!("watch {tube}"))?, "WATCHING 2")?;
+        ok(&c.try_cmd("ignore default")?, "WATCHING 1")?;
         loop {
             match rng.below(10) {
                 0..=4 => {
                     let len = 1 + rng.below(2000) as usize;
                     let body: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                     let delay = rng.below(6) as u32;
-                    let r = c.put(rng.below(1000) as u32, delay, &body)?;
+                    let r = c.try_put(rng.below(1000) as u32, delay, 60, &body)?;
                     let id: u64 = r
                         .strip_prefix("INSERTED ")
                         .unwrap_or_else(|| panic!("put: {r}"))
@@ -170,7 +96,7 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
                 5 if !mine.is_empty() => {
                     let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
                     model.lock().unwrap().uncertain.insert(id);
-                    let r = c.cmd(&format!("delete {id}"))?;
+                    let r = c.try_cmd(&format!("delete {id}"))?;
                     let mut m = model.lock().unwrap();
                     m.uncertain.remove(&id);
                     if r == "DELETED" {
@@ -193,7 +119,7 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
                     };
                     if let Some(id) = buried {
                         model.lock().unwrap().uncertain.insert(id);
-                        let r = c.cmd(&format!("kick-job {id}"))?;
+                        let r = c.try_cmd(&format!("kick-job {id}"))?;
                         let mut m = model.lock().unwrap();
                         m.uncertain.remove(&id);
                         assert_eq!(r, "KICKED", "kick-job {id}");
@@ -202,7 +128,7 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
                     }
                 }
                 _ => {
-                    let r = c.cmd("reserve-with-timeout 0")?;
+                    let r = c.try_cmd("reserve-with-timeout 0")?;
                     let Some(rest) = r.strip_prefix("RESERVED ") else {
                         assert!(r == "TIMED_OUT" || r == "DEADLINE_SOON", "reserve: {r}");
                         continue;
@@ -231,7 +157,7 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
                             Some(true),
                         ),
                     };
-                    let r = c.cmd(&line)?;
+                    let r = c.try_cmd(&line)?;
                     ok(&r, want)?;
                     let mut m = model.lock().unwrap();
                     m.uncertain.remove(&id);
@@ -257,7 +183,7 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
 }
 
 fn stats_job(c: &mut Client, id: u64) -> Option<String> {
-    let r = c.cmd(&format!("stats-job {id}")).unwrap();
+    let r = c.try_cmd(&format!("stats-job {id}")).unwrap();
     if r == "NOT_FOUND" {
         return None;
     }
@@ -296,7 +222,7 @@ fn verify(port: u16, model: &mut Model, round: usize) {
                 "round {round}: job {id} {state}"
             );
         }
-        let r = c.cmd(&format!("peek {id}")).unwrap();
+        let r = c.try_cmd(&format!("peek {id}")).unwrap();
         let n: usize = r
             .strip_prefix(&format!("FOUND {id} "))
             .unwrap_or_else(|| panic!("peek {id}: {r}"))
@@ -311,11 +237,11 @@ fn verify(port: u16, model: &mut Model, round: usize) {
             "round {round}: deleted job {id} came back"
         );
     }
-    c.cmd("use kill-probe").unwrap();
-    let r = c.put(0, 0, b"probe").unwrap();
+    c.try_cmd("use kill-probe").unwrap();
+    let r = c.try_put(0, 0, 60, b"probe").unwrap();
     let id: u64 = r.strip_prefix("INSERTED ").unwrap().parse().unwrap();
     assert!(id > model.max_id, "round {round}: id {id} reissued");
-    ok(&c.cmd(&format!("delete {id}")).unwrap(), "DELETED").unwrap();
+    ok(&c.try_cmd(&format!("delete {id}")).unwrap(), "DELETED").unwrap();
     model.max_id = id;
 }
 
@@ -328,7 +254,8 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
     let mut round = 0;
     while Instant::now() < end {
         round += 1;
-        let (server, port) = spawn(mode, dir.path());
+        let server = Yaad::spawn_in(mode, dir.path(), &[]);
+        let port = server.port;
         verify(port, &mut model.lock().unwrap(), round);
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
@@ -345,7 +272,8 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
     }
     // A last restart checks the final kill too.
     round += 1;
-    let (_server, port) = spawn(mode, dir.path());
+    let server = Yaad::spawn_in(mode, dir.path(), &[]);
+    let port = server.port;
     let mut m = model.lock().unwrap();
     verify(port, &mut m, round);
     (round, m.acked, m.jobs.len())

@@ -1,52 +1,13 @@
 //! The `yaad` binary's observability: statsd metric lines over UDP and JSON logs on stderr.
 //! A binary per test, since the metrics recorder and the log subscriber are process-global.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn connect(port: u16) -> TcpStream {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                return s;
-            }
-            Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-fn cmd(r: &mut BufReader<TcpStream>, line: &str) -> String {
-    r.get_mut()
-        .write_all(format!("{line}\r\n").as_bytes())
-        .unwrap();
-    let mut l = String::new();
-    r.read_line(&mut l).unwrap();
-    l.trim_end().to_string()
-}
-
-/// Kills the server even when an assertion fails.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Yaad, command, free_port};
 
 /// One statsd line `name:value|type`.
 fn parse(line: &str) -> Option<(String, f64, String)> {
@@ -62,24 +23,22 @@ fn statsd_lines_arrive() {
     udp.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let statsd = udp.local_addr().unwrap().to_string();
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_yaad"))
-        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-b", dir.path().to_str().unwrap()])
-        .args(["--statsd", &statsd, "--statsd-prefix", "t"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Killed(child);
-    let mut r = BufReader::new(connect(port));
-    assert_eq!(cmd(&mut r, "put 0 0 60 2\r\nhi"), "INSERTED 1");
-    assert_eq!(cmd(&mut r, "reserve"), "RESERVED 1 2");
-    let mut body = String::new();
-    r.read_line(&mut body).unwrap();
-    assert_eq!(cmd(&mut r, "delete 1"), "DELETED");
-    assert_eq!(cmd(&mut r, "delete 1"), "NOT_FOUND");
-    assert_eq!(cmd(&mut r, "frobnicate"), "UNKNOWN_COMMAND");
+    let server = Yaad::spawn(&[
+        "-b",
+        dir.path().to_str().unwrap(),
+        "--statsd",
+        &statsd,
+        "--statsd-prefix",
+        "t",
+    ]);
+    let mut c = server.connect();
+    assert_eq!(c.cmd("put 0 0 60 2\r\nhi"), "INSERTED 1");
+    assert_eq!(c.cmd("reserve"), "RESERVED 1 2");
+    assert_eq!(c.body(2).unwrap(), b"hi");
+    assert_eq!(c.cmd("delete 1"), "DELETED");
+    assert_eq!(c.cmd("delete 1"), "NOT_FOUND");
+    assert_eq!(c.cmd("frobnicate"), "UNKNOWN_COMMAND");
 
     // name -> (type, values seen)
     let mut seen: HashMap<String, (String, Vec<f64>)> = HashMap::new();
@@ -137,8 +96,7 @@ fn statsd_lines_arrive() {
 
 #[test]
 fn bad_statsd_address_is_a_start_up_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_yaad"))
-        .args(["-l", "127.0.0.1", "-p", &free_port().to_string()])
+    let out = command(free_port())
         .args(["--statsd", "no-port-here"])
         .output()
         .unwrap();
@@ -148,29 +106,23 @@ fn bad_statsd_address_is_a_start_up_error() {
 
 #[test]
 fn json_logs_at_start_up() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_yaad"))
-        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-b", dir.path().to_str().unwrap()])
-        .args(["--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Killed(child);
-    let stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let mut recovered = None;
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
-        if v["fields"]["message"] == "recovered" {
-            recovered = Some(v);
-            break;
-        }
+    let server = Yaad::launch(
+        &["-b", dir.path().to_str().unwrap(), "--log-format", "json"],
+        true,
+        |cmd| {
+            cmd.env_remove("RUST_LOG");
+        },
+    );
+    let line = server.wait_log("recovered");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    assert_eq!(v["fields"]["message"], "recovered", "{line}");
+    // Every line before it is JSON too.
+    for l in server.logs_so_far() {
+        serde_json::from_str::<serde_json::Value>(&l)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
     }
-    let v = recovered.expect("no start-up line");
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["fields"]["mode"], "mapped");
     assert_eq!(v["fields"]["ready"], 0);

@@ -38,6 +38,12 @@ impl<S: Segment> Hub<S> {
         while let Some(id) = self.compact_due.pop_first() {
             if let Err(e) = self.compact_spoke(id) {
                 tracing::warn!(spoke = ?id, "compaction failed, old segment kept: {e}");
+                // Count the segment as if compacted: the next try waits until half of its live
+                // records are gone too. Retrying at every delete would scan and rewrite the
+                // whole segment per delete for as long as the disk stays full.
+                if let Some(s) = self.spokes.get_mut(&id) {
+                    s.records = s.live;
+                }
             }
         }
     }
@@ -80,6 +86,7 @@ impl<S: Segment> Hub<S> {
             }
             return Ok(false);
         }
+        self.drop_summary()?;
         let tmp_dir = self.dir.compact_dir();
         std::fs::create_dir_all(&tmp_dir)
             .map_err(|e| HubError::Internal(format!("{}: {e}", tmp_dir.display())))?;
@@ -149,14 +156,17 @@ impl<S: Segment> Hub<S> {
                 Some(j) if j.spoke == id && j.offset == from => j.offset = to,
                 Some(_) => {}
                 None => {
-                    // The index is derived data; recovery rewrites a stale entry.
-                    let _ = self.set_index(
-                        job,
-                        JobLocation {
-                            spoke: id,
-                            offset: to,
-                        },
-                    );
+                    // The index is derived data; recovery rewrites a stale entry, and until
+                    // then lookups by id scan the far spokes.
+                    let loc = JobLocation {
+                        spoke: id,
+                        offset: to,
+                    };
+                    if let Err(e) = self.set_index(job, loc) {
+                        tracing::warn!(job, "id index entry not updated: {e}");
+                        self.index_incomplete = true;
+                        self.needs_full_scan = true;
+                    }
                 }
             }
         }

@@ -310,8 +310,16 @@ pub struct Hub<S: Segment> {
     unflushed: BTreeSet<SpokeId>,
     /// The id index changed since the last flush or sync batch.
     index_dirty: bool,
+    /// A write to the id index failed (disk full) in compaction or recovery, so an entry may
+    /// be missing or stale: lookups it cannot answer fall back to scanning far spokes.
+    index_incomplete: bool,
     /// Segment files were created or removed since the last flush or sync batch.
     dir_dirty: bool,
+    /// `summary.yaad` may exist: it is removed (durably) before the next change on disk.
+    summary_on_disk: bool,
+    /// A write whose failure was tolerated left records only a full scan settles (two live
+    /// records of one job, a far job without its index entry): no summary is written.
+    needs_full_scan: bool,
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
@@ -354,10 +362,15 @@ impl<S: Segment> Hub<S> {
         let mut cfg = cfg;
         cfg.spoke_span = cfg.spoke_span.max(1);
         let dir = DataDir::open(&cfg.data_dir)?;
-        let index = if cfg.persist {
+        let (index, index_fresh) = if cfg.persist {
             recovery::open_index(&dir)?
         } else {
-            IdIndex::in_memory()
+            (IdIndex::in_memory(), true)
+        };
+        let summary = if index_fresh {
+            None
+        } else {
+            recovery::read_summary(&dir, &index)?
         };
         let mut hub = Hub {
             dir,
@@ -381,7 +394,10 @@ impl<S: Segment> Hub<S> {
             compact_due: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             index_dirty: false,
+            index_incomplete: false,
             dir_dirty: false,
+            summary_on_disk: true,
+            needs_full_scan: false,
             open_far: Vec::new(),
             far_info: HashMap::new(),
             dirty: Vec::new(),
@@ -393,8 +409,11 @@ impl<S: Segment> Hub<S> {
             draining: false,
         };
         hub.intern(DEFAULT_TUBE);
+        // Whatever this run changes makes the summary stale; in mem mode a flush rewrites
+        // segment files under it. Gone before anything is written.
+        hub.drop_summary()?;
         if hub.cfg.persist || hub.cfg.restore {
-            hub.recover()?;
+            hub.recover(summary)?;
         }
         hub.settle();
         Ok(hub)
@@ -626,7 +645,9 @@ impl<S: Segment> Hub<S> {
                 priority: pri,
                 counters: Counters::default(),
             };
-            let _ = self.update_slot(spoke, offset, undo);
+            if self.update_slot(spoke, offset, undo).is_err() {
+                self.needs_full_scan = true;
+            }
             self.spoke_lost_live(spoke);
             return Err(e.into());
         }
@@ -796,6 +817,7 @@ impl<S: Segment> Hub<S> {
                 ..far.meta.slot
             };
             self.update_slot(far.spoke, far.meta.offset, slot)?;
+            // update_slot dropped the summary already.
             if self.index.remove(id).is_ok() {
                 self.index_dirty = true;
             }
@@ -856,36 +878,47 @@ impl<S: Segment> Hub<S> {
         };
         let (spoke, offset) = match self.append(&rec) {
             Ok(loc) => loc,
-            Err(HubError::OutOfMemory) => {
-                self.persist(id, JobState::Buried, pri, |c| {
-                    bump(&mut c.releases);
-                    bump(&mut c.buries);
-                })?;
-                self.unlink(id);
-                let seq = self.take_seq();
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.pri = pri;
-                }
-                self.link(id, Phase::Buried { seq });
-                self.settle();
-                return Ok(ReleaseOutcome::Buried);
-            }
+            Err(HubError::OutOfMemory) => return self.bury_instead_of_release(id, pri),
             Err(e) => return Err(e),
         };
+        let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
+        let indexed = self.set_index(id, JobLocation { spoke, offset });
+        if !loaded && let Err(e) = indexed {
+            // A far job is found by id only through its entry (disk full writing it): undo the
+            // move (Moved never wins) and bury the job where it is, one version above both.
+            let undo = StateSlot {
+                version,
+                state: JobState::Moved,
+                priority: pri,
+                counters,
+            };
+            if self.update_slot(spoke, offset, undo).is_err() {
+                self.needs_full_scan = true;
+            }
+            self.spoke_lost_live(spoke);
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.version = version;
+            }
+            return match HubError::from(e) {
+                HubError::OutOfMemory => self.bury_instead_of_release(id, pri),
+                other => Err(other),
+            };
+        }
+        // A near target needs no entry (its jobs are resident); a stale one is harmless.
         let moved = StateSlot {
             version,
             state: JobState::Moved,
             priority: job.pri,
             counters: job.counters,
         };
-        // If this fails, recovery still prefers the new record (higher version, and Moved never wins).
-        let _ = self.update_slot(job.spoke, job.offset, moved);
-        // The index is derived data (recovery rewrites it); a failure only hides a far job
-        // from lookups by id until its spoke is loaded.
-        let _ = self.set_index(id, JobLocation { spoke, offset });
+        // If either write failed, the next start scans every segment (no summary): the new
+        // record wins (higher version, Moved never wins) and the index entry is rewritten.
+        let marked = self.update_slot(job.spoke, job.offset, moved).is_ok();
+        if !(marked && indexed.is_ok()) {
+            self.needs_full_scan = true;
+        }
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
-        let loaded = self.spokes.get(&spoke).is_some_and(|s| s.loaded);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.pri = pri;
             j.delay_s = delay_s;
@@ -903,6 +936,23 @@ impl<S: Segment> Hub<S> {
         }
         self.settle();
         Ok(ReleaseOutcome::Released)
+    }
+
+    /// A delayed release that found no room for the job's new record: the job is buried where
+    /// it is instead (beanstalkd answers `BURIED` when it is out of memory).
+    fn bury_instead_of_release(&mut self, id: u64, pri: u32) -> Result<ReleaseOutcome, HubError> {
+        self.persist(id, JobState::Buried, pri, |c| {
+            bump(&mut c.releases);
+            bump(&mut c.buries);
+        })?;
+        self.unlink(id);
+        let seq = self.take_seq();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.pri = pri;
+        }
+        self.link(id, Phase::Buried { seq });
+        self.settle();
+        Ok(ReleaseOutcome::Buried)
     }
 
     /// Buries a job reserved by `c` with a new priority.
@@ -1087,6 +1137,9 @@ impl<S: Segment> Hub<S> {
         self.dir_dirty = false;
         if !self.cfg.persist {
             self.remove_stale_files()?;
+        } else if let Err(e) = self.write_summary() {
+            // Only start-up time depends on it: the next open scans every segment.
+            tracing::warn!("cannot write the start-up summary: {e}");
         }
         Ok(())
     }
@@ -1113,6 +1166,7 @@ impl<S: Segment> Hub<S> {
     // ----- internals -------------------------------------------------------------------------
 
     fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
+        self.drop_summary_storage()?;
         self.index.set(id, loc)?;
         self.index_dirty = true;
         Ok(())
@@ -1154,6 +1208,7 @@ impl<S: Segment> Hub<S> {
 
     /// Appends a record to the spoke of its trigger time (created if needed).
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<(SpokeId, u64), HubError> {
+        self.drop_summary()?;
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
@@ -1191,6 +1246,7 @@ impl<S: Segment> Hub<S> {
         offset: RecordOffset,
         slot: StateSlot,
     ) -> Result<(), HubError> {
+        self.drop_summary()?;
         self.segment(spoke)?.update(offset, slot)?;
         self.unflushed.insert(spoke);
         Ok(())
@@ -1527,6 +1583,7 @@ impl<S: Segment> Hub<S> {
                 Err(_) => continue,
             };
             if !self.spokes.contains_key(&seg.spoke()) {
+                self.drop_summary()?;
                 seg.destroy()?;
                 self.dir_dirty = true;
             }

@@ -9,29 +9,67 @@
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
 //! Ids continue above the highest id seen in any record and above the id index's high-water
 //! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
+//!
+//! After a clean shutdown the data dir holds a [`Summary`] (written by [`Hub::flush`], removed
+//! before the next change on disk): the far spokes it lists are not read at all, only their
+//! segment headers are opened. Their live and per-tube delayed counts come from the summary,
+//! and ids continue from its next id. That is sound because a summary that exists describes
+//! the files exactly (no write happened after it), so those spokes hold no record that could
+//! win against a scanned one (every moved record is marked `Moved`, every far job has its id
+//! index entry) and no job resident in RAM. A far spoke is read when it comes near or a
+//! command needs it, as during any run. Without a summary (first start, crash, `kill -9`)
+//! every segment is scanned.
 
 use std::collections::HashMap;
 
 use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
+use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
-    DataDir, IdIndex, JobLocation, JobState, RecordOffset, Segment, SpokeId, StateSlot,
-    StorageError,
+    DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment, SpokeId,
+    SpokeSummary, StateSlot, StorageError, Summary,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
-pub(super) fn open_index(dir: &DataDir) -> Result<IdIndex, HubError> {
+/// Also says whether it was started afresh (then it holds no entry: nothing may rely on it).
+pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, bool), HubError> {
     let path = dir.id_index_path();
+    let existed = path.exists();
     match IdIndex::open(&path) {
-        Ok(i) => Ok(i),
+        Ok(i) => Ok((i, !existed)),
         Err(StorageError::Corrupted { .. }) => {
             std::fs::remove_file(&path)
                 .map_err(|e| HubError::Internal(format!("{}: {e}", path.display())))?;
-            Ok(IdIndex::open(&path)?)
+            Ok((IdIndex::open(&path)?, true))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The data dir's clean-shutdown summary, if there is one that matches the id index.
+pub(super) fn read_summary(dir: &DataDir, index: &IdIndex) -> Result<Option<Summary>, HubError> {
+    let path = dir.summary_path();
+    let s = match Summary::read(&path)? {
+        None => return Ok(None),
+        Some(Err(why)) => {
+            tracing::warn!(
+                "{}: ignored ({why}), scanning every segment",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Some(Ok(s)) => s,
+    };
+    let high = index.high_water()?;
+    if s.id_high_water != high || s.next_id <= high {
+        tracing::warn!(
+            "{}: does not match the id index (high-water {high}), scanning every segment",
+            path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(s))
 }
 
 /// One live-looking record seen by the scan (32 bytes: no tube name, no body).
@@ -51,9 +89,14 @@ impl<S: Segment> Hub<S> {
     /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
     /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
     /// kicked or buried jobs) are scanned a second time for those winners' full headers.
-    pub(super) fn recover(&mut self) -> Result<(), HubError> {
+    pub(super) fn recover(&mut self, summary: Option<Summary>) -> Result<(), HubError> {
         let mut max_id = 0u64;
-        if self.cfg.persist {
+        let mut skip: HashMap<SpokeId, SpokeSummary> = HashMap::new();
+        if let Some(s) = summary {
+            // Exact: the summary was written after the last id was issued.
+            max_id = s.next_id.saturating_sub(1);
+            skip = s.spokes.into_iter().map(|p| (p.spoke, p)).collect();
+        } else if self.cfg.persist {
             let high = self.index.high_water()?;
             if high > 0 {
                 // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
@@ -68,6 +111,13 @@ impl<S: Segment> Hub<S> {
             let mut seg = match S::open(&path) {
                 Ok(s) => s,
                 Err(e @ StorageError::Corrupted { .. }) => {
+                    if std::fs::metadata(&path).is_ok_and(|m| m.len() < FILE_HEADER_LEN) {
+                        // A create cut short (crash or disk full): no record can be in it, and
+                        // left in place it would make every create of its spoke fail.
+                        std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+                        self.dir_dirty = true;
+                        continue;
+                    }
                     // A file whose header is unreadable is left alone for yaad-dump.
                     self.note_corrupt(&e);
                     continue;
@@ -80,6 +130,14 @@ impl<S: Segment> Hub<S> {
             }
             let idx = u32::try_from(order.len())
                 .map_err(|_| HubError::Internal("more than 2^32 segments".into()))?;
+            if sid.start >= self.horizon_end
+                && let Some(p) = skip.remove(&sid)
+                && p.byte_size == seg.byte_size()
+            {
+                self.add_summarised(seg, &p);
+                order.push(sid);
+                continue;
+            }
             let mut records = 0u64;
             for r in seg.scan()? {
                 let m = match r {
@@ -130,6 +188,8 @@ impl<S: Segment> Hub<S> {
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
         let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
+        // Ids ascend: the entries are read a chunk at a time.
+        let mut ids = IdReader::new();
         for r in &seen {
             let first = prev != Some(r.id);
             prev = Some(r.id);
@@ -166,8 +226,13 @@ impl<S: Segment> Hub<S> {
                 spoke: sid,
                 offset: r.offset,
             };
-            if !matches!(self.index.get(r.id), Ok(Some(l)) if l == loc) {
-                self.set_index(r.id, loc)?;
+            if !matches!(ids.get(&self.index, r.id), Ok(Some(l)) if l == loc)
+                && let Err(e) = self.set_index(r.id, loc)
+            {
+                // Start anyway (a full disk must not keep yaad down); lookups by id that the
+                // index cannot answer scan the far spokes instead.
+                tracing::warn!(job = r.id, "id index entry not written: {e}");
+                self.index_incomplete = true;
             }
         }
         drop(seen);
@@ -215,6 +280,72 @@ impl<S: Segment> Hub<S> {
                 let _ = s.seg.close();
             }
         }
+        Ok(())
+    }
+
+    /// Adds far spoke `seg` with the figures of its summary, without reading its records.
+    fn add_summarised(&mut self, mut seg: S, p: &SpokeSummary) {
+        // Closing only releases memory; if it fails the segment stays open.
+        let _ = seg.close();
+        let mut spoke = Spoke::new(seg, false);
+        spoke.live = p.live;
+        spoke.records = p.records;
+        self.spokes.insert(p.spoke, spoke);
+        for (tube, n) in &p.delayed {
+            let tube = self.intern(&String::from_utf8_lossy(tube));
+            self.count_far(p.spoke, &tube, i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes `summary.yaad` (durably) if it may exist: called before every change on disk.
+    pub(super) fn drop_summary(&mut self) -> Result<(), HubError> {
+        Ok(self.drop_summary_storage()?)
+    }
+
+    pub(super) fn drop_summary_storage(&mut self) -> Result<(), StorageError> {
+        if self.summary_on_disk {
+            Summary::remove(&self.dir.summary_path())?;
+            self.summary_on_disk = false;
+        }
+        Ok(())
+    }
+
+    /// Writes `summary.yaad` for the far spokes that hold no resident job; called by a flush,
+    /// once every change is durable.
+    pub(super) fn write_summary(&mut self) -> Result<(), HubError> {
+        if self.needs_full_scan {
+            return Ok(());
+        }
+        let holding: std::collections::HashSet<SpokeId> =
+            self.jobs.values().map(|j| j.spoke).collect();
+        let spokes = self
+            .spokes
+            .iter()
+            .filter(|(id, s)| !s.loaded && !holding.contains(id))
+            .map(|(&id, s)| {
+                let mut delayed: Vec<(Vec<u8>, u64)> = s
+                    .far_counts
+                    .iter()
+                    .map(|(t, &n)| (t.as_bytes().to_vec(), n))
+                    .collect();
+                delayed.sort();
+                SpokeSummary {
+                    spoke: id,
+                    byte_size: s.seg.byte_size(),
+                    live: s.live,
+                    records: s.records,
+                    delayed,
+                }
+            })
+            .collect();
+        let summary = Summary {
+            next_id: self.next_id,
+            id_high_water: self.index.high_water()?,
+            spokes,
+        };
+        // Set first: should the write fail halfway, a later change still removes the file.
+        self.summary_on_disk = true;
+        summary.write(&self.dir.summary_path())?;
         Ok(())
     }
 }

@@ -125,6 +125,11 @@ impl<S: Segment> Hub<S> {
                     t.far_delayed = t.far_delayed.saturating_sub(*n);
                 }
             }
+            if let Err(e) = self.drop_summary() {
+                // Nothing else can be written either: the files stay as the summary says.
+                tracing::warn!(spoke = ?id, "segment kept: {e}");
+                return;
+            }
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = s.seg.destroy();
             self.dir_dirty = true;
@@ -165,11 +170,19 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Finds job `id` in a far spoke (it is not resident) through the id index; a damaged
-    /// index entry falls back to scanning the far spokes.
+    /// index entry, or one an id index write failure may have left out of date, falls back
+    /// to scanning the far spokes.
     pub(super) fn find_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
         if id == 0 || id >= self.next_id || self.jobs.contains_key(&id) {
             return Ok(None);
         }
+        match self.find_far_indexed(id)? {
+            None if self.index_incomplete => self.scan_far(id),
+            found => Ok(found),
+        }
+    }
+
+    fn find_far_indexed(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
         match self.index.get(id) {
             Ok(None) => Ok(None),
             Ok(Some(loc)) => {

@@ -636,3 +636,35 @@ fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
     mem.put(c, 0, 0, 5, b"x", T0).unwrap();
     assert!(mem.take_sync_batch().is_empty());
 }
+
+/// Regression: a segment create cut short by a full disk left an empty file behind, and every
+/// later create of that spoke failed ("file exists", INTERNAL_ERROR) until a restart.
+#[test]
+fn an_empty_segment_file_is_removed_by_recovery_and_its_spoke_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let spoke = spoke_for(T0, SECOND);
+    let path = dir.path().join(crate::segment::segment_file_name(spoke));
+    std::fs::write(&path, b"").unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    assert_eq!(hub.stats(T0).corrupt_records_skipped, 0);
+    let c = hub.connect();
+    let id = hub.put(c, 0, 0, 5, b"x", T0).unwrap();
+    assert_eq!(hub.peek(id).unwrap().body, Bytes::from("x"));
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+}
+
+/// After an id index write failed (disk full in compaction or recovery), a far job whose entry
+/// is missing is still found by id: the lookup falls back to scanning the far spokes.
+#[test]
+fn a_far_job_without_its_index_entry_is_found_once_the_index_is_known_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let id = hub.put(c, 0, 500, 5, b"far", T0).unwrap();
+    hub.index.remove(id).unwrap();
+    assert_eq!(hub.peek(id), None, "only the index finds a far job");
+    hub.index_incomplete = true;
+    assert_eq!(hub.peek(id).unwrap().body, Bytes::from("far"));
+    hub.delete(c, id, T0).unwrap();
+    assert_eq!(hub.peek(id), None);
+}

@@ -11,6 +11,8 @@ use super::{Result, SpokeId, StorageError};
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the id index file inside a data dir.
 pub const ID_INDEX_FILE: &str = "ids.yaad";
+/// Name of the clean-shutdown summary inside a data dir (see [`super::Summary`]).
+pub const SUMMARY_FILE: &str = "summary.yaad";
 
 /// Subdirectory in which compaction builds new segment files (see `storage-format.md`).
 pub const COMPACT_DIR: &str = "compact";
@@ -89,6 +91,11 @@ impl DataDir {
     /// Where the id index lives.
     pub fn id_index_path(&self) -> PathBuf {
         self.path.join(ID_INDEX_FILE)
+    }
+
+    /// Where the clean-shutdown summary lives.
+    pub fn summary_path(&self) -> PathBuf {
+        self.path.join(SUMMARY_FILE)
     }
 
     /// Every segment file in the dir, sorted by spoke (start, then span). Other files are

@@ -608,6 +608,37 @@ pub fn data_end(bytes: &[u8], from: u64) -> u64 {
     }
 }
 
+/// Where a reopened segment's data ends (appends continue there), given its whole file
+/// image: past the last non-zero byte rounded up to [`RECORD_ALIGN`] ([`data_end`]), or past
+/// the end of the last record if that is later. A record ends in its body and zero padding,
+/// and a body may end in zero bytes: cut at its last non-zero byte, the record would be seen
+/// as truncated and the next append would overwrite its end.
+///
+/// The last record is the one at the highest 8-aligned offset below `data_end` holding a valid
+/// header (its CRC binds the offset, so a header image inside a body does not match). Only
+/// that record's bytes are looked at, backwards, so this costs about one record.
+pub fn append_end(bytes: &[u8]) -> u64 {
+    append_end_from(bytes, data_end(bytes, FILE_HEADER_LEN))
+}
+
+/// [`append_end`] when [`data_end`] is already known (found without reading the zero tail
+/// through a mapping, see `lazy::file_data_end`): only the last record's bytes are read.
+pub fn append_end_from(bytes: &[u8], end: u64) -> u64 {
+    let mut pos = end;
+    while pos > FILE_HEADER_LEN {
+        pos -= RECORD_ALIGN;
+        let at = pos as usize;
+        if bytes.get(at..at + RECORD_MAGIC.len()) != Some(&RECORD_MAGIC[..]) {
+            continue;
+        }
+        if let Ok(h) = decode_header_at(bytes, pos) {
+            let len = record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+            return end.max(pos.saturating_add(len));
+        }
+    }
+    end
+}
+
 fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Corrupted {
         file: file.to_path_buf(),
@@ -701,17 +732,35 @@ impl<'a> Iterator for Records<'a, '_> {
                 Some(Ok(v))
             }
             Err(Defect::BadRecord(r)) => {
-                // The header is trusted, so its lengths are: skip exactly this record.
+                // The header is trusted, so its lengths are: skip exactly this record. Unless
+                // neither a record nor the zero tail starts where it claims to end and a valid
+                // record starts before that: then it is a torn record (a write cut short by a
+                // crash or a full disk) whose length runs over records appended after it once
+                // the segment was reopened.
                 let h = decode_header_at(self.bytes, pos).ok()?;
-                self.pos = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+                let claimed = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+                self.pos = if self.is_zero(claimed) || decode_header_at(self.bytes, claimed).is_ok()
+                {
+                    claimed
+                } else {
+                    self.resync(pos).filter(|&n| n < claimed).unwrap_or(claimed)
+                };
                 self.end = self.pos;
                 Some(Err(corrupted(self.file, pos, r)))
             }
-            Err(Defect::Truncated(r)) => {
-                self.done = true;
-                self.end = data_end(self.bytes, pos);
-                Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
-            }
+            Err(Defect::Truncated(r)) => match self.resync(pos) {
+                // A torn record with records appended after it (see BadRecord).
+                Some(next) => {
+                    self.pos = next;
+                    self.end = next;
+                    Some(Err(corrupted(self.file, pos, format!("torn: {r}"))))
+                }
+                None => {
+                    self.done = true;
+                    self.end = data_end(self.bytes, pos);
+                    Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
+                }
+            },
             Err(Defect::BadHeader(r)) => match self.resync(pos) {
                 Some(next) => {
                     self.pos = next;
@@ -1131,6 +1180,32 @@ mod tests {
                     }
                 }
                 prop_assert!(got.iter().all(|o| ranges.iter().any(|r| r.0 == *o)), "phantom record");
+            }
+
+            /// A reopened segment's data ends after its last record, whatever zero bytes end
+            /// that record's body and whatever zero tail follows (regression: the end was
+            /// taken at the last non-zero byte, inside such a record).
+            #[test]
+            fn append_end_is_the_end_of_the_last_record(
+                lens in proptest::collection::vec(0usize..40, 1..6),
+                zeros in 0usize..40,
+                tail in 0usize..200,
+            ) {
+                let mut bodies: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0x5a; n]).collect();
+                if let Some(last) = bodies.last_mut() {
+                    let n = last.len();
+                    last[n - zeros.min(n)..].fill(0);
+                }
+                let recs: Vec<NewRecord<'_>> = bodies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| rec(i as u64 + 1, b"tube", b))
+                    .collect();
+                let (mut buf, offs) = image(&recs);
+                let last = recs.last().unwrap();
+                let end = offs.last().unwrap() + record_len(last.tube.len(), last.body.len());
+                buf.resize(buf.len() + tail, 0);
+                prop_assert_eq!(append_end(&buf), end);
             }
 
             /// A file cut anywhere keeps every record that ends before the cut.

@@ -218,25 +218,7 @@ impl IdIndex {
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
                     Err(e) => return Err(StorageError::io(path, e)),
                 }
-                if buf.iter().all(|&b| b == 0) {
-                    return Ok(None);
-                }
-                let (e, _) = IdEntry::read_from_prefix(&buf)
-                    .map_err(|_| corrupted(path, at, "short id entry"))?;
-                if entry_crc(id, &e) != e.crc.get() {
-                    return Err(corrupted(
-                        path,
-                        at,
-                        format!("id index entry of job {id}: checksum mismatch"),
-                    ));
-                }
-                Ok(Some(JobLocation {
-                    spoke: SpokeId {
-                        start: e.spoke_start.get(),
-                        span: e.spoke_span.get(),
-                    },
-                    offset: e.record_offset.get(),
-                }))
+                decode_entry(path, at, id, &buf)
             }
         }
     }
@@ -372,6 +354,83 @@ impl IdIndex {
     }
 }
 
+/// An entry's bytes: all zero is "no job"; a checksum that does not match is damage.
+fn decode_entry(path: &Path, at: u64, id: u64, buf: &[u8]) -> Result<Option<JobLocation>> {
+    if buf.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let (e, _) =
+        IdEntry::read_from_prefix(buf).map_err(|_| corrupted(path, at, "short id entry"))?;
+    if entry_crc(id, &e) != e.crc.get() {
+        return Err(corrupted(
+            path,
+            at,
+            format!("id index entry of job {id}: checksum mismatch"),
+        ));
+    }
+    Ok(Some(JobLocation {
+        spoke: SpokeId {
+            start: e.spoke_start.get(),
+            span: e.spoke_span.get(),
+        },
+        offset: e.record_offset.get(),
+    }))
+}
+
+/// Reads entries of ascending ids a chunk at a time (recovery checks one entry per far job:
+/// one system call per 2,048 entries instead of one each). Holds no borrow of the index, so
+/// entries can be written between reads; an entry written after its chunk was read is seen
+/// stale, so read each id once, in ascending order.
+#[derive(Debug, Default)]
+pub struct IdReader {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    from: u64,
+}
+
+/// Bytes an [`IdReader`] reads at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl IdReader {
+    pub fn new() -> Self {
+        IdReader::default()
+    }
+
+    /// Same as [`IdIndex::get`].
+    pub fn get(&mut self, index: &IdIndex, id: u64) -> Result<Option<JobLocation>> {
+        let Inner::File {
+            path, file, base, ..
+        } = &index.inner
+        else {
+            return index.get(id);
+        };
+        let Some(at) = entry_offset(*base, id) else {
+            return Ok(None);
+        };
+        let have = self.from..self.from + self.buf.len() as u64;
+        if !(have.contains(&at) && have.contains(&(at + ID_ENTRY_LEN - 1))) {
+            self.buf.resize(READ_CHUNK, 0);
+            let mut n = 0;
+            while n < READ_CHUNK {
+                match file.read_at(&mut self.buf[n..], at + n as u64) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(StorageError::io(path, e)),
+                }
+            }
+            self.buf.truncate(n);
+            self.from = at;
+        }
+        let i = (at - self.from) as usize;
+        match self.buf.get(i..i + ID_ENTRY_LEN as usize) {
+            Some(entry) => decode_entry(path, at, id, entry),
+            // Past the end of the file.
+            None => Ok(None),
+        }
+    }
+}
+
 fn entry_offset(base: u64, id: u64) -> Option<u64> {
     let index = id.checked_sub(base)?;
     index.checked_mul(ID_ENTRY_LEN)?.checked_add(ID_HEADER_LEN)
@@ -414,6 +473,11 @@ mod tests {
             "removal keeps the high-water mark"
         );
         ix.flush().unwrap();
+        // The chunked reader agrees with get for every id, below, inside and past the file.
+        let mut r = IdReader::new();
+        for id in (0..20).chain([999_999, 1_000_000, 1_000_001, 2_000_000]) {
+            assert_eq!(r.get(ix, id).ok(), ix.get(id).ok(), "id {id}");
+        }
     }
 
     #[test]

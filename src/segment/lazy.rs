@@ -8,8 +8,8 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, align_up, check_new_record, encode_record, invalid_input, plan_update,
-    read_record, scan_meta,
+    FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record, invalid_input,
+    plan_update, read_record, scan_meta,
 };
 use super::mapped::{create_file, open_rw, read_file_header, used};
 use super::mem::sync_parent_dir;
@@ -43,9 +43,22 @@ pub struct LazySegment {
 /// Size of the chunks read backwards when looking for the end of the data.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
-/// One past the last non-zero byte of the file, rounded up to the record alignment,
-/// found with positioned reads from the end (the file is not mapped).
-fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+/// Where the data of an open segment file ends, as [`super::format::append_end`] says. The last non-zero
+/// byte is found with positioned reads from the end (through a mapping, a mapped segment's
+/// preallocated zero tail would be faulted in page by page and stay resident); then only
+/// the last record's pages are read, through a mapping dropped at once.
+pub(super) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+    let nonzero = nonzero_end(file, path)?;
+    if nonzero == FILE_HEADER_LEN {
+        return Ok(nonzero);
+    }
+    let map = mmap::map(file, path)?;
+    Ok(append_end_from(&map, nonzero))
+}
+
+/// One past the last non-zero byte of the file, rounded up to the record alignment
+/// ([`super::format::data_end`] without mapping the file).
+pub(super) fn nonzero_end(file: &File, path: &Path) -> Result<u64> {
     let len = file
         .metadata()
         .map_err(|e| StorageError::io(path, e))?
@@ -137,9 +150,15 @@ impl Segment for LazySegment {
         let offset = self.end;
         let bytes = encode_record(offset, rec);
         let path = self.path.clone();
-        self.file()?
-            .write_all_at(&bytes, offset)
-            .map_err(|e| StorageError::io(&path, e))?;
+        let file = self.file()?;
+        if let Err(e) = file.write_all_at(&bytes, offset) {
+            // A write cut short (disk full) left the start of the record past `end`: zero it,
+            // so the zero tail still marks the end of the data and no torn record is found
+            // there after a restart. Best effort: the bytes it cannot rewrite were not written
+            // either (the same pages ran out of space).
+            let _ = file.write_all_at(&vec![0u8; bytes.len()], offset);
+            return Err(StorageError::io(&path, e));
+        }
         self.end = offset + bytes.len() as u64;
         self.grown_since_map = self.map.is_some();
         self.data_dirty = true;

@@ -8,17 +8,19 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
+    FILE_HEADER_LEN, append_end_from, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
     scan_meta, segment_file_name,
 };
+use super::lazy::nonzero_end;
 use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
 };
 
-/// Size a new mapped segment file starts with; it doubles whenever a record does not fit.
+/// Size a new mapped segment file starts with; it doubles whenever a record does not fit
+/// (or, when the disk has no room for that, grows by a multiple of this size).
 pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
 
 /// A segment whose whole file is mapped for its lifetime.
@@ -67,9 +69,18 @@ pub(crate) fn create_file(dir: &Path, spoke: SpokeId) -> Result<(PathBuf, File)>
         .create_new(true)
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))?;
-    file.write_all_at(&encode_file_header(spoke), 0)
-        .map_err(|e| StorageError::io(&path, e))?;
+    if let Err(e) = file.write_all_at(&encode_file_header(spoke), 0) {
+        return Err(abandon_created(&path, StorageError::io(&path, e)));
+    }
     Ok((path, file))
+}
+
+/// Removes a segment file whose creation failed (disk full, typically) and returns `err`:
+/// a file left behind would make every later create of the spoke fail ("file exists").
+pub(crate) fn abandon_created(path: &Path, err: StorageError) -> StorageError {
+    // Best effort: if even this fails, recovery removes header-less files.
+    let _ = fs::remove_file(path);
+    err
 }
 
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
@@ -92,7 +103,17 @@ impl MappedSegment {
             return Ok(());
         }
         let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
-        mmap::reserve(&self.file, &self.path, new_len)?;
+        // Doubling keeps growth rare; on a nearly full disk, grow by just what the record
+        // needs instead, so puts go on while there is room for them.
+        let just_enough = need
+            .div_ceil(INITIAL_FILE_LEN)
+            .saturating_mul(INITIAL_FILE_LEN);
+        match mmap::reserve(&self.file, &self.path, new_len) {
+            Err(StorageError::DiskFull { .. }) if just_enough < new_len => {
+                mmap::reserve(&self.file, &self.path, just_enough)?;
+            }
+            r => r?,
+        }
         self.map = mmap::map(&self.file, &self.path)?;
         self.size_dirty = true;
         Ok(())
@@ -102,8 +123,15 @@ impl MappedSegment {
 impl Segment for MappedSegment {
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let (path, file) = create_file(dir, spoke)?;
-        mmap::reserve(&file, &path, INITIAL_FILE_LEN)?;
-        let map = mmap::map(&file, &path)?;
+        let map = match mmap::reserve(&file, &path, INITIAL_FILE_LEN)
+            .and_then(|()| mmap::map(&file, &path))
+        {
+            Ok(map) => map,
+            Err(e) => {
+                drop(file);
+                return Err(abandon_created(&path, e));
+            }
+        };
         Ok(MappedSegment {
             path,
             spoke,
@@ -118,8 +146,10 @@ impl Segment for MappedSegment {
     fn open(path: &Path) -> Result<Self> {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
+        // Found by reads, not through the mapping: its zero tail would stay resident.
+        let nonzero = nonzero_end(&file, path)?;
         let map = mmap::map(&file, path)?;
-        let end = data_end(&map, FILE_HEADER_LEN);
+        let end = append_end_from(&map, nonzero);
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,

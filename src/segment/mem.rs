@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, check_new_record, data_end, decode_file_header, encode_file_header,
-    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
-    scan_meta, segment_file_name,
+    append_end, check_new_record, decode_file_header, encode_file_header, encode_record_into,
+    file_header_error, invalid_input, plan_update, read_record, record_len, scan_meta,
+    segment_file_name,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -78,8 +78,9 @@ impl Segment for MemSegment {
         let mut buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let spoke =
             decode_file_header(&buf).map_err(|reason| file_header_error(path, &buf, reason))?;
-        // A file written by the mapped mode has a zero tail: drop it.
-        let end = data_end(&buf, FILE_HEADER_LEN);
+        // A file written by the mapped mode has a zero tail: drop it (not the last record's
+        // own zero bytes, nor what a torn last record claims: the buffer grows to cover it).
+        let end = append_end(&buf);
         buf.resize(end as usize, 0);
         Ok(MemSegment {
             path: path.to_path_buf(),

@@ -7,6 +7,7 @@
 //! - [`format`](mod@format): the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
 //! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
 //! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
+//! - [`Summary`]: the far spokes' figures at a clean shutdown (`summary.yaad`);
 //! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
 
 use std::path::{Path, PathBuf};
@@ -19,16 +20,18 @@ mod lazy;
 mod mapped;
 mod mem;
 mod mmap;
+mod summary;
 
-pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE};
+pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
 pub use ids::{
     ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
-    JobLocation,
+    IdReader, JobLocation,
 };
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
+pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;

@@ -378,6 +378,25 @@ async fn sampler<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<b
     }
 }
 
+/// SIGTERM/SIGINT: whether to stop. In mem mode the jobs exist only in memory until written,
+/// so a flush that fails (disk full) keeps the server running: free space and signal again
+/// (SIGKILL stops it and loses them). Persisted modes stop (their jobs are in their files).
+fn may_stop(server: &Server, mode: Mode) -> bool {
+    if mode != Mode::Mem {
+        return true;
+    }
+    match server.flush() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                "not stopping: flush failed ({e}) and the jobs exist only in memory; \
+                 free space and signal again (SIGKILL loses them)"
+            );
+            false
+        }
+    }
+}
+
 /// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.
 pub fn run(cfg: Config) -> Result<(), ServerError> {
     observe::init_tracing(cfg.verbose, cfg.log_format);
@@ -405,8 +424,8 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
                         tracing::error!("flush failed: {e}");
                     }
                 }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = term.recv() => if may_stop(&server, mode) { break },
+                _ = int.recv() => if may_stop(&server, mode) { break },
             }
         }
         tracing::info!("shutting down");

@@ -1,0 +1,257 @@
+//! The clean-shutdown summary `summary.yaad`: what recovery would learn from scanning the far
+//! spokes, written by a complete flush and removed before the next write, so a restart after
+//! a clean shutdown reads this one small file instead of every far segment.
+//!
+//! It is only ever trusted as a whole: a CRC-32 covers every byte, and the hub deletes it
+//! (and syncs the directory) before it changes anything on disk, so a summary that exists
+//! describes the files exactly. Layout (all integers little-endian), see `storage-format.md`:
+//!
+//! ```text
+//! magic "YAADSUM\0" (8) | version u32 | spoke count u32 | next id u64 | id high-water u64
+//! per spoke: start u64 | span u64 | byte size u64 | live u64 | records u64 | tube count u32
+//!            per tube: name length u32 | name | delayed jobs u64
+//! crc u32 (CRC-32 of every byte before it)
+//! ```
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use super::{Result, SpokeId, StorageError};
+
+/// First bytes of `summary.yaad`.
+pub const SUMMARY_MAGIC: [u8; 8] = *b"YAADSUM\0";
+/// Version of the summary layout.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// The hub's figures for the whole data dir at a clean shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The next job id the hub would have issued.
+    pub next_id: u64,
+    /// [`super::IdIndex::high_water`] when the summary was written.
+    pub id_high_water: u64,
+    /// Far spokes holding only delayed jobs (no job resident in RAM), by spoke.
+    pub spokes: Vec<SpokeSummary>,
+}
+
+/// What a scan of one far spoke's segment would find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpokeSummary {
+    pub spoke: SpokeId,
+    /// [`super::Segment::byte_size`] of its segment (a segment of another size is scanned).
+    pub byte_size: u64,
+    /// Records that are the current record of a job that is not deleted.
+    pub live: u64,
+    /// Records in the segment, live or dead.
+    pub records: u64,
+    /// Delayed jobs per tube name.
+    pub delayed: Vec<(Vec<u8>, u64)>,
+}
+
+impl Summary {
+    /// The file's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32 + self.spokes.len() * 64);
+        b.extend_from_slice(&SUMMARY_MAGIC);
+        b.extend_from_slice(&SUMMARY_VERSION.to_le_bytes());
+        b.extend_from_slice(&(self.spokes.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.next_id.to_le_bytes());
+        b.extend_from_slice(&self.id_high_water.to_le_bytes());
+        for s in &self.spokes {
+            for v in [s.spoke.start, s.spoke.span, s.byte_size, s.live, s.records] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&(s.delayed.len() as u32).to_le_bytes());
+            for (name, n) in &s.delayed {
+                b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                b.extend_from_slice(name);
+                b.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses a file's bytes; `Err(reason)` for anything but a complete, intact summary.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Summary, String> {
+        let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
+            return Err("shorter than its checksum".into());
+        };
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return Err("checksum mismatch".into());
+        }
+        let mut r = Reader(body);
+        if r.take(8)? != SUMMARY_MAGIC {
+            return Err("not a yaad summary (bad magic)".into());
+        }
+        let version = r.u32()?;
+        if version != SUMMARY_VERSION {
+            return Err(format!("unsupported summary version {version}"));
+        }
+        let count = r.u32()?;
+        let next_id = r.u64()?;
+        let id_high_water = r.u64()?;
+        let mut spokes = Vec::new();
+        for _ in 0..count {
+            let spoke = SpokeId {
+                start: r.u64()?,
+                span: r.u64()?,
+            };
+            let (byte_size, live, records) = (r.u64()?, r.u64()?, r.u64()?);
+            let tubes = r.u32()?;
+            let mut delayed = Vec::new();
+            for _ in 0..tubes {
+                let len = r.u32()? as usize;
+                let name = r.take(len)?.to_vec();
+                delayed.push((name, r.u64()?));
+            }
+            spokes.push(SpokeSummary {
+                spoke,
+                byte_size,
+                live,
+                records,
+                delayed,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        Ok(Summary {
+            next_id,
+            id_high_water,
+            spokes,
+        })
+    }
+
+    /// Reads `path`: `Ok(None)` if there is no file, `Ok(Some(Err(reason)))` if it is damaged.
+    pub fn read(path: &Path) -> Result<Option<std::result::Result<Summary, String>>> {
+        match fs::read(path) {
+            Ok(b) => Ok(Some(Summary::decode(&b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(path, e)),
+        }
+    }
+
+    /// Writes the summary durably to `path`: a temporary file, fsynced, renamed into place,
+    /// then the directory fsynced.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("yaad.tmp");
+        let mut f = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+        f.write_all(&self.encode())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+        sync_dir_of(path)
+    }
+
+    /// Removes `path` if it exists and makes the removal durable before returning.
+    pub fn remove(path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => sync_dir_of(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(path, e)),
+        }
+    }
+}
+
+fn sync_dir_of(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+/// A cursor over the summary's bytes; running out is an error, never a panic.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Summary {
+        Summary {
+            next_id: 4097,
+            id_high_water: 4000,
+            spokes: vec![
+                SpokeSummary {
+                    spoke: SpokeId {
+                        start: 7_000_000,
+                        span: 1_000_000,
+                    },
+                    byte_size: 6400,
+                    live: 3,
+                    records: 5,
+                    delayed: vec![(b"default".to_vec(), 2), (b"t1".to_vec(), 1)],
+                },
+                SpokeSummary {
+                    spoke: SpokeId {
+                        start: 9_000_000,
+                        span: 1_000_000,
+                    },
+                    byte_size: 64,
+                    live: 0,
+                    records: 0,
+                    delayed: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_every_damage() {
+        let s = sample();
+        let bytes = s.encode();
+        assert_eq!(Summary::decode(&bytes).unwrap(), s);
+        // Every flipped bit and every truncation is refused, never a panic.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Summary::decode(&b).is_err(), "flip at {i} accepted");
+            assert!(Summary::decode(&bytes[..i]).is_err(), "cut at {i} accepted");
+        }
+        // A well-checksummed file with a lying count is refused too.
+        let mut b = bytes[..bytes.len() - 4].to_vec();
+        b[12] = 9;
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert!(Summary::decode(&b).is_err());
+    }
+
+    #[test]
+    fn write_read_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("summary.yaad");
+        assert!(Summary::read(&path).unwrap().is_none());
+        Summary::remove(&path).unwrap();
+        sample().write(&path).unwrap();
+        assert_eq!(Summary::read(&path).unwrap().unwrap().unwrap(), sample());
+        assert!(!tmp.path().join("summary.yaad.tmp").exists());
+        Summary::remove(&path).unwrap();
+        assert!(!path.exists());
+    }
+}

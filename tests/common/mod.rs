@@ -1,0 +1,304 @@
+//! Shared by the tests that start the `yaad` binary as a child process: a free port, the
+//! process (killed on drop, so a failing check leaves no yaad running), its stderr lines, and
+//! a blocking line client. (In-process servers are in `server_util`.)
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A guard against hangs only: every read (and a wait for a log line or an exit) gives up
+/// after this long.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A guard against hangs only: how long [`connect`] retries while yaad starts (recovery of a
+/// loaded data dir on a busy machine included).
+pub const CONNECT_GUARD: Duration = Duration::from_secs(30);
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `yaad` binary cargo built for these tests, without arguments.
+pub fn yaad_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_yaad"))
+}
+
+/// A `yaad` command listening on 127.0.0.1:`port`, before its own arguments.
+pub fn command(port: u16) -> Command {
+    let mut c = yaad_bin();
+    c.args(["-l", "127.0.0.1", "-p", &port.to_string()]);
+    c
+}
+
+/// A running `yaad`; SIGKILLed on drop unless it has exited.
+pub struct Yaad {
+    pub child: Child,
+    pub port: u16,
+    /// Its stderr lines when started with [`Yaad::spawn_logged`]: as they come, and all so far.
+    logs: Option<Receiver<String>>,
+    all_logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Yaad {
+    /// Starts `yaad` with `args` (after `-l 127.0.0.1 -p PORT`), stderr discarded.
+    pub fn spawn(args: &[&str]) -> Yaad {
+        Yaad::launch(args, false, |_| {})
+    }
+
+    /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr discarded; see [`Yaad::launch_own`].
+    pub fn spawn_in(mode: &str, dir: &Path, args: &[&str]) -> Yaad {
+        let dir = dir.to_str().expect("utf-8 data dir");
+        let mut all = vec!["--mode", mode, "-b", dir];
+        all.extend_from_slice(args);
+        Yaad::launch_own(&all, false)
+    }
+
+    /// Like [`Yaad::launch`], then waits until the server answers and checks with `stats` that
+    /// it is this child (its `pid`): [`free_port`] can hand one port to two tests starting
+    /// yaad at once, and the one whose bind fails exits while the other answers in its place.
+    /// Then it starts again on another port. Costs one connection and one `stats`.
+    pub fn launch_own(args: &[&str], logged: bool) -> Yaad {
+        for _ in 0..5 {
+            let y = Yaad::launch(args, logged, |_| {});
+            let pid = y.connect().stat("stats", "pid");
+            if pid == Some(y.child.id().to_string()) {
+                return y;
+            }
+            eprintln!(
+                "port {} answered by pid {pid:?}, not yaad {}: starting again",
+                y.port,
+                y.child.id()
+            );
+        }
+        panic!("yaad could not get a port of its own in 5 tries");
+    }
+
+    /// Like [`Yaad::spawn`], keeping stderr for [`Yaad::wait_log`].
+    pub fn spawn_logged(args: &[&str]) -> Yaad {
+        Yaad::launch(args, true, |_| {})
+    }
+
+    /// Starts `yaad` with `args`; `logged` keeps stderr (see [`Yaad::spawn_logged`]);
+    /// `tweak` adjusts the command (environment, ...) before it starts.
+    pub fn launch(args: &[&str], logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
+        let port = free_port();
+        let mut cmd = command(port);
+        cmd.args(args);
+        cmd.stderr(if logged {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        tweak(&mut cmd);
+        let mut y = Yaad {
+            child: cmd.spawn().unwrap(),
+            port,
+            logs: None,
+            all_logs: Arc::default(),
+        };
+        if !logged {
+            return y;
+        }
+        let stderr: ChildStderr = y.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = channel();
+        let all = y.all_logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("yaad: {line}");
+                all.lock().unwrap().push(line.clone());
+                // The test may have stopped listening; keep collecting.
+                let _ = tx.send(line);
+            }
+        });
+        y.logs = Some(rx);
+        y
+    }
+
+    /// A new connection (retried until yaad listens).
+    pub fn connect(&self) -> Client {
+        connect(self.port)
+    }
+
+    /// Sends `sig` ("-USR1", "-TERM", ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the next stderr line containing `needle` (started with `spawn_logged`).
+    pub fn wait_log(&self, needle: &str) -> String {
+        let logs = self.logs.as_ref().expect("started with spawn_logged");
+        let give_up = Instant::now() + HANG_GUARD;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match logs.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("yaad's stderr closed before a line with {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// Every stderr line read so far (started with `spawn_logged`).
+    pub fn logs_so_far(&self) -> Vec<String> {
+        self.all_logs.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit (hang guard: panics after [`HANG_GUARD`]).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let give_up = Instant::now() + HANG_GUARD;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < give_up, "yaad did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait_exit()
+    }
+}
+
+impl Drop for Yaad {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects to 127.0.0.1:`port`, retrying until yaad listens (at most [`CONNECT_GUARD`]).
+pub fn connect(port: u16) -> Client {
+    let give_up = Instant::now() + CONNECT_GUARD;
+    loop {
+        match Client::try_connect(port) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// A blocking beanstalkd-protocol client: one request, one reply line.
+pub struct Client(pub BufReader<TcpStream>);
+
+impl Client {
+    /// One attempt to connect to 127.0.0.1:`port` (reads give up after [`HANG_GUARD`]).
+    pub fn try_connect(port: u16) -> std::io::Result<Client> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(HANG_GUARD))?;
+        Ok(Client(BufReader::new(s)))
+    }
+
+    /// Sends raw bytes, returns the reply line without CRLF; a reply cut short (the server
+    /// died) is an `UnexpectedEof` error.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<String> {
+        self.0.get_mut().write_all(bytes)?;
+        let mut l = String::new();
+        if self.0.read_line(&mut l)? == 0 || !l.ends_with('\n') {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(l.trim_end().to_string())
+    }
+
+    /// `line` + CRLF, see [`Client::send`].
+    pub fn try_cmd(&mut self, line: &str) -> std::io::Result<String> {
+        self.send(format!("{line}\r\n").as_bytes())
+    }
+
+    /// `line` + CRLF; panics if the server does not answer.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.try_cmd(line)
+            .unwrap_or_else(|e| panic!("no reply to {line:?}: {e}"))
+    }
+
+    /// Reads a body of `n` bytes and its CRLF.
+    pub fn body(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0u8; n + 2];
+        self.0.read_exact(&mut b)?;
+        b.truncate(n);
+        Ok(b)
+    }
+
+    /// `put PRI DELAY TTR LEN` and the body; the reply line.
+    pub fn try_put(
+        &mut self,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        body: &[u8],
+    ) -> std::io::Result<String> {
+        let mut m = format!("put {pri} {delay} {ttr} {}\r\n", body.len()).into_bytes();
+        m.extend_from_slice(body);
+        m.extend_from_slice(b"\r\n");
+        self.send(&m)
+    }
+
+    pub fn put(&mut self, pri: u32, delay: u32, ttr: u32, body: &[u8]) -> String {
+        self.try_put(pri, delay, ttr, body)
+            .unwrap_or_else(|e| panic!("no reply to put: {e}"))
+    }
+
+    /// A command answered with `WORD id len` + body (`peek`, `reserve`): (reply line, body).
+    pub fn with_body(&mut self, line: &str) -> (String, Vec<u8>) {
+        let l = self.cmd(line);
+        let n = match l.rsplit(' ').next().and_then(|n| n.parse::<usize>().ok()) {
+            Some(n)
+                if ["FOUND ", "RESERVED ", "OK "]
+                    .iter()
+                    .any(|p| l.starts_with(p)) =>
+            {
+                n
+            }
+            _ => return (l, Vec::new()),
+        };
+        let body = self
+            .body(n)
+            .unwrap_or_else(|e| panic!("body of {line:?}: {e}"));
+        (l, body)
+    }
+
+    /// The body of job `id` (`peek`), or None if `NOT_FOUND`.
+    pub fn peek(&mut self, id: u64) -> Option<Vec<u8>> {
+        let (l, body) = self.with_body(&format!("peek {id}"));
+        if l == "NOT_FOUND" {
+            return None;
+        }
+        assert_eq!(l, format!("FOUND {id} {}", body.len()), "peek {id}");
+        Some(body)
+    }
+
+    /// One key of a YAML reply (`stats`, `stats-job ID`, `stats-tube T`); None if the
+    /// command is not answered with `OK` or the key is missing.
+    pub fn stat(&mut self, line: &str, key: &str) -> Option<String> {
+        let (l, body) = self.with_body(line);
+        if !l.starts_with("OK ") {
+            return None;
+        }
+        String::from_utf8(body)
+            .expect("utf-8 yaml")
+            .lines()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}: ")).map(str::to_string))
+    }
+}

@@ -1,0 +1,356 @@
+//! Start-up after a clean shutdown: far spokes are not read at open (their figures come from
+//! `summary.yaad`), yet every command that needs a far job finds it, and a summary made stale
+//! by a later change is never used.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use yaad::hub::{Hub, HubConfig, ReleaseOutcome, ReserveOutcome, SECOND};
+use yaad::segment::{
+    LazySegment, MappedSegment, NewRecord, Record, RecordMeta, RecordOffset, Result, SUMMARY_FILE,
+    Segment, SpokeId, StateSlot,
+};
+
+const START: u64 = 1_700_000_000 * SECOND;
+const HOUR: u32 = 3600;
+
+thread_local! {
+    /// Record reads and segment scans through [`Counting`] segments on this thread.
+    static READS: Cell<u64> = const { Cell::new(0) };
+    static SCANS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn reads() -> (u64, u64) {
+    (SCANS.with(Cell::get), READS.with(Cell::get))
+}
+
+fn reset() {
+    SCANS.with(|c| c.set(0));
+    READS.with(|c| c.set(0));
+}
+
+/// A segment that counts how often its records are read or scanned.
+struct Counting<S>(S);
+
+impl<S: Segment> Segment for Counting<S> {
+    fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
+        S::create(dir, spoke).map(Counting)
+    }
+    fn open(path: &Path) -> Result<Self> {
+        S::open(path).map(Counting)
+    }
+    fn spoke(&self) -> SpokeId {
+        self.0.spoke()
+    }
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
+        self.0.append(rec)
+    }
+    fn read(&mut self, offset: RecordOffset) -> Result<Record> {
+        READS.with(|c| c.set(c.get() + 1));
+        self.0.read(offset)
+    }
+    fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
+        self.0.update(offset, slot)
+    }
+    fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
+        SCANS.with(|c| c.set(c.get() + 1));
+        self.0.scan()
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.0.flush()
+    }
+    fn byte_size(&self) -> u64 {
+        self.0.byte_size()
+    }
+    fn close(&mut self) -> Result<()> {
+        self.0.close()
+    }
+    fn destroy(self) -> Result<()> {
+        self.0.destroy()
+    }
+}
+
+fn open<S: Segment>(dir: &Path, now: u64) -> Hub<S> {
+    Hub::open(HubConfig::new(dir), now).unwrap()
+}
+
+/// Puts `n` jobs in each of `spokes` far spokes (one hour apart) of tubes "a" and "b", and
+/// two near ones; returns the ids of the far jobs.
+fn fill<S: Segment>(hub: &mut Hub<S>, spokes: u32, n: u32) -> Vec<u64> {
+    let c = hub.connect();
+    let mut ids = vec![];
+    for s in 0..spokes {
+        for i in 0..n {
+            hub.use_tube(c, if i % 3 == 0 { "b" } else { "a" });
+            let body = format!("job {s}/{i}");
+            ids.push(
+                hub.put(c, i, HOUR * (s + 1), 60, body.as_bytes(), START)
+                    .unwrap(),
+            );
+        }
+    }
+    hub.use_tube(c, "a");
+    hub.put(c, 5, 0, 60, b"ready now", START).unwrap();
+    hub.put(c, 5, 1, 60, b"due in a second", START).unwrap();
+    ids
+}
+
+fn delayed<S: Segment>(hub: &Hub<S>, tube: &str) -> u64 {
+    hub.stats_tube(tube, START).unwrap().current_jobs_delayed
+}
+
+fn far_spokes_are_not_read_at_open<S: Segment>() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 5, 30);
+    hub.flush().unwrap();
+    drop(hub);
+    assert!(tmp.path().join(SUMMARY_FILE).exists());
+
+    reset();
+    let hub: Hub<Counting<S>> = open(tmp.path(), START);
+    // Only the two near spokes were scanned (twice each: winners, then their headers);
+    // no record was read.
+    assert_eq!(reads(), (4, 0), "(scans, reads) at a clean open");
+    assert_eq!(
+        delayed(&hub, "a") + delayed(&hub, "b"),
+        ids.len() as u64 + 1
+    );
+    assert_eq!(delayed(&hub, "b"), 5 * 10);
+    let st = hub.stats(START);
+    assert_eq!((st.current_jobs_ready, st.spokes), (1, 7));
+    assert!(
+        !tmp.path().join(SUMMARY_FILE).exists(),
+        "the summary is removed at open"
+    );
+    drop(hub);
+
+    // Without a summary (as after kill -9) every segment is scanned, with the same result.
+    reset();
+    let hub: Hub<Counting<S>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 4 + 5, "scans at an open without a summary");
+    assert_eq!(
+        delayed(&hub, "a") + delayed(&hub, "b"),
+        ids.len() as u64 + 1
+    );
+    assert_eq!(delayed(&hub, "b"), 5 * 10);
+}
+
+#[test]
+fn lazy_far_spokes_are_not_read_at_open() {
+    far_spokes_are_not_read_at_open::<LazySegment>();
+}
+
+#[test]
+fn mapped_far_spokes_are_not_read_at_open() {
+    far_spokes_are_not_read_at_open::<MappedSegment>();
+}
+
+/// A far segment damaged while the daemon was down: open does not notice (it does not read
+/// it); the damage is reported when the spoke comes near, and only that job is lost.
+#[test]
+fn damage_in_a_far_segment_is_reported_when_its_spoke_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<LazySegment> = open(tmp.path(), START);
+    let c = hub.connect();
+    let mut ids = vec![];
+    for i in 0..10u32 {
+        ids.push(
+            hub.put(c, i, HOUR, 60, format!("body {i:04}").as_bytes(), START)
+                .unwrap(),
+        );
+    }
+    hub.flush().unwrap();
+    drop(hub);
+    let seg = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"body 0003")
+        .expect("the fourth job's body");
+    bytes[at + 5] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let mut hub: Hub<LazySegment> = open(tmp.path(), START);
+    assert_eq!(hub.stats(START).corrupt_records_skipped, 0);
+    assert_eq!(hub.stats(START).current_jobs_delayed, 10);
+    // Its spoke is loaded NEAR_SPOKES spans before it is due.
+    let due = START + u64::from(HOUR) * SECOND;
+    hub.tick(due - SECOND);
+    let st = hub.stats(due);
+    assert_eq!(st.corrupt_records_skipped, 1);
+    assert_eq!(st.current_jobs_delayed, 9);
+    hub.tick(due);
+    let c = hub.connect();
+    let mut got = vec![];
+    while let ReserveOutcome::Reserved(j) = hub.reserve(c, Some(due), due) {
+        got.push(j.id);
+    }
+    let mut want = ids.clone();
+    want.remove(3);
+    assert_eq!(got, want);
+}
+
+/// Commands that need a far job right after a clean open: delete, peek, kick-job, stats-job,
+/// reserve-job, kick and peek-delayed; their effects survive the next restart.
+fn deferred_paths<S: Segment>() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<S> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 3, 6);
+    hub.flush().unwrap();
+    drop(hub);
+
+    let mut hub: Hub<S> = open(tmp.path(), START);
+    let now = START + SECOND;
+    let c = hub.connect();
+    let (del, peek, kick, stat, res) = (ids[0], ids[7], ids[13], ids[14], ids[8]);
+    assert_eq!(hub.peek(peek).unwrap().body.as_ref(), b"job 1/1");
+    let st = hub.stats_job(stat, now).unwrap();
+    assert_eq!((st.state, st.tube.as_str(), st.pri), ("delayed", "a", 2));
+    assert_eq!(st.time_left, 3 * u64::from(HOUR) - 1);
+    hub.delete(c, del, now).unwrap();
+    assert!(hub.stats_job(del, now).is_none());
+    assert!(hub.peek(del).is_none());
+    hub.kick_job(kick, now).unwrap();
+    assert_eq!(hub.stats_job(kick, now).unwrap().state, "ready");
+    assert_eq!(
+        hub.reserve_job(c, res, now).unwrap().body.as_ref(),
+        b"job 1/2"
+    );
+    hub.bury(c, res, 9, now).unwrap();
+    // Tube "b": the earliest delayed is job 0/3 (job 0/0 was deleted).
+    hub.use_tube(c, "b");
+    assert_eq!(hub.peek_delayed(c).unwrap().id, ids[3]);
+    assert_eq!(hub.kick(c, 1, now), 1);
+    assert_eq!(hub.stats_job(ids[3], now).unwrap().state, "ready");
+    let check = |hub: &mut Hub<S>| {
+        assert!(hub.stats_job(del, now).is_none());
+        assert_eq!(hub.stats_job(kick, now).unwrap().state, "ready");
+        assert_eq!(hub.stats_job(ids[3], now).unwrap().state, "ready");
+        let b = hub.stats_job(res, now).unwrap();
+        assert_eq!((b.state, b.pri), ("buried", 9));
+        let st = hub.stats(now);
+        // 18 far jobs: one deleted, three no longer delayed.
+        assert_eq!(st.current_jobs_delayed, 18 - 4);
+        assert_eq!(st.current_jobs_buried, 1);
+        assert_eq!(st.current_jobs_ready, 1 + 1 + 2);
+    };
+    check(&mut hub);
+    hub.flush().unwrap();
+    drop(hub);
+    let mut hub: Hub<S> = open(tmp.path(), now);
+    check(&mut hub);
+    drop(hub);
+    let mut hub: Hub<S> = open(tmp.path(), now);
+    check(&mut hub);
+}
+
+#[test]
+fn lazy_deferred_paths_after_clean_open() {
+    deferred_paths::<LazySegment>();
+}
+
+#[test]
+fn mapped_deferred_paths_after_clean_open() {
+    deferred_paths::<MappedSegment>();
+}
+
+/// A job released from one far spoke into another (its old record marked Moved) comes back
+/// exactly once, with the state and trigger time of its last release, after a clean restart
+/// and after one without a summary.
+fn moved_between_far_spokes<S: Segment>(clean: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<S> = open(tmp.path(), START);
+    let c = hub.connect();
+    let id = hub.put(c, 1, HOUR, 60, b"mover", START).unwrap();
+    let other = hub.put(c, 1, HOUR, 60, b"stays", START).unwrap();
+    assert_eq!(hub.reserve_job(c, id, START).unwrap().id, id);
+    let r = hub.release(c, id, 7, 2 * HOUR, START).unwrap();
+    assert_eq!(r, ReleaseOutcome::Released);
+    if clean {
+        hub.flush().unwrap();
+    }
+    drop(hub);
+    let mut hub: Hub<S> = open(tmp.path(), START);
+    let st = hub.stats_job(id, START).unwrap();
+    assert_eq!((st.state, st.pri), ("delayed", 7));
+    assert_eq!(st.time_left, 2 * u64::from(HOUR));
+    assert_eq!(hub.stats(START).current_jobs_delayed, 2);
+    let c = hub.connect();
+    // Past the first spoke: only the job that stayed there is ready.
+    let t1 = START + u64::from(HOUR) * SECOND + SECOND;
+    hub.tick(t1);
+    assert_eq!(hub.stats(t1).current_jobs_delayed, 1);
+    match hub.reserve(c, Some(t1), t1) {
+        ReserveOutcome::Reserved(j) => assert_eq!(j.id, other),
+        o => panic!("{o:?}"),
+    }
+    hub.delete(c, other, t1).unwrap();
+    assert_eq!(hub.reserve(c, Some(t1), t1), ReserveOutcome::TimedOut);
+    let t2 = START + 2 * u64::from(HOUR) * SECOND + SECOND;
+    hub.tick(t2);
+    assert_eq!(hub.stats(t2).current_jobs_delayed, 0);
+    match hub.reserve(c, Some(t2), t2) {
+        ReserveOutcome::Reserved(j) => assert_eq!((j.id, j.body.as_ref()), (id, &b"mover"[..])),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(hub.reserve(c, Some(t2), t2), ReserveOutcome::TimedOut);
+}
+
+#[test]
+fn lazy_job_moved_between_far_spokes_comes_back_once() {
+    moved_between_far_spokes::<LazySegment>(true);
+    moved_between_far_spokes::<LazySegment>(false);
+}
+
+#[test]
+fn mapped_job_moved_between_far_spokes_comes_back_once() {
+    moved_between_far_spokes::<MappedSegment>(true);
+    moved_between_far_spokes::<MappedSegment>(false);
+}
+
+/// A change after a flush removes the summary before it reaches the disk: a restart that
+/// follows (as after kill -9) scans, and sees the change.
+#[test]
+fn a_change_after_the_flush_makes_the_next_open_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 2, 4);
+    hub.flush().unwrap();
+    let summary = tmp.path().join(SUMMARY_FILE);
+    assert!(summary.exists());
+    // Reads change nothing: the summary stays.
+    assert!(hub.peek(ids[0]).is_some());
+    assert!(hub.stats_job(ids[5], START).is_some());
+    assert!(summary.exists());
+    // A delete in place (same segment size) would go unnoticed by a stale summary.
+    let c = hub.connect();
+    hub.delete(c, ids[1], START).unwrap();
+    assert!(!summary.exists());
+    drop(hub);
+    reset();
+    let hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 4 + 2, "every segment scanned (near ones twice)");
+    assert_eq!(hub.stats(START).current_jobs_delayed, 8 - 1 + 1);
+}
+
+/// A summary from another data dir state (its id index replaced) is not trusted.
+#[test]
+fn a_summary_that_does_not_match_the_index_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    fill(&mut hub, 2, 4);
+    hub.flush().unwrap();
+    drop(hub);
+    std::fs::remove_file(tmp.path().join(yaad::segment::ID_INDEX_FILE)).unwrap();
+    reset();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 4 + 2, "every segment scanned (near ones twice)");
+    assert_eq!(hub.stats(START).current_jobs_delayed, 9);
+    let c = hub.connect();
+    assert!(hub.put(c, 0, 0, 1, b"x", START).unwrap() > 10);
+}
