@@ -152,15 +152,22 @@ fn delete_far<S: Segment>(bencher: Bencher) {
     delete_batch::<S>(bencher, FAR_DELAY);
 }
 
-/// `delete` of the only job of a far spoke: the spoke is retired at once (its file removed).
-/// One operation per sample.
-#[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn retire_far_spoke<S: Segment>(bencher: Bencher) {
+/// `delete` of the last live job of a far spoke that held `records` records: the spoke is
+/// retired at once (its file removed, inside the hub call). One operation per sample.
+#[divan::bench(types = [MemSegment, MappedSegment, LazySegment], args = [1, 1000], sample_count = SAMPLES, sample_size = 1)]
+fn retire_far_spoke<S: Segment>(bencher: Bencher, records: usize) {
     bencher
         .with_inputs(|| {
             let mut f = Fixture::<S>::new();
-            let id = f.hub.put(f.conn, 1024, FAR_DELAY, 60, &BODY, START);
-            f.ids.push(id.expect("put"));
+            for _ in 0..records {
+                let id = f.hub.put(f.conn, 1024, FAR_DELAY, 60, &BODY, START);
+                f.ids.push(id.expect("put"));
+            }
+            let last = f.ids.pop().expect("at least one record");
+            for &id in &f.ids {
+                f.hub.delete(f.conn, id, f.now).expect("delete");
+            }
+            f.ids = vec![last];
             f
         })
         .bench_local_refs(|f| {
