@@ -28,8 +28,25 @@ const FAR_DELAY: u32 = 3600;
 const NEAR_DELAY: u32 = 1;
 const _: () = assert!((NEAR_DELAY as u64) < NEAR_SPOKES && FAR_DELAY as u64 > NEAR_SPOKES);
 
+/// Which storage mode a segment type stands for: mem mode keeps no files while running.
+trait Mode: Segment {
+    const PERSIST: bool;
+}
+
+impl Mode for MemSegment {
+    const PERSIST: bool = false;
+}
+
+impl Mode for MappedSegment {
+    const PERSIST: bool = true;
+}
+
+impl Mode for LazySegment {
+    const PERSIST: bool = true;
+}
+
 /// A hub in its own temp dir (dropped before the dir), with one connection.
-struct Fixture<S: Segment> {
+struct Fixture<S: Mode> {
     hub: Hub<S>,
     conn: ConnId,
     ids: Vec<u64>,
@@ -37,13 +54,11 @@ struct Fixture<S: Segment> {
     _dir: TempDir,
 }
 
-impl<S: Segment> Fixture<S> {
+impl<S: Mode> Fixture<S> {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        // MemSegment is mem mode: nothing persisted while running.
-        let persist = std::any::type_name::<S>() != std::any::type_name::<MemSegment>();
         let cfg = HubConfig {
-            persist,
+            persist: S::PERSIST,
             ..HubConfig::new(dir.path())
         };
         let mut hub = Hub::<S>::open(cfg, START).expect("open hub");
@@ -71,7 +86,7 @@ impl<S: Segment> Fixture<S> {
     }
 }
 
-fn put_batch<S: Segment>(bencher: Bencher, delay: u32) {
+fn put_batch<S: Mode>(bencher: Bencher, delay: u32) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(Fixture::<S>::new)
@@ -88,19 +103,19 @@ fn put_batch<S: Segment>(bencher: Bencher, delay: u32) {
 
 /// `put` with no delay: the job is ready at once.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_ready<S: Segment>(bencher: Bencher) {
+fn put_ready<S: Mode>(bencher: Bencher) {
     put_batch::<S>(bencher, 0);
 }
 
 /// `put` into a near spoke (1 s ahead): record appended, job kept in RAM.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_near<S: Segment>(bencher: Bencher) {
+fn put_near<S: Mode>(bencher: Bencher) {
     put_batch::<S>(bencher, NEAR_DELAY);
 }
 
 /// `put` into a far spoke (1 h ahead): record appended and id index entry written, no job in RAM.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_far<S: Segment>(bencher: Bencher) {
+fn put_far<S: Mode>(bencher: Bencher) {
     put_batch::<S>(bencher, FAR_DELAY);
 }
 
@@ -111,7 +126,7 @@ const ROTATION_SPOKES: usize = 20;
 /// ticks every 100 ms until all are ready: far spokes are loaded as they come near, jobs
 /// become ready, past spokes retire. Counted per job made ready; ends with every job ready.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn rotation<S: Segment>(bencher: Bencher) {
+fn rotation<S: Mode>(bencher: Bencher) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(|| Fixture::<S>::with_jobs(|i| 1 + (i % ROTATION_SPOKES) as u32))
@@ -129,7 +144,7 @@ fn rotation<S: Segment>(bencher: Bencher) {
 
 /// Deletes all but the last of `N` jobs put with `delay`: the last one keeps their spoke alive,
 /// so no spoke is retired inside the timed batch (see `retire_far_spoke` for that).
-fn delete_batch<S: Segment>(bencher: Bencher, delay: u32) {
+fn delete_batch<S: Mode>(bencher: Bencher, delay: u32) {
     bencher
         .counter(ItemsCount::new(N - 1))
         .with_inputs(|| Fixture::<S>::with_jobs(|_| delay))
@@ -142,20 +157,20 @@ fn delete_batch<S: Segment>(bencher: Bencher, delay: u32) {
 
 /// `delete` of a delayed job in a near spoke (in RAM).
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn delete_near<S: Segment>(bencher: Bencher) {
+fn delete_near<S: Mode>(bencher: Bencher) {
     delete_batch::<S>(bencher, NEAR_DELAY);
 }
 
 /// `delete` of a delayed job in a far spoke (found through the id index, record updated).
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn delete_far<S: Segment>(bencher: Bencher) {
+fn delete_far<S: Mode>(bencher: Bencher) {
     delete_batch::<S>(bencher, FAR_DELAY);
 }
 
 /// `delete` of the last live job of a far spoke that held `records` records: the spoke is
 /// retired at once (its file removed, inside the hub call). One operation per sample.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], args = [1, 1000], sample_count = SAMPLES, sample_size = 1)]
-fn retire_far_spoke<S: Segment>(bencher: Bencher, records: usize) {
+fn retire_far_spoke<S: Mode>(bencher: Bencher, records: usize) {
     bencher
         .with_inputs(|| {
             let mut f = Fixture::<S>::new();
@@ -177,7 +192,7 @@ fn retire_far_spoke<S: Segment>(bencher: Bencher, records: usize) {
 
 /// `reserve` (non-blocking) then `delete` of each of `N` ready jobs: the ready pop.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn reserve_delete<S: Segment>(bencher: Bencher) {
+fn reserve_delete<S: Mode>(bencher: Bencher) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(|| Fixture::<S>::with_jobs(|_| 0))
