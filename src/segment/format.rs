@@ -701,8 +701,13 @@ impl Records<'_, '_> {
 
     /// Next 8-aligned offset after `from` holding a valid record header, if any.
     fn resync(&self, from: u64) -> Option<u64> {
+        self.resync_before(from, u64::MAX)
+    }
+
+    /// Like [`Self::resync`], looking only at offsets below `limit`.
+    fn resync_before(&self, from: u64, limit: u64) -> Option<u64> {
         let mut pos = from + RECORD_ALIGN;
-        while pos + RECORD_HEADER_LEN <= self.bytes.len() as u64 {
+        while pos < limit && pos + RECORD_HEADER_LEN <= self.bytes.len() as u64 {
             let at = pos as usize;
             if self.bytes[at..at + 4] == RECORD_MAGIC && decode_header_at(self.bytes, pos).is_ok() {
                 return Some(pos);
@@ -732,19 +737,14 @@ impl<'a> Iterator for Records<'a, '_> {
                 Some(Ok(v))
             }
             Err(Defect::BadRecord(r)) => {
-                // The header is trusted, so its lengths are: skip exactly this record. Unless
-                // neither a record nor the zero tail starts where it claims to end and a valid
-                // record starts before that: then it is a torn record (a write cut short by a
-                // crash or a full disk) whose length runs over records appended after it once
-                // the segment was reopened.
+                // The header is trusted, so its lengths are: skip this record, unless a valid
+                // record starts inside it. Then it is torn (a write cut short, its header
+                // completed by bytes of a record appended over its missing part after a
+                // reopen), and its length runs over that record. Header CRCs bind their
+                // offset, so a header image inside a body does not match.
                 let h = decode_header_at(self.bytes, pos).ok()?;
                 let claimed = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
-                self.pos = if self.is_zero(claimed) || decode_header_at(self.bytes, claimed).is_ok()
-                {
-                    claimed
-                } else {
-                    self.resync(pos).filter(|&n| n < claimed).unwrap_or(claimed)
-                };
+                self.pos = self.resync_before(pos, claimed).unwrap_or(claimed);
                 self.end = self.pos;
                 Some(Err(corrupted(self.file, pos, r)))
             }
