@@ -4,8 +4,9 @@
 //! ends inside the new record, and lost it.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 
-use yaad::segment::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use yaad::segment::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN, encode_record, record_len};
 use yaad::segment::{
     JobCounters, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, Segment, SpokeId,
     StateSlot, segment_file_name,
@@ -51,16 +52,15 @@ fn survives<S: Segment>() {
         .open(&path)
         .and_then(|f| f.set_len(cut))
         .unwrap();
-    let second = {
-        let mut s = S::open(&path).unwrap();
-        let at = s.append(&job(2, b"t", b"appended after a reopen")).unwrap();
-        assert!(
-            at < FILE_HEADER_LEN + RECORD_HEADER_LEN,
-            "appended over the torn header"
-        );
-        s.flush().unwrap();
-        at
-    };
+    // A record written over the torn header's missing part (as an append at the last non-zero
+    // byte once did): its bytes complete the torn header's state slots.
+    let second = cut;
+    let image = encode_record(second, &job(2, b"t", b"appended after a reopen"));
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.write_all_at(&image, second))
+        .unwrap();
     for _ in 0..2 {
         let mut s = S::open(&path).unwrap();
         let found: Vec<(u64, u64)> = s
@@ -78,6 +78,69 @@ fn survives<S: Segment>() {
         let rec = s.read(second).unwrap();
         assert_eq!(rec.id, 2);
     }
+}
+
+/// Regression (fuzz target `segment_ops`, input fuzz/regressions/segment_ops-header-cut-short):
+/// a file cut inside a record's header, in its state slots. Appends after a reopen went at the
+/// last non-zero byte, inside the record the header claims, and the next scan lost them. Now
+/// they go after the claimed record, and the cut one is reported, never served.
+fn appends_after_a_cut_header_survive<S: Segment>() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(segment_file_name(SPOKE));
+    let body = [0xcd; 40];
+    let (first, torn) = {
+        let mut s = S::create(tmp.path(), SPOKE).unwrap();
+        let first = s.append(&job(1, b"one", &body)).unwrap();
+        let torn = s.append(&job(2, b"two", &body)).unwrap();
+        s.flush().unwrap();
+        (first, torn)
+    };
+    // Cut in job 2's second state slot.
+    let cut = torn + RECORD_HEADER_LEN - 8;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(cut))
+        .unwrap();
+    let mut appended = Vec::new();
+    for id in 3..5 {
+        let mut s = S::open(&path).unwrap();
+        let at = s
+            .append(&job(id, b"later", b"appended after a reopen"))
+            .unwrap();
+        assert!(
+            at >= torn + record_len(3, body.len()),
+            "job {id} appended at {at}, inside the cut record at {torn}"
+        );
+        s.flush().unwrap();
+        appended.push((at, id));
+    }
+    let mut s = S::open(&path).unwrap();
+    let found: Vec<(u64, u64)> = s
+        .scan()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .map(|m| (m.offset, m.id))
+        .collect();
+    let mut want = vec![(first, 1)];
+    want.extend(appended);
+    assert_eq!(found, want, "job 2 was cut; everything else stays");
+}
+
+#[test]
+fn mem_appends_after_a_cut_header() {
+    appends_after_a_cut_header_survive::<MemSegment>();
+}
+
+#[test]
+fn mapped_appends_after_a_cut_header() {
+    appends_after_a_cut_header_survive::<MappedSegment>();
+}
+
+#[test]
+fn lazy_appends_after_a_cut_header() {
+    appends_after_a_cut_header_survive::<LazySegment>();
 }
 
 #[test]

@@ -316,10 +316,32 @@ pub fn file_header_error(file: &Path, bytes: &[u8], reason: String) -> StorageEr
 }
 
 fn crc_header(offset: RecordOffset, h: &RecordHeader) -> u32 {
+    crc_header_bytes(offset, &h.as_bytes()[..HEADER_CRC_COVERS])
+}
+
+fn crc_header_bytes(offset: RecordOffset, covered: &[u8]) -> u32 {
     let mut c = crc32fast::Hasher::new();
     c.update(&offset.to_le_bytes());
-    c.update(&h.as_bytes()[..HEADER_CRC_COVERS]);
+    c.update(covered);
     c.finalize()
+}
+
+/// The length of the record whose header starts at `offset`, judged by the header's immutable
+/// part alone (magic and header CRC, bytes 0..48): also when `bytes` ends inside the header's
+/// state slots (a write cut short), where [`decode_header_at`] says truncated.
+fn claimed_record_len(bytes: &[u8], offset: RecordOffset) -> Option<u64> {
+    let start = usize::try_from(offset).ok()?;
+    let head = bytes.get(start..start.checked_add(offset_of!(RecordHeader, slot_a))?)?;
+    let field =
+        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    if head[..RECORD_MAGIC.len()] != RECORD_MAGIC
+        || crc_header_bytes(offset, &head[..HEADER_CRC_COVERS]) != field(HEADER_CRC_COVERS)
+    {
+        return None;
+    }
+    let tube_len = usize::from(head[offset_of!(RecordHeader, tube_len)]);
+    let body_len = field(offset_of!(RecordHeader, body_len)) as usize;
+    Some(record_len(tube_len, body_len))
 }
 
 fn crc_body(tube: &[u8], body: &[u8]) -> u32 {
@@ -615,8 +637,10 @@ pub fn data_end(bytes: &[u8], from: u64) -> u64 {
 /// as truncated and the next append would overwrite its end.
 ///
 /// The last record is the one at the highest 8-aligned offset below `data_end` holding a valid
-/// header (its CRC binds the offset, so a header image inside a body does not match). Only
-/// that record's bytes are looked at, backwards, so this costs about one record.
+/// header (its CRC binds the offset, so a header image inside a body does not match); only its
+/// CRC-covered bytes 0..48 need be there, so a header whose write was cut short in its state
+/// slots still keeps appends out of the record it claims. Only that record's bytes are looked
+/// at, backwards, so this costs about one record.
 pub fn append_end(bytes: &[u8]) -> u64 {
     append_end_from(bytes, data_end(bytes, FILE_HEADER_LEN))
 }
@@ -631,8 +655,9 @@ pub fn append_end_from(bytes: &[u8], end: u64) -> u64 {
         if bytes.get(at..at + RECORD_MAGIC.len()) != Some(&RECORD_MAGIC[..]) {
             continue;
         }
-        if let Ok(h) = decode_header_at(bytes, pos) {
-            let len = record_len(usize::from(h.tube_len), h.body_len.get() as usize);
+        // A header cut short (fewer than RECORD_HEADER_LEN bytes left) still claims its
+        // length: appends go past it, never into it.
+        if let Some(len) = claimed_record_len(bytes, pos) {
             return end.max(pos.saturating_add(len));
         }
     }
