@@ -15,6 +15,7 @@
 #   BENCH_ARGS extra yaad-bench flags []   PIN=1     server on CPU 0, yaad-bench on CPU 1
 #   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
+#   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 1") []
 #   NO_BUILD=1 skip `cargo build --release --bins`     OUT  results dir [target/bench/compare-TIME]
 # Every run starts a fresh server with an empty data directory; rounds interleave the servers.
 # Raw yaad-bench JSON lines go to OUT/runs.jsonl and the table to OUT/table.txt.

@@ -3,6 +3,8 @@
 
 BEANSTALKD=${BEANSTALKD:-/usr/bin/beanstalkd}
 YAAD=${YAAD:-target/release/yaad}
+# Extra flags for every yaad server (e.g. YAAD_ARGS="--threads 1").
+YAAD_ARGS=${YAAD_ARGS:-}
 BENCH=${BENCH:-target/release/yaad-bench}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-11390}
@@ -83,8 +85,9 @@ start_server() {
             ;;
         yaad-mem | yaad-mapped | yaad-lazy)
             [[ -x $YAAD ]] || die "no $YAAD yet (cargo build --release --bin yaad)"
+            # shellcheck disable=SC2086 # YAAD_ARGS are words
             "${SERVER_WRAP[@]}" "$YAAD" --mode "${kind#yaad-}" "${listen[@]}" -b "$SERVER_DIR" "${args[@]}" \
-                >"$SERVER_DIR.log" 2>&1 &
+                ${YAAD_ARGS:-} >"$SERVER_DIR.log" 2>&1 &
             ;;
         *) die "unknown server kind $kind" ;;
     esac

@@ -12,6 +12,7 @@
 //! acknowledge it right after. Reserved is not persisted: after a restart it is ready again.
 
 mod compact;
+mod idmap;
 mod job;
 mod recovery;
 mod spoke;
@@ -19,7 +20,7 @@ mod stats;
 pub mod time;
 mod tube;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
     SpokeId, StateSlot, StorageError,
 };
+use idmap::{IdMap, id_map};
 use job::{Counters, FarInfo, Job, Phase};
 pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
 use spoke::{Spoke, spoke_for};
@@ -291,13 +293,13 @@ pub struct Hub<S: Segment> {
     next_conn: ConnId,
     next_seq: u64,
     spokes: BTreeMap<SpokeId, Spoke<S>>,
-    jobs: HashMap<u64, Job>,
+    jobs: IdMap<Job>,
     /// Resident delayed jobs by (trigger time, id).
     delayed: BTreeSet<(Micros, u64)>,
     /// Reserved jobs by (TTR deadline, id).
     ttr: BTreeSet<(Micros, u64)>,
     tubes: BTreeMap<Arc<str>, Tube>,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<Conn>,
     /// Waiting reservers by the instant their wait ends (timeout or deadline soon).
     wait_deadlines: BTreeSet<(Micros, ConnId)>,
     /// Paused tubes by pause end.
@@ -323,7 +325,7 @@ pub struct Hub<S: Segment> {
     /// Far spokes opened recently, least recently used first.
     open_far: Vec<SpokeId>,
     /// Counters of far jobs that have any (see [`FarInfo`]).
-    far_info: HashMap<u64, FarInfo>,
+    far_info: IdMap<FarInfo>,
     /// Tubes in which a job became ready or that were unpaused: waiters may be served.
     dirty: Vec<Arc<str>>,
     wakeups: Vec<(ConnId, ReserveOutcome)>,
@@ -383,11 +385,11 @@ impl<S: Segment> Hub<S> {
             next_conn: 1,
             next_seq: 1,
             spokes: BTreeMap::new(),
-            jobs: HashMap::new(),
+            jobs: id_map(),
             delayed: BTreeSet::new(),
             ttr: BTreeSet::new(),
             tubes: BTreeMap::new(),
-            conns: HashMap::new(),
+            conns: id_map(),
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
@@ -399,7 +401,7 @@ impl<S: Segment> Hub<S> {
             summary_on_disk: true,
             needs_full_scan: false,
             open_far: Vec::new(),
-            far_info: HashMap::new(),
+            far_info: id_map(),
             dirty: Vec::new(),
             wakeups: Vec::new(),
             total_jobs: 0,

@@ -114,8 +114,9 @@ impl Decoder {
                     let window = &buf[..buf.len().min(MAX_LINE_LEN)];
                     match find_crlf(window) {
                         Some(end) => {
-                            let line = buf.split_to(end + 2);
-                            match self.parse_line(&line[..end]) {
+                            let parsed = self.parse_line(&buf[..end]);
+                            buf.advance(end + 2);
+                            match parsed {
                                 Ok(Some(cmd)) => return Some(Ok(cmd)),
                                 Err(resp) => return Some(Err(resp)),
                                 // A put line: its body follows.
@@ -151,10 +152,11 @@ impl Decoder {
                         buf.reserve(len + 2 - buf.len());
                         return None;
                     }
+                    let crlf = &buf[len..len + 2] == b"\r\n";
                     let body = buf.split_to(len).freeze();
-                    let crlf = buf.split_to(2);
+                    buf.advance(2);
                     self.state = State::Line;
-                    if &crlf[..] != b"\r\n" {
+                    if !crlf {
                         return Some(Err(Response::ExpectedCrlf));
                     }
                     return Some(Ok(Command::Put {

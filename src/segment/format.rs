@@ -315,12 +315,19 @@ pub fn file_header_error(file: &Path, bytes: &[u8], reason: String) -> StorageEr
     }
 }
 
+/// A CRC-32 hasher. `crc32fast::Hasher::new` detects the CPU's features on every call (a
+/// good part of the cost of a slot's 16-byte CRC); this clones one made once.
+fn crc32() -> crc32fast::Hasher {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
+}
+
 fn crc_header(offset: RecordOffset, h: &RecordHeader) -> u32 {
     crc_header_bytes(offset, &h.as_bytes()[..HEADER_CRC_COVERS])
 }
 
 fn crc_header_bytes(offset: RecordOffset, covered: &[u8]) -> u32 {
-    let mut c = crc32fast::Hasher::new();
+    let mut c = crc32();
     c.update(&offset.to_le_bytes());
     c.update(covered);
     c.finalize()
@@ -345,14 +352,14 @@ fn claimed_record_len(bytes: &[u8], offset: RecordOffset) -> Option<u64> {
 }
 
 fn crc_body(tube: &[u8], body: &[u8]) -> u32 {
-    let mut c = crc32fast::Hasher::new();
+    let mut c = crc32();
     c.update(tube);
     c.update(body);
     c.finalize()
 }
 
 fn crc_slot(header_crc: u32, s: &SlotBytes) -> u32 {
-    let mut c = crc32fast::Hasher::new();
+    let mut c = crc32();
     c.update(&header_crc.to_le_bytes());
     c.update(&s.as_bytes()[..SLOT_CRC_COVERS]);
     c.finalize()

@@ -3,12 +3,16 @@
 //! Replies of pipelined commands are batched into one write (never split: each reply goes out
 //! whole). A blocking reserve waits on the connection's wake-up channel, fed by the hub's
 //! wake-ups; meanwhile the socket is still read so that a client closing it is noticed.
+//!
+//! A server stop aborts the connection tasks (at their next `.await`) rather than having each
+//! read select on a shutdown signal, which cost a registration per request; dropping the
+//! [`Conn`] forgets the connection in the hub.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::core::{Core, WakeupReceiver, now};
 use super::stats::{self, Cmd};
@@ -24,7 +28,7 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 const MAX_PENDING_INPUT: usize = 64 * 1024;
 
 /// Serves one connection until the client quits or closes, or the server shuts down.
-pub async fn serve<S, T>(core: Arc<Core<S>>, stream: T, shutdown: watch::Receiver<bool>)
+pub async fn serve<S, T>(core: Arc<Core<S>>, stream: T)
 where
     S: Segment,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -39,14 +43,13 @@ where
         wakeups: rx,
         input: BytesMut::with_capacity(4096),
         out: Vec::with_capacity(4096),
-        shutdown,
         eof: false,
         change: 0,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(conn = id, "connection ended: {e}");
     }
-    conn.core.disconnect(id);
+    // Dropping `conn` disconnects it.
 }
 
 struct Conn<S: Segment, T> {
@@ -57,7 +60,6 @@ struct Conn<S: Segment, T> {
     wakeups: WakeupReceiver,
     input: BytesMut,
     out: Vec<u8>,
-    shutdown: watch::Receiver<bool>,
     /// The client closed its sending side.
     eof: bool,
     /// Number of this connection's latest change: its reply waits until it is durable (`-f 0`).
@@ -71,6 +73,14 @@ enum Step {
     Wait,
     /// `quit`: send what is pending and close.
     Close,
+}
+
+impl<S: Segment, T> Drop for Conn<S, T> {
+    /// Forgets the connection (its reserved jobs are ready again), also when the task is
+    /// aborted at a server stop.
+    fn drop(&mut self) {
+        self.core.disconnect(self.id);
+    }
 }
 
 impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
@@ -87,7 +97,11 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                     Err(resp) => Step::Reply(resp),
                     Ok(cmd) => {
                         let started = observe::start();
-                        let name = observe::command_metric(&cmd);
+                        // Named only when metrics are on (a string match per command).
+                        let name = match started {
+                            Some(_) => observe::command_metric(&cmd),
+                            None => "",
+                        };
                         let step = self.execute(cmd);
                         observe::command(name, started);
                         step
@@ -115,13 +129,8 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                 return Ok(());
             }
             self.make_room();
-            tokio::select! {
-                n = self.stream.read_buf(&mut self.input) => {
-                    if n? == 0 {
-                        return Ok(());
-                    }
-                }
-                _ = super::stopped(&mut self.shutdown) => return Ok(()),
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                return Ok(());
             }
         }
     }
@@ -138,20 +147,15 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.core.wait_durable(self.change).await;
-            // A client that does not read must not hold up a shutdown.
-            tokio::select! {
-                r = self.stream.write_all(&self.out) => r?,
-                _ = super::stopped(&mut self.shutdown) => {
-                    return Err(std::io::Error::other("server shutting down"));
-                }
-            }
+            // A client that does not read holds up no shutdown: the task is aborted.
+            self.stream.write_all(&self.out).await?;
             self.out.clear();
         }
         Ok(())
     }
 
     /// Waits for the hub to hand this connection a job, a `DEADLINE_SOON` or a timeout.
-    /// `None`: the server is shutting down.
+    /// `None`: the wake-up channel closed (not while this connection is registered).
     async fn wait_reserve(&mut self) -> std::io::Result<Option<Response>> {
         loop {
             let may_read = !self.eof && self.input.len() < MAX_PENDING_INPUT;
@@ -175,7 +179,6 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         }));
                     }
                 }
-                _ = super::stopped(&mut self.shutdown) => return Ok(None),
             }
         }
     }

@@ -4,7 +4,8 @@
 //! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
 //! what the `yaad` binary calls: it adds logging, a runtime and the signals.
 //!
-//! Tasks: one per connection (see `conn`), and with `-f MS` one flusher. One timer thread sleeps
+//! Tasks: one per connection (see `conn`), and with `-f MS` one flusher, on one thread per CPU
+//! (`--threads`). One timer thread sleeps
 //! until the hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
 //! forward; see `core::TimerWake` for why it is a thread).
 
@@ -253,8 +254,6 @@ async fn accept_loop<S: Segment + Send + 'static>(
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
-    // Each connection gets its own receiver; this one only waits for the stop.
-    let for_conns = shutdown.clone();
     loop {
         tokio::select! {
             accepted = accept(&listener) => match accepted {
@@ -264,11 +263,10 @@ async fn accept_loop<S: Segment + Send + 'static>(
                         continue;
                     };
                     let core = core.clone();
-                    let shutdown = for_conns.clone();
                     conns.spawn(async move {
                         match stream {
-                            Stream::Tcp(s) => conn::serve(core, s, shutdown).await,
-                            Stream::Unix(s) => conn::serve(core, s, shutdown).await,
+                            Stream::Tcp(s) => conn::serve(core, s).await,
+                            Stream::Unix(s) => conn::serve(core, s).await,
                         }
                         drop(permit);
                     });
@@ -283,7 +281,9 @@ async fn accept_loop<S: Segment + Send + 'static>(
             _ = stopped(&mut shutdown) => break,
         }
     }
-    while conns.join_next().await.is_some() {}
+    // Connections stop at their next await (a client that does not read holds up nothing);
+    // dropping each one's state disconnects it from the hub.
+    conns.shutdown().await;
 }
 
 enum Stream {
@@ -405,9 +405,19 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             .map_err(|e| ServerError::Config(e.to_string()))?;
         tracing::info!(statsd = %addr, prefix = %cfg.statsd_prefix, "sending metrics");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // `--threads 1`: one event loop (the cheapest per request; every hub call takes one lock).
+    let rt = match cfg.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut usr1 = signal(SignalKind::user_defined1())?;
