@@ -51,6 +51,8 @@ pub struct Core<S: Segment> {
     pub syncs: AtomicU64,
     id: String,
     host: (String, String, String),
+    /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
+    reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
 }
 
 /// How the timer thread sleeps until the hub's next deadline and is woken earlier.
@@ -106,6 +108,15 @@ impl TimerWake {
     }
 }
 
+/// Destroys segments of retired spokes; a file that cannot be removed holds no live record.
+pub fn destroy_all<S: Segment>(segs: Vec<S>) {
+    for seg in segs {
+        if let Err(e) = seg.destroy() {
+            tracing::debug!("removing a retired segment: {e}");
+        }
+    }
+}
+
 /// The current time in hub units.
 pub fn now() -> Micros {
     SystemTimeSource.now()
@@ -132,7 +143,21 @@ impl<S: Segment> Core<S> {
             syncs: AtomicU64::new(0),
             id: stats::instance_id(),
             host: stats::host_facts(),
+            reap: None,
         }
+    }
+
+    /// Has the segments of retired past spokes destroyed by `reap` (e.g. on a blocking thread)
+    /// instead of in the hub call: removing a file can block for milliseconds, which must not
+    /// happen under the hub lock. `reap` itself is called under the lock: it must only hand
+    /// the segments over. Without a reaper the hub destroys them in the call.
+    pub fn set_reaper(&mut self, reap: impl Fn(Vec<S>) + Send + Sync + 'static) {
+        self.locked
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .hub
+            .set_deferred_removal(true);
+        self.reap = Some(Box::new(reap));
     }
 
     fn lock(&self) -> MutexGuard<'_, Locked<S>> {
@@ -202,6 +227,11 @@ impl<S: Segment> Core<S> {
     }
 
     fn after_call(&self, g: &mut Locked<S>) {
+        if let Some(reap) = &self.reap
+            && g.hub.has_retired()
+        {
+            reap(g.hub.take_retired());
+        }
         for (c, outcome) in g.hub.take_wakeups() {
             if let Some(tx) = g.waiters.get(&c) {
                 // A closed receiver means the connection is going away; disconnect follows.
