@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::config::{Durability, Mode};
 use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
-use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome};
+use crate::hub::{ConnId, Hub, HubError, HubWork, Micros, ReserveOutcome};
 use crate::segment::Segment;
 
 /// Wake-ups of one connection's blocked reserve.
@@ -53,6 +53,54 @@ pub struct Core<S: Segment> {
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
+}
+
+/// Hub-lock holds longer than this are logged (debug level) with what the hub did meanwhile.
+const SLOW_HOLD: Duration = Duration::from_micros(500);
+
+/// The hub lock, held. With debug logging on, a hold longer than [`SLOW_HOLD`] is logged when
+/// released, with the wait for the lock and the hub's slow work done meanwhile ([`HubWork`]):
+/// what to look at first when lateness or latency has a tail.
+struct Held<'a, S: Segment> {
+    guard: MutexGuard<'a, Locked<S>>,
+    /// When the lock was asked for and obtained, and the hub's work counters then.
+    since: Option<(Instant, Instant, HubWork)>,
+}
+
+impl<S: Segment> std::ops::Deref for Held<'_, S> {
+    type Target = Locked<S>;
+    fn deref(&self) -> &Locked<S> {
+        &self.guard
+    }
+}
+
+impl<S: Segment> std::ops::DerefMut for Held<'_, S> {
+    fn deref_mut(&mut self) -> &mut Locked<S> {
+        &mut self.guard
+    }
+}
+
+impl<S: Segment> Drop for Held<'_, S> {
+    fn drop(&mut self) {
+        let Some((asked, got, before)) = self.since else {
+            return;
+        };
+        let held = got.elapsed();
+        if held < SLOW_HOLD {
+            return;
+        }
+        let w = self.guard.hub.work();
+        tracing::debug!(
+            held_us = held.as_micros() as u64,
+            waited_us = (got - asked).as_micros() as u64,
+            spokes_created = w.spokes_created - before.spokes_created,
+            spokes_loaded = w.spokes_loaded - before.spokes_loaded,
+            records_loaded = w.records_loaded - before.records_loaded,
+            spokes_retired = w.spokes_retired - before.spokes_retired,
+            segments_compacted = w.segments_compacted - before.segments_compacted,
+            "long hub lock hold"
+        );
+    }
 }
 
 /// How the timer thread sleeps until the hub's next deadline and is woken earlier.
@@ -160,10 +208,13 @@ impl<S: Segment> Core<S> {
         self.reap = Some(Box::new(reap));
     }
 
-    fn lock(&self) -> MutexGuard<'_, Locked<S>> {
+    fn lock(&self) -> Held<'_, S> {
+        let asked = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         // A panic inside a hub call poisons the lock; the hub's own invariants are per call, so
         // serving on is better than taking every connection down with it.
-        self.locked.lock().unwrap_or_else(|e| e.into_inner())
+        let guard = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        let since = asked.map(|asked| (asked, Instant::now(), guard.hub.work()));
+        Held { guard, since }
     }
 
     /// Runs `f` on the hub, then hands out the wake-ups it produced and re-arms the timer if the
