@@ -31,6 +31,7 @@ use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
     SpokeId, StateSlot, StorageError,
 };
+pub use compact::COMPACT_AFTER_PAST;
 use idmap::{IdMap, id_map};
 use job::{Counters, FarInfo, Job, Phase};
 pub use spoke::{MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
@@ -212,6 +213,22 @@ pub struct HubStats {
     pub resident_jobs: u64,
 }
 
+/// How often the hub did its slower kinds of work since it was opened: counts that explain a
+/// long call (each of these touches files or scans a segment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubWork {
+    /// Segments created (a put or move into a spoke that had none).
+    pub spokes_created: u64,
+    /// Far spokes loaded into RAM as the horizon reached them.
+    pub spokes_loaded: u64,
+    /// Records scanned while loading spokes.
+    pub records_loaded: u64,
+    /// Spokes retired (segment destroyed).
+    pub spokes_retired: u64,
+    /// Segments rewritten by compaction.
+    pub segments_compacted: u64,
+}
+
 /// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncBatch {
@@ -306,8 +323,13 @@ pub struct Hub<S: Segment> {
     pauses: BTreeSet<(Micros, Arc<str>)>,
     /// Loaded spokes with no live job, retired once entirely past.
     retire: BTreeSet<SpokeId>,
+    /// Segments of retired spokes not destroyed yet (see [`Hub::set_deferred_removal`]).
+    retired: Vec<S>,
+    deferred_removal: bool,
     /// Spokes that may be mostly dead: compacted at the start of the next call.
     compact_due: BTreeSet<SpokeId>,
+    /// Loaded spokes that may be mostly dead: compacted once long past (see `compact`).
+    compact_later: BTreeSet<SpokeId>,
     /// Spokes changed since the last flush.
     unflushed: BTreeSet<SpokeId>,
     /// The id index changed since the last flush or sync batch.
@@ -334,6 +356,7 @@ pub struct Hub<S: Segment> {
     total_connections: u64,
     corrupt_records: u64,
     draining: bool,
+    work: HubWork,
 }
 
 /// Counts one more event in a job counter (u32 as in beanstalkd; saturates, never panics).
@@ -393,7 +416,10 @@ impl<S: Segment> Hub<S> {
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
+            retired: Vec::new(),
+            deferred_removal: false,
             compact_due: BTreeSet::new(),
+            compact_later: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             index_dirty: false,
             index_incomplete: false,
@@ -409,6 +435,7 @@ impl<S: Segment> Hub<S> {
             total_connections: 0,
             corrupt_records: 0,
             draining: false,
+            work: HubWork::default(),
         };
         hub.intern(DEFAULT_TUBE);
         // Whatever this run changes makes the summary stale; in mem mode a flush rewrites
@@ -1116,6 +1143,32 @@ impl<S: Segment> Hub<S> {
         .min()
     }
 
+    /// How often the hub did its slower kinds of work so far.
+    pub fn work(&self) -> HubWork {
+        self.work
+    }
+
+    /// With `on`, the segment of a retired spoke that is entirely past is not destroyed
+    /// (unmapped, file removed) by the call that retires it but handed out by
+    /// [`Hub::take_retired`], so that a caller holding the hub behind a lock can destroy it
+    /// outside (removing a file can block for milliseconds). Only past spokes: no put or
+    /// release can reach them again, so their file names are never needed again (a far spoke
+    /// emptied by deletes can be put into again at once, and is destroyed in the call).
+    /// [`Hub::flush`] destroys whatever is left. Off by default.
+    pub fn set_deferred_removal(&mut self, on: bool) {
+        self.deferred_removal = on;
+    }
+
+    /// Segments of spokes retired since the last take: the caller must `destroy` them.
+    pub fn take_retired(&mut self) -> Vec<S> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Whether [`Hub::take_retired`] has something to hand out.
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
     /// Wake-ups for waiting reservers produced since the last take.
     pub fn take_wakeups(&mut self) -> Vec<(ConnId, ReserveOutcome)> {
         std::mem::take(&mut self.wakeups)
@@ -1123,6 +1176,10 @@ impl<S: Segment> Hub<S> {
 
     /// Makes every change durable (mem mode: writes all segment files, removing stale ones).
     pub fn flush(&mut self) -> Result<(), HubError> {
+        for seg in std::mem::take(&mut self.retired) {
+            // A file that cannot be removed is harmless: it holds no live record.
+            let _ = seg.destroy();
+        }
         while let Some(&id) = self.unflushed.first() {
             if let Some(s) = self.spokes.get_mut(&id) {
                 s.seg.flush()?;
@@ -1214,6 +1271,7 @@ impl<S: Segment> Hub<S> {
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
+            self.work.spokes_created += 1;
             self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
             self.spokes.insert(id, Spoke::new(seg, loaded));
@@ -1459,12 +1517,17 @@ impl<S: Segment> Hub<S> {
     /// Moves the clock to `now` (never backwards) and does everything due.
     fn advance(&mut self, now: Micros) {
         // Nothing is in flight here: no record offset is held across this call.
-        self.compact_pending();
         self.now = self.now.max(now);
+        self.compact_pending();
         let end = self
             .now
             .saturating_add(NEAR_SPOKES.saturating_mul(self.cfg.spoke_span));
         if end > self.horizon_end {
+            // Spokes starting after now hold nothing due yet: hand out what is due first, so
+            // that loading them (a scan of each) does not delay it.
+            if self.horizon_end > self.now {
+                self.settle();
+            }
             let from = SpokeId {
                 start: self.horizon_end,
                 span: 0,

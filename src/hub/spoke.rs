@@ -95,7 +95,7 @@ impl<S: Segment> Hub<S> {
             && s.live * 2 < s.records
             && s.seg.byte_size() >= COMPACT_MIN_BYTES
         {
-            self.compact_due.insert(id);
+            self.queue_compaction(id);
         }
         self.maybe_retire(id);
     }
@@ -117,6 +117,7 @@ impl<S: Segment> Hub<S> {
     pub(super) fn retire_spoke(&mut self, id: SpokeId) {
         self.retire.remove(&id);
         self.compact_due.remove(&id);
+        self.compact_later.remove(&id);
         self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         if let Some(s) = self.spokes.remove(&id) {
@@ -130,9 +131,14 @@ impl<S: Segment> Hub<S> {
                 tracing::warn!(spoke = ?id, "segment kept: {e}");
                 return;
             }
-            // A file that cannot be removed is harmless: it holds no live record.
-            let _ = s.seg.destroy();
+            self.work.spokes_retired += 1;
             self.dir_dirty = true;
+            if self.deferred_removal && Spoke::<S>::end(id) <= self.now {
+                self.retired.push(s.seg);
+            } else {
+                // A file that cannot be removed is harmless: it holds no live record.
+                let _ = s.seg.destroy();
+            }
         }
     }
 
@@ -302,6 +308,8 @@ impl<S: Segment> Hub<S> {
                 return;
             }
         };
+        self.work.spokes_loaded += 1;
+        self.work.records_loaded += metas.len() as u64;
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),

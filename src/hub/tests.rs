@@ -668,3 +668,108 @@ fn a_far_job_without_its_index_entry_is_found_once_the_index_is_known_incomplete
     hub.delete(c, id, T0).unwrap();
     assert_eq!(hub.peek(id), None);
 }
+
+/// Puts 400 jobs of 1 KiB `delay_s` ahead (one spoke of ~450 KiB) and deletes 300 of them:
+/// the spoke is then mostly dead, worth compacting.
+fn mostly_dead_spoke(hub: &mut Hub<MappedSegment>, delay_s: u32) {
+    let c = hub.connect();
+    let body = vec![b'x'; 1024];
+    let ids: Vec<u64> = (0..400)
+        .map(|_| hub.put(c, 0, delay_s, 60, &body, T0).unwrap())
+        .collect();
+    for id in ids.iter().filter(|&&id| id % 4 != 0) {
+        hub.delete(c, *id, T0).unwrap();
+    }
+}
+
+#[test]
+fn a_far_spoke_is_compacted_at_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    mostly_dead_spoke(&mut hub, 3_600);
+    hub.tick(T0);
+    assert!(hub.work().segments_compacted >= 1);
+}
+
+/// A loaded spoke's jobs are due soon and usually all deleted moments later, which retires
+/// the whole file: compacting it meanwhile (a rewrite and an fsync under the server's lock)
+/// would be wasted. It waits until the spoke has been past for COMPACT_AFTER_PAST.
+#[test]
+fn a_loaded_spoke_is_compacted_only_once_long_past() {
+    use super::compact::COMPACT_AFTER_PAST;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    mostly_dead_spoke(&mut hub, 1);
+    let end = T0 + 2 * SECOND;
+    for now in [T0, T0 + SECOND, end, end + COMPACT_AFTER_PAST - 1] {
+        hub.tick(now);
+        assert_eq!(hub.work().segments_compacted, 0, "at {}", now - T0);
+    }
+    hub.tick(end + COMPACT_AFTER_PAST);
+    assert_eq!(hub.work().segments_compacted, 1);
+    assert_eq!(hub.stats(end + COMPACT_AFTER_PAST).current_jobs_ready, 100);
+
+    // Deleting the rest meanwhile retires the spoke: nothing is compacted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    mostly_dead_spoke(&mut hub, 1);
+    let c = hub.connect();
+    while let ReserveOutcome::Reserved(j) = hub.reserve(c, Some(end), end) {
+        hub.delete(c, j.id, end).unwrap();
+    }
+    hub.tick(end + COMPACT_AFTER_PAST);
+    assert_eq!(hub.work().segments_compacted, 0);
+    assert_eq!(hub.work().spokes_retired, 1);
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+/// With deferred removal, a past spoke's segment is handed out instead of destroyed in the
+/// call; a far spoke emptied by deletes (whose name a put may need again at once) is not.
+#[test]
+fn deferred_removal_hands_out_past_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_deferred_removal(true);
+    let c = hub.connect();
+    let near = hub.put(c, 0, 0, 5, b"near", T0).unwrap();
+    let far = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    hub.delete(c, far, T0).unwrap();
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "far: destroyed in the call"
+    );
+    assert!(!hub.has_retired());
+    // The same far spoke can be put into again at once.
+    let again = hub.put(c, 0, 100, 5, b"again", T0).unwrap();
+    hub.delete(c, again, T0).unwrap();
+    assert!(!hub.has_retired());
+
+    hub.delete(c, near, T0).unwrap();
+    assert!(!hub.has_retired(), "the current spoke waits until past");
+    hub.tick(T0 + SECOND);
+    assert_eq!(hub.stats(T0 + SECOND).spokes, 0);
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "not removed in the call"
+    );
+    let segs = hub.take_retired();
+    assert_eq!(segs.len(), 1);
+    assert!(hub.take_retired().is_empty(), "taken once");
+    for s in segs {
+        s.destroy().unwrap();
+    }
+    assert!(segment_files(dir.path()).is_empty());
+
+    // Whatever is not taken is destroyed by flush.
+    hub.put(c, 0, 0, 5, b"x", T0 + SECOND).unwrap();
+    let id = reserved_id(hub.reserve(c, None, T0 + SECOND));
+    hub.delete(c, id, T0 + SECOND).unwrap();
+    hub.tick(T0 + 2 * SECOND);
+    assert!(hub.has_retired());
+    hub.flush().unwrap();
+    assert!(!hub.has_retired());
+    assert!(segment_files(dir.path()).is_empty());
+}

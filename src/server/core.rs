@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::config::{Durability, Mode};
 use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
-use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome};
+use crate::hub::{ConnId, Hub, HubError, HubWork, Micros, ReserveOutcome};
 use crate::segment::Segment;
 
 /// Wake-ups of one connection's blocked reserve.
@@ -54,6 +54,8 @@ pub struct Core<S: Segment> {
     pub syncs: AtomicU64,
     id: String,
     host: (String, String, String),
+    /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
+    reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
 }
 
 /// Counters of the hub lock, always on (two clock reads per acquisition, ~50 ns): how often it
@@ -79,11 +81,18 @@ impl LockStats {
     }
 }
 
-/// The hub lock, held: adds its hold time to [`LockStats`] when dropped.
+/// Hub-lock holds longer than this are logged (debug level) with what the hub did meanwhile.
+const SLOW_HOLD: Duration = Duration::from_micros(500);
+
+/// The hub lock, held: adds its hold time to [`LockStats`] when dropped. With debug logging
+/// on, a hold longer than [`SLOW_HOLD`] is logged with the hub's slow work done meanwhile
+/// ([`HubWork`]): what to look at first when lateness or latency has a tail.
 struct HubGuard<'a, S: Segment> {
     guard: MutexGuard<'a, Locked<S>>,
     since: Instant,
     stats: &'a LockStats,
+    /// The hub's work counters when the lock was taken (debug logging only).
+    slow: Option<HubWork>,
 }
 
 impl<S: Segment> Deref for HubGuard<'_, S> {
@@ -101,8 +110,26 @@ impl<S: Segment> DerefMut for HubGuard<'_, S> {
 
 impl<S: Segment> Drop for HubGuard<'_, S> {
     fn drop(&mut self) {
-        let held = self.since.elapsed().as_nanos() as u64;
-        self.stats.held_ns.fetch_add(held, Ordering::Relaxed);
+        let held = self.since.elapsed();
+        self.stats
+            .held_ns
+            .fetch_add(held.as_nanos() as u64, Ordering::Relaxed);
+        let Some(before) = self.slow else {
+            return;
+        };
+        if held < SLOW_HOLD {
+            return;
+        }
+        let w = self.guard.hub.work();
+        tracing::debug!(
+            held_us = held.as_micros() as u64,
+            spokes_created = w.spokes_created - before.spokes_created,
+            spokes_loaded = w.spokes_loaded - before.spokes_loaded,
+            records_loaded = w.records_loaded - before.records_loaded,
+            spokes_retired = w.spokes_retired - before.spokes_retired,
+            segments_compacted = w.segments_compacted - before.segments_compacted,
+            "long hub lock hold"
+        );
     }
 }
 
@@ -159,6 +186,15 @@ impl TimerWake {
     }
 }
 
+/// Destroys segments of retired spokes; a file that cannot be removed holds no live record.
+pub fn destroy_all<S: Segment>(segs: Vec<S>) {
+    for seg in segs {
+        if let Err(e) = seg.destroy() {
+            tracing::debug!("removing a retired segment: {e}");
+        }
+    }
+}
+
 /// The current time in hub units.
 pub fn now() -> Micros {
     SystemTimeSource.now()
@@ -186,7 +222,21 @@ impl<S: Segment> Core<S> {
             syncs: AtomicU64::new(0),
             id: stats::instance_id(),
             host: stats::host_facts(),
+            reap: None,
         }
+    }
+
+    /// Has the segments of retired past spokes destroyed by `reap` (e.g. on a blocking thread)
+    /// instead of in the hub call: removing a file can block for milliseconds, which must not
+    /// happen under the hub lock. `reap` itself is called under the lock: it must only hand
+    /// the segments over. Without a reaper the hub destroys them in the call.
+    pub fn set_reaper(&mut self, reap: impl Fn(Vec<S>) + Send + Sync + 'static) {
+        self.locked
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .hub
+            .set_deferred_removal(true);
+        self.reap = Some(Box::new(reap));
     }
 
     fn lock(&self) -> HubGuard<'_, S> {
@@ -206,10 +256,13 @@ impl<S: Segment> Core<S> {
                 g
             }
         };
+        let since = Instant::now();
+        let slow = tracing::enabled!(tracing::Level::DEBUG).then(|| guard.hub.work());
         HubGuard {
             guard,
-            since: Instant::now(),
+            since,
             stats: st,
+            slow,
         }
     }
 
@@ -274,6 +327,11 @@ impl<S: Segment> Core<S> {
     }
 
     fn after_call(&self, g: &mut Locked<S>) {
+        if let Some(reap) = &self.reap
+            && g.hub.has_retired()
+        {
+            reap(g.hub.take_retired());
+        }
         for (c, outcome) in g.hub.take_wakeups() {
             if let Some(tx) = g.waiters.get(&c) {
                 // A closed receiver means the connection is going away; disconnect follows.

@@ -208,7 +208,13 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         Mode::Mem => Durability::Never,
         Mode::Mapped | Mode::Lazy => cfg.durability(),
     };
-    let core = Arc::new(Core::new(hub, durability, cfg.max_job_size, mode));
+    let mut core = Core::new(hub, durability, cfg.max_job_size, mode);
+    // Segment files of past spokes are removed on a blocking thread, not under the hub lock.
+    let runtime = tokio::runtime::Handle::current();
+    core.set_reaper(move |segs: Vec<S>| {
+        runtime.spawn_blocking(move || self::core::destroy_all(segs));
+    });
+    let core = Arc::new(core);
     let (listener, addr) = match listen {
         ListenAddr::Tcp(a) => {
             let l = TcpListener::bind(a).await?;
