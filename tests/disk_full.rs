@@ -266,15 +266,15 @@ fn persisted(mode: &str, flags: &[&str]) {
     let mut c = y.connect();
     m.check(&mut c, "restarted on a full disk");
 
-    // Space frees: compaction, which failed while the disk was full (and then waits for half
-    // of the segment's live records to go), runs again: deleting two ready jobs in three
-    // queues it, the next change runs it...
+    // Space frees. Two ready jobs in three are deleted: their segment is mostly dead. Its
+    // compaction failed while the disk was full (at the restart above); a loaded spoke is
+    // compacted again once it has been past for COMPACT_AFTER_PAST (hub unit tests), which
+    // with 60 s spokes is after this test: the restart at its end compacts it at recovery.
     std::fs::remove_file(&filler_path).expect("remove filler");
     let data_bytes = |c: &mut Client| -> u64 {
         let v = c.stat("stats", "data-bytes").expect("stats");
         v.parse().expect("number")
     };
-    let before = data_bytes(&mut c);
     let ready: Vec<u64> = m
         .live
         .keys()
@@ -286,13 +286,7 @@ fn persisted(mode: &str, flags: &[&str]) {
             m.delete(&mut c, id);
         }
     }
-    assert_eq!(c.cmd("pause-tube default 0"), "PAUSED");
-    let after = data_bytes(&mut c);
-    eprintln!("{mode}: data bytes {before} -> {after} after space freed");
-    assert!(
-        after < before / 2,
-        "no compaction: {before} -> {after} bytes"
-    );
+    let before = data_bytes(&mut c);
     // ... and puts work again without a restart, near and far (new spokes too).
     for delay in [0, 3600, 7200, 10_000] {
         let r = m.put(&mut c, delay, 1000);
@@ -330,6 +324,12 @@ fn persisted(mode: &str, flags: &[&str]) {
         c.stat("stats", "corrupt-records-skipped").as_deref(),
         Some("0"),
         "a failed write left a torn record"
+    );
+    let after = data_bytes(&mut c);
+    eprintln!("{mode}: data bytes {before} -> {after} once space freed and restarted");
+    assert!(
+        after < before / 2,
+        "no compaction once space freed: {before} -> {after} bytes"
     );
     drop(c);
     stop(y);
