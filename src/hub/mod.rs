@@ -970,17 +970,10 @@ impl<S: Segment> Hub<S> {
     /// A delayed release that found no room for the job's new record: the job is buried where
     /// it is instead (beanstalkd answers `BURIED` when it is out of memory).
     fn bury_instead_of_release(&mut self, id: u64, pri: u32) -> Result<ReleaseOutcome, HubError> {
-        self.persist(id, JobState::Buried, pri, |c| {
+        self.bury_resident(id, pri, |c| {
             bump(&mut c.releases);
             bump(&mut c.buries);
         })?;
-        self.unlink(id);
-        let seq = self.take_seq();
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.pri = pri;
-        }
-        self.link(id, Phase::Buried { seq });
-        self.settle();
         Ok(ReleaseOutcome::Buried)
     }
 
@@ -988,7 +981,18 @@ impl<S: Segment> Hub<S> {
     pub fn bury(&mut self, c: ConnId, id: u64, pri: u32, now: Micros) -> Result<(), HubError> {
         self.advance(now);
         self.reserved_by(c, id)?;
-        self.persist(id, JobState::Buried, pri, |c| bump(&mut c.buries))?;
+        self.bury_resident(id, pri, |c| bump(&mut c.buries))
+    }
+
+    /// Persists resident job `id` as buried with priority `pri` (counted by `count`) and
+    /// moves it to its tube's buried list.
+    fn bury_resident(
+        &mut self,
+        id: u64,
+        pri: u32,
+        count: impl FnOnce(&mut Counters),
+    ) -> Result<(), HubError> {
+        self.persist(id, JobState::Buried, pri, count)?;
         self.unlink(id);
         let seq = self.take_seq();
         if let Some(job) = self.jobs.get_mut(&id) {
