@@ -146,7 +146,8 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
 
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.core.wait_durable(self.change).await;
+            // A failed sync closes the connection without the replies it covers.
+            self.core.wait_durable(self.change).await?;
             // A client that does not read holds up no shutdown: the task is aborted.
             self.stream.write_all(&self.out).await?;
             self.out.clear();

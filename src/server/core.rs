@@ -48,6 +48,10 @@ pub struct Core<S: Segment> {
     changes: AtomicU64,
     /// Every change numbered up to this one is durable (synced).
     synced: AtomicU64,
+    /// Changes `(from, to]` of every sync that failed: their replies are never sent. Rare, so
+    /// a list; `any_sync_failed` keeps the lock off the common path.
+    sync_failures: Mutex<Vec<(u64, u64)>>,
+    any_sync_failed: AtomicBool,
     /// One sync at a time; whoever waits meanwhile joins the next one (group commit).
     sync_turn: tokio::sync::Mutex<()>,
     /// Completed syncs (a group commit makes far fewer than changes).
@@ -218,6 +222,8 @@ impl<S: Segment> Core<S> {
             draining: AtomicBool::new(false),
             changes: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            sync_failures: Mutex::new(Vec::new()),
+            any_sync_failed: AtomicBool::new(false),
             sync_turn: tokio::sync::Mutex::new(()),
             syncs: AtomicU64::new(0),
             id: stats::instance_id(),
@@ -288,37 +294,69 @@ impl<S: Segment> Core<S> {
     /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: one sync
     /// runs at a time, outside the hub lock; changes made while it runs are all covered by the
     /// next one, which the first of their waiters starts.
-    pub async fn wait_durable(&self, seq: u64) {
+    ///
+    /// An error means the sync covering change `seq` failed: its reply must not be sent (the
+    /// caller drops the connection, so the client cannot take the change as acknowledged).
+    /// A later sync succeeding proves nothing about it (after a failed fdatasync the kernel may
+    /// have dropped the dirty pages), so every change of a failed batch stays failed.
+    pub async fn wait_durable(&self, seq: u64) -> std::io::Result<()> {
         if self.durability != Durability::EveryChange {
-            return;
+            return Ok(());
         }
-        while self.synced.load(Ordering::Acquire) < seq {
-            let _turn = self.sync_turn.lock().await;
+        loop {
+            if self.sync_failed(seq) {
+                return Err(std::io::Error::other(format!(
+                    "sync of change {seq} failed: reply withheld"
+                )));
+            }
             if self.synced.load(Ordering::Acquire) >= seq {
-                break;
+                return Ok(());
+            }
+            let _turn = self.sync_turn.lock().await;
+            if self.sync_failed(seq) || self.synced.load(Ordering::Acquire) >= seq {
+                continue;
             }
             if let Err(e) = self.sync().await {
-                // The reply still goes out: the change is in the page cache, as with -f MS.
-                tracing::error!("sync failed: {e}");
-                break;
+                tracing::error!("sync failed, replies to its changes withheld: {e}");
             }
         }
     }
 
+    /// Whether change `seq` was in a sync that failed.
+    fn sync_failed(&self, seq: u64) -> bool {
+        self.any_sync_failed.load(Ordering::Acquire)
+            && self
+                .sync_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|&(from, to)| from < seq && seq <= to)
+    }
+
     /// Syncs every change made so far, outside the hub lock.
     async fn sync(&self) -> std::io::Result<()> {
-        let (batch, target) = {
+        let (batch, from, target) = {
             let mut g = self.lock();
             (
                 g.hub.take_sync_batch(),
+                self.synced.load(Ordering::Acquire),
                 self.changes.load(Ordering::Relaxed),
             )
         };
         let started = crate::observe::start();
         if !batch.is_empty() {
-            tokio::task::spawn_blocking(move || batch.sync())
+            let synced = tokio::task::spawn_blocking(move || batch.sync())
                 .await
-                .map_err(std::io::Error::other)??;
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            if let Err(e) = synced {
+                self.sync_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((from, target));
+                self.any_sync_failed.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
         self.syncs.fetch_add(1, Ordering::Relaxed);
