@@ -105,6 +105,22 @@ start_server() {
 
 # Stops the server (SIGTERM, then SIGKILL after 30 s) and removes its directory unless
 # KEEP_DIR is set or the first argument is "keep".
+# Starts server KIND as memory.sh and timing.sh name them (beanstalkd, beanstalkd-b for
+# beanstalkd -b DIR, yaad-mem, yaad-mapped, yaad-lazy) with extra flags, and stops it when the
+# script exits. Sets kind and flags: `KEEP_DIR=... start_server "$kind" $flags` restarts it.
+start_kind() {
+    kind=$1
+    shift
+    flags="$*"
+    if [[ $kind == beanstalkd-b ]]; then
+        kind=beanstalkd
+        flags="-b DIR $flags"
+    fi
+    trap 'stop_server' EXIT
+    # shellcheck disable=SC2086
+    start_server "$kind" $flags
+}
+
 stop_server() {
     [[ -n $SERVER_PID ]] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null || true

@@ -25,16 +25,8 @@ PIPELINE=${PIPELINE:-64}
 SERVER_ARGS=${SERVER_ARGS:-}
 
 build
-trap 'stop_server' EXIT
-
-kind=$KIND
-flags=$SERVER_ARGS
-if [[ $KIND == beanstalkd-b ]]; then
-    kind=beanstalkd
-    flags="-b DIR $SERVER_ARGS"
-fi
 # shellcheck disable=SC2086
-start_server "$kind" $flags
+start_kind "$KIND" $SERVER_ARGS
 sleep 0.2
 base=$(status_kib VmRSS)
 json=$("$BENCH" put --addr "$ADDR" --count "$N" --body "$BODY" --delay "$DELAY" \

@@ -23,15 +23,8 @@ CONNS=${CONNS:-4}
 SERVER_ARGS=${SERVER_ARGS:-}
 
 build
-trap 'stop_server' EXIT
-kind=$KIND
-flags=$SERVER_ARGS
-if [[ $KIND == beanstalkd-b ]]; then
-    kind=beanstalkd
-    flags="-b DIR $SERVER_ARGS"
-fi
 # shellcheck disable=SC2086
-start_server "$kind" $flags
+start_kind "$KIND" $SERVER_ARGS
 status=0
 "$BENCH" timing --addr "$ADDR" --tube timing --count "$COUNT" --rate "$RATE" --delay "$DELAY" \
     --conns "$CONNS" --background "$BACKGROUND" || status=$?
