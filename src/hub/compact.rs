@@ -201,7 +201,6 @@ impl<S: Segment> Hub<S> {
                     if let Err(e) = self.set_index(job, loc) {
                         tracing::warn!(job, "id index entry not updated: {e}");
                         self.index_incomplete = true;
-                        self.needs_full_scan = true;
                     }
                 }
             }

@@ -335,7 +335,8 @@ pub struct Hub<S: Segment> {
     /// The id index changed since the last flush or sync batch.
     index_dirty: bool,
     /// A write to the id index failed (disk full) in compaction or recovery, so an entry may
-    /// be missing or stale: lookups it cannot answer fall back to scanning far spokes.
+    /// be missing or stale: lookups it cannot answer fall back to scanning far spokes, and no
+    /// summary is written (the next open scans everything and rewrites the entries).
     index_incomplete: bool,
     /// Segment files were created or removed since the last flush or sync batch.
     dir_dirty: bool,

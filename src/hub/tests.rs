@@ -669,6 +669,22 @@ fn a_far_job_without_its_index_entry_is_found_once_the_index_is_known_incomplete
     assert_eq!(hub.peek(id), None);
 }
 
+/// A clean shutdown with an incomplete id index writes no summary: the next open would trust
+/// the index for far jobs, and the one missing its entry would be lost to lookups by id.
+#[test]
+fn an_incomplete_index_writes_no_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    hub.put(c, 0, 500, 5, b"far", T0).unwrap();
+    hub.flush().unwrap();
+    assert!(hub.dir.summary_path().exists(), "a clean flush writes one");
+    hub.put(c, 0, 500, 5, b"far too", T0).unwrap();
+    hub.index_incomplete = true;
+    hub.flush().unwrap();
+    assert!(!hub.dir.summary_path().exists());
+}
+
 /// Puts 400 jobs of 1 KiB `delay_s` ahead (one spoke of ~450 KiB) and deletes 300 of them:
 /// the spoke is then mostly dead, worth compacting.
 fn mostly_dead_spoke(hub: &mut Hub<MappedSegment>, delay_s: u32) {
