@@ -13,10 +13,10 @@
 //! crc u32 (CRC-32 of every byte before it)
 //! ```
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
+use super::mem::{sync_parent_dir, write_file_atomically};
 use super::{Result, SpokeId, StorageError};
 
 /// First bytes of `summary.yaad`.
@@ -134,34 +134,19 @@ impl Summary {
         }
     }
 
-    /// Writes the summary durably to `path`: a temporary file, fsynced, renamed into place,
-    /// then the directory fsynced.
+    /// Writes the summary durably to `path` (temporary file, fsync, rename, directory fsync).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("yaad.tmp");
-        let mut f = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-        f.write_all(&self.encode())
-            .and_then(|()| f.sync_data())
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
-        sync_dir_of(path)
+        write_file_atomically(path, &self.encode())
     }
 
     /// Removes `path` if it exists and makes the removal durable before returning.
     pub fn remove(path: &Path) -> Result<()> {
         match fs::remove_file(path) {
-            Ok(()) => sync_dir_of(path),
+            Ok(()) => sync_parent_dir(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io(path, e)),
         }
     }
-}
-
-fn sync_dir_of(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
 }
 
 /// A cursor over the summary's bytes; running out is an error, never a panic.
