@@ -69,13 +69,18 @@ impl Yaad {
     /// Then it starts again on another port. Costs one connection and one `stats`.
     pub fn launch_own(args: &[&str], logged: bool) -> Yaad {
         for _ in 0..5 {
-            let y = Yaad::launch(args, logged, |_| {});
-            let pid = y.connect().stat("stats", "pid");
-            if pid == Some(y.child.id().to_string()) {
+            let mut y = Yaad::launch(args, logged, |_| {});
+            // Fallible: the other server may be killed (kill_test) while it answers.
+            let pid = y.connect().try_stat("stats", "pid");
+            if matches!(&pid, Ok(Some(p)) if *p == y.child.id().to_string()) {
                 return y;
             }
+            // Our child dying at start is a failure, never a reason to try another port.
+            if let Some(st) = y.child.try_wait().ok().flatten() {
+                panic!("yaad {args:?} exited at start: {st} (the port answered {pid:?})");
+            }
             eprintln!(
-                "port {} answered by pid {pid:?}, not yaad {}: starting again",
+                "port {} answered {pid:?}, not yaad {}: starting again",
                 y.port,
                 y.child.id()
             );
@@ -292,13 +297,20 @@ impl Client {
     /// One key of a YAML reply (`stats`, `stats-job ID`, `stats-tube T`); None if the
     /// command is not answered with `OK` or the key is missing.
     pub fn stat(&mut self, line: &str, key: &str) -> Option<String> {
-        let (l, body) = self.with_body(line);
-        if !l.starts_with("OK ") {
-            return None;
-        }
-        String::from_utf8(body)
+        self.try_stat(line, key)
+            .unwrap_or_else(|e| panic!("no reply to {line:?}: {e}"))
+    }
+
+    /// [`Client::stat`], with a connection error as an error instead of a panic.
+    pub fn try_stat(&mut self, line: &str, key: &str) -> std::io::Result<Option<String>> {
+        let l = self.try_cmd(line)?;
+        let Some(n) = l.strip_prefix("OK ").and_then(|n| n.parse::<usize>().ok()) else {
+            return Ok(None);
+        };
+        let body = self.body(n)?;
+        Ok(String::from_utf8(body)
             .expect("utf-8 yaml")
             .lines()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}: ")).map(str::to_string))
+            .find_map(|kv| kv.strip_prefix(&format!("{key}: ")).map(str::to_string)))
     }
 }
