@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use yaad::hub::{
-    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, JobView, ReleaseOutcome,
-    ReserveOutcome, SECOND, URGENT_PRIORITY,
+    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, JobView, PendingCheckpoint,
+    ReleaseOutcome, ReserveOutcome, SECOND, URGENT_PRIORITY,
 };
-use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
+use yaad::segment::{LazySegment, MappedSegment, MemSegment, SUMMARY_FILE, Segment};
 
 const TUBES: [&str; 3] = ["default", "t1", "t2"];
 const CONNS: usize = 3;
@@ -589,12 +589,26 @@ enum Op {
     AdvanceToEvent {
         before: bool,
     },
-    /// Restart, possibly with another spoke span (old spokes keep theirs). `clean`: after a
-    /// flush (far spokes come back from the summary, unread), else as after `kill -9`.
+    /// Restart, possibly with another spoke span (old spokes keep theirs).
     Reopen {
         span: u64,
-        clean: bool,
+        how: Restart,
     },
+    /// Take a start-up checkpoint (as the server does once a second); write it now, or at the
+    /// next checkpoint (changes made meanwhile are in the next generation's journal).
+    Checkpoint {
+        write_now: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    /// After a flush: far spokes come back from the clean summary, unread.
+    Clean,
+    /// As after `kill -9`: from the last checkpoint and its change journals.
+    Kill,
+    /// As after a machine crash (no summary trusted): every segment is scanned.
+    KillNoSummary,
 }
 
 fn pri() -> impl Strategy<Value = u32> {
@@ -648,7 +662,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
             .prop_map(|dt| Op::Advance { dt }),
         3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
-        1 => (span(), any::<bool>()).prop_map(|(span, clean)| Op::Reopen { span, clean }),
+        1 => (span(), prop_oneof![Just(Restart::Clean), Just(Restart::Kill), Just(Restart::KillNoSummary)])
+            .prop_map(|(span, how)| Op::Reopen { span, how }),
+        2 => any::<bool>().prop_map(|write_now| Op::Checkpoint { write_now }),
     ]
 }
 
@@ -677,6 +693,7 @@ fn pick_id(m: &Model, conn: Option<usize>, pick: usize) -> u64 {
 
 struct Harness<S: Segment> {
     hub: Option<Hub<S>>,
+    pending: Option<PendingCheckpoint>,
     conns: Vec<ConnId>,
     cfg: HubConfig,
     mem: bool,
@@ -696,6 +713,7 @@ impl<S: Segment> Harness<S> {
         let conns = (0..CONNS).map(|_| hub.connect()).collect();
         Harness {
             hub: Some(hub),
+            pending: None,
             conns,
             cfg,
             mem,
@@ -707,13 +725,18 @@ impl<S: Segment> Harness<S> {
         self.hub.as_mut().unwrap()
     }
 
-    fn reopen(&mut self, now: u64, span: u64, clean: bool) {
+    fn reopen(&mut self, now: u64, span: u64, how: Restart) {
         self.cfg.spoke_span = span;
         let mut hub = self.hub.take().unwrap();
-        if self.mem || clean {
+        if self.mem || matches!(how, Restart::Clean) {
             hub.flush().unwrap();
         }
         drop(hub);
+        // A checkpoint taken and not written yet dies with the process.
+        self.pending = None;
+        if matches!(how, Restart::KillNoSummary) {
+            let _ = std::fs::remove_file(self.cfg.data_dir.join(SUMMARY_FILE));
+        }
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).unwrap();
         self.conns = (0..CONNS).map(|_| hub.connect()).collect();
         self.hub = Some(hub);
@@ -1015,10 +1038,22 @@ fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
                     h.hub().tick(t);
                 }
             }
-            Op::Reopen { span, clean } => {
+            Op::Reopen { span, how } => {
                 m.reopen();
-                h.reopen(now, span, clean);
+                h.reopen(now, span, how);
                 m.advance(now);
+            }
+            Op::Checkpoint { write_now } => {
+                if let Some(p) = h.pending.take() {
+                    p.write().unwrap();
+                }
+                if let Some(p) = h.hub().checkpoint() {
+                    if write_now {
+                        p.write().unwrap();
+                    } else {
+                        h.pending = Some(p);
+                    }
+                }
             }
         }
         m.settle();
@@ -1032,7 +1067,7 @@ fn run<S: Segment>(mem: bool, span: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
     // And the same once more after a restart.
     let now = m.now;
     m.reopen();
-    h.reopen(now, SECOND, true);
+    h.reopen(now, SECOND, Restart::Clean);
     m.advance(now);
     check_counts(&mut h, &m)?;
     for id in 0..m.next_id + 1 {

@@ -1,6 +1,8 @@
-//! Start-up after a clean shutdown: far spokes are not read at open (their figures come from
-//! `summary.yaad`), yet every command that needs a far job finds it, and a summary made stale
-//! by a later change is never used.
+//! Start-up: far spokes are not read at open (their figures come from `summary.yaad`, written
+//! clean by a flush or as a checkpoint while running), yet every command that needs a far job
+//! finds it. After `kill -9` only the segments named in the change journals are scanned, and
+//! a summary that could be stale (a change after a clean one, a checkpoint from another boot,
+//! a damaged journal) is never used.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -120,12 +122,13 @@ fn far_spokes_are_not_read_at_open<S: Segment>() {
     let st = hub.stats(START);
     assert_eq!((st.current_jobs_ready, st.spokes), (1, 7));
     assert!(
-        !tmp.path().join(SUMMARY_FILE).exists(),
-        "the summary is removed at open"
+        tmp.path().join(SUMMARY_FILE).exists(),
+        "a clean summary stays until the next change"
     );
     drop(hub);
 
-    // Without a summary (as after kill -9) every segment is scanned, with the same result.
+    // Without a summary (as after a machine crash) every segment is scanned, same result.
+    std::fs::remove_file(tmp.path().join(SUMMARY_FILE)).unwrap();
     reset();
     let hub: Hub<Counting<S>> = open(tmp.path(), START);
     assert_eq!(reads().0, 4 + 5, "scans at an open without a summary");
@@ -353,4 +356,195 @@ fn a_summary_that_does_not_match_the_index_is_ignored() {
     assert_eq!(hub.stats(START).current_jobs_delayed, 9);
     let c = hub.connect();
     assert!(hub.put(c, 0, 0, 1, b"x", START).unwrap() > 10);
+}
+
+/// A crash (the hub dropped without a flush) after a checkpoint: the next open scans the near
+/// segments and those changed since the checkpoint, and finds exactly the state a full scan
+/// finds. Changes made after the checkpoint was taken but before it was written count too.
+fn crash_after_checkpoint<S: Segment>(write_before_changes: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 5, 6);
+    let mut pending = Some(hub.checkpoint().expect("changes since the open"));
+    if write_before_changes {
+        pending.take().unwrap().write().unwrap();
+    }
+    let c = hub.connect();
+    // Far spoke 2: a delete in place (same byte size). Far spoke 4: one more job. A new far
+    // spoke 6 hours out. A job released from a near spoke into far spoke 1.
+    hub.delete(c, ids[2 * 6], START).unwrap();
+    let added = hub.put(c, 3, 4 * HOUR, 60, b"late", START).unwrap();
+    let newest = hub.put(c, 3, 6 * HOUR, 60, b"newest", START).unwrap();
+    hub.watch(c, "a");
+    let near = hub.reserve(c, Some(0), START);
+    let ReserveOutcome::Reserved(near) = near else {
+        panic!("{near:?}")
+    };
+    hub.release(c, near.id, 1, HOUR, START).unwrap();
+    if let Some(p) = pending {
+        p.write().unwrap();
+    }
+    drop(hub);
+
+    let state = |hub: &mut Hub<Counting<S>>| {
+        let st = hub.stats(START);
+        let per_tube = (delayed(hub, "a"), delayed(hub, "b"));
+        let jobs: Vec<_> = [ids[0], ids[2 * 6], added, newest, near.id]
+            .iter()
+            .map(|&id| {
+                hub.stats_job(id, START)
+                    .map(|j| (j.state, j.pri, j.time_left))
+            })
+            .collect();
+        (
+            st.current_jobs_delayed,
+            st.current_jobs_ready,
+            st.spokes,
+            per_tube,
+            jobs,
+        )
+    };
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    // The near spoke still holding a job is scanned twice (winners, then their headers), the
+    // one emptied by the release once; of the far ones only the four changed since the
+    // checkpoint (1 h: the release's target, 2 h, 4 h and the new 6 h).
+    assert_eq!(
+        reads().0,
+        2 + 1 + 4,
+        "scans after kill -9 following a checkpoint"
+    );
+    assert_eq!(hub.stats(START).current_jobs_delayed, 5 * 6 - 1 + 3 + 1);
+    let c = hub.connect();
+    let next = hub.put(c, 0, 0, 1, b"x", START).unwrap();
+    assert!(
+        next > newest + 1,
+        "ids were issued after the checkpoint: they jump"
+    );
+    let fast = state(&mut hub);
+    drop(hub);
+    std::fs::remove_file(tmp.path().join(SUMMARY_FILE)).unwrap();
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    assert_eq!(
+        reads().0,
+        2 * 2 + 6,
+        "every segment scanned without a summary (the put \"x\" filled the emptied near one)"
+    );
+    let full = state(&mut hub);
+    assert_eq!(full, fast);
+}
+
+#[test]
+fn lazy_crash_after_checkpoint_scans_only_changed_segments() {
+    crash_after_checkpoint::<LazySegment>(true);
+    crash_after_checkpoint::<LazySegment>(false);
+}
+
+#[test]
+fn mapped_crash_after_checkpoint_scans_only_changed_segments() {
+    crash_after_checkpoint::<MappedSegment>(true);
+    crash_after_checkpoint::<MappedSegment>(false);
+}
+
+/// Open writes a checkpoint itself, so `kill -9` right after a start (even one that scanned
+/// everything) does not scan everything again; with no put since, ids continue exactly.
+#[test]
+fn a_crash_right_after_open_reads_the_checkpoint_written_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 4, 3);
+    drop(hub);
+    reset();
+    let hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * 2 + 4, "no summary yet: every segment");
+    drop(hub);
+    reset();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * 2, "the checkpoint written by the last open");
+    assert_eq!(hub.stats(START).current_jobs_delayed, 4 * 3 + 1);
+    let c = hub.connect();
+    let last = *ids.last().unwrap() + 2;
+    assert!(hub.put(c, 0, 0, 1, b"x", START).unwrap() > last);
+}
+
+/// A crash after a checkpoint and one delete; returns the dir, the summary and its journal.
+fn checkpoint_then_crash() -> (
+    tempfile::TempDir,
+    yaad::segment::Summary,
+    std::path::PathBuf,
+) {
+    use yaad::segment::Summary;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    let ids = fill(&mut hub, 4, 3);
+    hub.checkpoint().unwrap().write().unwrap();
+    let c = hub.connect();
+    hub.delete(c, ids[0], START).unwrap();
+    drop(hub);
+    let s = Summary::read(&tmp.path().join(SUMMARY_FILE))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!s.clean);
+    let journal = tmp
+        .path()
+        .join(yaad::segment::journal::journal_file_name(s.generation));
+    assert!(journal.exists(), "the delete was noted");
+    (tmp, s, journal)
+}
+
+/// A checkpoint is trusted only in the boot that wrote it: its journal entries may not have
+/// reached the disk before a machine crash.
+#[test]
+fn a_checkpoint_from_another_boot_is_not_trusted() {
+    let (tmp, mut s, _) = checkpoint_then_crash();
+    s.boot_id = b"some-other-boot".to_vec();
+    std::fs::write(tmp.path().join(SUMMARY_FILE), s.encode()).unwrap();
+    reset();
+    let hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * 2 + 4, "every segment scanned");
+    assert_eq!(hub.stats(START).current_jobs_delayed, 4 * 3);
+}
+
+/// A journal cut inside an entry (or damaged) makes its summary worthless.
+#[test]
+fn a_damaged_change_journal_makes_open_scan_everything() {
+    let (tmp, _, journal) = checkpoint_then_crash();
+    let bytes = std::fs::read(&journal).unwrap();
+    std::fs::write(&journal, &bytes[..bytes.len() - 1]).unwrap();
+    reset();
+    let hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * 2 + 4, "every segment scanned");
+    assert_eq!(hub.stats(START).current_jobs_delayed, 4 * 3);
+    drop(hub);
+    // The intact one: only the changed far segment is scanned.
+    let (tmp, _, _) = checkpoint_then_crash();
+    reset();
+    let hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * 2 + 1);
+    assert_eq!(hub.stats(START).current_jobs_delayed, 4 * 3);
+}
+
+/// Ids are never reused after `kill -9`, even when every job issued after the checkpoint
+/// was deleted and its segment removed.
+#[test]
+fn ids_issued_after_a_checkpoint_are_not_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<LazySegment> = open(tmp.path(), START);
+    fill(&mut hub, 2, 2);
+    hub.checkpoint().unwrap().write().unwrap();
+    let c = hub.connect();
+    let mut last = 0;
+    for _ in 0..5 {
+        last = hub.put(c, 0, 0, 60, b"short-lived", START).unwrap();
+        hub.delete(c, last, START).unwrap();
+    }
+    // Past the spoke: it is retired, its file removed.
+    let later = START + 10 * SECOND;
+    hub.tick(later);
+    drop(hub);
+    let mut hub: Hub<LazySegment> = open(tmp.path(), later);
+    let c = hub.connect();
+    assert!(hub.put(c, 0, 0, 60, b"x", later).unwrap() > last);
 }

@@ -122,7 +122,7 @@ impl<S: Segment> Hub<S> {
             }
             return Ok(false);
         }
-        self.drop_summary()?;
+        self.note_change(Some(id))?;
         let tmp_dir = self.dir.compact_dir();
         std::fs::create_dir_all(&tmp_dir)
             .map_err(|e| HubError::Internal(format!("{}: {e}", tmp_dir.display())))?;

@@ -11,6 +11,7 @@
 //! Every persisted change is written to its segment before the method returns, so a caller may
 //! acknowledge it right after. Reserved is not persisted: after a restart it is ready again.
 
+mod checkpoint;
 mod compact;
 mod idmap;
 mod job;
@@ -31,6 +32,8 @@ use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
     SpokeId, StateSlot, StorageError,
 };
+use checkpoint::Checkpoints;
+pub use checkpoint::PendingCheckpoint;
 pub use compact::COMPACT_AFTER_PAST;
 use idmap::{IdMap, id_map};
 use job::{Counters, FarInfo, Job, Phase};
@@ -340,8 +343,8 @@ pub struct Hub<S: Segment> {
     index_incomplete: bool,
     /// Segment files were created or removed since the last flush or sync batch.
     dir_dirty: bool,
-    /// `summary.yaad` may exist: it is removed (durably) before the next change on disk.
-    summary_on_disk: bool,
+    /// The start-up summary kept current (see `checkpoint`).
+    ckpt: Checkpoints,
     /// A write whose failure was tolerated left records only a full scan settles (two live
     /// records of one job, a far job without its index entry): no summary is written.
     needs_full_scan: bool,
@@ -393,11 +396,7 @@ impl<S: Segment> Hub<S> {
         } else {
             (IdIndex::in_memory(), true)
         };
-        let summary = if index_fresh {
-            None
-        } else {
-            recovery::read_summary(&dir, &index)?
-        };
+        let found = recovery::read_summary(&dir, &index, index_fresh, cfg.persist)?;
         let mut hub = Hub {
             dir,
             index,
@@ -425,7 +424,7 @@ impl<S: Segment> Hub<S> {
             index_dirty: false,
             index_incomplete: false,
             dir_dirty: false,
-            summary_on_disk: true,
+            ckpt: Checkpoints::new(found.generation, found.clean_on_disk),
             needs_full_scan: false,
             open_far: Vec::new(),
             far_info: id_map(),
@@ -439,13 +438,16 @@ impl<S: Segment> Hub<S> {
             work: HubWork::default(),
         };
         hub.intern(DEFAULT_TUBE);
-        // Whatever this run changes makes the summary stale; in mem mode a flush rewrites
-        // segment files under it. Gone before anything is written.
-        hub.drop_summary()?;
         if hub.cfg.persist || hub.cfg.restore {
-            hub.recover(summary)?;
+            hub.recover(found.trusted)?;
         }
         hub.settle();
+        // A crash from here on restarts from this checkpoint (unless a clean summary stands).
+        if let Some(p) = hub.checkpoint()
+            && let Err(e) = p.write()
+        {
+            tracing::warn!("cannot write the start-up summary: {e}");
+        }
         Ok(hub)
     }
 
@@ -693,7 +695,7 @@ impl<S: Segment> Hub<S> {
             t.total_jobs += 1;
         }
         if self.spokes.get(&spoke).is_some_and(|s| s.loaded) {
-            self.jobs.insert(
+            self.insert_job(
                 id,
                 Job {
                     tube,
@@ -832,7 +834,7 @@ impl<S: Segment> Hub<S> {
             self.persist(id, JobState::Deleted, pri, |_| {})?;
             self.unlink(id);
             // Any index entry left is harmless: lookups check the record it points at.
-            if let Some(job) = self.jobs.remove(&id) {
+            if let Some(job) = self.remove_job(id) {
                 self.spoke_lost_live(job.spoke);
                 if let Some(t) = self.tubes.get_mut(&job.tube) {
                     t.cmd_delete += 1;
@@ -887,6 +889,8 @@ impl<S: Segment> Hub<S> {
             return Ok(ReleaseOutcome::Released);
         }
         // A delayed release moves the job: a new record in the target spoke, the old one Moved.
+        // Both spokes are in the change journal before either is written.
+        self.note_change(Some(job.spoke))?;
         let trigger_at = self.now.saturating_add(u64::from(delay_s) * SECOND);
         let old = self.segment(job.spoke)?.read(job.offset)?;
         let version = job.version.saturating_add(1);
@@ -949,6 +953,7 @@ impl<S: Segment> Hub<S> {
         }
         self.spoke_lost_live(job.spoke);
         self.unlink(id);
+        self.move_resident(job.spoke, spoke);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.pri = pri;
             j.delay_s = delay_s;
@@ -960,7 +965,7 @@ impl<S: Segment> Hub<S> {
         }
         if loaded {
             self.link(id, Phase::Delayed);
-        } else if let Some(j) = self.jobs.remove(&id) {
+        } else if let Some(j) = self.remove_job(id) {
             self.far_info.insert(id, FarInfo { delay_s });
             self.count_far(spoke, &j.tube, 1);
         }
@@ -1201,7 +1206,7 @@ impl<S: Segment> Hub<S> {
         self.dir_dirty = false;
         if !self.cfg.persist {
             self.remove_stale_files()?;
-        } else if let Err(e) = self.write_summary() {
+        } else if let Err(e) = self.write_clean_summary() {
             // Only start-up time depends on it: the next open scans every segment.
             tracing::warn!("cannot write the start-up summary: {e}");
         }
@@ -1230,7 +1235,7 @@ impl<S: Segment> Hub<S> {
     // ----- internals -------------------------------------------------------------------------
 
     fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
-        self.drop_summary_storage()?;
+        self.note_change(None)?;
         self.index.set(id, loc)?;
         self.index_dirty = true;
         Ok(())
@@ -1272,8 +1277,8 @@ impl<S: Segment> Hub<S> {
 
     /// Appends a record to the spoke of its trigger time (created if needed).
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<(SpokeId, u64), HubError> {
-        self.drop_summary()?;
         let id = spoke_for(rec.trigger_at, self.cfg.spoke_span);
+        self.note_change(Some(id))?;
         if !self.spokes.contains_key(&id) {
             let seg = S::create(&self.cfg.data_dir, id)?;
             self.work.spokes_created += 1;
@@ -1311,7 +1316,7 @@ impl<S: Segment> Hub<S> {
         offset: RecordOffset,
         slot: StateSlot,
     ) -> Result<(), HubError> {
-        self.drop_summary()?;
+        self.note_change(Some(spoke))?;
         self.segment(spoke)?.update(offset, slot)?;
         self.unflushed.insert(spoke);
         Ok(())
@@ -1465,7 +1470,7 @@ impl<S: Segment> Hub<S> {
     fn drop_corrupt(&mut self, id: u64) {
         self.corrupt_records += 1;
         self.unlink(id);
-        if let Some(job) = self.jobs.remove(&id) {
+        if let Some(job) = self.remove_job(id) {
             self.spoke_lost_live(job.spoke);
             self.drop_if_idle(&job.tube);
         }
@@ -1653,7 +1658,7 @@ impl<S: Segment> Hub<S> {
                 Err(_) => continue,
             };
             if !self.spokes.contains_key(&seg.spoke()) {
-                self.drop_summary()?;
+                self.note_change(Some(seg.spoke()))?;
                 seg.destroy()?;
                 self.dir_dirty = true;
             }

@@ -10,25 +10,28 @@
 //! Ids continue above the highest id seen in any record and above the id index's high-water
 //! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
 //!
-//! After a clean shutdown the data dir holds a [`Summary`] (written by [`Hub::flush`], removed
-//! before the next change on disk): the far spokes it lists are not read at all, only their
-//! segment headers are opened. Their live and per-tube delayed counts come from the summary,
-//! and ids continue from its next id. That is sound because a summary that exists describes
-//! the files exactly (no write happened after it), so those spokes hold no record that could
-//! win against a scanned one (every moved record is marked `Moved`, every far job has its id
-//! index entry) and no job resident in RAM. A far spoke is read when it comes near or a
-//! command needs it, as during any run. Without a summary (first start, crash, `kill -9`)
-//! every segment is scanned.
+//! The data dir usually holds a [`Summary`] (see `checkpoint`: clean after a flush, else a
+//! checkpoint kept current while running) and the change journals that follow it: the far
+//! spokes it lists that no journal names are not read at all, only their segment headers are
+//! opened. Their live and per-tube delayed counts come from the summary. That is sound
+//! because such a segment is byte for byte what it was when the summary was taken (every
+//! change is noted in the journal first), and the hub's state then was whole (summaries are
+//! taken between hub calls): those spokes hold no record that could win against a scanned one
+//! (every moved record is marked `Moved`, every far job has its id index entry) and no job
+//! resident in RAM. A far spoke is read when it comes near or a command needs it, as during
+//! any run. Without a summary it may rely on (first start, a checkpoint from another boot,
+//! a damaged journal) every segment is scanned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
-    DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment, SpokeId,
-    SpokeSummary, StateSlot, StorageError, Summary,
+    ChangeJournal, DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment,
+    SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id,
 };
 
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
@@ -47,29 +50,103 @@ pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, bool), HubError> {
     }
 }
 
-/// The data dir's clean-shutdown summary, if there is one that matches the id index.
-pub(super) fn read_summary(dir: &DataDir, index: &IdIndex) -> Result<Option<Summary>, HubError> {
+/// What open found of the summary and the change journals.
+pub(super) struct Found {
+    /// A summary recovery may rely on, with the spokes changed since it was taken.
+    pub trusted: Option<Trusted>,
+    /// The newest generation seen (summary or journal): this run continues from it.
+    pub generation: u64,
+    /// The trusted summary is a clean one (removed durably before the next change).
+    pub clean_on_disk: bool,
+}
+
+pub(super) struct Trusted {
+    summary: Summary,
+    /// Spokes named in the change journals of the summary's generation and later.
+    changed: HashSet<SpokeId>,
+    /// No id was issued after the summary was taken (the id index high-water did not move).
+    exact_next_id: bool,
+}
+
+/// Reads the start-up summary and the change journals that follow it, and decides whether
+/// recovery may rely on them (see `checkpoint`). A summary that may not be relied on is
+/// removed (durably) before anything is written.
+pub(super) fn read_summary(
+    dir: &DataDir,
+    index: &IdIndex,
+    index_fresh: bool,
+    persist: bool,
+) -> Result<Found, HubError> {
     let path = dir.summary_path();
-    let s = match Summary::read(&path)? {
-        None => return Ok(None),
-        Some(Err(why)) => {
-            tracing::warn!(
-                "{}: ignored ({why}), scanning every segment",
-                path.display()
-            );
-            return Ok(None);
-        }
-        Some(Ok(s)) => s,
+    let journals = dir.journals()?;
+    let newest_journal = journals.last().map_or(0, |&(g, _)| g);
+    let read = Summary::read(&path)?;
+    let exists = read.is_some();
+    let verdict = match read {
+        None => Err("no summary".to_string()),
+        Some(Err(why)) => Err(why),
+        // Mem mode writes segment files at its flushes, under any summary.
+        Some(Ok(_)) if !persist => Err("mem mode".into()),
+        Some(Ok(_)) if index_fresh => Err("the id index was rebuilt".into()),
+        Some(Ok(s)) => trust(s, index, &journals),
     };
-    let high = index.high_water()?;
-    if s.id_high_water != high || s.next_id <= high {
-        tracing::warn!(
-            "{}: does not match the id index (high-water {high}), scanning every segment",
-            path.display()
-        );
-        return Ok(None);
+    match verdict {
+        Ok(t) => Ok(Found {
+            generation: t.summary.generation.max(newest_journal),
+            clean_on_disk: t.summary.clean,
+            trusted: Some(t),
+        }),
+        Err(why) => {
+            if exists {
+                if persist {
+                    tracing::warn!(
+                        "{}: ignored ({why}), scanning every segment",
+                        path.display()
+                    );
+                }
+                Summary::remove(&path)?;
+            }
+            Ok(Found {
+                trusted: None,
+                generation: newest_journal,
+                clean_on_disk: false,
+            })
+        }
     }
-    Ok(Some(s))
+}
+
+fn trust(s: Summary, index: &IdIndex, journals: &[(u64, PathBuf)]) -> Result<Trusted, String> {
+    if !s.clean && (s.boot_id.is_empty() || boot_id().as_deref() != Some(&s.boot_id[..])) {
+        return Err("a checkpoint from before the machine restarted".into());
+    }
+    let high = index
+        .high_water()
+        .map_err(|e| format!("id index unreadable: {e}"))?;
+    // A clean summary is removed before any change, so the index cannot have moved.
+    let matches = if s.clean {
+        high == s.id_high_water && s.next_id > high
+    } else {
+        high >= s.id_high_water && s.next_id > s.id_high_water
+    };
+    if !matches {
+        return Err(format!("does not match the id index (high-water {high})"));
+    }
+    let mut changed = HashSet::new();
+    for (g, p) in journals {
+        if *g < s.generation {
+            continue;
+        }
+        match ChangeJournal::read(p, *g) {
+            Ok(Ok(spokes)) => changed.extend(spokes),
+            Ok(Err(why)) => return Err(format!("{}: {why}", p.display())),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(Trusted {
+        exact_next_id: high == s.id_high_water,
+        summary: s,
+        changed,
+    })
 }
 
 /// One live-looking record seen by the scan (32 bytes: no tube name, no body).
@@ -89,20 +166,34 @@ impl<S: Segment> Hub<S> {
     /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
     /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
     /// kicked or buried jobs) are scanned a second time for those winners' full headers.
-    pub(super) fn recover(&mut self, summary: Option<Summary>) -> Result<(), HubError> {
-        let mut max_id = 0u64;
+    pub(super) fn recover(&mut self, trusted: Option<Trusted>) -> Result<(), HubError> {
         let mut skip: HashMap<SpokeId, SpokeSummary> = HashMap::new();
-        if let Some(s) = summary {
-            // Exact: the summary was written after the last id was issued.
+        let high = if self.cfg.persist {
+            self.index.high_water()?
+        } else {
+            0
+        };
+        // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
+        let block_end = if high > 0 {
+            high.saturating_add(ID_BLOCK - 1)
+        } else {
+            0
+        };
+        let mut max_id = block_end;
+        if let Some(t) = trusted {
+            let s = t.summary;
             max_id = s.next_id.saturating_sub(1);
-            skip = s.spokes.into_iter().map(|p| (p.spoke, p)).collect();
-        } else if self.cfg.persist {
-            let high = self.index.high_water()?;
-            if high > 0 {
-                // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
-                max_id = high.saturating_add(ID_BLOCK - 1);
+            if !t.exact_next_id {
+                max_id = max_id.max(block_end);
             }
+            skip = s
+                .spokes
+                .into_iter()
+                .filter(|p| !t.changed.contains(&p.spoke))
+                .map(|p| (p.spoke, p))
+                .collect();
         }
+        let (mut scanned, mut summarised) = (0u64, 0u64);
         let mut order: Vec<SpokeId> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
         let mut tube_names: Vec<Vec<u8>> = Vec::new();
@@ -136,8 +227,10 @@ impl<S: Segment> Hub<S> {
             {
                 self.add_summarised(seg, &p);
                 order.push(sid);
+                summarised += 1;
                 continue;
             }
+            scanned += 1;
             let mut records = 0u64;
             for r in seg.scan()? {
                 let m = match r {
@@ -183,6 +276,13 @@ impl<S: Segment> Hub<S> {
         }
         drop(tube_idx);
         self.next_id = self.next_id.max(max_id.saturating_add(1));
+        if scanned + summarised > 0 {
+            tracing::info!(
+                segments_scanned = scanned,
+                segments_from_summary = summarised,
+                "segments opened"
+            );
+        }
 
         // Per id, the highest version wins; a Deleted winner drops the job.
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
@@ -295,58 +395,5 @@ impl<S: Segment> Hub<S> {
             let tube = self.intern(&String::from_utf8_lossy(tube));
             self.count_far(p.spoke, &tube, i64::try_from(*n).unwrap_or(i64::MAX));
         }
-    }
-
-    /// Removes `summary.yaad` (durably) if it may exist: called before every change on disk.
-    pub(super) fn drop_summary(&mut self) -> Result<(), HubError> {
-        Ok(self.drop_summary_storage()?)
-    }
-
-    pub(super) fn drop_summary_storage(&mut self) -> Result<(), StorageError> {
-        if self.summary_on_disk {
-            Summary::remove(&self.dir.summary_path())?;
-            self.summary_on_disk = false;
-        }
-        Ok(())
-    }
-
-    /// Writes `summary.yaad` for the far spokes that hold no resident job; called by a flush,
-    /// once every change is durable.
-    pub(super) fn write_summary(&mut self) -> Result<(), HubError> {
-        // A next open trusting the summary would trust the id index for far jobs too.
-        if self.needs_full_scan || self.index_incomplete {
-            return Ok(());
-        }
-        let holding: std::collections::HashSet<SpokeId> =
-            self.jobs.values().map(|j| j.spoke).collect();
-        let spokes = self
-            .spokes
-            .iter()
-            .filter(|(id, s)| !s.loaded && !holding.contains(id))
-            .map(|(&id, s)| {
-                let mut delayed: Vec<(Vec<u8>, u64)> = s
-                    .far_counts
-                    .iter()
-                    .map(|(t, &n)| (t.as_bytes().to_vec(), n))
-                    .collect();
-                delayed.sort();
-                SpokeSummary {
-                    spoke: id,
-                    byte_size: s.seg.byte_size(),
-                    live: s.live,
-                    records: s.records,
-                    delayed,
-                }
-            })
-            .collect();
-        let summary = Summary {
-            next_id: self.next_id,
-            id_high_water: self.index.high_water()?,
-            spokes,
-        };
-        // Set first: should the write fail halfway, a later change still removes the file.
-        self.summary_on_disk = true;
-        summary.write(&self.dir.summary_path())?;
-        Ok(())
     }
 }

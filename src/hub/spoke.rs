@@ -40,6 +40,9 @@ pub(super) struct Spoke<S> {
     /// compaction, plus those found by recovery's scan. Cheap trigger for compaction.
     pub records: u64,
     pub loaded: bool,
+    /// Jobs resident in RAM whose record is in this segment (a far spoke holding one is
+    /// left out of the start-up summary).
+    pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
 }
@@ -51,6 +54,7 @@ impl<S: Segment> Spoke<S> {
             live: 0,
             records: 0,
             loaded,
+            resident: 0,
             far_counts: HashMap::new(),
         }
     }
@@ -70,6 +74,37 @@ pub fn spoke_for(t: Micros, span: Micros) -> SpokeId {
 }
 
 impl<S: Segment> Hub<S> {
+    /// Makes `job` resident, counted in its spoke.
+    pub(super) fn insert_job(&mut self, id: u64, job: Job) {
+        if let Some(s) = self.spokes.get_mut(&job.spoke) {
+            s.resident += 1;
+        }
+        if let Some(old) = self.jobs.insert(id, job) {
+            self.uncount_resident(old.spoke);
+        }
+    }
+
+    /// Forgets resident job `id`.
+    pub(super) fn remove_job(&mut self, id: u64) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        self.uncount_resident(job.spoke);
+        Some(job)
+    }
+
+    fn uncount_resident(&mut self, spoke: SpokeId) {
+        if let Some(s) = self.spokes.get_mut(&spoke) {
+            s.resident = s.resident.saturating_sub(1);
+        }
+    }
+
+    /// Resident job `id`'s record moved to `spoke`.
+    pub(super) fn move_resident(&mut self, from: SpokeId, to: SpokeId) {
+        self.uncount_resident(from);
+        if let Some(s) = self.spokes.get_mut(&to) {
+            s.resident += 1;
+        }
+    }
+
     /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`.
     pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &Arc<str>, delta: i64) {
         if let Some(s) = self.spokes.get_mut(&spoke) {
@@ -126,7 +161,7 @@ impl<S: Segment> Hub<S> {
                     t.far_delayed = t.far_delayed.saturating_sub(*n);
                 }
             }
-            if let Err(e) = self.drop_summary() {
+            if let Err(e) = self.note_change(Some(id)) {
                 // Nothing else can be written either: the files stay as the summary says.
                 tracing::warn!(spoke = ?id, "segment kept: {e}");
                 return;
@@ -341,7 +376,7 @@ impl<S: Segment> Hub<S> {
             delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
                 .unwrap_or(u32::MAX),
         });
-        self.jobs.insert(
+        self.insert_job(
             m.id,
             Job {
                 tube,

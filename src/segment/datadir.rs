@@ -5,13 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::format::{parse_segment_file_name, segment_file_name};
+use super::journal::{journal_file_name, parse_journal_file_name};
 use super::{Result, SpokeId, StorageError};
 
 /// Name of the lock file inside a data dir.
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the id index file inside a data dir.
 pub const ID_INDEX_FILE: &str = "ids.yaad";
-/// Name of the clean-shutdown summary inside a data dir (see [`super::Summary`]).
+/// Name of the start-up summary inside a data dir (see [`super::Summary`]).
 pub const SUMMARY_FILE: &str = "summary.yaad";
 
 /// Subdirectory in which compaction builds new segment files (see `storage-format.md`).
@@ -93,9 +94,30 @@ impl DataDir {
         self.path.join(ID_INDEX_FILE)
     }
 
-    /// Where the clean-shutdown summary lives.
+    /// Where the start-up summary lives.
     pub fn summary_path(&self) -> PathBuf {
         self.path.join(SUMMARY_FILE)
+    }
+
+    /// Where the change journal of `generation` lives (see [`super::ChangeJournal`]).
+    pub fn journal_path(&self, generation: u64) -> PathBuf {
+        self.path.join(journal_file_name(generation))
+    }
+
+    /// Every change journal in the dir by generation, oldest first.
+    pub fn journals(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut out: Vec<(u64, PathBuf)> = self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| {
+                Some((
+                    parse_journal_file_name(&e.file_name().to_string_lossy())?,
+                    e.path(),
+                ))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Every segment file in the dir, sorted by spoke (start, then span). Other files are

@@ -7,7 +7,8 @@
 //! - [`format`](mod@format): the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
 //! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
 //! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
-//! - [`Summary`]: the far spokes' figures at a clean shutdown (`summary.yaad`);
+//! - [`Summary`]: the far spokes' figures for start-up (`summary.yaad`), and the
+//!   [`ChangeJournal`]s naming the segments changed since;
 //! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ mod datadir;
 pub mod dump;
 pub mod format;
 mod ids;
+pub mod journal;
 mod lazy;
 mod mapped;
 mod mem;
@@ -28,10 +30,11 @@ pub use ids::{
     ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
     IdReader, JobLocation,
 };
+pub use journal::ChangeJournal;
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
-pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
+pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary, boot_id};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;

@@ -1,13 +1,21 @@
-//! The clean-shutdown summary `summary.yaad`: what recovery would learn from scanning the far
-//! spokes, written by a complete flush and removed before the next write, so a restart after
-//! a clean shutdown reads this one small file instead of every far segment.
+//! The start-up summary `summary.yaad`: what recovery would learn from scanning the far
+//! spokes, so a restart reads this one small file (and the segments changed since it was
+//! taken, listed in the change journals, see [`super::journal`]) instead of every far segment.
 //!
-//! It is only ever trusted as a whole: a CRC-32 covers every byte, and the hub deletes it
-//! (and syncs the directory) before it changes anything on disk, so a summary that exists
-//! describes the files exactly. Layout (all integers little-endian), see `storage-format.md`:
+//! Two kinds, told apart by the `clean` flag. A *clean* summary is written by a complete flush
+//! (every change synced first, then the summary durably) and removed durably before the next
+//! change: it describes the files exactly, even after a power loss. A *checkpoint* (not clean)
+//! is taken while running, once a second, and written without fsync: the segments changed
+//! after it are in its journal, written before each change. Page cache writes survive the
+//! death of the process but not of the machine, so a checkpoint is trusted only by a process
+//! of the same boot (`boot_id`, see [`boot_id`]).
+//!
+//! It is only ever trusted as a whole: a CRC-32 covers every byte. Layout (all integers
+//! little-endian), see `storage-format.md`:
 //!
 //! ```text
-//! magic "YAADSUM\0" (8) | version u32 | spoke count u32 | next id u64 | id high-water u64
+//! magic "YAADSUM\0" (8) | version u32 | flags u32 (bit 0: clean) | generation u64
+//! boot id length u32 | boot id | spoke count u32 | next id u64 | id high-water u64
 //! per spoke: start u64 | span u64 | byte size u64 | live u64 | records u64 | tube count u32
 //!            per tube: name length u32 | name | delayed jobs u64
 //! crc u32 (CRC-32 of every byte before it)
@@ -22,11 +30,29 @@ use super::{Result, SpokeId, StorageError};
 /// First bytes of `summary.yaad`.
 pub const SUMMARY_MAGIC: [u8; 8] = *b"YAADSUM\0";
 /// Version of the summary layout.
-pub const SUMMARY_VERSION: u32 = 1;
+pub const SUMMARY_VERSION: u32 = 2;
 
-/// The hub's figures for the whole data dir at a clean shutdown.
+/// Flag bit: written by a complete flush, durably (see the module documentation).
+const CLEAN: u32 = 1;
+
+/// The boot this process runs in (Linux: `/proc/sys/kernel/random/boot_id`), `None` where it
+/// cannot be read. Two processes of the same boot share the page cache, so one sees every
+/// write the other made, synced or not.
+pub fn boot_id() -> Option<Vec<u8>> {
+    let id = fs::read("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim_ascii();
+    (!id.is_empty()).then(|| id.to_vec())
+}
+
+/// The hub's figures for the whole data dir when the summary was taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Written by a complete flush, durably; else a checkpoint (see the module documentation).
+    pub clean: bool,
+    /// Which change journals follow it: those of this generation and later.
+    pub generation: u64,
+    /// [`boot_id`] of the writer (empty if unknown).
+    pub boot_id: Vec<u8>,
     /// The next job id the hub would have issued.
     pub next_id: u64,
     /// [`super::IdIndex::high_water`] when the summary was written.
@@ -55,6 +81,11 @@ impl Summary {
         let mut b = Vec::with_capacity(32 + self.spokes.len() * 64);
         b.extend_from_slice(&SUMMARY_MAGIC);
         b.extend_from_slice(&SUMMARY_VERSION.to_le_bytes());
+        let flags = if self.clean { CLEAN } else { 0 };
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&self.generation.to_le_bytes());
+        b.extend_from_slice(&(self.boot_id.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.boot_id);
         b.extend_from_slice(&(self.spokes.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.next_id.to_le_bytes());
         b.extend_from_slice(&self.id_high_water.to_le_bytes());
@@ -90,6 +121,13 @@ impl Summary {
         if version != SUMMARY_VERSION {
             return Err(format!("unsupported summary version {version}"));
         }
+        let flags = r.u32()?;
+        if flags & !CLEAN != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        let generation = r.u64()?;
+        let boot_len = r.u32()? as usize;
+        let boot_id = r.take(boot_len)?.to_vec();
         let count = r.u32()?;
         let next_id = r.u64()?;
         let id_high_water = r.u64()?;
@@ -119,6 +157,9 @@ impl Summary {
             return Err("trailing bytes".into());
         }
         Ok(Summary {
+            clean: flags & CLEAN != 0,
+            generation,
+            boot_id,
             next_id,
             id_high_water,
             spokes,
@@ -137,6 +178,20 @@ impl Summary {
     /// Writes the summary durably to `path` (temporary file, fsync, rename, directory fsync).
     pub fn write(&self, path: &Path) -> Result<()> {
         write_file_atomically(path, &self.encode())
+    }
+
+    /// Writes `bytes` (an encoded checkpoint) to `path` through a temporary file and a rename,
+    /// without fsync: readers of the same boot see it whole or not at all.
+    pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        if let Err(e) = fs::write(&tmp, bytes) {
+            // Best effort: a full disk must not also leave a half-written copy behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(StorageError::io(&tmp, e));
+        }
+        fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))
     }
 
     /// Removes `path` if it exists and makes the removal durable before returning.
@@ -180,6 +235,9 @@ mod tests {
 
     fn sample() -> Summary {
         Summary {
+            clean: true,
+            generation: 7,
+            boot_id: b"0b7f2c1e-boot".to_vec(),
             next_id: 4097,
             id_high_water: 4000,
             spokes: vec![
@@ -221,7 +279,8 @@ mod tests {
         }
         // A well-checksummed file with a lying count is refused too.
         let mut b = bytes[..bytes.len() - 4].to_vec();
-        b[12] = 9;
+        let count_at = 8 + 4 + 4 + 8 + 4 + s.boot_id.len();
+        b[count_at] = 9;
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         assert!(Summary::decode(&b).is_err());
@@ -238,5 +297,19 @@ mod tests {
         assert!(!tmp.path().join("summary.yaad.tmp").exists());
         Summary::remove(&path).unwrap();
         assert!(!path.exists());
+        let checkpoint = Summary {
+            clean: false,
+            ..sample()
+        };
+        Summary::write_unsynced(&path, &checkpoint.encode()).unwrap();
+        assert_eq!(Summary::read(&path).unwrap().unwrap().unwrap(), checkpoint);
+        assert!(!tmp.path().join("summary.yaad.tmp").exists());
+    }
+
+    #[test]
+    fn this_machine_has_a_boot_id() {
+        // Linux with /proc (the CI machine): checkpoints are trusted after a crash only then.
+        let id = boot_id().expect("boot id");
+        assert_eq!(id, boot_id().unwrap());
     }
 }

@@ -419,6 +419,21 @@ impl<S: Segment> Core<S> {
         Ok(())
     }
 
+    /// Keeps the start-up summary current: takes a checkpoint under the hub lock if anything
+    /// changed, and writes it on a blocking thread (see `hub::checkpoint`).
+    pub async fn checkpoint(&self) {
+        let Some(pending) = self.with_hub(|h| h.checkpoint()) else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || pending.write()).await;
+        match written {
+            Ok(Ok(())) => {}
+            // Only start-up time depends on it; the next checkpoint tries again.
+            Ok(Err(e)) => tracing::warn!("cannot write the start-up summary: {e}"),
+            Err(e) => tracing::warn!("start-up summary writer failed: {e}"),
+        }
+    }
+
     /// The periodic sync (`-f MS`): syncs only if a change was made since the last one.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
         let _turn = self.sync_turn.lock().await;

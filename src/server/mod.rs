@@ -234,6 +234,9 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
     }
+    if mode != Mode::Mem {
+        tasks.push(tokio::spawn(checkpointer(core.clone(), rx.clone())));
+    }
     if observe::enabled() {
         tasks.push(tokio::spawn(sampler(core.clone(), rx.clone())));
     }
@@ -351,6 +354,22 @@ async fn flusher<S: Segment>(core: Arc<Core<S>>, ms: u64, mut shutdown: watch::R
                     tracing::error!("periodic sync failed: {e}");
                 }
             }
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// How often the start-up summary is brought up to date while changes happen: a restart
+/// after a crash scans the segments changed in at most about this long.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Persisted modes: keeps the start-up summary current (see `hub::checkpoint`).
+async fn checkpointer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => core.checkpoint().await,
             _ = stopped(&mut shutdown) => return,
         }
     }

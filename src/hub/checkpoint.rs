@@ -1,0 +1,260 @@
+//! Keeping the start-up summary current while running, so that a restart after `kill -9` or
+//! a crash of yaad reads headers and a few segments, not every far segment.
+//!
+//! Once a second the server asks for a checkpoint: [`Hub::checkpoint`] takes a [`Summary`]
+//! of the far spokes under the hub lock (O(spokes), no I/O) and starts a new *generation*;
+//! [`PendingCheckpoint::write`] then writes it outside the lock (temporary file and rename,
+//! no fsync) and removes the change journals of older generations. Before its first change
+//! to a segment in a generation, the hub appends that spoke to the generation's journal
+//! ([`Hub::note_change`]). So the summary on disk plus the journals of its generation and
+//! later name every segment that may differ from the summary; recovery scans those and
+//! trusts the summary for the rest (see `recovery`). A change that moves a job (a release
+//! with delay) notes both spokes before writing either.
+//!
+//! Why no fsync: journal entries and checkpoints are in the page cache once written, which
+//! survives the death of the process (`kill -9`, a panic) but not of the machine. A
+//! checkpoint records the boot it was written in, and recovery trusts it only in the same
+//! boot; after a reboot (power loss, OS crash) it scans every segment, as without a summary.
+//! A *clean* summary (written by [`Hub::flush`] once everything is synced, durably) is
+//! trusted after a reboot too, so it is removed durably before the next change.
+//!
+//! Ids: after a checkpoint the next put writes an id index entry (the index high-water then
+//! passes the summary's), so recovery knows whether ids were issued after the summary: if
+//! not, ids continue exactly from its next id; if so, from the high-water + `ID_BLOCK`.
+//!
+//! Failures lose nothing, only start-up speed: a journal entry that cannot be written
+//! removes the summary (the next start scans everything) until the next checkpoint; a
+//! checkpoint that cannot be written leaves the older summary and its journals in place.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashSet;
+
+use super::Hub;
+use crate::segment::{
+    ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id,
+};
+
+/// The hub's side of the checkpoints (see the module documentation).
+pub(super) struct Checkpoints {
+    /// Generation of the newest summary taken; changes are noted in its journal.
+    pub generation: u64,
+    journal: Option<ChangeJournal>,
+    /// Spokes already in this generation's journal.
+    noted: FxHashSet<SpokeId>,
+    /// A change was made since the newest summary was taken.
+    pub changed: bool,
+    /// A clean summary may be on disk: removed durably before the next change.
+    pub clean_on_disk: bool,
+    /// This generation's journal could not be written: its summary was withdrawn.
+    broken: bool,
+    boot_id: Option<Vec<u8>>,
+    writer: Arc<Mutex<Writer>>,
+}
+
+/// Serialises summary writes and removals; remembers the newest generation on disk.
+#[derive(Default)]
+struct Writer {
+    /// The newest generation written or withdrawn: an older pending one is stale.
+    done: u64,
+}
+
+impl Checkpoints {
+    pub fn new(generation: u64, clean_on_disk: bool) -> Self {
+        Checkpoints {
+            generation,
+            journal: None,
+            noted: FxHashSet::default(),
+            changed: !clean_on_disk,
+            clean_on_disk,
+            broken: false,
+            boot_id: boot_id(),
+            writer: Arc::new(Mutex::new(Writer { done: generation })),
+        }
+    }
+
+    /// Starts the next generation: nothing noted in it yet.
+    fn advance(&mut self) {
+        self.generation += 1;
+        self.journal = None;
+        self.noted.clear();
+        self.broken = false;
+        self.changed = false;
+    }
+
+    /// Removes the summary (durably) and makes every pending one of this generation or
+    /// older stale, so none can be written after this.
+    fn withdraw(&mut self, dir: &DataDir) -> Result<(), StorageError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        Summary::remove(&dir.summary_path())?;
+        w.done = w.done.max(self.generation);
+        self.clean_on_disk = false;
+        Ok(())
+    }
+}
+
+/// A summary taken under the hub lock, to be written (or removed) outside it.
+#[must_use]
+pub struct PendingCheckpoint {
+    generation: u64,
+    /// `None`: the summary must go (a full scan is needed at the next start).
+    summary: Option<Summary>,
+    dir: PathBuf,
+    writer: Arc<Mutex<Writer>>,
+}
+
+impl PendingCheckpoint {
+    /// Writes the summary (temporary file and rename, no fsync), then removes the journals
+    /// it makes obsolete. Skipped if a newer summary was written or withdrawn meanwhile.
+    pub fn write(self) -> Result<(), StorageError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation <= w.done {
+            return Ok(());
+        }
+        let path = self.dir.join(crate::segment::SUMMARY_FILE);
+        match &self.summary {
+            Some(s) => Summary::write_unsynced(&path, &s.encode())?,
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            },
+        }
+        w.done = self.generation;
+        remove_journals_before(&self.dir, self.generation);
+        Ok(())
+    }
+
+    /// The generation this summary starts.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Removes the change journals older than `generation` (best effort: a leftover journal only
+/// makes a later start scan a few more segments).
+fn remove_journals_before(dir: &std::path::Path, generation: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if crate::segment::journal::parse_journal_file_name(&name.to_string_lossy())
+            .is_some_and(|g| g < generation)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+impl<S: Segment> Hub<S> {
+    /// Called before every change on disk; `spoke`: the segment about to change (a new
+    /// segment's spoke before it is created, a removed one's before removal).
+    pub(super) fn note_change(&mut self, spoke: Option<SpokeId>) -> Result<(), StorageError> {
+        if !self.cfg.persist {
+            return Ok(());
+        }
+        let c = &mut self.ckpt;
+        if c.clean_on_disk {
+            c.withdraw(&self.dir)?;
+        }
+        c.changed = true;
+        let Some(spoke) = spoke else {
+            return Ok(());
+        };
+        if c.broken || !c.noted.insert(spoke) {
+            return Ok(());
+        }
+        let noted = match &mut c.journal {
+            Some(j) => j.record(spoke),
+            None => ChangeJournal::open(self.dir.path(), c.generation).and_then(|mut j| {
+                j.record(spoke)?;
+                c.journal = Some(j);
+                Ok(())
+            }),
+        };
+        if let Err(e) = noted {
+            // Without the entry the summary would vouch for a segment that changed.
+            tracing::warn!("change journal not written ({e}): the next start scans every segment");
+            c.broken = true;
+            c.journal = None;
+            c.withdraw(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a checkpoint if anything changed since the last one: a summary of the far spokes
+    /// to write outside the hub lock with [`PendingCheckpoint::write`]. Persisted modes only.
+    pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
+        if !self.cfg.persist || !self.ckpt.changed {
+            return None;
+        }
+        self.ckpt.advance();
+        // The next put writes an index entry: recovery then knows ids were issued after this.
+        self.index_watermark = None;
+        let summary = self.take_summary(false);
+        Some(PendingCheckpoint {
+            generation: self.ckpt.generation,
+            summary,
+            dir: self.dir.path().to_path_buf(),
+            writer: self.ckpt.writer.clone(),
+        })
+    }
+
+    /// Writes the clean summary (a flush, after every change was synced): durably, trusted
+    /// after a reboot too, removed durably before the next change. If the hub cannot vouch
+    /// for the files (see [`Hub::take_summary`]), removes any summary instead.
+    pub(super) fn write_clean_summary(&mut self) -> Result<(), StorageError> {
+        self.ckpt.advance();
+        self.index_watermark = None;
+        let Some(summary) = self.take_summary(true) else {
+            return self.ckpt.withdraw(&self.dir);
+        };
+        let mut w = self.ckpt.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Set first: should the write fail halfway, a later change still removes the file.
+        self.ckpt.clean_on_disk = true;
+        summary.write(&self.dir.summary_path())?;
+        w.done = self.ckpt.generation;
+        drop(w);
+        remove_journals_before(self.dir.path(), self.ckpt.generation);
+        Ok(())
+    }
+
+    /// The summary of the far spokes holding no resident job, for the current generation;
+    /// `None` when a tolerated write failure left records only a full scan settles (two live
+    /// records of one job, a far job without its index entry).
+    pub(super) fn take_summary(&self, clean: bool) -> Option<Summary> {
+        if self.needs_full_scan || self.index_incomplete {
+            return None;
+        }
+        let spokes = self
+            .spokes
+            .iter()
+            .filter(|(_, s)| !s.loaded && s.resident == 0)
+            .map(|(&id, s)| {
+                let mut delayed: Vec<(Vec<u8>, u64)> = s
+                    .far_counts
+                    .iter()
+                    .map(|(t, &n)| (t.as_bytes().to_vec(), n))
+                    .collect();
+                delayed.sort();
+                SpokeSummary {
+                    spoke: id,
+                    byte_size: s.seg.byte_size(),
+                    live: s.live,
+                    records: s.records,
+                    delayed,
+                }
+            })
+            .collect();
+        Some(Summary {
+            clean,
+            generation: self.ckpt.generation,
+            boot_id: self.ckpt.boot_id.clone().unwrap_or_default(),
+            next_id: self.next_id,
+            id_high_water: self.index.high_water().ok()?,
+            spokes,
+        })
+    }
+}
