@@ -123,7 +123,7 @@ start_kind() {
 
 stop_server() {
     [[ -n $SERVER_PID ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    kill "-${STOP_SIGNAL:-TERM}" "$SERVER_PID" 2>/dev/null || true
     local waited=0
     while kill -0 "$SERVER_PID" 2>/dev/null; do
         if ((waited >= 1500)); then
@@ -140,6 +140,8 @@ stop_server() {
         rm -rf "$SERVER_DIR" "$SERVER_DIR.log"
     fi
 }
+
+# STOP_SIGNAL=KILL stop_server keep: as after a crash (no flush, no clean summary).
 
 # status_kib FIELD: a /proc/PID/status figure of the server in KiB (VmRSS, VmHWM); "-" when
 # the server is gone.

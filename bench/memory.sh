@@ -6,7 +6,10 @@
 # Usage: bench/memory.sh KIND [N]
 #   KIND: beanstalkd (in memory), beanstalkd-b (-b DIR), yaad-mem, yaad-mapped, yaad-lazy
 #   N:    jobs [1000000]
-# Environment: BODY [100]  DELAY [3600..7200]  CONNS [4]  PIPELINE [64]  RESTART [0]
+# Environment: BODY [100]  DELAY [3600..7200]  CONNS [4]  PIPELINE [64]
+#   RESTART [0]: 1 = restart after SIGTERM (clean summary); kill = after kill -9 (2 s after the
+#   last put, so the once-a-second checkpoint has run; the log says how many segments the
+#   restart scanned)
 #   SERVER_ARGS extra server flags []  NO_BUILD=1 skip the build  PORT [11390]  SOCKET [tcp|unix]
 # Examples:
 #   bench/memory.sh beanstalkd 1000000    # the reference (~300 bytes per job)
@@ -45,9 +48,14 @@ awk -v n="$N" -v base="$base" -v rss="$rss" -v hwm="$hwm" -v disk="$disk" 'BEGIN
     printf "data dir: %.1f MiB, %.1f bytes per job\n", disk/1024, disk*1024/n
 }'
 restart_json=
-if [[ ${RESTART:-0} == 1 && $KIND != beanstalkd ]]; then
+if [[ ${RESTART:-0} != 0 && $KIND != beanstalkd ]]; then
     dir=$SERVER_DIR
-    stop_server keep
+    if [[ $RESTART == kill ]]; then
+        sleep 2
+        STOP_SIGNAL=KILL stop_server keep
+    else
+        stop_server keep
+    fi
     began=$(now_s)
     # shellcheck disable=SC2086
     KEEP_DIR=$dir start_server "$kind" $flags
@@ -64,6 +72,7 @@ if [[ ${RESTART:-0} == 1 && $KIND != beanstalkd ]]; then
     done
     complete=$(awk -v a="$began" -v b="$(now_s)" 'BEGIN { printf "%.3f", b - a }')
     rss2=$(status_kib VmRSS)
+    grep -h -o 'segments_scanned=[0-9]* segments_from_summary=[0-9]*' "$dir.log" 2>/dev/null | tail -n 1 || true
     echo "restart: listening after ${listening}s, answering after ${answering}s, $first of $delayed jobs back after ${complete}s, VmRSS $((rss2 / 1024)) MiB"
     restart_json=$(jq -nc --argjson l "$listening" --argjson a "$answering" \
         --argjson c "$complete" --argjson r "$rss2" --argjson j "${first:-0}" \

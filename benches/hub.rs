@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hub, one row per storage mode (the hub's segment type): put (ready,
 //! into a near spoke, into a far spoke), rotation (ticks across spokes whose jobs become ready),
-//! delete of a delayed job (near and far), and reserve + delete of ready jobs.
+//! delete of a delayed job (near and far), reserve + delete of ready jobs, and the start-up
+//! checkpoint (under the lock, and its write).
 //!
 //! `cargo bench --bench hub` (under a minute). The hub is driven with explicit `now` values,
 //! never a clock. Each sample times a batch of `N` operations on a hub set up for that sample
@@ -205,4 +206,49 @@ fn reserve_delete<S: Mode>(bencher: Bencher) {
                 f.hub.delete(f.conn, job.id, f.now).expect("delete");
             }
         });
+}
+
+/// `Hub::checkpoint`, the part under the hub lock, with 3600 far spokes of which `changed`
+/// changed since the last checkpoint (one put each); the server takes one a second.
+#[divan::bench(types = [MappedSegment, LazySegment], args = [1, 100, 3600], sample_count = SAMPLES, sample_size = 1)]
+fn checkpoint<S: Mode>(bencher: Bencher, changed: u32) {
+    bencher
+        .with_inputs(|| {
+            let mut f = far_spokes::<S>(3600);
+            f.hub
+                .checkpoint()
+                .expect("changes")
+                .write()
+                .expect("written");
+            for s in 0..changed {
+                f.hub
+                    .put(f.conn, 1024, FAR_DELAY + s, 60, &BODY, START)
+                    .expect("put");
+            }
+            f
+        })
+        .bench_local_refs(|f| divan::black_box(f.hub.checkpoint()));
+}
+
+/// Writing a checkpoint of 3600 far spokes taken under the lock (encode, temporary file,
+/// rename): outside the lock.
+#[divan::bench(types = [LazySegment], sample_count = SAMPLES, sample_size = 1)]
+fn checkpoint_write<S: Mode>(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            let mut f = far_spokes::<S>(3600);
+            let p = f.hub.checkpoint().expect("changes");
+            (f, Some(p))
+        })
+        .bench_local_refs(|(_, p)| p.take().expect("once").write().expect("written"));
+}
+
+/// A hub with one job in each of `spokes` far spokes.
+fn far_spokes<S: Mode>(spokes: u32) -> Fixture<S> {
+    let mut f = Fixture::<S>::new();
+    for s in 0..spokes {
+        let id = f.hub.put(f.conn, 1024, FAR_DELAY + s, 60, &BODY, START);
+        f.ids.push(id.expect("put"));
+    }
+    f
 }

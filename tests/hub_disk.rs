@@ -238,7 +238,8 @@ fn leftover_compaction_file_is_removed_on_open() {
 /// --test hub_disk open_time -- --ignored --nocapture` puts that many 100-byte jobs one to
 /// two hours out (lazy mode; `YAAD_OPEN_MODE=mapped` for mapped), flushes (a clean shutdown),
 /// then prints how long `Hub::open` takes to recover them: after the clean shutdown (far
-/// spokes from the summary, unread) and once more without a summary (as after `kill -9`:
+/// spokes from the summary, unread), after a crash (`kill -9`: from the checkpoint the last
+/// open wrote, after one more far put), and without any summary (as after a machine crash:
 /// every segment scanned).
 #[test]
 #[ignore]
@@ -272,15 +273,26 @@ fn open_time_of<S: Segment>(mode: &str) {
     let clean_time = t.elapsed();
     let st = hub.stats(now);
     assert_eq!(st.current_jobs_delayed, n);
-    // Dropped without a flush: the next open finds no summary.
+    // A crash: dropped without a flush, after one change noted in the change journal.
+    let mut hub = hub;
+    let c = hub.connect();
+    hub.put(c, 0, 5000, 60, &body, now).unwrap();
     drop(hub);
     let t = std::time::Instant::now();
     let hub: Hub<S> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
+    let crash_time = t.elapsed();
+    assert_eq!(hub.stats(now).current_jobs_delayed, n + 1);
+    drop(hub);
+    // No summary to trust (as after a machine crash): every segment is scanned.
+    std::fs::remove_file(tmp.path().join(yaad::segment::SUMMARY_FILE)).unwrap();
+    let t = std::time::Instant::now();
+    let hub: Hub<S> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
     let scan_time = t.elapsed();
-    assert_eq!(hub.stats(now).current_jobs_delayed, n);
+    assert_eq!(hub.stats(now).current_jobs_delayed, n + 1);
     eprintln!(
         "{mode}: {n} jobs in {} spokes, {} MB: put {put_time:?}; Hub::open after a clean \
-         shutdown {clean_time:?}, without a summary (kill -9) {scan_time:?}",
+         shutdown {clean_time:?}, after kill -9 {crash_time:?}, without a summary (machine \
+         crash) {scan_time:?}",
         st.spokes,
         st.data_bytes / 1_000_000
     );

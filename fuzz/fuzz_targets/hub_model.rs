@@ -2,7 +2,8 @@
 //! disconnect / time advancing / restart) against the hub in each storage mode, checked against
 //! a `BTreeMap` model after every step: the same replies, the same counts per state, no job
 //! ready before its trigger time, no deleted job coming back, no job lost (also across a
-//! restart, which in the persisted modes is a kill: nothing flushed).
+//! restart, which in the persisted modes is a kill: nothing flushed, so it restarts from the
+//! last start-up checkpoint and its change journals).
 //! One tube and non-blocking reserves only; tests/hub_model.rs covers tubes, waits and pauses.
 #![no_main]
 
@@ -10,7 +11,10 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use yaad::hub::{ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, ReserveOutcome, SECOND};
+use yaad::hub::{
+    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, PendingCheckpoint, ReserveOutcome,
+    SECOND,
+};
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
 const START: u64 = 1_700_000_000 * SECOND;
@@ -68,6 +72,11 @@ enum Op {
     /// Advance to the model's next event, or 1 µs before it.
     TickToEvent {
         before: bool,
+    },
+    /// Take a start-up checkpoint (the server does once a second); write it now or at the
+    /// next one (changes made meanwhile go to the next generation's journal).
+    Checkpoint {
+        write_now: bool,
     },
     /// Restart with spoke span `span` (old spokes keep theirs).
     Restart {
@@ -282,6 +291,7 @@ impl Model {
 
 struct Harness<S: Segment> {
     hub: Option<Hub<S>>,
+    pending: Option<PendingCheckpoint>,
     conns: [ConnId; CONNS],
     cfg: HubConfig,
     mem: bool,
@@ -300,6 +310,8 @@ impl<S: Segment> Harness<S> {
             hub.flush().expect("flush");
         }
         drop(hub);
+        // A checkpoint taken and not written dies with the process.
+        self.pending = None;
         self.cfg.spoke_span = span;
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).expect("reopen");
         self.conns = [hub.connect(), hub.connect()];
@@ -369,6 +381,7 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
     let conns = [hub.connect(), hub.connect()];
     let mut h = Harness {
         hub: Some(hub),
+        pending: None,
         conns,
         cfg,
         mem,
@@ -546,6 +559,18 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
                     let t = if before { e - 1 } else { e };
                     m.advance(t);
                     h.hub().tick(m.now);
+                }
+            }
+            Op::Checkpoint { write_now } => {
+                if let Some(p) = h.pending.take() {
+                    p.write().expect("checkpoint written");
+                }
+                if let Some(p) = h.hub().checkpoint() {
+                    if write_now {
+                        p.write().expect("checkpoint written");
+                    } else {
+                        h.pending = Some(p);
+                    }
                 }
             }
             Op::Restart { span } => {

@@ -15,8 +15,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use yaad::segment::format::FILE_HEADER_LEN;
 use yaad::segment::{
-    JobCounters, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, RecordMeta, Segment, SpokeId,
-    StateSlot, segment_file_name,
+    JobCounters, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, RecordMeta, Segment,
+    SpokeId, StateSlot, segment_file_name,
 };
 
 const SPOKE: SpokeId = SpokeId {

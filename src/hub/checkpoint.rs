@@ -26,6 +26,7 @@
 //! removes the summary (the next start scans everything) until the next checkpoint; a
 //! checkpoint that cannot be written leaves the older summary and its journals in place.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,13 @@ pub(super) struct Checkpoints {
     broken: bool,
     boot_id: Option<Vec<u8>>,
     writer: Arc<Mutex<Writer>>,
+    /// Each far spoke's summary entry as of the newest summary. Only spokes noted since are
+    /// recomputed (an entry can only go stale through a change, and every change is noted);
+    /// an entry kept for a spoke loaded since is harmless: recovery scans every spoke that is
+    /// near at its `now`, and an unchanged segment still reads as its entry says.
+    entries: BTreeMap<SpokeId, Arc<SpokeSummary>>,
+    /// Recompute every entry at the next summary (after open).
+    rebuild: bool,
 }
 
 /// Serialises summary writes and removals; remembers the newest generation on disk.
@@ -71,6 +79,8 @@ impl Checkpoints {
             broken: false,
             boot_id: boot_id(),
             writer: Arc::new(Mutex::new(Writer { done: generation })),
+            entries: BTreeMap::new(),
+            rebuild: true,
         }
     }
 
@@ -163,7 +173,8 @@ impl<S: Segment> Hub<S> {
         let Some(spoke) = spoke else {
             return Ok(());
         };
-        if c.broken || !c.noted.insert(spoke) {
+        // Noted even when the journal is broken: the summary entries follow `noted`.
+        if !c.noted.insert(spoke) || c.broken {
             return Ok(());
         }
         let noted = match &mut c.journal {
@@ -190,6 +201,7 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist || !self.ckpt.changed {
             return None;
         }
+        self.refresh_entries();
         self.ckpt.advance();
         // The next put writes an index entry: recovery then knows ids were issued after this.
         self.index_watermark = None;
@@ -206,6 +218,8 @@ impl<S: Segment> Hub<S> {
     /// after a reboot too, removed durably before the next change. If the hub cannot vouch
     /// for the files (see [`Hub::take_summary`]), removes any summary instead.
     pub(super) fn write_clean_summary(&mut self) -> Result<(), StorageError> {
+        self.ckpt.rebuild = true;
+        self.refresh_entries();
         self.ckpt.advance();
         self.index_watermark = None;
         let Some(summary) = self.take_summary(true) else {
@@ -221,40 +235,58 @@ impl<S: Segment> Hub<S> {
         Ok(())
     }
 
-    /// The summary of the far spokes holding no resident job, for the current generation;
-    /// `None` when a tolerated write failure left records only a full scan settles (two live
-    /// records of one job, a far job without its index entry).
-    pub(super) fn take_summary(&self, clean: bool) -> Option<Summary> {
-        if self.needs_full_scan || self.index_incomplete {
-            return None;
-        }
-        let spokes = self
-            .spokes
-            .iter()
-            .filter(|(_, s)| !s.loaded && s.resident == 0)
-            .map(|(&id, s)| {
+    /// Brings the summary entries up to date: those of the spokes noted since the last
+    /// summary, or all of them after open (and at a flush).
+    fn refresh_entries(&mut self) {
+        let entry = |id: SpokeId, s: &super::spoke::Spoke<S>| {
+            (!s.loaded && s.resident == 0).then(|| {
                 let mut delayed: Vec<(Vec<u8>, u64)> = s
                     .far_counts
                     .iter()
                     .map(|(t, &n)| (t.as_bytes().to_vec(), n))
                     .collect();
                 delayed.sort();
-                SpokeSummary {
+                Arc::new(SpokeSummary {
                     spoke: id,
                     byte_size: s.seg.byte_size(),
                     live: s.live,
                     records: s.records,
                     delayed,
-                }
+                })
             })
-            .collect();
+        };
+        let c = &mut self.ckpt;
+        if std::mem::take(&mut c.rebuild) {
+            c.entries = self
+                .spokes
+                .iter()
+                .filter_map(|(&id, s)| Some((id, entry(id, s)?)))
+                .collect();
+            return;
+        }
+        for &id in &c.noted {
+            match self.spokes.get(&id).and_then(|s| entry(id, s)) {
+                Some(e) => c.entries.insert(id, e),
+                None => c.entries.remove(&id),
+            };
+        }
+    }
+
+    /// The summary of the far spokes holding no resident job, for the current generation
+    /// (from the entries: call [`Hub::refresh_entries`] first); `None` when a tolerated write
+    /// failure left records only a full scan settles (two live records of one job, a far job
+    /// without its index entry).
+    pub(super) fn take_summary(&self, clean: bool) -> Option<Summary> {
+        if self.needs_full_scan || self.index_incomplete {
+            return None;
+        }
         Some(Summary {
             clean,
             generation: self.ckpt.generation,
             boot_id: self.ckpt.boot_id.clone().unwrap_or_default(),
             next_id: self.next_id,
             id_high_water: self.index.high_water().ok()?,
-            spokes,
+            spokes: self.ckpt.entries.values().cloned().collect(),
         })
     }
 }

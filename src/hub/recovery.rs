@@ -24,6 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
@@ -167,7 +168,7 @@ impl<S: Segment> Hub<S> {
     /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
     /// kicked or buried jobs) are scanned a second time for those winners' full headers.
     pub(super) fn recover(&mut self, trusted: Option<Trusted>) -> Result<(), HubError> {
-        let mut skip: HashMap<SpokeId, SpokeSummary> = HashMap::new();
+        let mut skip: HashMap<SpokeId, Arc<SpokeSummary>> = HashMap::new();
         let high = if self.cfg.persist {
             self.index.high_water()?
         } else {

@@ -23,6 +23,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::mem::{sync_parent_dir, write_file_atomically};
 use super::{Result, SpokeId, StorageError};
@@ -57,8 +58,9 @@ pub struct Summary {
     pub next_id: u64,
     /// [`super::IdIndex::high_water`] when the summary was written.
     pub id_high_water: u64,
-    /// Far spokes holding only delayed jobs (no job resident in RAM), by spoke.
-    pub spokes: Vec<SpokeSummary>,
+    /// Far spokes holding only delayed jobs (no job resident in RAM), by spoke. Shared: the
+    /// hub keeps each spoke's entry between checkpoints and recomputes only changed ones.
+    pub spokes: Vec<Arc<SpokeSummary>>,
 }
 
 /// What a scan of one far spoke's segment would find.
@@ -145,13 +147,13 @@ impl Summary {
                 let name = r.take(len)?.to_vec();
                 delayed.push((name, r.u64()?));
             }
-            spokes.push(SpokeSummary {
+            spokes.push(Arc::new(SpokeSummary {
                 spoke,
                 byte_size,
                 live,
                 records,
                 delayed,
-            });
+            }));
         }
         if !r.0.is_empty() {
             return Err("trailing bytes".into());
@@ -241,7 +243,7 @@ mod tests {
             next_id: 4097,
             id_high_water: 4000,
             spokes: vec![
-                SpokeSummary {
+                Arc::new(SpokeSummary {
                     spoke: SpokeId {
                         start: 7_000_000,
                         span: 1_000_000,
@@ -250,8 +252,8 @@ mod tests {
                     live: 3,
                     records: 5,
                     delayed: vec![(b"default".to_vec(), 2), (b"t1".to_vec(), 1)],
-                },
-                SpokeSummary {
+                }),
+                Arc::new(SpokeSummary {
                     spoke: SpokeId {
                         start: 9_000_000,
                         span: 1_000_000,
@@ -260,7 +262,7 @@ mod tests {
                     live: 0,
                     records: 0,
                     delayed: vec![],
-                },
+                }),
             ],
         }
     }
