@@ -73,7 +73,13 @@ fn worker(port: u16, w: usize, seed: u64, model: Arc<Mutex<Model>>) {
                 0..=4 => {
                     let len = 1 + rng.below(2000) as usize;
                     let body: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                    let delay = rng.below(6) as u32;
+                    // Near (0-5 s) and far (30-90 s: their spokes come back from the
+                    // start-up summary unless changed since its last checkpoint).
+                    let delay = if rng.below(4) == 0 {
+                        30 + rng.below(60) as u32
+                    } else {
+                        rng.below(6) as u32
+                    };
                     let r = c.try_put(rng.below(1000) as u32, delay, 60, &body)?;
                     let id: u64 = r
                         .strip_prefix("INSERTED ")
@@ -246,15 +252,20 @@ fn verify(port: u16, model: &mut Model, round: usize) {
 }
 
 /// Kill-and-restart rounds for `secs` seconds; returns (rounds, acknowledged changes, live jobs).
-fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
+/// Returns (restarts, acknowledged changes, live jobs, restarts that read the summary).
+fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed);
     let model = Arc::new(Mutex::new(Model::default()));
     let end = Instant::now() + Duration::from_secs(secs);
     let mut round = 0;
+    let mut from_summary = 0;
     while Instant::now() < end {
         round += 1;
-        let server = Yaad::spawn_in(mode, dir.path(), &[]);
+        let server = start(mode, dir.path());
+        if read_summary(&server) {
+            from_summary += 1;
+        }
         let port = server.port;
         verify(port, &mut model.lock().unwrap(), round);
         let workers: Vec<_> = (0..WORKERS)
@@ -264,7 +275,8 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
                 std::thread::spawn(move || worker(port, w, s, m))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+        // Checkpoints are taken once a second: some kills come before the first, some after.
+        std::thread::sleep(Duration::from_millis(100 + rng.below(2400)));
         drop(server); // SIGKILL
         for w in workers {
             w.join().unwrap();
@@ -272,11 +284,34 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize) {
     }
     // A last restart checks the final kill too.
     round += 1;
-    let server = Yaad::spawn_in(mode, dir.path(), &[]);
+    let server = start(mode, dir.path());
+    if read_summary(&server) {
+        from_summary += 1;
+    }
     let port = server.port;
     let mut m = model.lock().unwrap();
     verify(port, &mut m, round);
-    (round, m.acked, m.jobs.len())
+    (round, m.acked, m.jobs.len(), from_summary)
+}
+
+fn start(mode: &str, dir: &std::path::Path) -> Yaad {
+    let dir = dir.to_str().expect("utf-8 data dir");
+    let server = Yaad::launch_own(&["--mode", mode, "-b", dir], true);
+    server.wait_log("recovered");
+    server
+}
+
+/// Whether the start read far segments' figures from the start-up summary (log line
+/// "segments opened ... segments_from_summary=N", N > 0).
+fn read_summary(server: &Yaad) -> bool {
+    server.logs_so_far().iter().any(|l| {
+        l.contains("segments opened")
+            && l.split_whitespace().any(|w| {
+                w.strip_prefix("segments_from_summary=")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+    })
 }
 
 fn secs() -> u64 {
@@ -288,14 +323,28 @@ fn secs() -> u64 {
 
 #[test]
 fn kill_9_mapped_loses_no_acknowledged_change() {
-    let (rounds, acked, live) = kill_rounds("mapped", secs(), 0x5eed_0001);
-    eprintln!("mapped: {rounds} restarts, {acked} acknowledged changes, {live} live jobs");
+    let (rounds, acked, live, summary) = kill_rounds("mapped", secs(), 0x5eed_0001);
+    eprintln!(
+        "mapped: {rounds} restarts ({summary} from the start-up summary), {acked} acknowledged \
+         changes, {live} live jobs"
+    );
     assert!(acked > 0 && rounds > 1);
+    assert!(
+        summary > 0,
+        "no restart after kill -9 used the start-up summary"
+    );
 }
 
 #[test]
 fn kill_9_lazy_loses_no_acknowledged_change() {
-    let (rounds, acked, live) = kill_rounds("lazy", secs(), 0x5eed_0002);
-    eprintln!("lazy: {rounds} restarts, {acked} acknowledged changes, {live} live jobs");
+    let (rounds, acked, live, summary) = kill_rounds("lazy", secs(), 0x5eed_0002);
+    eprintln!(
+        "lazy: {rounds} restarts ({summary} from the start-up summary), {acked} acknowledged \
+         changes, {live} live jobs"
+    );
     assert!(acked > 0 && rounds > 1);
+    assert!(
+        summary > 0,
+        "no restart after kill -9 used the start-up summary"
+    );
 }
