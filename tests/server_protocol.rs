@@ -319,20 +319,24 @@ async fn stats_counters_and_lengths(mode: Mode) {
     let keys: Vec<&str> = st.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys.first(), Some(&"current-jobs-urgent"));
     let platform = keys.iter().position(|k| *k == "platform").unwrap();
-    assert_eq!(
-        &keys[platform + 1..],
-        [
-            "mode",
-            "spokes",
-            "segments-mapped",
-            "corrupt-records-skipped",
-            "data-bytes",
-            "hub-lock-acquisitions",
-            "hub-lock-contended",
-            "hub-lock-held-us",
-            "hub-lock-wait-us"
-        ]
-    );
+    let mut want: Vec<String> = [
+        "mode",
+        "spokes",
+        "segments-mapped",
+        "corrupt-records-skipped",
+        "data-bytes",
+        "hub-lock-acquisitions",
+        "hub-lock-contended",
+        "hub-lock-held-us",
+        "hub-lock-wait-us",
+    ]
+    .map(String::from)
+    .to_vec();
+    for kind in ["create", "load", "compact", "retire", "other"] {
+        want.push(format!("hub-lock-holds-over-1ms-{kind}"));
+        want.push(format!("hub-lock-holds-over-5ms-{kind}"));
+    }
+    assert_eq!(&keys[platform + 1..], want);
     let job = c.yaml("stats-job 2").await;
     let keys: Vec<&str> = job.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(

@@ -90,6 +90,8 @@ pub struct ProcessInfo {
     pub mode: &'static str,
     /// Hub lock acquisitions, contended acquisitions, µs held, µs waited (core::LockStats).
     pub hub_lock: [u64; 4],
+    /// Per [`super::core::HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
+    pub long_holds: [[u64; 2]; super::core::HOLD_KINDS.len()],
 }
 
 pub fn job_yaml(s: &JobStats) -> Vec<u8> {
@@ -214,6 +216,12 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
         p.hub_lock[2],
         p.hub_lock[3]
     );
+    for (kind, [over_1ms, over_5ms]) in super::core::HOLD_KINDS.iter().zip(p.long_holds) {
+        let _ = write!(
+            y,
+            "hub-lock-holds-over-1ms-{kind}: {over_1ms}\nhub-lock-holds-over-5ms-{kind}: {over_5ms}\n"
+        );
+    }
     y.into_bytes()
 }
 
@@ -359,6 +367,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             platform: "x86_64".into(),
             mode: "mem",
             hub_lock: [18, 19, 20, 21],
+            long_holds: [[22, 23], [0, 0], [0, 0], [0, 0], [24, 0]],
         };
         let y = String::from_utf8(global_yaml(&h, &c.snapshot(), &p)).unwrap();
         let keys: Vec<&str> = y
@@ -379,17 +388,29 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             binlog-records-written binlog-max-size draining id hostname os platform \
             mode spokes segments-mapped corrupt-records-skipped data-bytes \
             hub-lock-acquisitions hub-lock-contended hub-lock-held-us hub-lock-wait-us";
-        assert_eq!(keys, want.split_whitespace().collect::<Vec<_>>());
+        let mut want: Vec<String> = want.split_whitespace().map(String::from).collect();
+        for kind in super::super::core::HOLD_KINDS {
+            want.push(format!("hub-lock-holds-over-1ms-{kind}"));
+            want.push(format!("hub-lock-holds-over-5ms-{kind}"));
+        }
+        assert_eq!(keys, want);
         assert!(y.contains("\ncmd-put: 2\ncmd-peek: 0\n"));
         assert!(y.contains("\ncmd-pause-tube: 1\njob-timeouts: 6\n"));
         assert!(
             y.contains("\nversion: \"0.1.0\"\nrusage-utime: 0.500000\nrusage-stime: 0.250000\n")
         );
         assert!(y.contains("\ndraining: true\nid: 00000000000000ab\n"));
-        assert!(y.ends_with(
+        assert!(y.contains(
             "corrupt-records-skipped: 16\ndata-bytes: 17\nhub-lock-acquisitions: 18\n\
              hub-lock-contended: 19\nhub-lock-held-us: 20\nhub-lock-wait-us: 21\n"
         ));
+        assert!(y.contains(
+            "\nhub-lock-holds-over-1ms-create: 22\nhub-lock-holds-over-5ms-create: 23\n\
+             hub-lock-holds-over-1ms-load: 0\n"
+        ));
+        assert!(
+            y.ends_with("hub-lock-holds-over-1ms-other: 24\nhub-lock-holds-over-5ms-other: 0\n")
+        );
     }
 
     #[test]
