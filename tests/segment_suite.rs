@@ -409,6 +409,38 @@ fn lazy_appends_without_mapping_and_close_unmaps() {
     assert_eq!(s.read(offs[49]).unwrap().slot.state, JobState::Ready);
 }
 
+/// The server's cycle on a lazy segment: append a record, read it back at once, update it.
+/// The mapping made for the first read covers more than the file (map ahead), so later
+/// records are read and updated through it; past its length (1 MiB) it is made again.
+#[test]
+fn lazy_reads_and_updates_each_record_right_after_its_append() {
+    use yaad::segment::LazySegment;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LazySegment::create(dir.path(), SPOKE).unwrap();
+    let mut offs = vec![];
+    // 600 records of 3 KiB: about 1.9 MiB, so the first mapping is outgrown.
+    for id in 1..=600 {
+        let b = body_of(id, 3 * 1024);
+        let o = s.append(&new_rec(id, b"cycle", &b)).unwrap();
+        let r = s.read(o).unwrap();
+        assert_eq!((r.id, r.body.as_slice()), (id, b.as_slice()));
+        s.update(o, slot(2, JobState::Deleted, 7)).unwrap();
+        assert_eq!(s.read(o).unwrap().slot.state, JobState::Deleted);
+        offs.push(o);
+    }
+    assert!(s.byte_size() > 1 << 20);
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    let metas = s.scan().unwrap();
+    assert_eq!(metas.len(), 600);
+    for (m, &o) in metas.iter().zip(&offs) {
+        let m = m.as_ref().unwrap();
+        assert_eq!(m.offset, o);
+        assert_eq!(m.slot.state, JobState::Deleted);
+    }
+}
+
 /// Files written by one mode open in the others (the layout is the same).
 #[test]
 fn modes_read_each_others_files() {

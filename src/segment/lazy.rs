@@ -22,7 +22,9 @@ use super::{
 ///
 /// - `append` writes the record with one positioned write (the file grows by exactly the
 ///   record), so far-future jobs cost page cache, not resident memory of this process;
-/// - `read`, `update` and `scan` map the file (and remap after appends grew it);
+/// - `read`, `update` and `scan` map the file, ahead of its end ([`mmap::map_ahead`]), so
+///   that the records appended next are read through the same mapping: it is remapped only
+///   when the data outgrows it (doubling), not after every append;
 /// - `close` unmaps and closes the file: an idle segment is this struct and nothing else.
 ///
 /// Like [`super::MappedSegment`], only use it inside a locked [`super::DataDir`].
@@ -33,8 +35,6 @@ pub struct LazySegment {
     file: Option<File>,
     map: Option<MmapMut>,
     end: u64,
-    /// An append extended the file past the current mapping.
-    grown_since_map: bool,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
     data_dirty: bool,
     name_dirty: bool,
@@ -42,6 +42,16 @@ pub struct LazySegment {
 
 /// Size of the chunks read backwards when looking for the end of the data.
 const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The least length a segment is mapped with (address space only: pages past the data are
+/// never touched, so they cost no memory).
+const MIN_MAP_LEN: u64 = 1 << 20;
+
+/// How much a segment whose data ends at `end` maps: twice that (at least [`MIN_MAP_LEN`]),
+/// so that appends remap it O(log size) times.
+fn map_len(end: u64) -> u64 {
+    end.saturating_mul(2).max(MIN_MAP_LEN)
+}
 
 /// Where the data of an open segment file ends, as [`super::format::append_end`] says. The last non-zero
 /// byte is found with positioned reads from the end (through a mapping, a mapped segment's
@@ -96,15 +106,19 @@ impl LazySegment {
         Ok(self.file.as_ref().expect("file was opened just above"))
     }
 
-    /// The mapping, covering at least every appended byte.
+    /// The mapping, covering at least every appended byte (and usually more: only bytes
+    /// below `end`, which the file holds, may be touched).
     fn mapping(&mut self) -> Result<&mut MmapMut> {
-        if self.map.is_none() || self.grown_since_map {
+        if self
+            .map
+            .as_ref()
+            .is_none_or(|m| (m.len() as u64) < self.end)
+        {
             self.map = None;
             self.file()?;
             let file = self.file.as_ref().expect("file was opened just above");
-            let map = mmap::map(file, &self.path)?;
+            let map = mmap::map_ahead(file, &self.path, map_len(self.end))?;
             self.map = Some(map);
-            self.grown_since_map = false;
         }
         Ok(self.map.as_mut().expect("mapping was set just above"))
     }
@@ -119,7 +133,6 @@ impl Segment for LazySegment {
             file: Some(file),
             map: None,
             end: FILE_HEADER_LEN,
-            grown_since_map: false,
             data_dirty: true,
             name_dirty: true,
         })
@@ -135,7 +148,6 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end,
-            grown_since_map: false,
             data_dirty: false,
             name_dirty: false,
         })
@@ -160,7 +172,6 @@ impl Segment for LazySegment {
             return Err(StorageError::io(&path, e));
         }
         self.end = offset + bytes.len() as u64;
-        self.grown_since_map = self.map.is_some();
         self.data_dirty = true;
         Ok(offset)
     }
@@ -194,7 +205,9 @@ impl Segment for LazySegment {
     fn flush(&mut self) -> Result<()> {
         if self.data_dirty {
             if let Some(map) = &self.map {
-                map.flush().map_err(|e| StorageError::io(&self.path, e))?;
+                // Only the data: the rest of the mapping may lie past the end of the file.
+                map.flush_range(0, self.end as usize)
+                    .map_err(|e| StorageError::io(&self.path, e))?;
             }
             // fsync covers the positioned writes and any pages dirtied through a mapping
             // that `close` already dropped (they stay dirty in the page cache).

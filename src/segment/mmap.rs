@@ -8,7 +8,11 @@
 //!    `yaad-dump` reads files into memory and never maps.
 //! 2. Nothing in yaad shrinks a segment file: growth goes through [`reserve`] and the only
 //!    other change of size is deleting the file after it is unmapped.
-//! 3. After growing a file, the owner maps it again before touching the new bytes.
+//! 3. After growing a file, the owner maps it again before touching the new bytes, except
+//!    for a mapping made with [`map_ahead`]: it may extend past the end of the file, and its
+//!    owner only touches bytes the file already covers (below its data end, which a positioned
+//!    write extended the file to first). Pages of a shared mapping past the end of the file
+//!    become readable and writable once the file grows over them (one page cache).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -25,6 +29,25 @@ pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
     // never covers bytes past the end of the file (no SIGBUS) and no other writer aliases
     // the `&mut [u8]` the mapping hands out.
     unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))
+}
+
+/// Maps `len` bytes of `file` (read/write, shared), which may be more than the file holds: a
+/// segment that grows by positioned writes then reads its new bytes through the same mapping
+/// instead of mapping the file again after every append (an munmap + mmap + page fault per
+/// change). The caller must only touch bytes below the file's current length.
+pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<MmapMut> {
+    let len = usize::try_from(len).map_err(|_| {
+        StorageError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "segment too large"),
+        )
+    })?;
+    // SAFETY: rules 1-3 of this module. The mapping may cover pages past the end of the file;
+    // touching those would raise SIGBUS, so the caller (LazySegment) only slices the mapping
+    // below its data end, which never exceeds the file's length (rule 3's exception). Nothing
+    // shrinks the file while it is mapped (rule 2).
+    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
+        .map_err(|e| StorageError::io(path, e))
 }
 
 /// Grows `file` to at least `len` bytes with disk blocks reserved, so writes through a
