@@ -322,6 +322,34 @@ fn bad_input_is_refused<S: Segment>() {
     assert_eq!(s.byte_size(), FILE_HEADER_LEN);
 }
 
+/// `open_sized` with the size a summary stated behaves like `open`; with a stale size (a
+/// record appended since) it still finds every record and appends after the last one.
+fn open_sized_at_the_stated_or_a_stale_size<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    let size = S::open(&path).unwrap().byte_size();
+    let mut s = S::open_sized(&path, size).unwrap();
+    assert_eq!(s.byte_size(), size);
+    assert_eq!(s.scan().unwrap().len(), 3);
+    let o4 = s.append(&new_rec(4, b"x", b"four")).unwrap();
+    assert!(o4 > offs[2]);
+    s.flush().unwrap();
+    drop(s);
+    // The summary's size is now stale (one record short), and one is silly.
+    for stated in [size, 1] {
+        let mut s = S::open_sized(&path, stated).unwrap();
+        assert!(s.byte_size() > size, "stated {stated}");
+        let ids: Vec<u64> = s
+            .scan()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.unwrap().id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+    }
+}
+
 macro_rules! segment_suite {
     ($mod_name:ident, $ty:ty) => {
         mod $mod_name {
@@ -368,6 +396,10 @@ macro_rules! segment_suite {
             #[test]
             fn bad_files_are_errors() {
                 super::bad_files_are_errors::<$ty>();
+            }
+            #[test]
+            fn open_sized_at_the_stated_or_a_stale_size() {
+                super::open_sized_at_the_stated_or_a_stale_size::<$ty>();
             }
             #[test]
             fn bad_input_is_refused() {

@@ -199,8 +199,24 @@ impl<S: Segment> Hub<S> {
         let mut seen: Vec<Seen> = Vec::new();
         let mut tube_names: Vec<Vec<u8>> = Vec::new();
         let mut tube_idx: HashMap<Vec<u8>, u32> = HashMap::new();
-        for (_, path) in self.dir.segments()? {
-            let mut seg = match S::open(&path) {
+        for (listed, path) in self.dir.segments()? {
+            // A segment the summary vouches for is opened at the size it states.
+            let sized = skip
+                .get(&listed)
+                .filter(|_| listed.start >= self.horizon_end)
+                .map(|p| p.byte_size);
+            let opened = match sized {
+                Some(size) => S::open_sized(&path, size).and_then(|s| {
+                    // A file under another spoke's name: open it as any other.
+                    if s.spoke() == listed {
+                        Ok(s)
+                    } else {
+                        S::open(&path)
+                    }
+                }),
+                None => S::open(&path),
+            };
+            let mut seg = match opened {
                 Ok(s) => s,
                 Err(e @ StorageError::Corrupted { .. }) => {
                     if std::fs::metadata(&path).is_ok_and(|m| m.len() < FILE_HEADER_LEN) {

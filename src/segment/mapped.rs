@@ -161,6 +161,35 @@ impl Segment for MappedSegment {
         })
     }
 
+    fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
+        let file = open_rw(path)?;
+        let spoke = read_file_header(&file, path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        // Cheap evidence that nothing was appended after the summary: the bytes just past its
+        // end are still zero. Otherwise search for the end as `open` does (the caller then
+        // sees another size and scans the segment).
+        let mut next = [0u8; 8];
+        let plausible = (FILE_HEADER_LEN..=len).contains(&byte_size)
+            && (byte_size + 8 > len
+                || (file.read_exact_at(&mut next, byte_size).is_ok() && next == [0; 8]));
+        if !plausible {
+            return Self::open(path);
+        }
+        let map = mmap::map(&file, path)?;
+        Ok(MappedSegment {
+            path: path.to_path_buf(),
+            spoke,
+            file,
+            map,
+            end: byte_size,
+            size_dirty: false,
+            name_dirty: false,
+        })
+    }
+
     fn spoke(&self) -> SpokeId {
         self.spoke
     }

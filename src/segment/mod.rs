@@ -199,6 +199,13 @@ pub trait Segment: Sized {
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self>;
     /// Opens an existing segment file, validating its file header (not its records).
     fn open(path: &Path) -> Result<Self>;
+    /// Like [`Segment::open`] for a segment whose [`Segment::byte_size`] a trusted start-up
+    /// summary states, so the end of its data need not be searched for (mapped mode reads a
+    /// file's zero tail to find it). A mode that finds it cheaply just opens.
+    fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
+        let _ = byte_size;
+        Self::open(path)
+    }
     /// The spoke this segment belongs to.
     fn spoke(&self) -> SpokeId;
     /// Appends a record (growing the segment if full) and returns its offset.
