@@ -503,6 +503,9 @@ impl Segment for FullDisk {
     fn byte_size(&self) -> u64 {
         self.0.byte_size()
     }
+    fn image(&self) -> Option<&[u8]> {
+        self.0.image()
+    }
     fn close(&mut self) -> crate::segment::Result<()> {
         self.0.close()
     }
