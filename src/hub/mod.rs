@@ -30,7 +30,7 @@ use bytes::Bytes;
 pub use crate::segment::Micros;
 use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
-    SpokeId, StateSlot, StorageError,
+    SpokeId, StateSlot, StorageError, snapshot,
 };
 use checkpoint::Checkpoints;
 pub use checkpoint::PendingCheckpoint;
@@ -1184,11 +1184,15 @@ impl<S: Segment> Hub<S> {
         std::mem::take(&mut self.wakeups)
     }
 
-    /// Makes every change durable (mem mode: writes all segment files, removing stale ones).
+    /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
+    /// all-or-nothing for a restore, see [`crate::segment::snapshot`]).
     pub fn flush(&mut self) -> Result<(), HubError> {
         for seg in std::mem::take(&mut self.retired) {
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = seg.destroy();
+        }
+        if !self.cfg.persist {
+            return self.flush_snapshot();
         }
         while let Some(&id) = self.unflushed.first() {
             if let Some(s) = self.spokes.get_mut(&id) {
@@ -1204,9 +1208,7 @@ impl<S: Segment> Hub<S> {
         self.index.flush()?;
         self.index_dirty = false;
         self.dir_dirty = false;
-        if !self.cfg.persist {
-            self.remove_stale_files()?;
-        } else if let Err(e) = self.write_clean_summary() {
+        if let Err(e) = self.write_clean_summary() {
             // Only start-up time depends on it: the next open scans every segment.
             tracing::warn!("cannot write the start-up summary: {e}");
         }
@@ -1651,18 +1653,25 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    fn remove_stale_files(&mut self) -> Result<(), HubError> {
-        for (_, path) in self.dir.segments()? {
-            let seg = match S::open(&path) {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
-            if !self.spokes.contains_key(&seg.spoke()) {
-                self.note_change(Some(seg.spoke()))?;
-                seg.destroy()?;
-                self.dir_dirty = true;
+    /// Mem-mode flush: stages every changed segment, then commits the set of live spokes.
+    /// Changed spokes stay unflushed until the commit succeeds (a retry stages them again).
+    fn flush_snapshot(&mut self) -> Result<(), HubError> {
+        let dir = self.dir.path().to_path_buf();
+        snapshot::discard_staged(&dir)?;
+        for &id in &self.unflushed {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                match s.seg.image() {
+                    Some(bytes) => snapshot::stage(&dir, id, bytes)?,
+                    None => s.seg.flush()?,
+                }
             }
         }
+        let live: BTreeSet<SpokeId> = self.spokes.keys().copied().collect();
+        snapshot::commit(&dir, &live)?;
+        self.unflushed.clear();
+        self.index.flush()?;
+        self.index_dirty = false;
+        self.dir_dirty = false;
         Ok(())
     }
 }

@@ -168,7 +168,10 @@ impl<S: Segment> Hub<S> {
             }
             self.work.spokes_retired += 1;
             self.dir_dirty = true;
-            if self.deferred_removal && Spoke::<S>::end(id) <= self.now {
+            if !self.cfg.persist {
+                // Mem mode: the file belongs to the last snapshot; the next flush drops it.
+                drop(s.seg);
+            } else if self.deferred_removal && Spoke::<S>::end(id) <= self.now {
                 self.retired.push(s.seg);
             } else {
                 // A file that cannot be removed is harmless: it holds no live record.

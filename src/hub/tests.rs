@@ -503,6 +503,9 @@ impl Segment for FullDisk {
     fn byte_size(&self) -> u64 {
         self.0.byte_size()
     }
+    fn image(&self) -> Option<&[u8]> {
+        self.0.image()
+    }
     fn close(&mut self) -> crate::segment::Result<()> {
         self.0.close()
     }
@@ -788,4 +791,39 @@ fn deferred_removal_hands_out_past_segments_only() {
     hub.flush().unwrap();
     assert!(!hub.has_retired());
     assert!(segment_files(dir.path()).is_empty());
+}
+
+#[test]
+fn mem_mode_failed_flush_restores_the_previous_snapshot_then_a_retry_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("flush.yaad.tmp");
+    let (kept, deleted, added);
+    {
+        let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+        let c = hub.connect();
+        kept = hub.put(c, 5, 0, 5, b"kept", T0).unwrap();
+        deleted = hub.put(c, 5, 100, 5, b"deleted", T0).unwrap();
+        hub.flush().unwrap();
+        hub.delete(c, deleted, T0).unwrap();
+        added = hub.put(c, 5, 200, 5, b"added", T0).unwrap();
+        // The commit record cannot be written: the flush fails after staging its files.
+        std::fs::create_dir(&blocker).unwrap();
+        hub.flush().unwrap_err();
+    }
+    std::fs::remove_dir(&blocker).unwrap();
+    {
+        let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+        assert!(hub.stats_job(kept, T0).is_some());
+        assert!(
+            hub.stats_job(deleted, T0).is_some(),
+            "old snapshot restored"
+        );
+        assert!(hub.stats_job(added, T0).is_none());
+        let c = hub.connect();
+        hub.delete(c, deleted, T0).unwrap();
+        hub.flush().unwrap();
+    }
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    assert!(hub.stats_job(kept, T0).is_some());
+    assert!(hub.stats_job(deleted, T0).is_none());
 }

@@ -31,7 +31,8 @@ impl DataDir {
     /// Creates `path` if needed and takes its lock; [`StorageError::Locked`] if another
     /// process (or another `DataDir` in this one) holds it. Removes temporary files left by
     /// an interrupted [`super::MemSegment`] flush and the [`COMPACT_DIR`] of an interrupted
-    /// compaction (its files were never renamed into place).
+    /// compaction (its files were never renamed into place), and finishes or undoes an
+    /// interrupted mem-mode snapshot flush ([`super::snapshot::recover`]).
     pub fn open(path: &Path) -> Result<DataDir> {
         fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
         let lock_path = path.join(LOCK_FILE);
@@ -71,6 +72,7 @@ impl DataDir {
                 fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
             }
         }
+        super::snapshot::recover(&dir.path)?;
         Ok(dir)
     }
 

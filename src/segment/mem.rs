@@ -130,6 +130,10 @@ impl Segment for MemSegment {
         Ok(())
     }
 
+    fn image(&self) -> Option<&[u8]> {
+        Some(&self.buf)
+    }
+
     fn destroy(self) -> Result<()> {
         match fs::remove_file(&self.path) {
             Ok(()) => Ok(()),

@@ -22,6 +22,7 @@ mod lazy;
 mod mapped;
 mod mem;
 mod mmap;
+pub mod snapshot;
 mod summary;
 
 pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};
@@ -224,4 +225,9 @@ pub trait Segment: Sized {
     fn close(&mut self) -> Result<()>;
     /// Deletes the segment's file; the spoke is retired.
     fn destroy(self) -> Result<()>;
+    /// The whole file image when the segment lives in memory (mem mode), for a
+    /// [`snapshot`] flush; `None` for segments backed by their file.
+    fn image(&self) -> Option<&[u8]> {
+        None
+    }
 }
