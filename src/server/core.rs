@@ -470,17 +470,15 @@ impl<S: Segment> Core<S> {
     }
 
     /// Keeps the start-up summary current: takes a checkpoint under the hub lock if anything
-    /// changed, and writes it on a blocking thread (see `hub::checkpoint`).
-    pub async fn checkpoint(&self) {
+    /// changed, and writes it on a blocking thread (see `hub::checkpoint`). An error costs
+    /// only start-up time (the next checkpoint tries again).
+    pub async fn checkpoint(&self) -> Result<(), String> {
         let Some(pending) = self.with_hub(|h| h.checkpoint()) else {
-            return;
+            return Ok(());
         };
-        let written = tokio::task::spawn_blocking(move || pending.write()).await;
-        match written {
-            Ok(Ok(())) => {}
-            // Only start-up time depends on it; the next checkpoint tries again.
-            Ok(Err(e)) => tracing::warn!("cannot write the start-up summary: {e}"),
-            Err(e) => tracing::warn!("start-up summary writer failed: {e}"),
+        match tokio::task::spawn_blocking(move || pending.write()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("writer task failed: {e}")),
         }
     }
 

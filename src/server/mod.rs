@@ -367,9 +367,25 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 async fn checkpointer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Logged once per streak of failures (a full disk would repeat it every second).
+    let mut failing = false;
     loop {
         tokio::select! {
-            _ = every.tick() => core.checkpoint().await,
+            _ = every.tick() => match core.checkpoint().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("start-up summary written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(
+                        "cannot write the start-up summary ({e}); a restart after a crash \
+                         scans more segments until it can"
+                    );
+                }
+                Err(_) => {}
+            },
             _ = stopped(&mut shutdown) => return,
         }
     }
