@@ -319,6 +319,11 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
 fn timer<S: Segment>(core: Arc<Core<S>>) {
+    // Linux lets a timed wait end up to the thread's timer slack (50 µs by default) late, to
+    // batch wake-ups; this thread's waits end when jobs are due, so it asks for none.
+    if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+        tracing::debug!("timer slack not lowered: {e}");
+    }
     while !core.timer.stopped() {
         let started = observe::start();
         let next = core.tick(now());
