@@ -548,3 +548,46 @@ fn ids_issued_after_a_checkpoint_are_not_reused() {
     let c = hub.connect();
     assert!(hub.put(c, 0, 0, 60, b"x", later).unwrap() > last);
 }
+
+/// When more far spokes changed than one checkpoint recomputes, the rest are left out of that
+/// summary (a crash then scans them) and listed by the next checkpoints.
+#[test]
+fn a_checkpoint_recomputes_a_bounded_number_of_entries() {
+    use yaad::hub::ENTRIES_PER_CHECKPOINT as N;
+    use yaad::segment::Summary;
+    let n = N as u32;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    let c = hub.connect();
+    for i in 0..3 * n {
+        hub.put(c, 0, HOUR + i, 60, b"far", START).unwrap();
+    }
+    let listed = |hub: &mut Hub<Counting<LazySegment>>| {
+        hub.checkpoint().map(|p| {
+            p.write().unwrap();
+            Summary::read(&tmp.path().join(SUMMARY_FILE))
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .spokes
+                .len()
+        })
+    };
+    assert_eq!(listed(&mut hub), Some(N));
+    drop(hub);
+    // A crash now: the spokes not listed are scanned, every job is back.
+    reset();
+    let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 2 * u64::from(n));
+    assert_eq!(hub.stats(START).current_jobs_delayed, 3 * u64::from(n));
+    // The open listed them all again. One more job in each: the entries come back N at a
+    // time, then a checkpoint with nothing to do writes nothing.
+    let c = hub.connect();
+    for i in 0..3 * n {
+        hub.put(c, 0, HOUR + i, 60, b"far", START).unwrap();
+    }
+    assert_eq!(listed(&mut hub), Some(N));
+    assert_eq!(listed(&mut hub), Some(2 * N));
+    assert_eq!(listed(&mut hub), Some(3 * N));
+    assert_eq!(listed(&mut hub), None);
+}

@@ -59,7 +59,16 @@ pub(super) struct Checkpoints {
     entries: BTreeMap<SpokeId, Arc<SpokeSummary>>,
     /// Recompute every entry at the next summary (after open).
     rebuild: bool,
+    /// Spokes changed since their entry was last computed: left out of summaries (always
+    /// safe: recovery scans an unlisted segment) until a checkpoint recomputes the entry, at
+    /// most [`ENTRIES_PER_CHECKPOINT`] per checkpoint.
+    stale: FxHashSet<SpokeId>,
 }
+
+/// How many summary entries one checkpoint recomputes under the hub lock (about 1 µs each):
+/// when far puts touch every far spoke within a second, the rest wait for later checkpoints
+/// instead of holding the lock for milliseconds.
+pub const ENTRIES_PER_CHECKPOINT: usize = 256;
 
 /// Serialises summary writes and removals; remembers the newest generation on disk.
 #[derive(Default)]
@@ -81,6 +90,7 @@ impl Checkpoints {
             writer: Arc::new(Mutex::new(Writer { done: generation })),
             entries: BTreeMap::new(),
             rebuild: true,
+            stale: FxHashSet::default(),
         }
     }
 
@@ -198,7 +208,8 @@ impl<S: Segment> Hub<S> {
     /// Takes a checkpoint if anything changed since the last one: a summary of the far spokes
     /// to write outside the hub lock with [`PendingCheckpoint::write`]. Persisted modes only.
     pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
-        if !self.cfg.persist || !self.ckpt.changed {
+        let due = self.ckpt.changed || !self.ckpt.stale.is_empty();
+        if !self.cfg.persist || !due {
             return None;
         }
         self.refresh_entries();
@@ -257,6 +268,7 @@ impl<S: Segment> Hub<S> {
         };
         let c = &mut self.ckpt;
         if std::mem::take(&mut c.rebuild) {
+            c.stale.clear();
             c.entries = self
                 .spokes
                 .iter()
@@ -264,11 +276,20 @@ impl<S: Segment> Hub<S> {
                 .collect();
             return;
         }
-        for &id in &c.noted {
+        c.stale.extend(c.noted.iter().copied());
+        let mut done = Vec::with_capacity(c.stale.len().min(ENTRIES_PER_CHECKPOINT));
+        for &id in &c.stale {
+            if done.len() == ENTRIES_PER_CHECKPOINT {
+                break;
+            }
             match self.spokes.get(&id).and_then(|s| entry(id, s)) {
                 Some(e) => c.entries.insert(id, e),
                 None => c.entries.remove(&id),
             };
+            done.push(id);
+        }
+        for id in done {
+            c.stale.remove(&id);
         }
     }
 
@@ -286,7 +307,13 @@ impl<S: Segment> Hub<S> {
             boot_id: self.ckpt.boot_id.clone().unwrap_or_default(),
             next_id: self.next_id,
             id_high_water: self.index.high_water().ok()?,
-            spokes: self.ckpt.entries.values().cloned().collect(),
+            spokes: self
+                .ckpt
+                .entries
+                .iter()
+                .filter(|(id, _)| !self.ckpt.stale.contains(id))
+                .map(|(_, e)| e.clone())
+                .collect(),
         })
     }
 }

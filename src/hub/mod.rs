@@ -33,7 +33,7 @@ use crate::segment::{
     SpokeId, StateSlot, StorageError, snapshot,
 };
 use checkpoint::Checkpoints;
-pub use checkpoint::PendingCheckpoint;
+pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
 use idmap::{IdMap, id_map};
 use job::{Counters, FarInfo, Job, Phase};
