@@ -34,7 +34,7 @@ use rustc_hash::FxHashSet;
 
 use super::Hub;
 use crate::segment::{
-    ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id,
+    ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id, journal,
 };
 
 /// The hub's side of the checkpoints (see the module documentation).
@@ -135,36 +135,11 @@ impl PendingCheckpoint {
         let path = self.dir.join(crate::segment::SUMMARY_FILE);
         match &self.summary {
             Some(s) => Summary::write_unsynced(&path, &s.encode())?,
-            None => match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(&path, e)),
-            },
+            None => Summary::remove_unsynced(&path)?,
         }
         w.done = self.generation;
-        remove_journals_before(&self.dir, self.generation);
+        journal::remove_before(&self.dir, self.generation);
         Ok(())
-    }
-
-    /// The generation this summary starts.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-}
-
-/// Removes the change journals older than `generation` (best effort: a leftover journal only
-/// makes a later start scan a few more segments).
-fn remove_journals_before(dir: &std::path::Path, generation: u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if crate::segment::journal::parse_journal_file_name(&name.to_string_lossy())
-            .is_some_and(|g| g < generation)
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
     }
 }
 
@@ -242,7 +217,7 @@ impl<S: Segment> Hub<S> {
         summary.write(&self.dir.summary_path())?;
         w.done = self.ckpt.generation;
         drop(w);
-        remove_journals_before(self.dir.path(), self.ckpt.generation);
+        journal::remove_before(self.dir.path(), self.ckpt.generation);
         Ok(())
     }
 

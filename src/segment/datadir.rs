@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::format::{parse_segment_file_name, segment_file_name};
-use super::journal::{journal_file_name, parse_journal_file_name};
+use super::journal::journal_file_name;
 use super::{Result, SpokeId, StorageError};
 
 /// Name of the lock file inside a data dir.
@@ -108,18 +108,7 @@ impl DataDir {
 
     /// Every change journal in the dir by generation, oldest first.
     pub fn journals(&self) -> Result<Vec<(u64, PathBuf)>> {
-        let mut out: Vec<(u64, PathBuf)> = self
-            .entries()?
-            .into_iter()
-            .filter_map(|e| {
-                Some((
-                    parse_journal_file_name(&e.file_name().to_string_lossy())?,
-                    e.path(),
-                ))
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+        super::journal::list(&self.path)
     }
 
     /// Every segment file in the dir, sorted by spoke (start, then span). Other files are

@@ -37,6 +37,31 @@ pub fn parse_journal_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Every change journal in `dir` by generation, oldest first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let e = e.map_err(|e| StorageError::io(dir, e))?;
+        if let Some(g) = parse_journal_file_name(&e.file_name().to_string_lossy()) {
+            out.push((g, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the journals of generations before `generation` (best effort: a leftover journal
+/// only makes a later start scan a few more segments).
+pub fn remove_before(dir: &Path, generation: u64) {
+    for (_, p) in list(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(g, _)| *g < generation)
+    {
+        let _ = fs::remove_file(p);
+    }
+}
+
 fn entry_crc(generation: u64, spoke: SpokeId) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&generation.to_le_bytes());

@@ -36,13 +36,19 @@ impl MemSegment {
 
 /// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
 pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(path, bytes, true)
+}
+
+/// Writes `bytes` to `path.tmp` and renames it over `path`, so a reader sees the old file or
+/// the new one whole; `durable`: also fsyncs the file before and the directory after.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let written = File::create(&tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()
+            if durable { f.sync_all() } else { Ok(()) }
         })
         .map_err(|e| StorageError::io(&tmp, e));
     if let Err(e) = written {
@@ -51,7 +57,20 @@ pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(e);
     }
     fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
-    sync_parent_dir(path)
+    if durable {
+        sync_parent_dir(path)
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes `path`; returns whether it existed (a file already gone is not an error).
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
 }
 
 /// Fsyncs the directory holding `path`, so a created or renamed file name is durable.
@@ -135,11 +154,7 @@ impl Segment for MemSegment {
     }
 
     fn destroy(self) -> Result<()> {
-        match fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(&self.path, e)),
-        }
+        remove_if_exists(&self.path).map(|_| ())
     }
 }
 

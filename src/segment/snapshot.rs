@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format::{parse_segment_file_name, segment_file_name};
-use super::mem::{sync_parent_dir, write_file_atomically};
+use super::mem::{remove_if_exists, sync_parent_dir, write_file_atomically};
 use super::{Result, SpokeId, StorageError};
 
 /// The commit record of a mem-mode flush (present only while one rolls forward).
@@ -42,11 +42,7 @@ fn names(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
+    remove_if_exists(path).map(|_| ())
 }
 
 /// Removes staged files of a flush that was not committed (before a new flush starts).

@@ -25,7 +25,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::mem::{sync_parent_dir, write_file_atomically};
+use super::mem::{remove_if_exists, replace_file, sync_parent_dir, write_file_atomically};
 use super::{Result, SpokeId, StorageError};
 
 /// First bytes of `summary.yaad`.
@@ -185,24 +185,21 @@ impl Summary {
     /// Writes `bytes` (an encoded checkpoint) to `path` through a temporary file and a rename,
     /// without fsync: readers of the same boot see it whole or not at all.
     pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        if let Err(e) = fs::write(&tmp, bytes) {
-            // Best effort: a full disk must not also leave a half-written copy behind.
-            let _ = fs::remove_file(&tmp);
-            return Err(StorageError::io(&tmp, e));
-        }
-        fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))
+        replace_file(path, bytes, false)
+    }
+
+    /// Removes `path` if it exists, without syncing the directory (a checkpoint is trusted
+    /// only in the boot that wrote it, so its removal need not survive a machine crash).
+    pub fn remove_unsynced(path: &Path) -> Result<()> {
+        remove_if_exists(path).map(|_| ())
     }
 
     /// Removes `path` if it exists and makes the removal durable before returning.
     pub fn remove(path: &Path) -> Result<()> {
-        match fs::remove_file(path) {
-            Ok(()) => sync_parent_dir(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(path, e)),
+        if remove_if_exists(path)? {
+            sync_parent_dir(path)?;
         }
+        Ok(())
     }
 }
 
