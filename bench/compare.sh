@@ -16,6 +16,8 @@
 #   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
 #   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 1") []
+#   NULL=1    add a `null` row to the mem group: bench/null_server.rs, a one-thread server that
+#             keeps nothing and sends canned replies: the most any server can reach here (TCP)
 #   NO_BUILD=1 skip `cargo build --release --bins`     OUT  results dir [target/bench/compare-TIME]
 # Every run starts a fresh server with an empty data directory; rounds interleave the servers.
 # Raw yaad-bench JSON lines go to OUT/runs.jsonl and the table to OUT/table.txt.
@@ -50,7 +52,10 @@ fi
 # The servers of each group: "label|kind|flags" (DIR stands for a fresh data directory).
 configs() {
     case $1 in
-        mem) printf '%s\n' "beanstalkd|beanstalkd|" "yaad mem|yaad-mem|" ;;
+        mem)
+            printf '%s\n' "beanstalkd|beanstalkd|" "yaad mem|yaad-mem|"
+            if [[ ${NULL:-0} == 1 ]]; then printf '%s\n' "null (ceiling)|null|"; fi
+            ;;
         disk) printf '%s\n' "beanstalkd -b|beanstalkd|-b DIR" "yaad mapped|yaad-mapped|" \
             "yaad lazy|yaad-lazy|" ;;
         fsync) printf '%s\n' "beanstalkd -b -f0|beanstalkd|-b DIR -f 0" \

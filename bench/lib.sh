@@ -6,6 +6,8 @@ YAAD=${YAAD:-target/release/yaad}
 # Extra flags for every yaad server (e.g. YAAD_ARGS="--threads 1").
 YAAD_ARGS=${YAAD_ARGS:-}
 BENCH=${BENCH:-target/release/yaad-bench}
+# The canned-reply server (bench/null_server.rs): the machine's ceiling for a workload.
+NULL_SERVER=${NULL_SERVER:-target/release/examples/null-server}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-11390}
 # SOCKET=unix: servers listen on a Unix-domain socket beside their data directory instead of
@@ -34,6 +36,7 @@ need() {
 build() {
     if [[ ${NO_BUILD:-0} != 1 ]]; then
         cargo build --release --bins >&2
+        if [[ ${NULL:-0} == 1 ]]; then cargo build --release --example null-server >&2; fi
     fi
     [[ -x $BENCH ]] || die "no $BENCH (build with: cargo build --release --bins)"
 }
@@ -52,7 +55,7 @@ listening() {
     fi
 }
 
-# start_server KIND [FLAGS...]: KIND is beanstalkd, yaad-mem, yaad-mapped or yaad-lazy. A fresh
+# start_server KIND [FLAGS...]: KIND is beanstalkd, yaad-mem, yaad-mapped, yaad-lazy or null. A fresh
 # data directory is made for the disk kinds when FLAGS contain the word DIR (replaced by it) or
 # the kind is yaad-*. Sets SERVER_PID and SERVER_DIR and waits (up to 60 s) for the port.
 # KEEP_DIR=path reuses an existing directory instead (for restarts).
@@ -88,6 +91,11 @@ start_server() {
             # shellcheck disable=SC2086 # YAAD_ARGS are words
             "${SERVER_WRAP[@]}" "$YAAD" --mode "${kind#yaad-}" "${listen[@]}" -b "$SERVER_DIR" "${args[@]}" \
                 ${YAAD_ARGS:-} >"$SERVER_DIR.log" 2>&1 &
+            ;;
+        null)
+            [[ -x $NULL_SERVER ]] || die "no $NULL_SERVER (cargo build --release --example null-server)"
+            [[ $SOCKET == tcp ]] || die "the null server listens on TCP only"
+            "${SERVER_WRAP[@]}" "$NULL_SERVER" "$ADDR" >"$SERVER_DIR.log" 2>&1 &
             ;;
         *) die "unknown server kind $kind" ;;
     esac
