@@ -336,6 +336,7 @@ async fn stats_counters_and_lengths(mode: Mode) {
         want.push(format!("hub-lock-holds-over-1ms-{kind}"));
         want.push(format!("hub-lock-holds-over-5ms-{kind}"));
     }
+    want.extend(["syncs", "sync-changes", "sync-us"].map(String::from));
     assert_eq!(&keys[platform + 1..], want);
     let job = c.yaml("stats-job 2").await;
     let keys: Vec<&str> = job.iter().map(|(k, _)| k.as_str()).collect();

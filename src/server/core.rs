@@ -56,6 +56,11 @@ pub struct Core<S: Segment> {
     sync_turn: tokio::sync::Mutex<()>,
     /// Completed syncs (a group commit makes far fewer than changes).
     pub syncs: AtomicU64,
+    /// Changes made durable by those syncs, and the µs they took (`stats`: `syncs`,
+    /// `sync-changes`, `sync-us`): changes per sync and the sync's cost, what group commit
+    /// is judged by.
+    sync_changes: AtomicU64,
+    sync_ns: AtomicU64,
     id: String,
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
@@ -274,6 +279,8 @@ impl<S: Segment> Core<S> {
             any_sync_failed: AtomicBool::new(false),
             sync_turn: tokio::sync::Mutex::new(()),
             syncs: AtomicU64::new(0),
+            sync_changes: AtomicU64::new(0),
+            sync_ns: AtomicU64::new(0),
             id: stats::instance_id(),
             host: stats::host_facts(),
             reap: None,
@@ -394,6 +401,7 @@ impl<S: Segment> Core<S> {
             )
         };
         let started = crate::observe::start();
+        let clock = Instant::now();
         if !batch.is_empty() {
             let synced = tokio::task::spawn_blocking(move || batch.sync())
                 .await
@@ -409,6 +417,10 @@ impl<S: Segment> Core<S> {
             }
         }
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
+        self.sync_ns
+            .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.sync_changes
+            .fetch_add(target.saturating_sub(from), Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
         Ok(())
@@ -515,6 +527,11 @@ impl<S: Segment> Core<S> {
             mode: self.mode.name(),
             hub_lock: self.lock_stats.snapshot(),
             long_holds: self.lock_stats.long_holds(),
+            syncs: [
+                self.syncs.load(Ordering::Relaxed),
+                self.sync_changes.load(Ordering::Relaxed),
+                self.sync_ns.load(Ordering::Relaxed) / 1000,
+            ],
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct ProcessInfo {
     pub hub_lock: [u64; 4],
     /// Per [`super::core::HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
     pub long_holds: [[u64; 2]; super::core::HOLD_KINDS.len()],
+    /// Group-commit syncs (`-f 0`, `-f MS`): completed, changes they made durable, µs spent.
+    pub syncs: [u64; 3],
 }
 
 pub fn job_yaml(s: &JobStats) -> Vec<u8> {
@@ -222,6 +224,8 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
             "hub-lock-holds-over-1ms-{kind}: {over_1ms}\nhub-lock-holds-over-5ms-{kind}: {over_5ms}\n"
         );
     }
+    let [syncs, changes, us] = p.syncs;
+    let _ = write!(y, "syncs: {syncs}\nsync-changes: {changes}\nsync-us: {us}\n");
     y.into_bytes()
 }
 
@@ -368,6 +372,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             mode: "mem",
             hub_lock: [18, 19, 20, 21],
             long_holds: [[22, 23], [0, 0], [0, 0], [0, 0], [24, 0]],
+            syncs: [25, 26, 27],
         };
         let y = String::from_utf8(global_yaml(&h, &c.snapshot(), &p)).unwrap();
         let keys: Vec<&str> = y
@@ -393,6 +398,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             want.push(format!("hub-lock-holds-over-1ms-{kind}"));
             want.push(format!("hub-lock-holds-over-5ms-{kind}"));
         }
+        want.extend(["syncs", "sync-changes", "sync-us"].map(String::from));
         assert_eq!(keys, want);
         assert!(y.contains("\ncmd-put: 2\ncmd-peek: 0\n"));
         assert!(y.contains("\ncmd-pause-tube: 1\njob-timeouts: 6\n"));
@@ -408,9 +414,10 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             "\nhub-lock-holds-over-1ms-create: 22\nhub-lock-holds-over-5ms-create: 23\n\
              hub-lock-holds-over-1ms-load: 0\n"
         ));
-        assert!(
-            y.ends_with("hub-lock-holds-over-1ms-other: 24\nhub-lock-holds-over-5ms-other: 0\n")
-        );
+        assert!(y.ends_with(
+            "hub-lock-holds-over-1ms-other: 24\nhub-lock-holds-over-5ms-other: 0\n\
+             syncs: 25\nsync-changes: 26\nsync-us: 27\n"
+        ));
     }
 
     #[test]

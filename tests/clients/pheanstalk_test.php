@@ -26,10 +26,10 @@ $beanstalkd = $argv[2] ?? 'beanstalkd';
 // Keys yaad's `stats` adds to beanstalkd's (README "Differences").
 const YAAD_BASE_STATS = ['mode', 'spokes', 'segments-mapped', 'corrupt-records-skipped', 'data-bytes', 'hub-lock-acquisitions', 'hub-lock-contended', 'hub-lock-held-us', 'hub-lock-wait-us'];
 const YAAD_HOLD_KINDS = ['create', 'load', 'compact', 'retire', 'other'];
-define('YAAD_EXTRA_STATS', array_merge(YAAD_BASE_STATS, ...array_map(
+define('YAAD_EXTRA_STATS', array_merge(array_merge(YAAD_BASE_STATS, ...array_map(
     fn($k) => ["hub-lock-holds-over-1ms-$k", "hub-lock-holds-over-5ms-$k"],
     YAAD_HOLD_KINDS
-)));
+)), ['syncs', 'sync-changes', 'sync-us']));
 
 function free_port(): int
 {
