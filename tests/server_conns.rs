@@ -176,32 +176,34 @@ async fn every_change_sync_is_a_group_commit() {
 }
 
 /// `-f 0`: when the sync covering a change fails, its reply is never sent (the connection is
-/// closed instead), so a client never takes an unsynced change as acknowledged. The server
-/// goes on serving. The sync is made to fail by putting a symlink loop where the segment file
-/// was (the hub keeps writing the open segment; the sync opens it by path: ELOOP).
+/// closed instead), so a client never takes an unsynced change as acknowledged, not even
+/// after later syncs succeed. The server goes on serving. The sync is made to fail by the
+/// server's fault injection (the files synced are the open ones: renaming them does not
+/// make a real fdatasync fail).
 #[tokio::test]
 async fn a_failed_sync_withholds_the_reply() {
     for mode in [Mode::Mapped, Mode::Lazy] {
         let s = start_with(mode, |cfg| cfg.fsync_ms = 0).await;
         let mut c = Client::connect(s.addr).await;
         assert_eq!(c.cmd("put 0 100 10 1\r\nx").await, "INSERTED 1");
-        let seg = std::fs::read_dir(s.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-            .expect("the job's segment file");
-        std::fs::rename(&seg, seg.with_extension("moved")).unwrap();
-        std::os::unix::fs::symlink(&seg, &seg).unwrap();
 
+        s.server.inject_sync_failures(true);
+        let syncs = s.server.syncs();
         c.send(b"put 0 100 10 1\r\ny\r\n").await;
         assert!(
             c.closed().await,
             "{mode:?}: no reply for a change whose sync failed"
         );
+        assert_eq!(s.server.syncs(), syncs, "{mode:?}: no sync completed");
 
-        // The server is still there; a change that needs no sync of that file is answered.
+        // The server is still there: a command that changes nothing is answered at once, and
+        // once syncs work again, changes are acknowledged after their sync.
         let mut c = Client::connect(s.addr).await;
         assert_eq!(c.cmd("use other").await, "USING other");
         assert!(c.cmd("stats").await.starts_with("OK "), "{mode:?}");
+        s.server.inject_sync_failures(false);
+        let mut c = Client::connect(s.addr).await;
+        assert_eq!(c.cmd("put 0 100 10 1\r\nz").await, "INSERTED 3");
+        assert_eq!(s.server.syncs(), syncs + 1, "{mode:?}");
     }
 }

@@ -233,12 +233,21 @@ pub struct HubWork {
 }
 
 /// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct SyncBatch {
     /// Segment files and the id index.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<SyncFile>,
     /// The data dir, when files were created or removed in it.
     pub dir: Option<PathBuf>,
+}
+
+/// A file of a [`SyncBatch`]: the segment's (or index's) open file when it has one, shared
+/// with it (no open and close per sync, and the file synced is the one written even if its
+/// name changed), else its path.
+#[derive(Clone, Debug)]
+pub enum SyncFile {
+    Open(Arc<std::fs::File>),
+    Closed(PathBuf),
 }
 
 impl SyncBatch {
@@ -247,14 +256,17 @@ impl SyncBatch {
     }
 
     /// `fdatasync`s every file (it also writes back pages dirtied through a mapping of it), then
-    /// the directory. A file removed meanwhile is skipped: it held no live job any more.
+    /// the directory. A closed file removed meanwhile is skipped: it held no live job any more.
     /// An error means the durability promise is broken (as with a failed [`Hub::flush`]).
     pub fn sync(&self) -> std::io::Result<()> {
         for f in &self.files {
-            match std::fs::File::open(f) {
-                Ok(file) => file.sync_data()?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            match f {
+                SyncFile::Open(file) => file.sync_data()?,
+                SyncFile::Closed(path) => match std::fs::File::open(path) {
+                    Ok(file) => file.sync_data()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
             }
         }
         if let Some(d) = &self.dir {
@@ -1223,10 +1235,21 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist {
             return SyncBatch::default();
         }
+        let index = std::mem::take(&mut self.index_dirty).then(|| {
+            self.index.sync_handle().map_or_else(
+                || SyncFile::Closed(self.dir.id_index_path()),
+                SyncFile::Open,
+            )
+        });
         let files = std::mem::take(&mut self.unflushed)
             .into_iter()
-            .map(|id| self.dir.segment_path(id))
-            .chain(std::mem::take(&mut self.index_dirty).then(|| self.dir.id_index_path()))
+            .map(
+                |id| match self.spokes.get(&id).and_then(|s| s.seg.sync_handle()) {
+                    Some(file) => SyncFile::Open(file),
+                    None => SyncFile::Closed(self.dir.segment_path(id)),
+                },
+            )
+            .chain(index)
             .collect();
         SyncBatch {
             files,

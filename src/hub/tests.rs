@@ -607,6 +607,7 @@ fn a_lost_or_damaged_id_index_is_rebuilt_for_far_jobs() {
 
 #[test]
 fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
     let c = hub.connect();
@@ -614,14 +615,22 @@ fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
     let near = hub.put(c, 0, 0, 5, b"near", T0).unwrap();
     let far = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
     let batch = hub.take_sync_batch();
-    let names: Vec<String> = batch
+    // The open files themselves (no open by path per sync): compared by inode.
+    let inodes: Vec<u64> = batch
         .files
         .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .map(|f| match f {
+            SyncFile::Open(file) => file.metadata().unwrap().ino(),
+            SyncFile::Closed(p) => panic!("{p:?}: an open file is synced by its handle"),
+        })
         .collect();
     let mut want = segment_files(dir.path());
     want.push(crate::segment::ID_INDEX_FILE.to_string());
-    assert_eq!(names, want);
+    let want: Vec<u64> = want
+        .iter()
+        .map(|n| std::fs::metadata(dir.path().join(n)).unwrap().ino())
+        .collect();
+    assert_eq!(inodes, want);
     assert_eq!(batch.dir.as_deref(), Some(dir.path()));
     assert!(hub.take_sync_batch().is_empty(), "taken once");
     // An in-place change names only its segment; a retired spoke's file is skipped by sync.

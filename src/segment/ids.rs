@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::mem::{offset_of, size_of};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -94,7 +95,7 @@ pub struct IdIndex {
 enum Inner {
     File {
         path: PathBuf,
-        file: File,
+        file: Arc<File>,
         base: u64,
         dirty: bool,
     },
@@ -184,7 +185,7 @@ impl IdIndex {
         Ok(IdIndex {
             inner: Inner::File {
                 path: path.to_path_buf(),
-                file,
+                file: Arc::new(file),
                 base,
                 dirty: len == 0,
             },
@@ -334,6 +335,14 @@ impl IdIndex {
                 *dirty = true;
                 Ok(())
             }
+        }
+    }
+
+    /// The index file, shared, for a sync outside the hub's lock (`None` in memory).
+    pub fn sync_handle(&self) -> Option<Arc<File>> {
+        match &self.inner {
+            Inner::File { file, .. } => Some(file.clone()),
+            Inner::Mem { .. } => None,
         }
     }
 

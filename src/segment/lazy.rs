@@ -3,6 +3,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::MmapMut;
 use zerocopy::IntoBytes;
@@ -32,7 +33,8 @@ use super::{
 pub struct LazySegment {
     path: PathBuf,
     spoke: SpokeId,
-    file: Option<File>,
+    /// Shared with sync batches ([`Segment::sync_handle`]) while open.
+    file: Option<Arc<File>>,
     map: Option<MmapMut>,
     end: u64,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
@@ -101,9 +103,9 @@ impl LazySegment {
 
     fn file(&mut self) -> Result<&File> {
         if self.file.is_none() {
-            self.file = Some(open_rw(&self.path)?);
+            self.file = Some(Arc::new(open_rw(&self.path)?));
         }
-        Ok(self.file.as_ref().expect("file was opened just above"))
+        Ok(self.file.as_deref().expect("file was opened just above"))
     }
 
     /// The mapping, covering at least every appended byte (and usually more: only bytes
@@ -130,7 +132,7 @@ impl Segment for LazySegment {
         Ok(LazySegment {
             path,
             spoke,
-            file: Some(file),
+            file: Some(Arc::new(file)),
             map: None,
             end: FILE_HEADER_LEN,
             data_dirty: true,
@@ -232,6 +234,10 @@ impl Segment for LazySegment {
         self.map = None;
         self.file = None;
         Ok(())
+    }
+
+    fn sync_handle(&self) -> Option<Arc<File>> {
+        self.file.clone()
     }
 
     fn destroy(mut self) -> Result<()> {

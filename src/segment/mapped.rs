@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::MmapMut;
 use zerocopy::IntoBytes;
@@ -31,7 +32,8 @@ pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
 pub struct MappedSegment {
     path: PathBuf,
     spoke: SpokeId,
-    file: File,
+    /// Shared with sync batches ([`Segment::sync_handle`]).
+    file: Arc<File>,
     map: MmapMut,
     /// Append position: one past the last used byte.
     end: u64,
@@ -135,7 +137,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path,
             spoke,
-            file,
+            file: Arc::new(file),
             map,
             end: FILE_HEADER_LEN,
             size_dirty: true,
@@ -153,7 +155,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
-            file,
+            file: Arc::new(file),
             map,
             end,
             size_dirty: false,
@@ -182,7 +184,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
-            file,
+            file: Arc::new(file),
             map,
             end: byte_size,
             size_dirty: false,
@@ -243,6 +245,10 @@ impl Segment for MappedSegment {
 
     fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    fn sync_handle(&self) -> Option<Arc<File>> {
+        Some(self.file.clone())
     }
 
     fn destroy(self) -> Result<()> {

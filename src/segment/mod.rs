@@ -225,6 +225,12 @@ pub trait Segment: Sized {
     fn close(&mut self) -> Result<()>;
     /// Deletes the segment's file; the spoke is retired.
     fn destroy(self) -> Result<()>;
+    /// The segment's open file, shared, so that a sync outside the hub's lock need not open it
+    /// by path; `None` when no file is open (lazy after `close`, mem). Syncing it must make the
+    /// segment's changes durable (fdatasync also writes back pages dirtied through a mapping).
+    fn sync_handle(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        None
+    }
     /// The whole file image when the segment lives in memory (mem mode), for a
     /// [`snapshot`] flush; `None` for segments backed by their file.
     fn image(&self) -> Option<&[u8]> {

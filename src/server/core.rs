@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -52,8 +53,10 @@ pub struct Core<S: Segment> {
     /// a list; `any_sync_failed` keeps the lock off the common path.
     sync_failures: Mutex<Vec<(u64, u64)>>,
     any_sync_failed: AtomicBool,
-    /// One sync at a time; whoever waits meanwhile joins the next one (group commit).
-    sync_turn: tokio::sync::Mutex<()>,
+    /// Tests: syncs fail without syncing ([`Core::inject_sync_failures`]).
+    failing_syncs: AtomicBool,
+    /// The tasks waiting for a sync, and the sync thread's wake-up ([`Core::run_syncs`]).
+    sync_queue: SyncQueue,
     /// Completed syncs (a group commit makes far fewer than changes).
     pub syncs: AtomicU64,
     /// Changes made durable by those syncs, and the µs they took (`stats`: `syncs`,
@@ -65,6 +68,33 @@ pub struct Core<S: Segment> {
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
+}
+
+/// Tasks waiting for their changes to be synced, and the sync thread's condition variable.
+#[derive(Default)]
+struct SyncQueue {
+    waiters: Mutex<SyncWaiters>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct SyncWaiters {
+    /// `(change, task)`: the task waits until that change is synced (or its sync failed).
+    waiting: Vec<(u64, Waker)>,
+    /// The sync thread sleeps on the condition variable (a new waiter must wake it).
+    idle: bool,
+    /// The sync thread is gone (or going): nobody will sync.
+    stopped: bool,
+}
+
+impl SyncQueue {
+    fn lock(&self) -> MutexGuard<'_, SyncWaiters> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, SyncWaiters>) -> MutexGuard<'a, SyncWaiters> {
+        self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Counters of the hub lock, always on (two clock reads per acquisition, ~50 ns): how often it
@@ -277,7 +307,8 @@ impl<S: Segment> Core<S> {
             synced: AtomicU64::new(0),
             sync_failures: Mutex::new(Vec::new()),
             any_sync_failed: AtomicBool::new(false),
-            sync_turn: tokio::sync::Mutex::new(()),
+            failing_syncs: AtomicBool::new(false),
+            sync_queue: SyncQueue::default(),
             syncs: AtomicU64::new(0),
             sync_changes: AtomicU64::new(0),
             sync_ns: AtomicU64::new(0),
@@ -348,9 +379,9 @@ impl<S: Segment> Core<S> {
         r
     }
 
-    /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: one sync
-    /// runs at a time, outside the hub lock; changes made while it runs are all covered by the
-    /// next one, which the first of their waiters starts.
+    /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: the sync
+    /// thread ([`Core::run_syncs`]) runs one sync at a time, outside the hub lock; changes made
+    /// while it runs are all covered by the next one.
     ///
     /// An error means the sync covering change `seq` failed: its reply must not be sent (the
     /// caller drops the connection, so the client cannot take the change as acknowledged).
@@ -360,23 +391,42 @@ impl<S: Segment> Core<S> {
         if self.durability != Durability::EveryChange {
             return Ok(());
         }
-        loop {
-            if self.sync_failed(seq) {
-                return Err(std::io::Error::other(format!(
-                    "sync of change {seq} failed: reply withheld"
-                )));
+        self.durable(seq).await
+    }
+
+    /// Resolves once change `seq` is synced, or with an error once a sync covering it failed
+    /// or the sync thread stopped first.
+    async fn durable(&self, seq: u64) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let done = |q: &SyncWaiters| {
+                if self.sync_failed(seq) {
+                    Some(Err(std::io::Error::other(format!(
+                        "sync of change {seq} failed: reply withheld"
+                    ))))
+                } else if self.synced.load(Ordering::Acquire) >= seq {
+                    Some(Ok(()))
+                } else if q.stopped {
+                    Some(Err(std::io::Error::other(format!(
+                        "server stopping before change {seq} was synced: reply withheld"
+                    ))))
+                } else {
+                    None
+                }
+            };
+            let mut q = self.sync_queue.lock();
+            // Checked under the queue lock: the sync thread publishes a sync's outcome before
+            // it takes the lock to wake the waiters it covers, so none is missed.
+            if let Some(r) = done(&q) {
+                return Poll::Ready(r);
             }
-            if self.synced.load(Ordering::Acquire) >= seq {
-                return Ok(());
+            q.waiting.push((seq, cx.waker().clone()));
+            if q.idle {
+                q.idle = false;
+                self.sync_queue.cv.notify_one();
             }
-            let _turn = self.sync_turn.lock().await;
-            if self.sync_failed(seq) || self.synced.load(Ordering::Acquire) >= seq {
-                continue;
-            }
-            if let Err(e) = self.sync().await {
-                tracing::error!("sync failed, replies to its changes withheld: {e}");
-            }
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Whether change `seq` was in a sync that failed.
@@ -390,8 +440,72 @@ impl<S: Segment> Core<S> {
                 .any(|&(from, to)| from < seq && seq <= to)
     }
 
-    /// Syncs every change made so far, outside the hub lock.
-    async fn sync(&self) -> std::io::Result<()> {
+    /// The sync thread (`-f 0`, `-f MS`): while tasks wait for changes to be durable, syncs
+    /// every change made so far and wakes the waiters it covers; returns once
+    /// [`Core::stop_syncs`] was called. A thread of its own rather than a blocking task per
+    /// sync: under load it goes from one sync to the next without a hand-over, and it wakes
+    /// exactly the tasks whose changes a sync covered.
+    pub fn run_syncs(&self) {
+        loop {
+            {
+                let mut q = self.sync_queue.lock();
+                while q.waiting.is_empty() && !q.stopped {
+                    q.idle = true;
+                    q = self.sync_queue.wait(q);
+                }
+                q.idle = false;
+                if q.stopped && q.waiting.is_empty() {
+                    return;
+                }
+            }
+            // Once stopped, one last sync for the tasks already waiting; later ones get an
+            // error (`durable`).
+            let last = self.sync_queue.lock().stopped;
+            let target = match self.sync() {
+                Ok(target) => target,
+                Err((target, e)) => {
+                    tracing::error!("sync failed, replies to its changes withheld: {e}");
+                    target
+                }
+            };
+            let mut woken = Vec::new();
+            {
+                let mut q = self.sync_queue.lock();
+                let mut i = 0;
+                while i < q.waiting.len() {
+                    if q.waiting[i].0 <= target {
+                        woken.push(q.waiting.swap_remove(i).1);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            if last {
+                woken.extend(self.sync_queue.lock().waiting.drain(..).map(|(_, w)| w));
+            }
+            woken.into_iter().for_each(Waker::wake);
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Tests: while `fail` is set, every sync fails as an fdatasync error would (a real one
+    /// cannot be caused on demand: the files synced are the open ones, whatever their names).
+    pub fn inject_sync_failures(&self, fail: bool) {
+        self.failing_syncs.store(fail, Ordering::Relaxed);
+    }
+
+    /// Makes [`Core::run_syncs`] return; tasks still waiting get an error (no reply).
+    pub fn stop_syncs(&self) {
+        let mut q = self.sync_queue.lock();
+        q.stopped = true;
+        self.sync_queue.cv.notify_one();
+    }
+
+    /// Syncs every change made so far, outside the hub lock; returns the last change number
+    /// it covered (with the error, when it failed).
+    fn sync(&self) -> Result<u64, (u64, std::io::Error)> {
         let (batch, from, target) = {
             let mut g = self.lock();
             (
@@ -402,19 +516,18 @@ impl<S: Segment> Core<S> {
         };
         let started = crate::observe::start();
         let clock = Instant::now();
-        if !batch.is_empty() {
-            let synced = tokio::task::spawn_blocking(move || batch.sync())
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            if let Err(e) = synced {
-                self.sync_failures
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((from, target));
-                self.any_sync_failed.store(true, Ordering::Release);
-                return Err(e);
-            }
+        let synced = if self.failing_syncs.load(Ordering::Relaxed) {
+            Err(std::io::Error::other("sync failure injected"))
+        } else {
+            batch.sync()
+        };
+        if let Err(e) = synced {
+            self.sync_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((from, target));
+            self.any_sync_failed.store(true, Ordering::Release);
+            return Err((target, e));
         }
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
         self.sync_ns
@@ -423,7 +536,7 @@ impl<S: Segment> Core<S> {
             .fetch_add(target.saturating_sub(from), Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
-        Ok(())
+        Ok(target)
     }
 
     fn after_call(&self, g: &mut Locked<S>) {
@@ -496,9 +609,9 @@ impl<S: Segment> Core<S> {
 
     /// The periodic sync (`-f MS`): syncs only if a change was made since the last one.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
-        let _turn = self.sync_turn.lock().await;
-        if self.synced.load(Ordering::Acquire) < self.changes.load(Ordering::Relaxed) {
-            self.sync().await
+        let last = self.changes.load(Ordering::Relaxed);
+        if self.synced.load(Ordering::Acquire) < last {
+            self.durable(last).await
         } else {
             Ok(())
         }

@@ -73,6 +73,7 @@ trait Control: Send + Sync {
     fn drain(&self);
     fn flush(&self) -> Result<(), HubError>;
     fn syncs(&self) -> u64;
+    fn inject_sync_failures(&self, fail: bool);
 }
 
 impl<S: Segment + Send + 'static> Control for Core<S> {
@@ -84,6 +85,9 @@ impl<S: Segment + Send + 'static> Control for Core<S> {
     }
     fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn inject_sync_failures(&self, fail: bool) {
+        Core::inject_sync_failures(self, fail);
     }
 }
 
@@ -128,6 +132,13 @@ impl Server {
     /// How many group-commit syncs (`-f 0`, `-f MS`) have completed.
     pub fn syncs(&self) -> u64 {
         self.control.syncs()
+    }
+
+    /// Tests of the `-f 0` promise: while `fail` is set, every sync fails (as an fdatasync
+    /// error would) and the replies it covers are withheld.
+    #[doc(hidden)]
+    pub fn inject_sync_failures(&self, fail: bool) {
+        self.control.inject_sync_failures(fail);
     }
 
     /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
@@ -231,6 +242,9 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = vec![spawn_timer(core.clone(), rx.clone())?];
+    if durability != Durability::Never {
+        tasks.push(spawn_syncer(core.clone(), rx.clone())?);
+    }
     if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
     }
@@ -344,6 +358,23 @@ fn spawn_timer<S: Segment + Send + 'static>(
     Ok(tokio::spawn(async move {
         stopped(&mut shutdown).await;
         core.timer.stop();
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }))
+}
+
+/// Starts the sync thread (`-f 0`, `-f MS`, see [`Core::run_syncs`]); it stops when the
+/// server does.
+fn spawn_syncer<S: Segment + Send + 'static>(
+    core: Arc<Core<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let for_thread = core.clone();
+    let thread = std::thread::Builder::new()
+        .name("yaad-sync".into())
+        .spawn(move || for_thread.run_syncs())?;
+    Ok(tokio::spawn(async move {
+        stopped(&mut shutdown).await;
+        core.stop_syncs();
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }))
 }

@@ -225,7 +225,10 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
         );
     }
     let [syncs, changes, us] = p.syncs;
-    let _ = write!(y, "syncs: {syncs}\nsync-changes: {changes}\nsync-us: {us}\n");
+    let _ = write!(
+        y,
+        "syncs: {syncs}\nsync-changes: {changes}\nsync-us: {us}\n"
+    );
     y.into_bytes()
 }
 
