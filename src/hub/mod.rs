@@ -326,6 +326,11 @@ pub struct Hub<S: Segment> {
     pauses: BTreeSet<(Micros, Arc<str>)>,
     /// Loaded spokes with no live job, retired once entirely past.
     retire: BTreeSet<SpokeId>,
+    /// The earliest deadline added to the sets above (or a spoke that may load earlier) since
+    /// [`Hub::take_added_deadline`] last ran; `Micros::MAX`: none. Only an addition can make
+    /// [`Hub::next_deadline`] earlier, so a caller that armed a timer for the earlier of the
+    /// two need not recompute it otherwise.
+    added_deadline: Micros,
     /// Segments of retired spokes not destroyed yet (see [`Hub::set_deferred_removal`]).
     retired: Vec<S>,
     deferred_removal: bool,
@@ -416,6 +421,8 @@ impl<S: Segment> Hub<S> {
             wait_deadlines: BTreeSet::new(),
             pauses: BTreeSet::new(),
             retire: BTreeSet::new(),
+            // Whatever recovery put in place is new to the caller.
+            added_deadline: 0,
             retired: Vec::new(),
             deferred_removal: false,
             compact_due: BTreeSet::new(),
@@ -608,6 +615,7 @@ impl<S: Segment> Hub<S> {
                 t.pause = Some(Pause { until, delay_s });
             }
             self.pauses.insert((until, name));
+            self.note_deadline(until);
         } else {
             self.dirty.push(name);
         }
@@ -768,6 +776,7 @@ impl<S: Segment> Hub<S> {
         }
         if let Some(k) = key {
             self.wait_deadlines.insert((k, c));
+            self.note_deadline(k);
         }
         ReserveOutcome::Wait
     }
@@ -1153,6 +1162,20 @@ impl<S: Segment> Hub<S> {
         .min()
     }
 
+    /// The earliest deadline added since the last call (`Micros::MAX`: none), and forgets it.
+    /// [`Hub::next_deadline`] is never earlier than both its value at the last call and this:
+    /// a timer armed for the earlier of those stays early enough, and only when this returns
+    /// something earlier than the armed time need `next_deadline` be asked (it walks every
+    /// deadline set, about 5 % of a put/reserve/delete cycle's instructions when it ran after
+    /// every call).
+    pub fn take_added_deadline(&mut self) -> Micros {
+        std::mem::replace(&mut self.added_deadline, Micros::MAX)
+    }
+
+    fn note_deadline(&mut self, t: Micros) {
+        self.added_deadline = self.added_deadline.min(t);
+    }
+
     /// How often the hub did its slower kinds of work so far.
     pub fn work(&self) -> HubWork {
         self.work
@@ -1287,6 +1310,8 @@ impl<S: Segment> Hub<S> {
             self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
             self.spokes.insert(id, Spoke::new(seg, loaded));
+            // A far spoke's load time (or its retirement) may come before anything else.
+            self.note_deadline(0);
         }
         let spoke = self
             .spokes
@@ -1410,6 +1435,7 @@ impl<S: Segment> Hub<S> {
         match phase {
             Phase::Delayed => {
                 self.delayed.insert((job.trigger_at, id));
+                self.added_deadline = self.added_deadline.min(job.trigger_at);
                 if let Some(t) = tube {
                     t.delayed.insert((job.trigger_at, id));
                 }
@@ -1425,6 +1451,7 @@ impl<S: Segment> Hub<S> {
             }
             Phase::Reserved { conn, deadline } => {
                 self.ttr.insert((deadline, id));
+                self.added_deadline = self.added_deadline.min(deadline);
                 if let Some(t) = tube {
                     t.reserved += 1;
                 }
