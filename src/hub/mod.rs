@@ -359,6 +359,8 @@ pub struct Hub<S: Segment> {
     far_info: IdMap<FarInfo>,
     /// Tubes in which a job became ready or that were unpaused: waiters may be served.
     dirty: Vec<Arc<str>>,
+    /// Connections with a blocked reserve (`Conn::wait` set): none, no waiter to serve.
+    waiting: usize,
     wakeups: Vec<(ConnId, ReserveOutcome)>,
     total_jobs: u64,
     job_timeouts: u64,
@@ -436,6 +438,7 @@ impl<S: Segment> Hub<S> {
             open_far: Vec::new(),
             far_info: id_map(),
             dirty: Vec::new(),
+            waiting: 0,
             wakeups: Vec::new(),
             total_jobs: 0,
             job_timeouts: 0,
@@ -764,7 +767,9 @@ impl<S: Segment> Hub<S> {
         let wait = Wait { seq, soon_at, key };
         let watching = match self.conns.get_mut(&c) {
             Some(conn) => {
-                conn.wait = Some(wait);
+                if conn.wait.replace(wait).is_none() {
+                    self.waiting += 1;
+                }
                 conn.watching.clone()
             }
             None => Vec::new(),
@@ -815,6 +820,7 @@ impl<S: Segment> Hub<S> {
         let Some(wait) = self.conns.get_mut(&c).and_then(|conn| conn.wait.take()) else {
             return;
         };
+        self.waiting = self.waiting.saturating_sub(1);
         if let Some(k) = wait.key {
             self.wait_deadlines.remove(&(k, c));
         }
@@ -1651,6 +1657,11 @@ impl<S: Segment> Hub<S> {
     /// oldest waiter that can be served is the first waiter of some dirty, unpaused tube with
     /// a ready job, and it gets its best job across all the tubes it watches.
     fn serve_waiters(&mut self) {
+        if self.waiting == 0 {
+            // Keeps the allocation for the next job that becomes ready.
+            self.dirty.clear();
+            return;
+        }
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort();
         dirty.dedup();
