@@ -309,6 +309,10 @@ pub struct Hub<S: Segment> {
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
     horizon_end: Micros,
+    /// No spoke starts in `horizon_end..far_start` (`Micros::MAX`: none after it), so moving
+    /// the horizon below it loads nothing and skips the search. May be early (a spoke since
+    /// retired; the next search corrects it), never late: lowered when a far spoke is created.
+    far_start: Micros,
     next_id: u64,
     next_conn: ConnId,
     next_seq: u64,
@@ -409,6 +413,8 @@ impl<S: Segment> Hub<S> {
             index,
             index_watermark: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
+            // Recovery adds spokes: the first advance searches.
+            far_start: 0,
             cfg,
             now,
             next_id: 1,
@@ -1315,6 +1321,9 @@ impl<S: Segment> Hub<S> {
             self.work.spokes_created += 1;
             self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
+            if !loaded {
+                self.far_start = self.far_start.min(id.start);
+            }
             self.spokes.insert(id, Spoke::new(seg, loaded));
             // A far spoke's load time (or its retirement) may come before anything else.
             self.note_deadline(0);
@@ -1567,7 +1576,10 @@ impl<S: Segment> Hub<S> {
         let end = self
             .now
             .saturating_add(NEAR_SPOKES.saturating_mul(self.cfg.spoke_span));
-        if end > self.horizon_end {
+        if end > self.horizon_end && end <= self.far_start {
+            // Nothing to load (the usual case: the horizon moves with every call).
+            self.horizon_end = end;
+        } else if end > self.horizon_end {
             // Spokes starting after now hold nothing due yet: hand out what is due first, so
             // that loading them (a scan of each) does not delay it.
             if self.horizon_end > self.now {
@@ -1586,6 +1598,11 @@ impl<S: Segment> Hub<S> {
             for id in ids {
                 self.load_spoke(id);
             }
+            self.far_start = self
+                .spokes
+                .range(to..)
+                .next()
+                .map_or(Micros::MAX, |(k, _)| k.start);
         }
         self.settle();
     }
