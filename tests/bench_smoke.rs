@@ -234,6 +234,9 @@ fn timing_finds_every_job_on_time() {
         assert_eq!(t[bad], 0, "{bad}: {json}");
     }
     assert_eq!(t["lateness_us"]["count"], 30);
+    // The host probe napped 1 ms at a time through the run (at least 0.3 s of puts).
+    let naps = t["host_oversleep_us"]["count"].as_u64().unwrap_or(0);
+    assert!(naps >= 10, "{json}");
     assert_eq!(json["background"]["jobs"], 200);
     assert_eq!(server.stat(Some("t"), "current-jobs-delayed"), 200);
 }

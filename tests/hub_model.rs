@@ -697,6 +697,8 @@ struct Harness<S: Segment> {
     conns: Vec<ConnId>,
     cfg: HubConfig,
     mem: bool,
+    /// The deadline the server's timer would be armed for (see `check_counts`).
+    armed: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -717,6 +719,7 @@ impl<S: Segment> Harness<S> {
             conns,
             cfg,
             mem,
+            armed: u64::MAX,
             _dir: dir,
         }
     }
@@ -740,11 +743,13 @@ impl<S: Segment> Harness<S> {
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).unwrap();
         self.conns = (0..CONNS).map(|_| hub.connect()).collect();
         self.hub = Some(hub);
+        self.armed = u64::MAX;
     }
 }
 
 fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCaseError> {
     let now = m.now;
+    let armed = h.armed;
     let hub = h.hub();
     prop_assert_eq!(hub.list_tubes(), m.tubes());
     let count = |tube: Option<&str>, f: &dyn Fn(&MJob) -> bool| {
@@ -822,6 +827,21 @@ fn check_counts<S: Segment>(h: &mut Harness<S>, m: &Model) -> Result<(), TestCas
             e
         );
     }
+    // The server asks for next_deadline only when a deadline added since the last call comes
+    // before the one its timer is armed for: otherwise the next deadline must not be earlier.
+    // Armed here for the exact next deadline after every operation, as after a timer tick.
+    let added = hub.take_added_deadline();
+    let next = next.unwrap_or(u64::MAX);
+    if added >= armed {
+        prop_assert!(
+            next >= armed,
+            "next_deadline {} before the armed {} with no earlier deadline added ({})",
+            next,
+            armed,
+            added
+        );
+    }
+    h.armed = next;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use conn::Conn;
 use stats::{Op, Tally, process_cpu_us};
-use timing::{Book, Consumer, Producer, STAMP_LEN, TimingSummary, lock};
+use timing::{Book, Consumer, HostProbe, Producer, STAMP_LEN, TimingSummary, lock};
 use workload::{Chain, DelayRange, Hooks, NoHooks, Plan, drive};
 
 /// What the generator does.
@@ -397,6 +397,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
             let book = Arc::new(Mutex::new(Book::new(run_id, (opts.grace * 1e6) as u64)));
             let consumers = connect_all(opts, opts.conns, true).await?;
             let producers = connect_all(opts, opts.producers, false).await?;
+            let probe = HostProbe::start().map_err(|e| format!("host probe thread: {e}"))?;
             let start = Instant::now();
             let count = match (opts.count, opts.duration) {
                 (None, None) => Some(10_000),
@@ -435,7 +436,9 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
             let mut tally = join_watched(producer_tasks, idle).await;
             lock(&book).producers_done();
             tally.merge(&join_watched(consumer_tasks, idle).await);
-            timing_summary = Some(lock(&book).summary());
+            let mut summary = lock(&book).summary();
+            summary.host_oversleep = probe.finish();
+            timing_summary = Some(summary);
             (tally, start)
         }
     };

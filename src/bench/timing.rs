@@ -7,8 +7,10 @@
 //! includes the put's one-way trip and the consumer's reply handling (microseconds on loopback).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -144,6 +146,7 @@ impl Book {
             earliest_us: self.earliest_us,
             stale: self.stale,
             lateness: self.lateness.clone(),
+            host_oversleep: Latency::new(),
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct TimingSummary {
     pub earliest_us: i64,
     pub stale: u64,
     pub lateness: Latency,
+    /// How late the generator's [`HostProbe`] woke during the run (empty: not measured).
+    pub host_oversleep: Latency,
 }
 
 impl TimingSummary {
@@ -184,6 +189,7 @@ impl TimingSummary {
             self.stale
         )];
         lines.extend(self.lateness.line("lateness"));
+        lines.extend(self.host_oversleep.line("host nap"));
         lines
     }
 
@@ -198,7 +204,46 @@ impl TimingSummary {
             "earliest_us": self.earliest_us,
             "stale": self.stale,
             "lateness_us": self.lateness.to_json(),
+            "host_oversleep_us": self.host_oversleep.to_json(),
         })
+    }
+}
+
+/// A measure of the machine, not of the server: a thread of the generator that sleeps 1 ms at a
+/// time and records how late it wakes (it asks for no timer slack). A server's lateness cannot
+/// be expected to beat what a bare thread gets in the same run: where the two maxima are alike,
+/// the tail is the machine's (a vCPU not running, a busy core), not the server's.
+pub struct HostProbe {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Latency>,
+}
+
+impl HostProbe {
+    const NAP: Duration = Duration::from_millis(1);
+
+    pub fn start() -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("host-probe".into())
+            .spawn(move || {
+                // Without this, Linux may end each sleep up to 50 µs late on purpose.
+                let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+                let mut late = Latency::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let due = Instant::now() + Self::NAP;
+                    std::thread::sleep(Self::NAP);
+                    late.record(due.elapsed().as_micros() as u64);
+                }
+                late
+            })?;
+        Ok(HostProbe { stop, thread })
+    }
+
+    /// How late the naps ended, in µs.
+    pub fn finish(self) -> Latency {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| Latency::new())
     }
 }
 

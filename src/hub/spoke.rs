@@ -143,6 +143,7 @@ impl<S: Segment> Hub<S> {
         if s.live == 0 {
             if s.loaded && Spoke::<S>::end(id) > self.now {
                 self.retire.insert(id);
+                self.note_deadline(Spoke::<S>::end(id));
             } else {
                 self.retire_spoke(id);
             }

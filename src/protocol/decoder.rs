@@ -255,7 +255,16 @@ impl Decoder {
 
 /// Index of the first CRLF in `s`.
 fn find_crlf(s: &[u8]) -> Option<usize> {
-    s.windows(2).position(|w| w == b"\r\n")
+    // The first LF preceded by a CR ends the first CRLF; a lone LF or CR is line content.
+    let mut from = 1;
+    while let Some(i) = s.get(from..)?.iter().position(|&b| b == b'\n') {
+        let lf = from + i;
+        if s[lf - 1] == b'\r' {
+            return Some(lf - 1);
+        }
+        from = lf + 1;
+    }
+    None
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,16 +345,23 @@ impl Args<'_> {
     /// An unsigned decimal number after optional spaces; out of range → `BAD_FORMAT`.
     fn num<T: TryFrom<u64>>(&mut self) -> Result<T, Response> {
         self.skip_spaces();
-        let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(Response::BadFormat);
-        }
         let mut v: u64 = 0;
-        for &d in &self.0[..digits] {
-            v = v
+        let mut digits = 0;
+        for &d in self.0 {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            let Some(next) = v
                 .checked_mul(10)
                 .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                .ok_or(Response::BadFormat)?;
+            else {
+                return Err(Response::BadFormat);
+            };
+            v = next;
+            digits += 1;
+        }
+        if digits == 0 {
+            return Err(Response::BadFormat);
         }
         self.0 = &self.0[digits..];
         T::try_from(v).map_err(|_| Response::BadFormat)
@@ -399,6 +415,25 @@ fn tube_string(name: &[u8]) -> Result<String, Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_crlf_finds_the_first_crlf_in_every_short_string() {
+        // Every string of up to 7 bytes over {a, CR, LF}, against the plain definition.
+        let alphabet = [b'a', b'\r', b'\n'];
+        for len in 0..=7u32 {
+            for mut code in 0..3usize.pow(len) {
+                let s: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[code % 3];
+                        code /= 3;
+                        b
+                    })
+                    .collect();
+                let want = s.windows(2).position(|w| w == b"\r\n");
+                assert_eq!(find_crlf(&s), want, "{s:?}");
+            }
+        }
+    }
 
     fn decode_all(d: &mut Decoder, input: &[u8]) -> Vec<Result<Command, Response>> {
         let mut buf = BytesMut::from(input);

@@ -9,8 +9,8 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record, invalid_input,
-    plan_update, read_record, scan_meta,
+    Check, FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record,
+    invalid_input, plan_update, read_record, scan_meta,
 };
 use super::mapped::{create_file, open_rw, read_file_header, used};
 use super::mem::sync_parent_dir;
@@ -182,14 +182,14 @@ impl Segment for LazySegment {
         let end = self.end;
         let path = self.path.clone();
         let map = self.mapping()?;
-        read_record(used(map, end), offset, &path)
+        read_record(used(map, end), offset, &path, Check::All)
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
         let end = self.end;
         let path = self.path.clone();
         let map = self.mapping()?;
-        let (at, bytes) = plan_update(used(map, end), offset, slot, &path)?;
+        let (at, bytes) = plan_update(used(map, end), offset, slot, &path, Check::All)?;
         let at = at as usize;
         let src = bytes.as_bytes();
         map[at..at + src.len()].copy_from_slice(src);

@@ -9,9 +9,9 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    FILE_HEADER_LEN, append_end_from, check_new_record, decode_file_header, encode_file_header,
-    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
-    scan_meta, segment_file_name,
+    Check, FILE_HEADER_LEN, append_end_from, check_new_record, decode_file_header,
+    encode_file_header, encode_record_into, file_header_error, invalid_input, plan_update,
+    read_record, record_len, scan_meta, segment_file_name,
 };
 use super::lazy::nonzero_end;
 use super::mem::sync_parent_dir;
@@ -207,11 +207,17 @@ impl Segment for MappedSegment {
     }
 
     fn read(&mut self, offset: RecordOffset) -> Result<Record> {
-        read_record(used(&self.map, self.end), offset, &self.path)
+        read_record(used(&self.map, self.end), offset, &self.path, Check::All)
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(used(&self.map, self.end), offset, slot, &self.path)?;
+        let (at, bytes) = plan_update(
+            used(&self.map, self.end),
+            offset,
+            slot,
+            &self.path,
+            Check::All,
+        )?;
         let at = at as usize;
         let src = bytes.as_bytes();
         self.map[at..at + src.len()].copy_from_slice(src);

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use zerocopy::IntoBytes;
 
 use super::format::{
-    append_end, check_new_record, decode_file_header, encode_file_header, encode_record_into,
-    file_header_error, invalid_input, plan_update, read_record, record_len, scan_meta,
-    segment_file_name,
+    Check, append_end, check_new_record, decode_file_header, encode_file_header,
+    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
+    scan_meta, segment_file_name,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -25,6 +25,21 @@ pub struct MemSegment {
     spoke: SpokeId,
     /// The file image: header and records, no zero tail (`len()` is the append position).
     buf: Vec<u8>,
+    /// Where the records this process appended start: those below came from a file and are
+    /// verified in full when read; those from here on were encoded by `append` into this
+    /// buffer, which nothing else writes, so reads and updates check only their header
+    /// ([`Check::Header`]).
+    own_from: u64,
+}
+
+impl MemSegment {
+    fn check(&self, offset: RecordOffset) -> Check {
+        if offset >= self.own_from {
+            Check::Header
+        } else {
+            Check::All
+        }
+    }
 }
 
 impl MemSegment {
@@ -86,10 +101,12 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
 
 impl Segment for MemSegment {
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
+        let buf = encode_file_header(spoke).to_vec();
         Ok(MemSegment {
             path: dir.join(segment_file_name(spoke)),
             spoke,
-            buf: encode_file_header(spoke).to_vec(),
+            own_from: buf.len() as u64,
+            buf,
         })
     }
 
@@ -104,6 +121,7 @@ impl Segment for MemSegment {
         Ok(MemSegment {
             path: path.to_path_buf(),
             spoke,
+            own_from: end,
             buf,
         })
     }
@@ -122,11 +140,11 @@ impl Segment for MemSegment {
     }
 
     fn read(&mut self, offset: RecordOffset) -> Result<Record> {
-        read_record(&self.buf, offset, &self.path)
+        read_record(&self.buf, offset, &self.path, self.check(offset))
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(&self.buf, offset, slot, &self.path)?;
+        let (at, bytes) = plan_update(&self.buf, offset, slot, &self.path, self.check(offset))?;
         let at = at as usize;
         let src = bytes.as_bytes();
         self.buf[at..at + src.len()].copy_from_slice(src);

@@ -551,10 +551,13 @@ impl<S: Segment> Core<S> {
                 let _ = tx.send(outcome);
             }
         }
-        let next = g.hub.next_deadline().unwrap_or(Micros::MAX);
-        if next < g.armed {
-            g.armed = next;
-            self.timer.wake();
+        // Only an added deadline can bring the next one before the armed one.
+        if g.hub.take_added_deadline() < g.armed {
+            let next = g.hub.next_deadline().unwrap_or(Micros::MAX);
+            if next < g.armed {
+                g.armed = next;
+                self.timer.wake();
+            }
         }
     }
 
