@@ -391,7 +391,16 @@ pub fn encode_slot(header_crc: u32, slot: StateSlot) -> SlotBytes {
 
 /// Decodes a slot; `None` if its CRC, state byte or version says it was never (fully) written.
 pub fn decode_slot(header_crc: u32, s: &SlotBytes) -> Option<StateSlot> {
-    if s.version.get() == 0 || crc_slot(header_crc, s) != s.crc.get() {
+    if crc_slot(header_crc, s) != s.crc.get() {
+        return None;
+    }
+    parse_slot(s)
+}
+
+/// A slot's fields, without its CRC: `None` if never written (version 0) or the state byte is
+/// not a state.
+fn parse_slot(s: &SlotBytes) -> Option<StateSlot> {
+    if s.version.get() == 0 {
         return None;
     }
     Some(StateSlot {
@@ -417,13 +426,7 @@ pub enum SlotChoice {
 
 /// The winning slot of a header: the valid one with the higher version (A on a tie).
 pub fn current_slot(h: &RecordHeader) -> Option<(SlotChoice, StateSlot)> {
-    let hc = h.header_crc.get();
-    match (decode_slot(hc, &h.slot_a), decode_slot(hc, &h.slot_b)) {
-        (Some(a), Some(b)) if b.version > a.version => Some((SlotChoice::B, b)),
-        (Some(a), _) => Some((SlotChoice::A, a)),
-        (None, Some(b)) => Some((SlotChoice::B, b)),
-        (None, None) => None,
-    }
+    current_slot_with(h, Check::All)
 }
 
 /// How much of a record a read or an update verifies.
@@ -439,38 +442,19 @@ pub enum Check {
     Header,
 }
 
-/// Like [`current_slot`] without the slot CRCs (see [`Check::Header`]): a slot counts as
-/// written if its version is not 0 and its state byte is valid.
-fn current_slot_unchecked(h: &RecordHeader) -> Option<(SlotChoice, StateSlot)> {
-    let parse = |s: &SlotBytes| {
-        if s.version.get() == 0 {
-            return None;
-        }
-        Some(StateSlot {
-            version: s.version.get(),
-            state: JobState::from_u8(s.state)?,
-            priority: s.priority.get(),
-            counters: JobCounters {
-                reserves: s.reserves.get(),
-                timeouts: s.timeouts.get(),
-                releases: s.releases.get(),
-                buries: s.buries.get(),
-                kicks: s.kicks.get(),
-            },
-        })
+/// [`current_slot`], with the slot CRCs checked or not (see [`Check::Header`]: then a slot
+/// counts as written if its version is not 0 and its state byte is valid).
+fn current_slot_with(h: &RecordHeader, check: Check) -> Option<(SlotChoice, StateSlot)> {
+    let hc = h.header_crc.get();
+    let slot = |s| match check {
+        Check::All => decode_slot(hc, s),
+        Check::Header => parse_slot(s),
     };
-    match (parse(&h.slot_a), parse(&h.slot_b)) {
+    match (slot(&h.slot_a), slot(&h.slot_b)) {
         (Some(a), Some(b)) if b.version > a.version => Some((SlotChoice::B, b)),
         (Some(a), _) => Some((SlotChoice::A, a)),
         (None, Some(b)) => Some((SlotChoice::B, b)),
         (None, None) => None,
-    }
-}
-
-fn current_slot_with(h: &RecordHeader, check: Check) -> Option<(SlotChoice, StateSlot)> {
-    match check {
-        Check::All => current_slot(h),
-        Check::Header => current_slot_unchecked(h),
     }
 }
 
