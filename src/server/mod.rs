@@ -241,9 +241,22 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         }
     };
     let (tx, rx) = watch::channel(false);
-    let mut tasks = vec![spawn_timer(core.clone(), rx.clone())?];
+    let mut tasks = vec![spawn_thread(
+        "yaad-timer",
+        core.clone(),
+        rx.clone(),
+        timer,
+        |c| c.timer.stop(),
+    )?];
     if durability != Durability::Never {
-        tasks.push(spawn_syncer(core.clone(), rx.clone())?);
+        // The sync thread of `-f 0` and `-f MS` (`Core::run_syncs`).
+        tasks.push(spawn_thread(
+            "yaad-sync",
+            core.clone(),
+            rx.clone(),
+            Core::run_syncs,
+            Core::stop_syncs,
+        )?);
     }
     if let Durability::Interval(ms) = durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
@@ -332,7 +345,7 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
-fn timer<S: Segment>(core: Arc<Core<S>>) {
+fn timer<S: Segment>(core: &Core<S>) {
     // Linux lets a timed wait end up to the thread's timer slack (50 µs by default) late, to
     // batch wake-ups; this thread's waits end when jobs are due, so it asks for none.
     if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
@@ -346,35 +359,22 @@ fn timer<S: Segment>(core: Arc<Core<S>>) {
     }
 }
 
-/// Starts the timer thread; it stops when the server does.
-fn spawn_timer<S: Segment + Send + 'static>(
+/// Runs `run` on a thread of its own (the timer, the sync thread) until the server stops, then
+/// calls `stop`, which makes `run` return, and joins the thread.
+fn spawn_thread<S: Segment + Send + 'static>(
+    name: &str,
     core: Arc<Core<S>>,
     mut shutdown: watch::Receiver<bool>,
+    run: fn(&Core<S>),
+    stop: fn(&Core<S>),
 ) -> std::io::Result<JoinHandle<()>> {
     let for_thread = core.clone();
     let thread = std::thread::Builder::new()
-        .name("yaad-timer".into())
-        .spawn(move || timer(for_thread))?;
+        .name(name.into())
+        .spawn(move || run(&for_thread))?;
     Ok(tokio::spawn(async move {
         stopped(&mut shutdown).await;
-        core.timer.stop();
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    }))
-}
-
-/// Starts the sync thread (`-f 0`, `-f MS`, see [`Core::run_syncs`]); it stops when the
-/// server does.
-fn spawn_syncer<S: Segment + Send + 'static>(
-    core: Arc<Core<S>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
-    let for_thread = core.clone();
-    let thread = std::thread::Builder::new()
-        .name("yaad-sync".into())
-        .spawn(move || for_thread.run_syncs())?;
-    Ok(tokio::spawn(async move {
-        stopped(&mut shutdown).await;
-        core.stop_syncs();
+        stop(&core);
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }))
 }
