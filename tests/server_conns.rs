@@ -50,6 +50,56 @@ async fn slow_client_does_not_stall_others() {
     drop(stuck);
 }
 
+/// The reply to a blocked reserve is sent by the thread that hands out the job when every
+/// earlier reply of the connection is out; what the socket does not take at once, the
+/// connection sends. Either way replies stay whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_a_blocked_reserve_stay_whole_and_in_order() {
+    let s = start_with(Mode::Mapped, |cfg| cfg.max_job_size = 4 << 20).await;
+    let mut producer = Client::connect(s.addr).await;
+    let waiting = |n: &'static str| {
+        let addr = s.addr;
+        async move {
+            let mut c = Client::connect(addr).await;
+            while c.stat("stats", "current-waiting").await != n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    // A consumer that reads slowly: the reply is far more than its socket buffers take.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Client::on(socket.connect(s.addr).await.unwrap());
+    // Pipelined behind the reserve: answered only after it, and after the whole body.
+    slow.send(b"reserve\r\nlist-tube-used\r\n").await;
+    waiting("1").await;
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut put = format!("put 0 0 60 {}\r\n", body.len()).into_bytes();
+    put.extend_from_slice(&body);
+    put.extend_from_slice(b"\r\n");
+    producer.expect(&put, b"INSERTED 1\r\n").await;
+    assert_eq!(slow.line().await, format!("RESERVED 1 {}", body.len()));
+    let got = slow.read_exact(body.len() + 2).await;
+    assert!(got[..body.len()] == body[..], "body intact");
+    assert_eq!(&got[body.len()..], b"\r\n");
+    assert_eq!(slow.line().await, "USING default");
+
+    // A reserve pipelined behind another command waits with that reply already sent; the
+    // job's reply follows it.
+    let mut c = Client::connect(s.addr).await;
+    c.send(b"list-tube-used\r\nreserve-with-timeout 100\r\nlist-tubes-watched\r\n")
+        .await;
+    assert_eq!(c.line().await, "USING default");
+    waiting("1").await;
+    producer
+        .expect(b"put 0 0 60 2\r\nhi\r\n", b"INSERTED 2\r\n")
+        .await;
+    assert_eq!(c.line().await, "RESERVED 2 2");
+    assert_eq!(c.read_exact(4).await, b"hi\r\n");
+    assert_eq!(c.line().await, "OK 14");
+    assert_eq!(c.read_exact(16).await, b"---\n- default\n\r\n");
+}
+
 #[tokio::test]
 async fn connection_limit() {
     let s = start_with(Mode::Mem, |cfg| cfg.max_connections = 2).await;

@@ -8,13 +8,14 @@
 //! read select on a shutdown signal, which cost a registration per request; dropping the
 //! [`Conn`] forgets the connection in the hub.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::core::{Core, WakeupReceiver, now};
+use super::core::{Core, Waiter, Wakeup, WakeupReceiver, now};
 use super::stats::{self, Cmd};
 use crate::hub::{ConnId, HubError, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
 use crate::observe;
@@ -31,10 +32,12 @@ const MAX_PENDING_INPUT: usize = 64 * 1024;
 pub async fn serve<S, T>(core: Arc<Core<S>>, stream: T)
 where
     S: Segment,
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let id = core.connect(tx);
+    // Without a second handle (no file descriptor left) the task writes every reply itself.
+    let socket = stream.as_fd().try_clone_to_owned().ok();
+    let id = core.connect(Waiter::new(tx, socket));
     let mut conn = Conn {
         decoder: Decoder::new(core.max_job_size),
         core,
@@ -113,7 +116,11 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                     Step::Wait => {
                         self.write_out().await?;
                         match self.wait_reserve().await? {
-                            Some(r) => r,
+                            Some(Wakeup::Outcome(o)) => reserve_reply(o),
+                            Some(Wakeup::Sent { reply, sent }) => {
+                                self.out.extend_from_slice(&reply[sent..]);
+                                continue;
+                            }
                             None => return Ok(()),
                         }
                     }
@@ -157,16 +164,15 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
 
     /// Waits for the hub to hand this connection a job, a `DEADLINE_SOON` or a timeout.
     /// `None`: the wake-up channel closed (not while this connection is registered).
-    async fn wait_reserve(&mut self) -> std::io::Result<Option<Response>> {
+    async fn wait_reserve(&mut self) -> std::io::Result<Option<Wakeup>> {
         loop {
             let may_read = !self.eof && self.input.len() < MAX_PENDING_INPUT;
             self.make_room();
             tokio::select! {
-                outcome = self.wakeups.recv() => match outcome {
-                    Some(ReserveOutcome::Wait) => continue,
-                    Some(o) => return Ok(Some(reserve_reply(o))),
+                wakeup = self.wakeups.recv() => match wakeup {
+                    Some(Wakeup::Outcome(ReserveOutcome::Wait)) => continue,
                     // The sender lives until disconnect, which happens after this task.
-                    None => return Ok(None),
+                    w => return Ok(w),
                 },
                 n = self.stream.read_buf(&mut self.input), if may_read => {
                     if n? == 0 {
@@ -174,10 +180,11 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         // out just before the cancel is answered instead.
                         self.eof = true;
                         self.core.with_hub(|h| h.cancel_wait(self.id));
-                        return Ok(Some(match self.wakeups.try_recv() {
-                            Ok(o) => reserve_reply(o),
-                            Err(_) => Response::TimedOut,
-                        }));
+                        return Ok(Some(
+                            self.wakeups
+                                .try_recv()
+                                .unwrap_or(Wakeup::Outcome(ReserveOutcome::TimedOut)),
+                        ));
                     }
                 }
             }
@@ -331,12 +338,10 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
 
     /// `timeout`: None blocks forever; Some(µs) from now.
     fn reserve(&mut self, timeout: Option<u64>) -> Step {
-        let c = self.id;
-        let outcome = self.core.with_hub(|h| {
-            let now = now();
-            h.reserve(c, timeout.map(|t| now.saturating_add(t)), now)
-        });
-        match outcome {
+        // With no reply pending, all earlier ones are sent (`write_out` empties `out` only
+        // once its bytes are written).
+        let idle = self.out.is_empty();
+        match self.core.reserve(self.id, timeout, idle) {
             ReserveOutcome::Wait => Step::Wait,
             o => Step::Reply(reserve_reply(o)),
         }
@@ -360,7 +365,7 @@ fn found(job: Option<JobView>) -> Response {
     }
 }
 
-fn reserve_reply(o: ReserveOutcome) -> Response {
+pub(super) fn reserve_reply(o: ReserveOutcome) -> Response {
     match o {
         ReserveOutcome::Reserved(job) => reserved(job),
         ReserveOutcome::DeadlineSoon => Response::DeadlineSoon,

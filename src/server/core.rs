@@ -1,12 +1,14 @@
 //! State shared by every task of a server: the hub behind one mutex, the wake-up channels of
 //! waiting reservers, the timer's re-arm signal and the command counters.
 //!
-//! The hub lock is a `std::sync::Mutex` held only for the length of one hub call (plus, with
-//! `-f 0`, its flush): never across an `.await` or a socket write, so a slow client cannot stall
-//! the others.
+//! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
+//! an `.await` or a blocking socket write, so a slow client cannot stall the others. The one
+//! write under it is the non-blocking `send` of a blocked reserve's reply ([`Waiter`]), which
+//! never waits for the client: what the socket does not take at once, the connection writes.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
@@ -21,12 +23,66 @@ use crate::hub::{ConnId, Hub, HubError, HubWork, Micros, ReserveOutcome};
 use crate::segment::Segment;
 
 /// Wake-ups of one connection's blocked reserve.
-pub type WakeupSender = mpsc::UnboundedSender<ReserveOutcome>;
-pub type WakeupReceiver = mpsc::UnboundedReceiver<ReserveOutcome>;
+pub type WakeupSender = mpsc::UnboundedSender<Wakeup>;
+pub type WakeupReceiver = mpsc::UnboundedReceiver<Wakeup>;
+
+/// How a blocked reserve ends.
+pub enum Wakeup {
+    /// The connection replies.
+    Outcome(ReserveOutcome),
+    /// The reply was sent up to byte `sent` by the thread that handed out the job; the
+    /// connection sends the rest.
+    Sent { reply: Vec<u8>, sent: usize },
+}
+
+/// A connection as the hub's wake-ups reach it.
+///
+/// A job that becomes due is handed out by the timer thread (or by the task of the put that
+/// made it ready). Waking the connection's task to write the reply costs a second thread
+/// wake-up on the way to the client, and on a busy machine each wake-up can be late; so when
+/// the connection is `idle` (blocked in a reserve with every earlier reply sent) the reply is
+/// sent right there on a second handle of its socket. The task, blocked until its wake-up
+/// arrives, writes nothing meanwhile, so replies stay in order.
+pub struct Waiter {
+    tx: WakeupSender,
+    socket: Option<OwnedFd>,
+    idle: bool,
+}
+
+impl Waiter {
+    pub fn new(tx: WakeupSender, socket: Option<OwnedFd>) -> Self {
+        Waiter {
+            tx,
+            socket,
+            idle: false,
+        }
+    }
+
+    /// Hands over a wake-up, sending its reply at once when the connection is idle.
+    fn wake(&mut self, outcome: ReserveOutcome) {
+        let wakeup = match (&self.socket, std::mem::take(&mut self.idle)) {
+            (Some(socket), true) if !matches!(outcome, ReserveOutcome::Wait) => {
+                let resp = super::conn::reserve_reply(outcome);
+                crate::observe::reply(&resp);
+                let mut reply = Vec::with_capacity(64);
+                resp.encode(&mut reply);
+                use rustix::net::{SendFlags, send};
+                // Non-blocking (the socket is): a full socket buffer or an error leaves the
+                // rest to the connection, which meets the error itself.
+                let sent =
+                    send(socket, &reply, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0);
+                Wakeup::Sent { reply, sent }
+            }
+            _ => Wakeup::Outcome(outcome),
+        };
+        // A closed receiver means the connection is going away; disconnect follows.
+        let _ = self.tx.send(wakeup);
+    }
+}
 
 struct Locked<S: Segment> {
     hub: Hub<S>,
-    waiters: HashMap<ConnId, WakeupSender>,
+    waiters: HashMap<ConnId, Waiter>,
     /// The deadline the timer task sleeps until (`u64::MAX`: none). Read and written under the
     /// lock so that a call making the deadline earlier always sees what the timer armed.
     armed: Micros,
@@ -546,9 +602,8 @@ impl<S: Segment> Core<S> {
             reap(g.hub.take_retired());
         }
         for (c, outcome) in g.hub.take_wakeups() {
-            if let Some(tx) = g.waiters.get(&c) {
-                // A closed receiver means the connection is going away; disconnect follows.
-                let _ = tx.send(outcome);
+            if let Some(w) = g.waiters.get_mut(&c) {
+                w.wake(outcome);
             }
         }
         // Only an added deadline can bring the next one before the armed one.
@@ -561,12 +616,28 @@ impl<S: Segment> Core<S> {
         }
     }
 
-    /// Registers a connection and its wake-up channel.
-    pub fn connect(&self, tx: WakeupSender) -> ConnId {
+    /// Registers a connection and how its wake-ups reach it.
+    pub fn connect(&self, waiter: Waiter) -> ConnId {
         let mut g = self.lock();
         let c = g.hub.connect();
-        g.waiters.insert(c, tx);
+        g.waiters.insert(c, waiter);
         c
+    }
+
+    /// A reserve (`deadline`: when a reserve-with-timeout gives up). `idle`: every earlier
+    /// reply of the connection is sent, so if it has to wait, its reply may be sent by
+    /// whichever thread hands out the job ([`Waiter`]).
+    pub fn reserve(&self, c: ConnId, timeout: Option<Micros>, idle: bool) -> ReserveOutcome {
+        let mut g = self.lock();
+        let now = now();
+        let outcome = g
+            .hub
+            .reserve(c, timeout.map(|t| now.saturating_add(t)), now);
+        if let Some(w) = g.waiters.get_mut(&c) {
+            w.idle = idle && matches!(outcome, ReserveOutcome::Wait);
+        }
+        self.after_call(&mut g);
+        outcome
     }
 
     /// Forgets a connection: its reserved jobs are ready again at once.

@@ -55,6 +55,14 @@ impl Client {
         }
     }
 
+    /// A client on `stream` (e.g. one with socket options set before connecting).
+    pub fn on(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
