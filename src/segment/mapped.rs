@@ -26,14 +26,19 @@ pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
 
 /// A segment whose whole file is mapped for its lifetime.
 ///
+/// The mapping needs no open file once made, so [`Segment::close`] (the hub closes idle far
+/// spokes beyond a few dozen) gives the file descriptor back and it is opened again only to
+/// grow the file or sync its size: jobs spread over a day are tens of thousands of spokes,
+/// more than a process may hold open files.
+///
 /// Only use it on files inside a [`super::DataDir`] this process has locked (see
 /// `mmap.rs` for why that makes the mapping sound).
 #[derive(Debug)]
 pub struct MappedSegment {
     path: PathBuf,
     spoke: SpokeId,
-    /// Shared with sync batches ([`Segment::sync_handle`]).
-    file: Arc<File>,
+    /// Shared with sync batches ([`Segment::sync_handle`]); `None` after `close`.
+    file: Option<Arc<File>>,
     map: MmapMut,
     /// Append position: one past the last used byte.
     end: u64,
@@ -99,24 +104,35 @@ impl MappedSegment {
         &self.path
     }
 
+    /// The open file, opened again if `close` let it go.
+    fn file(&mut self) -> Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(open_rw(&self.path)?);
+        self.file = Some(file.clone());
+        Ok(file)
+    }
+
     fn grow_to_fit(&mut self, need: u64) -> Result<()> {
         let len = self.map.len() as u64;
         if need <= len {
             return Ok(());
         }
+        let file = self.file()?;
         let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
         // Doubling keeps growth rare; on a nearly full disk, grow by just what the record
         // needs instead, so puts go on while there is room for them.
         let just_enough = need
             .div_ceil(INITIAL_FILE_LEN)
             .saturating_mul(INITIAL_FILE_LEN);
-        match mmap::reserve(&self.file, &self.path, new_len) {
+        match mmap::reserve(&file, &self.path, new_len) {
             Err(StorageError::DiskFull { .. }) if just_enough < new_len => {
-                mmap::reserve(&self.file, &self.path, just_enough)?;
+                mmap::reserve(&file, &self.path, just_enough)?;
             }
             r => r?,
         }
-        self.map = mmap::map(&self.file, &self.path)?;
+        self.map = mmap::map(&file, &self.path)?;
         self.size_dirty = true;
         Ok(())
     }
@@ -137,7 +153,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path,
             spoke,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             map,
             end: FILE_HEADER_LEN,
             size_dirty: true,
@@ -155,7 +171,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             map,
             end,
             size_dirty: false,
@@ -184,7 +200,7 @@ impl Segment for MappedSegment {
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             map,
             end: byte_size,
             size_dirty: false,
@@ -233,7 +249,7 @@ impl Segment for MappedSegment {
             .flush()
             .map_err(|e| StorageError::io(&self.path, e))?;
         if self.size_dirty {
-            self.file
+            self.file()?
                 .sync_data()
                 .map_err(|e| StorageError::io(&self.path, e))?;
             self.size_dirty = false;
@@ -249,12 +265,14 @@ impl Segment for MappedSegment {
         self.end
     }
 
+    /// Keeps the mapping, lets the file descriptor go.
     fn close(&mut self) -> Result<()> {
+        self.file = None;
         Ok(())
     }
 
     fn sync_handle(&self) -> Option<Arc<File>> {
-        Some(self.file.clone())
+        self.file.clone()
     }
 
     fn destroy(self) -> Result<()> {

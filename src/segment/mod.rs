@@ -221,7 +221,8 @@ pub trait Segment: Sized {
     fn flush(&mut self) -> Result<()>;
     /// Bytes used by records so far (the high-water mark, including the file header).
     fn byte_size(&self) -> u64;
-    /// Releases what an idle segment holds (lazy: unmaps); later calls reacquire it.
+    /// Releases what an idle segment holds (lazy: its mapping and file descriptor; mapped: its
+    /// file descriptor); later calls reacquire it.
     fn close(&mut self) -> Result<()>;
     /// Deletes the segment's file; the spoke is retired.
     fn destroy(self) -> Result<()>;

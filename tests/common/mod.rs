@@ -99,6 +99,22 @@ impl Yaad {
         let port = free_port();
         let mut cmd = command(port);
         cmd.args(args);
+        Yaad::start(cmd, port, logged, tweak)
+    }
+
+    /// Like [`Yaad::spawn`] (stderr kept, see [`Yaad::spawn_logged`]) with at most `nofile`
+    /// open files (`ulimit -n`, set by a shell that then runs yaad in its place).
+    pub fn spawn_with_open_files(args: &[&str], nofile: u32) -> Yaad {
+        let port = free_port();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$@\""), "sh"])
+            .arg(env!("CARGO_BIN_EXE_yaad"))
+            .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(args);
+        Yaad::start(cmd, port, true, |_| {})
+    }
+
+    fn start(mut cmd: Command, port: u16, logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
         cmd.stderr(if logged {
             Stdio::piped()
         } else {

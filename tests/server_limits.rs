@@ -1,0 +1,55 @@
+//! System limits: what yaad holds per spoke, and what a client sees when a limit is reached.
+
+mod common;
+
+use common::Yaad;
+
+/// Far spokes beyond the few dozen most recently used hold no open file in mapped mode (nor
+/// in lazy mode), so trigger times spread over many seconds do not run into the open-file
+/// limit: 600 far spokes under a limit of 256 open files (the 64 most recently used far
+/// segments stay open, and a sync may hold as many more until it ends), across a clean restart and a kill.
+#[test]
+fn far_spokes_need_no_open_file() {
+    const JOBS: u32 = 600;
+    for mode in ["mapped", "lazy"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let args = ["--mode", mode, "-b", data];
+        let y = Yaad::spawn_with_open_files(&args, 256);
+        let mut c = y.connect();
+        for i in 0..JOBS {
+            // One spoke per job, an hour and more ahead.
+            let body = format!("job {i}");
+            assert_eq!(
+                c.put(0, 3600 + 7 * i, 60, body.as_bytes()),
+                format!("INSERTED {}", i + 1),
+                "{mode}: put {i}"
+            );
+        }
+        let delayed = |c: &mut common::Client| c.stat("stats", "current-jobs-delayed");
+        assert_eq!(delayed(&mut c).as_deref(), Some("600"), "{mode}");
+        drop(c);
+        assert!(y.terminate().success(), "{mode}: clean exit");
+
+        // A clean restart, then one after kill -9, under the same limit.
+        for kill in [false, true] {
+            let y = Yaad::spawn_with_open_files(&args, 256);
+            let mut c = y.connect();
+            assert_eq!(
+                delayed(&mut c).as_deref(),
+                Some("600"),
+                "{mode}, kill {kill}"
+            );
+            for id in [1, JOBS / 2, JOBS] {
+                let body = format!("job {}", id - 1);
+                assert_eq!(c.peek(u64::from(id)).as_deref(), Some(body.as_bytes()));
+            }
+            drop(c);
+            if kill {
+                drop(y); // SIGKILL
+            } else {
+                assert!(y.terminate().success(), "{mode}: clean exit");
+            }
+        }
+    }
+}
