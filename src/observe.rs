@@ -222,14 +222,10 @@ pub fn command(name: &'static str, start: Option<Instant>) {
 }
 
 /// Seconds since the epoch of the last disk-full warning (one per minute at most).
-static LAST_DISK_FULL_WARNING: AtomicU64 = AtomicU64::new(0);
+static LAST_OUT_OF_ROOM_WARNING: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one reply: error replies by word, successful job changes by kind. Warns (once a
-/// minute at most) when the disk is full.
+/// Counts one reply: error replies by word, successful job changes by kind.
 pub fn reply(resp: &Response) {
-    if matches!(resp, Response::OutOfMemory) {
-        warn_disk_full();
-    }
     if !enabled() {
         return;
     }
@@ -250,18 +246,27 @@ pub fn reply(resp: &Response) {
     metrics::counter!(name).increment(n);
 }
 
-fn warn_disk_full() {
+/// Warns (once a minute at most) that a change is refused for want of room: the disk is full,
+/// or a system limit was reached (`e` says which).
+pub fn warn_out_of_room(e: &crate::segment::StorageError) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let last = LAST_DISK_FULL_WARNING.load(Ordering::Relaxed);
+    let last = LAST_OUT_OF_ROOM_WARNING.load(Ordering::Relaxed);
     if now >= last.saturating_add(60)
-        && LAST_DISK_FULL_WARNING
+        && LAST_OUT_OF_ROOM_WARNING
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        tracing::warn!("disk full: answering OUT_OF_MEMORY (warned at most once a minute)");
+        let hint = match e {
+            crate::segment::StorageError::Exhausted { .. } => {
+                " In --mode mapped every spoke holding jobs (one per second of trigger times) \
+                 is a memory mapping: raise vm.max_map_count, or use --mode lazy."
+            }
+            _ => "",
+        };
+        tracing::warn!("{e}: answering OUT_OF_MEMORY (warned at most once a minute).{hint}");
     }
 }
 

@@ -53,3 +53,49 @@ fn far_spokes_need_no_open_file() {
         }
     }
 }
+
+/// Out of file descriptors, a put that needs a new segment file is answered `OUT_OF_MEMORY`
+/// (beanstalkd's word for "no room for the job"), with a warning naming the limit; the server
+/// keeps serving, and every acknowledged job is there after a restart with room again.
+#[test]
+fn a_system_limit_answers_out_of_memory_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let args = ["--mode", "mapped", "-b", data];
+    let y = Yaad::spawn_with_open_files(&args, 40);
+    let mut c = y.connect();
+    // Up to 64 far segments stay open: a limit of 40 files is reached before that.
+    let mut acked = Vec::new();
+    for i in 0..64u32 {
+        let body = format!("job {i}");
+        let reply = c.put(0, 3600 + 7 * i, 60, body.as_bytes());
+        if reply == "OUT_OF_MEMORY" {
+            break;
+        }
+        let id: u64 = reply
+            .strip_prefix("INSERTED ")
+            .unwrap_or_else(|| panic!("put {i}: {reply}"))
+            .parse()
+            .unwrap();
+        acked.push((id, body));
+    }
+    assert!(acked.len() < 64, "the limit was reached");
+    y.wait_log("answering OUT_OF_MEMORY");
+    // Still serving: a job into an existing spoke, a delete, stats.
+    let (first, _) = acked[0];
+    assert_eq!(c.cmd(&format!("delete {first}")), "DELETED");
+    acked.remove(0);
+    let (id, body) = acked[0].clone();
+    assert_eq!(c.peek(id).as_deref(), Some(body.as_bytes()));
+    drop(c);
+    assert!(y.terminate().success());
+
+    let y = Yaad::spawn_in("mapped", dir.path(), &[]);
+    let mut c = y.connect();
+    for (id, body) in &acked {
+        assert_eq!(c.peek(*id).as_deref(), Some(body.as_bytes()), "job {id}");
+    }
+    assert_eq!(c.cmd(&format!("peek {first}")), "NOT_FOUND");
+    let delayed = c.stat("stats", "current-jobs-delayed").unwrap();
+    assert_eq!(delayed, acked.len().to_string());
+}

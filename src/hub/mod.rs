@@ -98,7 +98,7 @@ pub enum HubError {
     NotFound,
     NotIgnored,
     Draining,
-    /// Disk full (beanstalkd answers `OUT_OF_MEMORY`).
+    /// Disk full, or a system limit reached (beanstalkd answers `OUT_OF_MEMORY`).
     OutOfMemory,
     Internal(String),
 }
@@ -109,7 +109,7 @@ impl std::fmt::Display for HubError {
             HubError::NotFound => f.write_str("not found"),
             HubError::NotIgnored => f.write_str("cannot ignore the last watched tube"),
             HubError::Draining => f.write_str("draining"),
-            HubError::OutOfMemory => f.write_str("out of memory (disk full)"),
+            HubError::OutOfMemory => f.write_str("out of room (disk full or a system limit)"),
             HubError::Internal(s) => write!(f, "internal error: {s}"),
         }
     }
@@ -120,7 +120,10 @@ impl std::error::Error for HubError {}
 impl From<StorageError> for HubError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::DiskFull { .. } => HubError::OutOfMemory,
+            StorageError::DiskFull { .. } | StorageError::Exhausted { .. } => {
+                crate::observe::warn_out_of_room(&e);
+                HubError::OutOfMemory
+            }
             other => HubError::Internal(other.to_string()),
         }
     }

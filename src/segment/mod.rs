@@ -138,6 +138,11 @@ pub enum StorageError {
     Locked { dir: PathBuf },
     /// No space left on the device.
     DiskFull { path: PathBuf },
+    /// A system limit was reached: memory, memory mappings (`vm.max_map_count`) or open files.
+    Exhausted {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for StorageError {
@@ -163,6 +168,11 @@ impl std::fmt::Display for StorageError {
             StorageError::DiskFull { path } => {
                 write!(f, "{}: no space left on device", path.display())
             }
+            StorageError::Exhausted { path, source } => write!(
+                f,
+                "{}: {source} (a system limit: memory, memory mappings or open files)",
+                path.display()
+            ),
         }
     }
 }
@@ -172,11 +182,20 @@ impl std::error::Error for StorageError {}
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 impl StorageError {
-    /// Wraps an I/O error on `path`; "no space left" becomes [`StorageError::DiskFull`].
+    /// Wraps an I/O error on `path`; "no space left" becomes [`StorageError::DiskFull`], and
+    /// running out of memory, mappings or file descriptors [`StorageError::Exhausted`].
     pub fn io(path: &Path, source: std::io::Error) -> StorageError {
         if source.kind() == std::io::ErrorKind::StorageFull {
             StorageError::DiskFull {
                 path: path.to_path_buf(),
+            }
+        } else if matches!(
+            source.raw_os_error(),
+            Some(libc::ENOMEM | libc::EMFILE | libc::ENFILE)
+        ) {
+            StorageError::Exhausted {
+                path: path.to_path_buf(),
+                source,
             }
         } else {
             StorageError::Io {
@@ -236,5 +255,36 @@ pub trait Segment: Sized {
     /// [`snapshot`] flush; `None` for segments backed by their file.
     fn image(&self) -> Option<&[u8]> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageError;
+    use std::io::{Error, ErrorKind};
+    use std::path::Path;
+
+    #[test]
+    fn io_errors_are_classified() {
+        let p = Path::new("seg");
+        let kind = |e: Error| match StorageError::io(p, e) {
+            StorageError::DiskFull { .. } => "full",
+            StorageError::Exhausted { .. } => "limit",
+            StorageError::Io { .. } => "io",
+            _ => "other",
+        };
+        assert_eq!(kind(Error::from(ErrorKind::StorageFull)), "full");
+        for errno in [libc::ENOMEM, libc::EMFILE, libc::ENFILE] {
+            assert_eq!(
+                kind(Error::from_raw_os_error(errno)),
+                "limit",
+                "errno {errno}"
+            );
+        }
+        assert_eq!(kind(Error::from_raw_os_error(libc::EIO)), "io");
+        assert_eq!(
+            crate::hub::HubError::from(StorageError::io(p, Error::from_raw_os_error(libc::EMFILE))),
+            crate::hub::HubError::OutOfMemory
+        );
     }
 }
