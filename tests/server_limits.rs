@@ -99,3 +99,29 @@ fn a_system_limit_answers_out_of_memory_and_loses_nothing() {
     let delayed = c.stat("stats", "current-jobs-delayed").unwrap();
     assert_eq!(delayed, acked.len().to_string());
 }
+
+/// yaad raises its soft limit of open files to the hard limit at start (each connection is a
+/// file), and warns when the connection limit does not fit under the hard limit either.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_one() {
+    let limits = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a Max open files line")
+            .to_string();
+        let f: Vec<String> = line.split_whitespace().map(String::from).collect();
+        (f[3].clone(), f[4].clone())
+    };
+    let y = Yaad::spawn_with_ulimit(&[], "-S -n 64");
+    y.connect();
+    let (soft, hard) = limits(y.child.id());
+    assert_eq!(soft, hard, "soft limit raised");
+    assert_ne!(soft, "64");
+
+    let y = Yaad::spawn_with_ulimit(&["-c", "1000"], "-n 300");
+    y.connect();
+    assert_eq!(limits(y.child.id()), ("300".into(), "300".into()));
+    y.wait_log("leaves room for fewer than -c 1000 connections");
+}

@@ -474,6 +474,41 @@ fn may_stop(server: &Server, mode: Mode) -> bool {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit, as Go programs (goyaad among them)
+/// do at start: every connection is a file descriptor, and the usual soft limit (1,024) is far
+/// below the default connection limit. Warns when `max_connections` still does not fit.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current;
+    if let (Some(cur), Some(max)) = (lim.current, lim.maximum)
+        && cur < max
+    {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        ) {
+            Ok(()) => {
+                tracing::debug!(from = cur, to = max, "open-file limit raised");
+                soft = Some(max);
+            }
+            Err(e) => tracing::debug!("open-file limit not raised: {e}"),
+        }
+    }
+    // Segments, the id index, the listener and the runtime use about 200 more.
+    if let Some(soft) = soft
+        && (max_connections as u64).saturating_add(200) > soft
+    {
+        tracing::warn!(
+            "the open-file limit ({soft}) leaves room for fewer than -c {max_connections} \
+             connections: raise it (ulimit -n) or lower -c"
+        );
+    }
+}
+
 /// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.
 pub fn run(cfg: Config) -> Result<(), ServerError> {
     observe::init_tracing(cfg.verbose, cfg.log_format);
@@ -482,6 +517,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             .map_err(|e| ServerError::Config(e.to_string()))?;
         tracing::info!(statsd = %addr, prefix = %cfg.statsd_prefix, "sending metrics");
     }
+    raise_open_file_limit(cfg.max_connections);
     // `--threads 1`: one event loop (the cheapest per request; every hub call takes one lock).
     let rt = match cfg.threads {
         1 => tokio::runtime::Builder::new_current_thread()

@@ -105,9 +105,14 @@ impl Yaad {
     /// Like [`Yaad::spawn`] (stderr kept, see [`Yaad::spawn_logged`]) with at most `nofile`
     /// open files (`ulimit -n`, set by a shell that then runs yaad in its place).
     pub fn spawn_with_open_files(args: &[&str], nofile: u32) -> Yaad {
+        Yaad::spawn_with_ulimit(args, &format!("-n {nofile}"))
+    }
+
+    /// Like [`Yaad::spawn_with_open_files`] with any `ulimit` arguments (e.g. `-S -n 64`).
+    pub fn spawn_with_ulimit(args: &[&str], ulimit: &str) -> Yaad {
         let port = free_port();
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$@\""), "sh"])
+        cmd.args(["-c", &format!("ulimit {ulimit} && exec \"$@\""), "sh"])
             .arg(env!("CARGO_BIN_EXE_yaad"))
             .args(["-l", "127.0.0.1", "-p", &port.to_string()])
             .args(args);
