@@ -1,16 +1,15 @@
-//! `kill -9` of the `yaad` binary in the middle of a SIGUSR1 flush (drain), in mem and mapped
-//! mode. Each mode loads ~1,500 jobs into ~1,200 far spokes (one segment file each), makes a
+//! `kill -9` of the `yaad` binary in the middle of a SIGUSR1 flush (drain), in mem, mapped and
+//! lazy mode. Each mode loads ~1,500 jobs into ~1,200 far spokes (one segment file each), makes a
 //! completed flush the baseline (SIGTERM, restart; mem mode with `-r`), then runs rounds: puts
 //! into new and existing spokes, deletes, moves (reserve + release with a delay: a job leaves
 //! one spoke for another), SIGUSR1, and SIGKILL at a different moment of the flush each round
 //! (some milliseconds after the log says it starts, once some `seg-….yaad.next` files are
 //! staged, while `flush.yaad` exists); then a restart on the same dir and a check of every job
-//! ever issued, by id, over
-//! the wire. What must hold:
+//! ever issued, by id, over the wire. What must hold:
 //! - the dir opens (the restart answers), no corrupt record is skipped, no `.next` or
 //!   `flush.yaad` is left;
-//! - mapped mode: exactly the acknowledged state (every put, delete and move), as for any
-//!   kill -9;
+//! - mapped and lazy mode: exactly the acknowledged state (every put, delete and move), as
+//!   for any kill -9;
 //! - mem mode: exactly the previous snapshot or exactly the new one (the snapshot flush is
 //!   all-or-nothing, storage-format.md): bodies intact, jobs deleted before the previous
 //!   snapshot absent, a moved job in one place only; the new one if the log said the flush
@@ -360,5 +359,19 @@ fn mapped_kill_9_during_sigusr1_flush_keeps_every_acknowledged_change() {
             Moment::Started(ms(30)),
         ],
         0x5eed_f1a6,
+    );
+}
+
+#[test]
+fn lazy_kill_9_during_sigusr1_flush_keeps_every_acknowledged_change() {
+    let ms = Duration::from_millis;
+    rounds(
+        "lazy",
+        &[
+            Moment::Started(ms(0)),
+            Moment::Started(ms(10)),
+            Moment::Started(ms(25)),
+        ],
+        0x5eed_f1a7,
     );
 }
