@@ -137,7 +137,7 @@ fn a_failed_commit_leaves_the_old_snapshot_and_a_retry_succeeds() {
     fs::remove_dir(d.join(format!("{FLUSH_RECORD_FILE}.tmp"))).unwrap();
     drop(DataDir::open(d).unwrap());
     assert_eq!(segment_files(d), snap(&[(A, b"a1"), (B, b"b1")]));
-    snapshot::discard_staged(d).unwrap();
+    snapshot::begin(d).unwrap();
     snapshot::stage(d, A, b"a2").unwrap();
     snapshot::commit(d, &live).unwrap();
     assert_eq!(segment_files(d), snap(&[(A, b"a2")]));

@@ -1738,7 +1738,7 @@ impl<S: Segment> Hub<S> {
     /// Changed spokes stay unflushed until the commit succeeds (a retry stages them again).
     fn flush_snapshot(&mut self) -> Result<(), HubError> {
         let dir = self.dir.path().to_path_buf();
-        snapshot::discard_staged(&dir)?;
+        snapshot::begin(&dir)?;
         for &id in &self.unflushed {
             if let Some(s) = self.spokes.get_mut(&id) {
                 match s.seg.image() {

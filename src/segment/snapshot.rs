@@ -1,5 +1,6 @@
 //! Mem-mode snapshots: a flush replaces the whole set of segment files all-or-nothing.
 //!
+//! 0. [`begin`] finishes or cleans up after an earlier flush that failed (see [`recover`]);
 //! 1. [`stage`] writes each changed segment to `<segment file>.next` and fsyncs it;
 //! 2. [`commit`] fsyncs the dir, writes the commit record [`FLUSH_RECORD_FILE`] (atomically:
 //!    temp file, fsync, rename, fsync dir) naming every segment file of the new snapshot —
@@ -45,8 +46,16 @@ fn remove(path: &Path) -> Result<()> {
     remove_if_exists(path).map(|_| ())
 }
 
-/// Removes staged files of a flush that was not committed (before a new flush starts).
-pub fn discard_staged(dir: &Path) -> Result<()> {
+/// The first step of every flush, before anything is staged: as at open ([`recover`]), a
+/// commit record left by a flush whose roll forward failed is rolled forward (the staged files
+/// it names belong to that committed snapshot: deleting them would leave the record pointing
+/// at files that are gone), else the staged files of a flush that was not committed go.
+pub fn begin(dir: &Path) -> Result<()> {
+    recover(dir)
+}
+
+/// Removes staged files of a flush that was not committed (no commit record).
+fn discard_staged(dir: &Path) -> Result<()> {
     for n in names(dir)? {
         if n.ends_with(STAGED_SUFFIX) {
             remove(&dir.join(n))?;

@@ -543,8 +543,14 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             tokio::select! {
                 _ = usr1.recv() => {
                     tracing::info!("SIGUSR1: draining and flushing");
-                    if let Err(e) = server.drain() {
-                        tracing::error!("flush failed: {e}");
+                    let started = std::time::Instant::now();
+                    match server.drain() {
+                        // Said only once every job is on disk (tests/flush_kill.rs waits for it).
+                        Ok(()) => tracing::info!(
+                            flush_ms = started.elapsed().as_millis() as u64,
+                            "SIGUSR1: drained and flushed"
+                        ),
+                        Err(e) => tracing::error!("flush failed: {e}"),
                     }
                 }
                 _ = term.recv() => if may_stop(&server, mode) { break },
