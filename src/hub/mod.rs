@@ -361,6 +361,9 @@ pub struct Hub<S: Segment> {
     unflushed: BTreeSet<SpokeId>,
     /// The id index changed since the last flush or sync batch.
     index_dirty: bool,
+    /// Ids of records in spokes loaded since the last [`Hub::trim_index`]: their index
+    /// entries, if any, point at a loaded spoke now and can go.
+    index_trim: Vec<u64>,
     /// A write to the id index failed (disk full) in compaction or recovery, so an entry may
     /// be missing or stale: lookups it cannot answer fall back to scanning far spokes, and no
     /// summary is written (the next open scans everything and rewrites the entries).
@@ -452,6 +455,7 @@ impl<S: Segment> Hub<S> {
             compact_later: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             index_dirty: false,
+            index_trim: Vec::new(),
             index_incomplete: false,
             dir_dirty: false,
             ckpt: Checkpoints::new(found.generation, found.clean_on_disk),
@@ -1269,6 +1273,28 @@ impl<S: Segment> Hub<S> {
     /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
     /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
     /// batch (use [`Hub::flush`], which writes its files).
+    /// Empties up to `max` id index entries of jobs whose spoke was loaded (they are in memory
+    /// now) and gives the file's emptied blocks back ([`crate::segment::IdIndex::trim`]); an
+    /// entry is kept if it points at a far spoke (the job moved there since). Returns how many
+    /// ids are left for later calls. Entries are derived data: one left behind (an error here)
+    /// is harmless, lookups check the record they point at.
+    pub fn trim_index(&mut self, max: usize) -> usize {
+        if self.index_trim.is_empty() {
+            return 0;
+        }
+        self.index_trim.sort_unstable();
+        self.index_trim.dedup();
+        let rest = self.index_trim.split_off(max.min(self.index_trim.len()));
+        let ids = std::mem::replace(&mut self.index_trim, rest);
+        let spokes = &self.spokes;
+        let far = |loc: &JobLocation| spokes.get(&loc.spoke).is_some_and(|s| !s.loaded);
+        match self.index.trim(&ids, far) {
+            Ok(()) => self.index_dirty = true,
+            Err(e) => tracing::debug!("trimming the id index: {e}"),
+        }
+        self.index_trim.len()
+    }
+
     pub fn take_sync_batch(&mut self) -> SyncBatch {
         if !self.cfg.persist {
             return SyncBatch::default();

@@ -352,7 +352,10 @@ impl<S: Segment> Hub<S> {
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),
-                Ok(m) => self.make_resident(id, m),
+                Ok(m) => {
+                    self.index_trim.push(m.id);
+                    self.make_resident(id, m);
+                }
             }
         }
     }

@@ -836,3 +836,67 @@ fn mem_mode_failed_flush_restores_the_previous_snapshot_then_a_retry_the_new_one
     assert!(hub.stats_job(kept, T0).is_some());
     assert!(hub.stats_job(deleted, T0).is_none());
 }
+
+/// Once a far spoke is loaded its jobs are in memory and their id index entries go (the
+/// server trims once a second): the file gives its blocks back and keeps its length (the
+/// high-water mark). An entry rewritten since, for a job released to a far spoke again,
+/// stays: that job is still found by id.
+fn index_trim<S: Segment>(persist: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), persist), T0).unwrap();
+    let c = hub.connect();
+    const JOBS: u64 = 2_000;
+    for i in 0..JOBS {
+        // Ten far spokes, 10-19 s ahead.
+        hub.put(c, 0, 10 + (i % 10) as u32, 60, b"job", T0).unwrap();
+    }
+    for id in 1..=JOBS {
+        assert!(hub.index.get(id).unwrap().is_some(), "far job {id} indexed");
+    }
+    let ids = dir.path().join(crate::segment::ID_INDEX_FILE);
+    let allocated = || std::fs::metadata(&ids).map(|m| m.blocks()).unwrap_or(0);
+    let before = allocated();
+    // Every spoke loads (the jobs are not due yet).
+    hub.tick(T0 + 9 * SECOND);
+    hub.tick(T0 + 9 * SECOND + SECOND / 2);
+    assert_eq!(hub.stats(T0 + 9 * SECOND).current_jobs_delayed, JOBS);
+    // Job 7 goes far again: its entry is rewritten and must survive the trim.
+    let now = T0 + 20 * SECOND;
+    hub.tick(now);
+    let first = reserved_id(hub.reserve(c, Some(now), now));
+    assert_eq!(
+        hub.release(c, first, 0, 3_600, now).unwrap(),
+        ReleaseOutcome::Released
+    );
+    while hub.trim_index(100) > 0 {}
+    for id in (1..=JOBS).filter(|&id| id != first) {
+        assert_eq!(hub.index.get(id).unwrap(), None, "entry of loaded job {id}");
+    }
+    assert!(hub.index.get(first).unwrap().is_some());
+    assert_eq!(hub.stats_job(first, now).unwrap().state, "delayed");
+    assert_eq!(hub.delete(c, first, now), Ok(()));
+    if persist {
+        assert_eq!(hub.index.high_water().unwrap(), JOBS, "length kept");
+        let after = allocated();
+        assert!(
+            after * 4 < before,
+            "blocks given back: {before} -> {after} (512-byte units)"
+        );
+    }
+}
+
+#[test]
+fn index_trim_mem() {
+    index_trim::<MemSegment>(false);
+}
+
+#[test]
+fn index_trim_mapped() {
+    index_trim::<MappedSegment>(true);
+}
+
+#[test]
+fn index_trim_lazy() {
+    index_trim::<LazySegment>(true);
+}

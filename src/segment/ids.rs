@@ -294,6 +294,89 @@ impl IdIndex {
         }
     }
 
+    /// Empties the entries of `ids` (sorted) that `keep` rejects: once a far job's spoke is
+    /// loaded, its job is in memory and its entry only costs disk. A 4 KiB block of the file
+    /// left with no entry is given back to the filesystem (a hole reads as empty entries, and
+    /// the file keeps its length, the high-water mark); without that, the index would keep
+    /// 32 bytes of disk for every far job ever put. Damaged entries are left as they are.
+    pub fn trim(&mut self, ids: &[u64], keep: impl Fn(&JobLocation) -> bool) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { map, .. } => {
+                for id in ids {
+                    if map.get(id).is_some_and(|loc| !keep(loc)) {
+                        map.remove(id);
+                    }
+                }
+                Ok(())
+            }
+            Inner::File {
+                path,
+                file,
+                base,
+                dirty,
+            } => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                let mut block = [0u8; TRIM_BLOCK as usize];
+                // Empty blocks are given back in runs, one system call per run (a hole punch
+                // costs about the same for one block as for sixteen).
+                let mut hole = 0..0;
+                let mut i = 0;
+                while i < ids.len() {
+                    let Some(at) = entry_offset(*base, ids[i]) else {
+                        i += 1;
+                        continue;
+                    };
+                    let start = at / TRIM_BLOCK * TRIM_BLOCK;
+                    let end = (start + TRIM_BLOCK).min(len);
+                    if at >= end {
+                        break; // past the end of the file, as every later id
+                    }
+                    let bytes = &mut block[..(end - start) as usize];
+                    file.read_exact_at(bytes, start)
+                        .map_err(|e| StorageError::io(path, e))?;
+                    let mut changed = false;
+                    while i < ids.len() {
+                        let Some(at) = entry_offset(*base, ids[i]) else {
+                            i += 1;
+                            continue;
+                        };
+                        if at >= end {
+                            break;
+                        }
+                        let off = (at - start) as usize;
+                        let entry = &mut bytes[off..off + ID_ENTRY_LEN as usize];
+                        if let Ok(Some(loc)) = decode_entry(path, at, ids[i], entry)
+                            && !keep(&loc)
+                        {
+                            entry.fill(0);
+                            changed = true;
+                        }
+                        i += 1;
+                    }
+                    if !changed {
+                        continue;
+                    }
+                    *dirty = true;
+                    let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
+                    if whole && bytes.iter().all(|&b| b == 0) {
+                        if hole.end != start {
+                            punch_or_zero(file, path, &hole)?;
+                            hole = start..start;
+                        }
+                        hole.end = end;
+                        continue;
+                    }
+                    file.write_all_at(bytes, start)
+                        .map_err(|e| StorageError::io(path, e))?;
+                }
+                punch_or_zero(file, path, &hole)
+            }
+        }
+    }
+
     /// The highest id ever `set` since the index was created or cleared (0 if none), even
     /// if it was removed since: file mode derives it from the file length (entries are
     /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
@@ -438,6 +521,29 @@ impl IdReader {
             None => Ok(None),
         }
     }
+}
+
+/// What [`IdIndex::trim`] reads, writes and gives back at once: a filesystem block. Entries
+/// (32 bytes, 32-aligned) never straddle two.
+const TRIM_BLOCK: u64 = 4096;
+
+/// Makes `range` of the index file a hole (reads as empty entries, the length stays), or
+/// where the filesystem cannot punch holes, writes zeros there.
+fn punch_or_zero(file: &File, path: &Path, range: &std::ops::Range<u64>) -> Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    if range.is_empty() {
+        return Ok(());
+    }
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    if fallocate(file, flags, range.start, range.end - range.start).is_ok() {
+        return Ok(());
+    }
+    let zeros = [0u8; TRIM_BLOCK as usize];
+    for at in range.clone().step_by(TRIM_BLOCK as usize) {
+        file.write_all_at(&zeros, at)
+            .map_err(|e| StorageError::io(path, e))?;
+    }
+    Ok(())
 }
 
 fn entry_offset(base: u64, id: u64) -> Option<u64> {

@@ -264,6 +264,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     if mode != Mode::Mem {
         tasks.push(tokio::spawn(checkpointer(core.clone(), rx.clone())));
     }
+    tasks.push(tokio::spawn(index_trimmer(core.clone(), rx.clone())));
     if observe::enabled() {
         tasks.push(tokio::spawn(sampler(core.clone(), rx.clone())));
     }
@@ -422,6 +423,27 @@ async fn checkpointer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Recei
                 }
                 Err(_) => {}
             },
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Id index entries trimmed per hold of the hub lock (each 4 KiB block of 128 entries costs a
+/// read and a write or a hole punch: ~0.1-0.3 ms per 2,048 ids).
+const TRIM_PER_CALL: usize = 2048;
+
+/// Once a second, empties the id index entries of far jobs whose spoke was loaded since
+/// ([`crate::hub::Hub::trim_index`]), a bounded number per hold of the hub lock.
+async fn index_trimmer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                while core.with_hub(|h| h.trim_index(TRIM_PER_CALL)) > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
             _ = stopped(&mut shutdown) => return,
         }
     }
