@@ -144,6 +144,17 @@ impl Segment for LazySegment {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
         let end = file_data_end(&file, path)?;
+        // A last record cut short (an append torn by a crash) still claims its whole length,
+        // and appends go after it, so `end` can lie past the end of the file. This segment's
+        // mappings reach past the end of the file and only bytes below `end` may be touched
+        // (`mmap.rs`, rule 3): the file must hold them, so it grows to `end` with zeros.
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        if end > len {
+            file.set_len(end).map_err(|e| StorageError::io(path, e))?;
+        }
         Ok(LazySegment {
             path: path.to_path_buf(),
             spoke,
