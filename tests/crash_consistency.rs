@@ -8,11 +8,14 @@
 //! which the writes reached the kernel; `ids.yaad` (written by the hub, not through the
 //! `Segment` trait) is captured at the next segment write after it changed.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
+use common::Rng;
 use yaad::hub::{Hub, HubConfig, ReleaseOutcome, ReserveOutcome};
 use yaad::segment::{
     ID_INDEX_FILE, MappedSegment, NewRecord, Record, RecordMeta, RecordOffset, Result, Segment,
@@ -197,19 +200,6 @@ struct Step {
     model: Model,
     touched: Vec<u64>,
     max_id: u64,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn run(seed: u64, ops: usize) -> (Log, Vec<Step>, u64) {

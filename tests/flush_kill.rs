@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, HANG_GUARD, Yaad};
+use common::{Client, HANG_GUARD, Rng, Yaad};
 
 /// Far spokes of the baseline: delays 3600 s + i, one spoke (and file) each.
 const SPOKES: u64 = 600;
@@ -38,19 +38,6 @@ struct Job {
 
 /// The jobs a snapshot holds (id → job); any other id issued must be `NOT_FOUND`.
 type State = BTreeMap<u64, Job>;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// When a round sends SIGKILL after SIGUSR1 (or once the flush is reported done, if earlier).
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Yaad, connect};
+use common::{Client, Rng, Yaad, connect};
 
 const WORKERS: usize = 4;
 
@@ -29,19 +29,6 @@ struct Model {
     uncertain: BTreeSet<u64>,
     max_id: u64,
     acked: u64,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn ok(reply: &str, want: &str) -> std::io::Result<()> {

@@ -335,3 +335,20 @@ impl Client {
             .find_map(|kv| kv.strip_prefix(&format!("{key}: ")).map(str::to_string)))
     }
 }
+
+/// A small deterministic generator (xorshift64) for the tests' random workloads: a seed in the
+/// failure message reproduces a run. The seed must not be 0.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
