@@ -14,6 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use rustix::net::{SendFlags, send};
 use tokio::sync::mpsc;
 
 use super::config::{Durability, Mode};
@@ -66,7 +67,6 @@ impl Waiter {
                 crate::observe::reply(&resp);
                 let mut reply = Vec::with_capacity(64);
                 resp.encode(&mut reply);
-                use rustix::net::{SendFlags, send};
                 // Non-blocking (the socket is): a full socket buffer or an error leaves the
                 // rest to the connection, which meets the error itself.
                 let sent =
@@ -624,9 +624,9 @@ impl<S: Segment> Core<S> {
         c
     }
 
-    /// A reserve (`deadline`: when a reserve-with-timeout gives up). `idle`: every earlier
-    /// reply of the connection is sent, so if it has to wait, its reply may be sent by
-    /// whichever thread hands out the job ([`Waiter`]).
+    /// A reserve (`timeout`: µs from now after which a reserve-with-timeout gives up). `idle`:
+    /// every earlier reply of the connection is sent, so if it has to wait, its reply may be
+    /// sent by whichever thread hands out the job ([`Waiter`]).
     pub fn reserve(&self, c: ConnId, timeout: Option<Micros>, idle: bool) -> ReserveOutcome {
         let mut g = self.lock();
         let now = now();
