@@ -633,8 +633,11 @@ impl<S: Segment> Core<S> {
         let outcome = g
             .hub
             .reserve(c, timeout.map(|t| now.saturating_add(t)), now);
-        if let Some(w) = g.waiters.get_mut(&c) {
-            w.idle = idle && matches!(outcome, ReserveOutcome::Wait);
+        // Only a waiting reserve gets a wake-up, and each sets the flag afresh.
+        if matches!(outcome, ReserveOutcome::Wait)
+            && let Some(w) = g.waiters.get_mut(&c)
+        {
+            w.idle = idle;
         }
         self.after_call(&mut g);
         outcome
