@@ -166,6 +166,30 @@ impl Segment for LazySegment {
         })
     }
 
+    /// A lazy file grows by exactly each record appended, so a file as long as the summary
+    /// says ends where it said: no search for the end (a read of the tail and a mapping per
+    /// segment at start-up). Any other length (an append since, torn or not) opens as usual.
+    fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
+        let file = open_rw(path)?;
+        let spoke = read_file_header(&file, path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        if len != byte_size {
+            return Self::open(path);
+        }
+        Ok(LazySegment {
+            path: path.to_path_buf(),
+            spoke,
+            file: None,
+            map: None,
+            end: byte_size,
+            data_dirty: false,
+            name_dirty: false,
+        })
+    }
+
     fn spoke(&self) -> SpokeId {
         self.spoke
     }
