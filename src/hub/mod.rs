@@ -476,6 +476,17 @@ impl<S: Segment> Hub<S> {
         if hub.cfg.persist || hub.cfg.restore {
             hub.recover(found.trusted)?;
         }
+        if !hub.cfg.persist && hub.cfg.restore {
+            // The ids a mem-mode flush handed out (`flush_snapshot`).
+            let path = hub.dir.id_index_path();
+            if path.exists() {
+                match IdIndex::open(&path).and_then(|ix| ix.high_water()) {
+                    Ok(high) => hub.next_id = hub.next_id.max(high.saturating_add(1)),
+                    // Ids then continue above the restored jobs only.
+                    Err(e) => tracing::warn!("ids handed out before the flush unknown: {e}"),
+                }
+            }
+        }
         hub.settle();
         // A crash from here on restarts from this checkpoint (unless a clean summary stands).
         if let Some(p) = hub.checkpoint()
@@ -1765,6 +1776,12 @@ impl<S: Segment> Hub<S> {
     fn flush_snapshot(&mut self) -> Result<(), HubError> {
         let dir = self.dir.path().to_path_buf();
         snapshot::begin(&dir)?;
+        // The ids handed out so far, before the commit: a restore (`-r`) of this snapshot or
+        // of the previous one continues above them, also when the job with the highest id
+        // was deleted and its spoke dropped. A crash before the commit only skips ids.
+        let mut ids = IdIndex::open(&self.dir.id_index_path())?;
+        ids.raise_high_water(self.next_id.saturating_sub(1))?;
+        ids.flush()?;
         for &id in &self.unflushed {
             if let Some(s) = self.spokes.get_mut(&id) {
                 match s.seg.image() {

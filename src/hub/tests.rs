@@ -900,3 +900,22 @@ fn index_trim_mapped() {
 fn index_trim_lazy() {
     index_trim::<LazySegment>(true);
 }
+
+/// A mem-mode restore continues ids above every id handed out before the flush, also when the
+/// job with the highest id was deleted (its spoke dropped): a stale client's `delete 2` must
+/// not hit a new job 2.
+#[test]
+fn mem_mode_restore_does_not_hand_out_an_id_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    assert_eq!(hub.put(c, 0, 0, 60, b"kept", T0).unwrap(), 1);
+    assert_eq!(hub.put(c, 0, 3_600, 60, b"gone", T0).unwrap(), 2);
+    hub.delete(c, 2, T0).unwrap();
+    hub.flush().unwrap();
+    drop(hub);
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    assert_eq!(hub.peek(1).map(|j| j.body.to_vec()), Some(b"kept".to_vec()));
+    let c = hub.connect();
+    assert_eq!(hub.put(c, 0, 0, 60, b"new", T0).unwrap(), 3);
+}

@@ -377,6 +377,36 @@ impl IdIndex {
         }
     }
 
+    /// Makes [`IdIndex::high_water`] at least `id` without indexing it (mem mode records the
+    /// ids it handed out this way at a flush: the file grows, sparse, with empty entries).
+    pub fn raise_high_water(&mut self, id: u64) -> Result<()> {
+        match &mut self.inner {
+            Inner::Mem { high_water, .. } => {
+                *high_water = (*high_water).max(id);
+                Ok(())
+            }
+            Inner::File {
+                path,
+                file,
+                base,
+                dirty,
+            } => {
+                let Some(end) = entry_offset(*base, id).map(|at| at + ID_ENTRY_LEN) else {
+                    return Ok(()); // below the base: already covered
+                };
+                let len = file
+                    .metadata()
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                if len < end {
+                    file.set_len(end).map_err(|e| StorageError::io(path, e))?;
+                    *dirty = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The highest id ever `set` since the index was created or cleared (0 if none), even
     /// if it was removed since: file mode derives it from the file length (entries are
     /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
