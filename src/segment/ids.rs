@@ -17,7 +17,7 @@ use std::sync::Arc;
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{RecordOffset, Result, SpokeId, StorageError};
+use super::{RecordOffset, Result, SpokeId, StorageError, file_len};
 
 /// First bytes of `ids.yaad`.
 pub const ID_FILE_MAGIC: [u8; 8] = *b"YAADIDX\0";
@@ -150,10 +150,7 @@ impl IdIndex {
             .truncate(false)
             .open(path)
             .map_err(|e| StorageError::io(path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io(path, e))?
-            .len();
+        let len = file_len(&file, path)?;
         let base = if len == 0 {
             file.write_all_at(&header_bytes(DEFAULT_BASE), 0)
                 .map_err(|e| StorageError::io(path, e))?;
@@ -279,10 +276,7 @@ impl IdIndex {
                 let Some(at) = entry_offset(*base, id) else {
                     return Ok(());
                 };
-                let len = file
-                    .metadata()
-                    .map_err(|e| StorageError::io(path, e))?
-                    .len();
+                let len = file_len(file, path)?;
                 if at >= len {
                     return Ok(());
                 }
@@ -315,10 +309,7 @@ impl IdIndex {
                 base,
                 dirty,
             } => {
-                let len = file
-                    .metadata()
-                    .map_err(|e| StorageError::io(path, e))?
-                    .len();
+                let len = file_len(file, path)?;
                 let mut block = [0u8; TRIM_BLOCK as usize];
                 // Empty blocks are given back in runs, one system call per run (a hole punch
                 // costs about the same for one block as for sixteen).
@@ -394,10 +385,7 @@ impl IdIndex {
                 let Some(end) = entry_offset(*base, id).map(|at| at + ID_ENTRY_LEN) else {
                     return Ok(()); // below the base: already covered
                 };
-                let len = file
-                    .metadata()
-                    .map_err(|e| StorageError::io(path, e))?
-                    .len();
+                let len = file_len(file, path)?;
                 if len < end {
                     file.set_len(end).map_err(|e| StorageError::io(path, e))?;
                     *dirty = true;
@@ -417,10 +405,7 @@ impl IdIndex {
             Inner::File {
                 path, file, base, ..
             } => {
-                let len = file
-                    .metadata()
-                    .map_err(|e| StorageError::io(path, e))?
-                    .len();
+                let len = file_len(file, path)?;
                 let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
                 Ok(if entries == 0 {
                     0

@@ -17,6 +17,7 @@ use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
+    file_len,
 };
 
 /// A segment that holds neither a mapping nor a file descriptor while idle.
@@ -71,10 +72,7 @@ pub(super) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
 /// One past the last non-zero byte of the file, rounded up to the record alignment
 /// ([`super::format::data_end`] without mapping the file).
 pub(super) fn nonzero_end(file: &File, path: &Path) -> Result<u64> {
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io(path, e))?
-        .len();
+    let len = file_len(file, path)?;
     let mut hi = len;
     let mut buf = vec![0u8; TAIL_CHUNK as usize];
     while hi > FILE_HEADER_LEN {
@@ -148,10 +146,7 @@ impl Segment for LazySegment {
         // and appends go after it, so `end` can lie past the end of the file. This segment's
         // mappings reach past the end of the file and only bytes below `end` may be touched
         // (`mmap.rs`, rule 3): the file must hold them, so it grows to `end` with zeros.
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io(path, e))?
-            .len();
+        let len = file_len(&file, path)?;
         if end > len {
             file.set_len(end).map_err(|e| StorageError::io(path, e))?;
         }
@@ -172,10 +167,7 @@ impl Segment for LazySegment {
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io(path, e))?
-            .len();
+        let len = file_len(&file, path)?;
         if len != byte_size {
             return Self::open(path);
         }

@@ -18,6 +18,7 @@ use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
+    file_len,
 };
 
 /// Size a new mapped segment file starts with; it doubles whenever a record does not fit
@@ -182,10 +183,7 @@ impl Segment for MappedSegment {
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
         let spoke = read_file_header(&file, path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io(path, e))?
-            .len();
+        let len = file_len(&file, path)?;
         // Cheap evidence that nothing was appended after the summary: the bytes just past its
         // end are still zero. Otherwise search for the end as `open` does (the caller then
         // sees another size and scans the segment).

@@ -206,6 +206,14 @@ impl StorageError {
     }
 }
 
+/// The length of an open file (a segment or the id index).
+pub(crate) fn file_len(file: &std::fs::File, path: &Path) -> Result<u64> {
+    Ok(file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len())
+}
+
 /// Identity of a spoke's segment: its time bucket `[start, start + span)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpokeId {
