@@ -1300,7 +1300,7 @@ impl<S: Segment> Hub<S> {
         let spokes = &self.spokes;
         let far = |loc: &JobLocation| spokes.get(&loc.spoke).is_some_and(|s| !s.loaded);
         match self.index.trim(&ids, far) {
-            Ok(()) => self.index_dirty = true,
+            Ok(changed) => self.index_dirty |= changed,
             Err(e) => tracing::debug!("trimming the id index: {e}"),
         }
         self.index_trim.len()

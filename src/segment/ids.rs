@@ -293,15 +293,17 @@ impl IdIndex {
     /// left with no entry is given back to the filesystem (a hole reads as empty entries, and
     /// the file keeps its length, the high-water mark); without that, the index would keep
     /// 32 bytes of disk for every far job ever put. Damaged entries are left as they are.
-    pub fn trim(&mut self, ids: &[u64], keep: impl Fn(&JobLocation) -> bool) -> Result<()> {
+    /// Returns whether any entry was emptied (the file then needs a sync).
+    pub fn trim(&mut self, ids: &[u64], keep: impl Fn(&JobLocation) -> bool) -> Result<bool> {
         match &mut self.inner {
             Inner::Mem { map, .. } => {
+                let before = map.len();
                 for id in ids {
                     if map.get(id).is_some_and(|loc| !keep(loc)) {
                         map.remove(id);
                     }
                 }
-                Ok(())
+                Ok(map.len() < before)
             }
             Inner::File {
                 path,
@@ -314,6 +316,7 @@ impl IdIndex {
                 // Empty blocks are given back in runs, one system call per run (a hole punch
                 // costs about the same for one block as for sixteen).
                 let mut hole = 0..0;
+                let mut any = false;
                 let mut i = 0;
                 while i < ids.len() {
                     let Some(at) = entry_offset(*base, ids[i]) else {
@@ -351,6 +354,7 @@ impl IdIndex {
                         continue;
                     }
                     *dirty = true;
+                    any = true;
                     let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
                     if whole && bytes.iter().all(|&b| b == 0) {
                         if hole.end != start {
@@ -363,7 +367,8 @@ impl IdIndex {
                     file.write_all_at(bytes, start)
                         .map_err(|e| StorageError::io(path, e))?;
                 }
-                punch_or_zero(file, path, &hole)
+                punch_or_zero(file, path, &hole)?;
+                Ok(any)
             }
         }
     }
