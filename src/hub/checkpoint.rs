@@ -78,7 +78,7 @@ struct Writer {
 }
 
 impl Checkpoints {
-    pub fn new(generation: u64, clean_on_disk: bool) -> Self {
+    pub fn new(generation: u64, clean_on_disk: bool, dir: &std::path::Path) -> Self {
         Checkpoints {
             generation,
             journal: None,
@@ -86,7 +86,7 @@ impl Checkpoints {
             changed: !clean_on_disk,
             clean_on_disk,
             broken: false,
-            boot_id: boot_id(),
+            boot_id: boot_id(dir),
             writer: Arc::new(Mutex::new(Writer { done: generation })),
             entries: BTreeMap::new(),
             rebuild: true,

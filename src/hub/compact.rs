@@ -157,7 +157,7 @@ impl<S: Segment> Hub<S> {
         // old segment's mapping and fd must keep pointing at the file named `path`.
         let keep_old = tmp_dir.join(format!("{}.old", crate::segment::segment_file_name(id)));
         let _ = std::fs::remove_file(&keep_old);
-        let sync_dir = |dir: &std::path::Path| std::fs::File::open(dir)?.sync_all();
+        let sync_dir = crate::segment::fsio::sync_dir;
         std::fs::hard_link(&path, &keep_old)
             .and_then(|()| std::fs::rename(&tmp_path, &path))
             .and_then(|()| sync_dir(self.dir.path()))

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use crate::segment::Micros;
+use crate::segment::fsio;
 use crate::segment::{
     DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
     SpokeId, StateSlot, StorageError, snapshot,
@@ -264,16 +265,16 @@ impl SyncBatch {
     pub fn sync(&self) -> std::io::Result<()> {
         for f in &self.files {
             match f {
-                SyncFile::Open(file) => file.sync_data()?,
+                SyncFile::Open(file) => fsio::sync_file(file)?,
                 SyncFile::Closed(path) => match std::fs::File::open(path) {
-                    Ok(file) => file.sync_data()?,
+                    Ok(file) => fsio::sync_file(&file)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 },
             }
         }
         if let Some(d) = &self.dir {
-            std::fs::File::open(d)?.sync_all()?;
+            fsio::sync_dir(d)?;
         }
         Ok(())
     }
@@ -426,6 +427,7 @@ impl<S: Segment> Hub<S> {
             (IdIndex::in_memory(), true)
         };
         let found = recovery::read_summary(&dir, &index, index_fresh, cfg.persist)?;
+        let ckpt = Checkpoints::new(found.generation, found.clean_on_disk, dir.path());
         let mut hub = Hub {
             dir,
             index,
@@ -458,7 +460,7 @@ impl<S: Segment> Hub<S> {
             index_trim: Vec::new(),
             index_incomplete: false,
             dir_dirty: false,
-            ckpt: Checkpoints::new(found.generation, found.clean_on_disk),
+            ckpt,
             needs_full_scan: false,
             open_far: Vec::new(),
             far_info: id_map(),

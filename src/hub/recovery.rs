@@ -89,7 +89,7 @@ pub(super) fn read_summary(
         // Mem mode writes segment files at its flushes, under any summary.
         Some(Ok(_)) if !persist => Err("mem mode".into()),
         Some(Ok(_)) if index_fresh => Err("the id index was rebuilt".into()),
-        Some(Ok(s)) => trust(s, index, &journals),
+        Some(Ok(s)) => trust(s, dir, index, &journals),
     };
     match verdict {
         Ok(t) => Ok(Found {
@@ -116,8 +116,14 @@ pub(super) fn read_summary(
     }
 }
 
-fn trust(s: Summary, index: &IdIndex, journals: &[(u64, PathBuf)]) -> Result<Trusted, String> {
-    if !s.clean && (s.boot_id.is_empty() || boot_id().as_deref() != Some(&s.boot_id[..])) {
+fn trust(
+    s: Summary,
+    dir: &DataDir,
+    index: &IdIndex,
+    journals: &[(u64, PathBuf)],
+) -> Result<Trusted, String> {
+    let boot = boot_id(dir.path());
+    if !s.clean && (s.boot_id.is_empty() || boot.as_deref() != Some(&s.boot_id[..])) {
         return Err("a checkpoint from before the machine restarted".into());
     }
     let high = index

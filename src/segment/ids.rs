@@ -457,7 +457,7 @@ impl IdIndex {
                 path, file, dirty, ..
             } => {
                 if *dirty {
-                    file.sync_data().map_err(|e| StorageError::io(path, e))?;
+                    super::fsio::sync_file(file).map_err(|e| StorageError::io(path, e))?;
                     *dirty = false;
                 }
                 Ok(())

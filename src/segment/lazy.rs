@@ -12,6 +12,7 @@ use super::format::{
     Check, FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record,
     invalid_input, plan_update, read_record, scan_meta,
 };
+use super::fsio;
 use super::mapped::{create_file, open_rw, read_file_header, used};
 use super::mem::sync_parent_dir;
 use super::mmap;
@@ -241,9 +242,7 @@ impl Segment for LazySegment {
             // fsync covers the positioned writes and any pages dirtied through a mapping
             // that `close` already dropped (they stay dirty in the page cache).
             let path = self.path.clone();
-            self.file()?
-                .sync_data()
-                .map_err(|e| StorageError::io(&path, e))?;
+            fsio::sync_file(self.file()?).map_err(|e| StorageError::io(&path, e))?;
             self.data_dirty = false;
         }
         if self.name_dirty {

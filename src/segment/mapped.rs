@@ -13,6 +13,7 @@ use super::format::{
     encode_file_header, encode_record_into, file_header_error, invalid_input, plan_update,
     read_record, record_len, scan_meta, segment_file_name,
 };
+use super::fsio;
 use super::lazy::nonzero_end;
 use super::mem::sync_parent_dir;
 use super::mmap;
@@ -243,13 +244,9 @@ impl Segment for MappedSegment {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.map
-            .flush()
-            .map_err(|e| StorageError::io(&self.path, e))?;
+        fsio::sync_map(&self.map, &self.path).map_err(|e| StorageError::io(&self.path, e))?;
         if self.size_dirty {
-            self.file()?
-                .sync_data()
-                .map_err(|e| StorageError::io(&self.path, e))?;
+            fsio::sync_file(&*self.file()?).map_err(|e| StorageError::io(&self.path, e))?;
             self.size_dirty = false;
         }
         if self.name_dirty {

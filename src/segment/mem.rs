@@ -63,7 +63,11 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(
     let written = File::create(&tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;
-            if durable { f.sync_all() } else { Ok(()) }
+            if durable {
+                super::fsio::sync_file(&f)
+            } else {
+                Ok(())
+            }
         })
         .map_err(|e| StorageError::io(&tmp, e));
     if let Err(e) = written {
@@ -94,9 +98,7 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
+    super::fsio::sync_dir(dir).map_err(|e| StorageError::io(dir, e))
 }
 
 impl Segment for MemSegment {

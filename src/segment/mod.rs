@@ -16,17 +16,20 @@ use std::path::{Path, PathBuf};
 mod datadir;
 pub mod dump;
 pub mod format;
+pub mod fsio;
 mod ids;
 pub mod journal;
 mod lazy;
 mod mapped;
 mod mem;
 mod mmap;
+pub mod powercut;
 pub mod snapshot;
 mod summary;
 
 pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
+pub use fsio::boot_id;
 pub use ids::{
     ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
     IdReader, JobLocation,
@@ -35,7 +38,7 @@ pub use journal::ChangeJournal;
 pub use lazy::LazySegment;
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
 pub use mem::MemSegment;
-pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary, boot_id};
+pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;

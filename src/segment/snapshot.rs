@@ -72,7 +72,7 @@ pub fn stage(dir: &Path, spoke: SpokeId, bytes: &[u8]) -> Result<()> {
     let written = fs::File::create(&path)
         .and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()
+            super::fsio::sync_file(&f)
         })
         .map_err(|e| StorageError::io(&path, e));
     if written.is_err() {

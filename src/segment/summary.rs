@@ -36,15 +36,6 @@ pub const SUMMARY_VERSION: u32 = 2;
 /// Flag bit: written by a complete flush, durably (see the module documentation).
 const CLEAN: u32 = 1;
 
-/// The boot this process runs in (Linux: `/proc/sys/kernel/random/boot_id`), `None` where it
-/// cannot be read. Two processes of the same boot share the page cache, so one sees every
-/// write the other made, synced or not.
-pub fn boot_id() -> Option<Vec<u8>> {
-    let id = fs::read("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = id.trim_ascii();
-    (!id.is_empty()).then(|| id.to_vec())
-}
-
 /// The hub's figures for the whole data dir when the summary was taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -303,12 +294,5 @@ mod tests {
         Summary::write_unsynced(&path, &checkpoint.encode()).unwrap();
         assert_eq!(Summary::read(&path).unwrap().unwrap().unwrap(), checkpoint);
         assert!(!tmp.path().join("summary.yaad.tmp").exists());
-    }
-
-    #[test]
-    fn this_machine_has_a_boot_id() {
-        // Linux with /proc (the CI machine): checkpoints are trusted after a crash only then.
-        let id = boot_id().expect("boot id");
-        assert_eq!(id, boot_id().unwrap());
     }
 }

@@ -1,0 +1,76 @@
+//! The durability boundary of a data dir: every call that makes something durable (a file's
+//! data, a mapping's pages, a directory's names) and the boot identity go through here.
+//!
+//! Writes themselves (stores into a mapping, positioned writes, renames, unlinks) are not
+//! routed through this module: what they leave on the device after a power cut is defined
+//! by the syncs that follow them (storage-format.md, *What the format assumes of the disk*).
+//! That is also what the power-loss simulator ([`super::powercut`]) needs: it records the
+//! durable state of a data dir at each of these calls and builds, at a cut, a directory
+//! holding only what a power failure may leave. With no simulator registered each call is
+//! the system call plus one relaxed atomic load.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use super::powercut;
+
+/// `fdatasync`: the file's data (written by `write`/`pwrite` or through a shared mapping) and
+/// the metadata needed to read it back (its length) reach the device.
+pub fn sync_file(file: &File) -> io::Result<()> {
+    match powercut::before_file_sync(file) {
+        None => file.sync_data(),
+        Some(pending) => {
+            file.sync_data()?;
+            pending.commit();
+            Ok(())
+        }
+    }
+}
+
+/// `msync(MS_SYNC)` of a whole shared mapping of the file at `path`.
+pub fn sync_map(map: &memmap2::MmapMut, path: &Path) -> io::Result<()> {
+    match powercut::before_path_sync(path) {
+        None => map.flush(),
+        Some(pending) => {
+            map.flush()?;
+            pending.commit();
+            Ok(())
+        }
+    }
+}
+
+/// `fsync` of a directory: the names created, renamed or removed in it reach the device.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let pending = powercut::before_dir_sync(dir);
+    File::open(dir)?.sync_all()?;
+    if let Some(p) = pending {
+        p.commit();
+    }
+    Ok(())
+}
+
+/// The boot this process runs in (Linux: `/proc/sys/kernel/random/boot_id`), `None` where it
+/// cannot be read. Two processes of the same boot share the page cache, so one sees every
+/// write the other made, synced or not; across a reboot only what was synced is there. `dir`
+/// is the data dir asking: the power-loss simulator gives a data dir restored from a cut a
+/// boot of its own.
+pub fn boot_id(dir: &Path) -> Option<Vec<u8>> {
+    if let Some(id) = powercut::boot_id(dir) {
+        return Some(id);
+    }
+    let id = std::fs::read("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim_ascii();
+    (!id.is_empty()).then(|| id.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_machine_has_a_boot_id() {
+        // Linux with /proc (the CI machine): checkpoints are trusted after a crash only then.
+        let dir = std::path::Path::new(".");
+        let id = super::boot_id(dir).expect("boot id");
+        assert_eq!(id, super::boot_id(dir).unwrap());
+    }
+}
