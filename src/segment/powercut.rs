@@ -431,8 +431,9 @@ fn merge(
         for sector in (page..end).step_by(SECTOR) {
             let take = if torn { rng.f64() < bias } else { whole };
             if take {
-                for i in sector..(sector + SECTOR).min(end) {
-                    out[i] = byte(&current, i);
+                let stop = (sector + SECTOR).min(end);
+                for (i, b) in out[sector..stop].iter_mut().enumerate() {
+                    *b = byte(&current, sector + i);
                 }
             }
         }
