@@ -51,6 +51,18 @@ pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, bool), HubError> {
     }
 }
 
+/// Whether the segment file at `path` is shorter than its header or its header is all zeros:
+/// a create whose header never reached the disk (a power cut before its first sync), so no
+/// record in it was ever acknowledged as durable.
+fn never_written(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = vec![0u8; FILE_HEADER_LEN as usize];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+        Ok(()) => head.iter().all(|&b| b == 0),
+        Err(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+    }
+}
+
 /// What open found of the summary and the change journals.
 pub(super) struct Found {
     /// A summary recovery may rely on, with the spokes changed since it was taken.
@@ -225,9 +237,10 @@ impl<S: Segment> Hub<S> {
             let mut seg = match opened {
                 Ok(s) => s,
                 Err(e @ StorageError::Corrupted { .. }) => {
-                    if std::fs::metadata(&path).is_ok_and(|m| m.len() < FILE_HEADER_LEN) {
-                        // A create cut short (crash or disk full): no record can be in it, and
-                        // left in place it would make every create of its spoke fail.
+                    if never_written(&path) {
+                        // A create cut short (crash, power cut or disk full): no record of it
+                        // was ever synced, and left in place it would make every create of its
+                        // spoke fail.
                         std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
                         self.dir_dirty = true;
                         continue;

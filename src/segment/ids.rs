@@ -152,8 +152,12 @@ impl IdIndex {
             .map_err(|e| StorageError::io(path, e))?;
         let len = file_len(&file, path)?;
         let base = if len == 0 {
+            // Durable at once, name included: after a power cut a missing index would be
+            // rebuilt from the records, and ids issued since the last sync handed out again.
             file.write_all_at(&header_bytes(DEFAULT_BASE), 0)
+                .and_then(|()| super::fsio::sync_file(&file))
                 .map_err(|e| StorageError::io(path, e))?;
+            super::mem::sync_parent_dir(path)?;
             DEFAULT_BASE
         } else {
             let mut head = [0u8; ID_HEADER_LEN as usize];
