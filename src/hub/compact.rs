@@ -30,6 +30,7 @@
 
 use super::spoke::Spoke;
 use super::{Hub, HubError, Micros, SECOND};
+use crate::segment::format::{FILE_HEADER_LEN, record_len};
 use crate::segment::{JobLocation, JobState, NewRecord, RecordOffset, Segment, SpokeId};
 
 /// Segments smaller than this are never compacted (the gain would not pay for the rewrite).
@@ -37,11 +38,6 @@ pub const COMPACT_MIN_BYTES: u64 = 256 * 1024;
 
 /// A loaded spoke is compacted only once its end is at least this far in the past.
 pub const COMPACT_AFTER_PAST: Micros = 10 * SECOND;
-
-/// Length of a record on disk (header, tube, body, padding to 8).
-fn record_len(tube_len: usize, body_len: u32) -> u64 {
-    (80 + tube_len as u64 + u64::from(body_len)).div_ceil(8) * 8
-}
 
 impl<S: Segment> Hub<S> {
     /// Queues spoke `id` for compaction: far ones for the next call, loaded ones for when they
@@ -109,11 +105,10 @@ impl<S: Segment> Hub<S> {
             {
                 continue;
             }
-            live_bytes += record_len(m.tube.len(), m.body_len);
+            live_bytes += record_len(m.tube.len(), m.body_len as usize);
             keep.push(m.offset);
         }
-        let header = 64;
-        if keep.is_empty() || used.saturating_sub(header) < 2 * live_bytes {
+        if keep.is_empty() || used.saturating_sub(FILE_HEADER_LEN) < 2 * live_bytes {
             // Not worth it (dead records are small ones). Count the segment as if it held
             // only its live records, so the next check waits until half of those are gone:
             // a scan per lost record would make deletes O(records).
@@ -209,7 +204,54 @@ impl<S: Segment> Hub<S> {
             self.touch_far(id);
         }
         self.work.segments_compacted += 1;
-        tracing::info!(spoke = ?id, before = used, after = live_bytes + header, "compacted segment");
+        tracing::info!(spoke = ?id, before = used, after = live_bytes + FILE_HEADER_LEN, "compacted segment");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{HubConfig, SECOND};
+    use super::*;
+    use crate::segment::LazySegment;
+
+    const T0: Micros = 1_700_000_000 * SECOND;
+
+    fn cfg(dir: &std::path::Path) -> HubConfig {
+        HubConfig {
+            data_dir: dir.to_path_buf(),
+            spoke_span: SECOND,
+            restore: false,
+            persist: true,
+        }
+    }
+
+    /// Compaction sized records with format v1's 80-byte record header (128 since v2): small
+    /// live records counted too small made a segment more than half live look mostly dead,
+    /// so it was rewritten for nothing.
+    #[test]
+    fn a_segment_more_than_half_live_is_not_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = Hub::<LazySegment>::open(cfg(dir.path()), T0).unwrap();
+        let c = hub.connect();
+        let big: Vec<u64> = (0..100)
+            .map(|_| hub.put(c, 0, 3_600, 60, &[b'x'; 1024], T0).unwrap())
+            .collect();
+        for _ in 0..2_000 {
+            hub.put(c, 0, 3_600, 60, b"y", T0).unwrap();
+        }
+        for id in big {
+            hub.delete(c, id, T0).unwrap();
+        }
+        let live = 2_000 * record_len(7, 1);
+        let dead = 100 * record_len(7, 1024);
+        assert!(dead < live && live + dead >= COMPACT_MIN_BYTES);
+        assert_eq!(hub.spokes.len(), 1);
+        let id = *hub.spokes.keys().next().unwrap();
+        assert!(
+            !hub.compact_spoke(id).unwrap(),
+            "a mostly live segment was compacted"
+        );
+        assert_eq!(hub.work.segments_compacted, 0);
     }
 }
