@@ -189,6 +189,29 @@ fn grows_past_first_size<S: Segment>() {
     assert_eq!(s.scan().unwrap().len(), 160);
 }
 
+/// Appends past what the last read mapped, then flushes: lazy mode's flush synced its
+/// mapping's range up to the data end, longer than the mapping, and failed (a drain and a
+/// shutdown then failed too).
+fn flush_after_appends_past_the_last_read<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    let first = s.append(&new_rec(1, b"big", &body_of(1, 1024))).unwrap();
+    assert_eq!(s.read(first).unwrap().id, 1);
+    // 48 records of 64 KiB: 3 MiB, past the first read's mapping (lazy: 1 MiB).
+    let mut offs = vec![first];
+    for id in 2..=49 {
+        let b = body_of(id, 64 * 1024);
+        offs.push(s.append(&new_rec(id, b"big", &b)).unwrap());
+    }
+    assert!(s.byte_size() > 3 << 20);
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.scan().unwrap().len(), 49);
+    let last = s.read(offs[48]).unwrap();
+    assert_eq!((last.id, last.body), (49, body_of(49, 64 * 1024)));
+}
+
 fn corrupted_at(r: Result<Record, StorageError>, at: u64) {
     match r {
         Err(StorageError::Corrupted { offset, .. }) => assert_eq!(offset, at),
@@ -368,6 +391,10 @@ macro_rules! segment_suite {
             #[test]
             fn grows_past_first_size() {
                 super::grows_past_first_size::<$ty>();
+            }
+            #[test]
+            fn flush_after_appends_past_the_last_read() {
+                super::flush_after_appends_past_the_last_read::<$ty>();
             }
             #[test]
             fn flipped_body_byte() {

@@ -234,13 +234,10 @@ impl Segment for LazySegment {
 
     fn flush(&mut self) -> Result<()> {
         if self.data_dirty {
-            if let Some(map) = &self.map {
-                // Only the data: the rest of the mapping may lie past the end of the file.
-                map.flush_range(0, self.end as usize)
-                    .map_err(|e| StorageError::io(&self.path, e))?;
-            }
-            // fsync covers the positioned writes and any pages dirtied through a mapping
-            // that `close` already dropped (they stay dirty in the page cache).
+            // fdatasync alone, for any data end: it writes back the pages of positioned
+            // writes and those dirtied through a mapping, current or dropped by `close` (one
+            // page cache). An msync of the mapping would add nothing, and the data may
+            // reach past it (appends since the last read did not remap).
             let path = self.path.clone();
             fsio::sync_file(self.file()?).map_err(|e| StorageError::io(&path, e))?;
             self.data_dirty = false;

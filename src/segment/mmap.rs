@@ -16,11 +16,15 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use memmap2::MmapMut;
 
 use super::{Result, StorageError};
+
+/// Size of the zero writes that reserve disk blocks where `posix_fallocate` is unsupported.
+const ZERO_CHUNK: u64 = 1 << 20;
 
 /// Maps the whole of `file` (read/write, shared).
 pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
@@ -50,9 +54,19 @@ pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<MmapMut> {
         .map_err(|e| StorageError::io(path, e))
 }
 
-/// Grows `file` to at least `len` bytes with disk blocks reserved, so writes through a
-/// mapping cannot hit "no space left" (which a mapping reports as SIGBUS). Never shrinks.
+/// Grows `file` to at least `len` bytes with disk blocks reserved (`posix_fallocate`, or
+/// zeros written where the filesystem lacks it), so writes through a mapping cannot hit "no
+/// space left" (which a mapping reports as SIGBUS): a full disk is an error here. Never
+/// shrinks.
 pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
+    reserve_with(file, path, len, posix_fallocate)
+}
+
+/// `posix_fallocate(fd, offset, len)`, returning its error number (0: done).
+type Fallocate = fn(&File, libc::off_t, libc::off_t) -> libc::c_int;
+
+/// [`reserve`] with `fallocate` in place of `posix_fallocate` (tests make it fail).
+fn reserve_with(file: &File, path: &Path, len: u64, fallocate: Fallocate) -> Result<()> {
     let cur = file
         .metadata()
         .map_err(|e| StorageError::io(path, e))?
@@ -60,37 +74,17 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
     if len <= cur {
         return Ok(());
     }
-    allocate(file, path, cur, len)?;
-    // `allocate` may be a no-op where unsupported; set_len only ever grows here.
-    if file
-        .metadata()
-        .map_err(|e| StorageError::io(path, e))?
-        .len()
-        < len
-    {
-        file.set_len(len).map_err(|e| StorageError::io(path, e))?;
-    }
-    Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn allocate(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (
-        libc::off_t::try_from(from),
-        libc::off_t::try_from(to - from),
-    ) else {
+    let (Ok(off), Ok(add)) = (libc::off_t::try_from(cur), libc::off_t::try_from(len - cur)) else {
         return Err(StorageError::io(
             path,
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "segment too large"),
         ));
     };
-    // SAFETY: plain system call on an open descriptor owned by `file`; no memory is passed.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
-    match rc {
+    match fallocate(file, off, add) {
         0 => Ok(()),
-        // Filesystems without fallocate: fall back to a sparse set_len (the caller does).
-        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        // Filesystems without fallocate: a sparse file would turn a full disk into a SIGBUS
+        // on a later store, so the blocks are reserved by writing zeros instead.
+        libc::EOPNOTSUPP | libc::EINVAL => write_zeros(file, path, cur, len),
         errno => Err(StorageError::io(
             path,
             std::io::Error::from_raw_os_error(errno),
@@ -98,7 +92,116 @@ fn allocate(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn allocate(_file: &File, _path: &Path, _from: u64, _to: u64) -> Result<()> {
+/// Writes zeros over `from..to` (past the data: `from` is the file's length), so that the
+/// filesystem allocates those blocks now and a full disk is an error here. A failure leaves
+/// the file longer by what was written, zeros, which read as the end of the data.
+fn write_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK.min(to - from) as usize];
+    let mut at = from;
+    while at < to {
+        let n = ZERO_CHUNK.min(to - at);
+        file.write_all_at(&zeros[..n as usize], at)
+            .map_err(|e| StorageError::io(path, e))?;
+        at += n;
+    }
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn posix_fallocate(file: &File, offset: libc::off_t, len: libc::off_t) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain system call on an open descriptor owned by `file`; no memory is passed.
+    unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn posix_fallocate(_file: &File, _offset: libc::off_t, _len: libc::off_t) -> libc::c_int {
+    libc::EOPNOTSUPP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+
+    /// Where posix_fallocate is unsupported (or refused with EINVAL).
+    fn unsupported(_: &File, _: libc::off_t, _: libc::off_t) -> libc::c_int {
+        libc::EOPNOTSUPP
+    }
+
+    /// Bytes of disk the file holds (st_blocks counts 512-byte units).
+    fn allocated(file: &File) -> u64 {
+        file.metadata().unwrap().blocks() * 512
+    }
+
+    /// Without posix_fallocate the file grew sparse: a full disk then surfaced as a SIGBUS on
+    /// a store through the mapping instead of an error of the growth (OUT_OF_MEMORY).
+    #[test]
+    fn without_fallocate_the_blocks_are_still_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = File::create_new(&path).unwrap();
+        file.set_len(64).unwrap();
+        let len = 3 * ZERO_CHUNK + 4096;
+        reserve_with(&file, &path, len, unsupported).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), len);
+        assert!(
+            allocated(&file) >= len,
+            "{} of {len} bytes allocated",
+            allocated(&file)
+        );
+    }
+
+    /// The same on a full disk: the growth fails with DiskFull.
+    #[test]
+    fn without_fallocate_a_full_disk_is_an_error() {
+        let Some(fs) = Tmpfs::mount("2m") else {
+            return;
+        };
+        let path = fs.dir.path().join("seg");
+        let file = File::create_new(&path).unwrap();
+        let r = reserve_with(&file, &path, 4 << 20, unsupported);
+        assert!(matches!(r, Err(StorageError::DiskFull { .. })), "{r:?}");
+    }
+
+    /// A tmpfs of `size` on a temp dir, unmounted on drop; None (the test passes, saying
+    /// why) where mounting is not allowed (not root), unless `YAAD_REQUIRE_TMPFS=1`.
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output();
+            let why = match out {
+                Ok(o) if o.status.success() => return Some(Tmpfs { dir }),
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => format!("cannot run mount: {e}"),
+            };
+            let msg = format!("disk-full test needs a tmpfs (mount as root): {why}");
+            if std::env::var("YAAD_REQUIRE_TMPFS").is_ok_and(|v| v == "1") {
+                panic!("{msg} (YAAD_REQUIRE_TMPFS=1)");
+            }
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let p = self.dir.path();
+            if !Command::new("umount")
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
 }
