@@ -1023,6 +1023,7 @@ fn sync<S: Segment>(h: &mut Harness<S>, m: &Model, cuts: &mut PowerCuts) {
     } else {
         let batch = h.hub().take_sync_batch();
         batch.sync().unwrap();
+        h.hub().synced(batch.epoch);
     }
 }
 
@@ -1057,10 +1058,11 @@ fn check_cut<S: Segment>(
     } else {
         for id in 0..last {
             let got = recovered(&mut hub, id, now);
-            let allowed: Vec<Option<Durable>> = cuts
-                .since_sync
-                .get(&id)
-                .map_or(vec![None], |v| v.iter().map(|j| j.as_ref().map(|j| durable_form(j, now))).collect());
+            let allowed: Vec<Option<Durable>> = cuts.since_sync.get(&id).map_or(vec![None], |v| {
+                v.iter()
+                    .map(|j| j.as_ref().map(|j| durable_form(j, now)))
+                    .collect()
+            });
             prop_assert!(
                 allowed.contains(&got),
                 "job {} after a power cut: {:?}, want one of {:?}",

@@ -189,6 +189,14 @@ impl<S: Segment> Hub<S> {
         }
         self.refresh_entries();
         self.ckpt.advance();
+        // A spoke holding the new record of a move whose Moved mark is not written yet may win
+        // against a scanned record: recovery must read it, so it is in the new journal.
+        let moved_to: Vec<SpokeId> = self.pending_moves.iter().map(|p| p.to).collect();
+        for spoke in moved_to {
+            if let Err(e) = self.note_change(Some(spoke)) {
+                tracing::warn!("checkpoint: {e}");
+            }
+        }
         // The next put writes an index entry: recovery then knows ids were issued after this.
         self.index_watermark = None;
         let summary = self.take_summary(false);

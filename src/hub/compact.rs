@@ -171,7 +171,7 @@ impl<S: Segment> Hub<S> {
         id: SpokeId,
         sync_dir: SyncDir<'_>,
     ) -> Result<bool, CompactError> {
-        if !self.cfg.persist {
+        if !self.cfg.persist || self.has_pending_move(id) {
             return Ok(false);
         }
         let Some(s) = self.spokes.get_mut(&id) else {

@@ -243,6 +243,8 @@ pub struct SyncBatch {
     pub files: Vec<SyncFile>,
     /// The data dir, when files were created or removed in it.
     pub dir: Option<PathBuf>,
+    /// Which batch this is: once it is synced, tell the hub ([`Hub::synced`]).
+    pub epoch: u64,
 }
 
 /// A file of a [`SyncBatch`]: the segment's (or index's) open file when it has one, shared
@@ -391,6 +393,29 @@ pub struct Hub<S: Segment> {
     corrupt_records: u64,
     draining: bool,
     work: HubWork,
+    /// The sync batch being filled: changes made now are in the batch of this number.
+    epoch: u64,
+    /// `Moved` marks waiting for the record that replaces theirs to be durable.
+    pending_moves: Vec<PendingMove>,
+}
+
+/// A `Moved` mark not written yet: the old record of a moved job (a delayed release, or a
+/// duplicate found by recovery) is marked only once the sync batch `epoch`, which holds its
+/// replacement, has completed. Written at once, the mark could reach the disk before the
+/// new record and a power cut would lose the job; until it is written both records are live
+/// and recovery keeps the one with the higher version.
+#[derive(Clone, Copy, Debug)]
+struct PendingMove {
+    spoke: SpokeId,
+    offset: RecordOffset,
+    slot: StateSlot,
+    /// The spoke of the record that replaces it: not retired before the mark is written
+    /// (its file gone, the old record would be the job again).
+    to: SpokeId,
+    epoch: u64,
+    /// The old record still counts as live in its spoke (a release), so the spoke is neither
+    /// retired nor compacted before the mark is written.
+    counted: bool,
 }
 
 /// Counts one more event in a job counter (u32 as in beanstalkd; saturates, never panics).
@@ -428,6 +453,7 @@ impl<S: Segment> Hub<S> {
         };
         let found = recovery::read_summary(&dir, &index, index_fresh, cfg.persist)?;
         let ckpt = Checkpoints::new(found.generation, found.clean_on_disk, dir.path());
+        let clean = found.clean_on_disk;
         let mut hub = Hub {
             dir,
             index,
@@ -472,11 +498,18 @@ impl<S: Segment> Hub<S> {
             total_connections: 0,
             corrupt_records: 0,
             draining: false,
+            epoch: 1,
+            pending_moves: Vec::new(),
             work: HubWork::default(),
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
             hub.recover(found.trusted)?;
+        }
+        if hub.cfg.persist && !clean && (!hub.spokes.is_empty() || hub.next_id > 1) {
+            // After a crash the segments may hold changes acknowledged before it that only
+            // reached the page cache (`-f MS`): this run's syncs would not cover them.
+            fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
         }
         if !hub.cfg.persist && hub.cfg.restore {
             // The ids a mem-mode flush handed out (`flush_snapshot`).
@@ -998,13 +1031,12 @@ impl<S: Segment> Hub<S> {
             priority: job.pri,
             counters: job.counters,
         };
-        // If either write failed, the next start scans every segment (no summary): the new
+        // If the index write failed, the next start scans every segment (no summary): the new
         // record wins (higher version, Moved never wins) and the index entry is rewritten.
-        let marked = self.update_slot(job.spoke, job.offset, moved).is_ok();
-        if !(marked && indexed.is_ok()) {
+        if indexed.is_err() {
             self.needs_full_scan = true;
         }
-        self.spoke_lost_live(job.spoke);
+        self.mark_moved((job.spoke, job.offset), moved, spoke, true);
         self.unlink(id);
         self.move_resident(job.spoke, spoke);
         if let Some(j) = self.jobs.get_mut(&id) {
@@ -1261,6 +1293,22 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist {
             return self.flush_snapshot();
         }
+        self.flush_files()?;
+        if !self.pending_moves.is_empty() {
+            // Everything is durable now, the new records of pending moves included.
+            self.synced(u64::MAX);
+            self.flush_files()?;
+        }
+        if let Err(e) = self.write_clean_summary() {
+            // Only start-up time depends on it: the next open scans every segment.
+            tracing::warn!("cannot write the start-up summary: {e}");
+        }
+        Ok(())
+    }
+
+    /// Syncs every segment changed since the last flush or sync batch, the id index and the
+    /// data dir.
+    fn flush_files(&mut self) -> Result<(), HubError> {
         while let Some(&id) = self.unflushed.first() {
             if let Some(s) = self.spokes.get_mut(&id) {
                 s.seg.flush()?;
@@ -1274,12 +1322,83 @@ impl<S: Segment> Hub<S> {
         }
         self.index.flush()?;
         self.index_dirty = false;
-        self.dir_dirty = false;
-        if let Err(e) = self.write_clean_summary() {
-            // Only start-up time depends on it: the next open scans every segment.
-            tracing::warn!("cannot write the start-up summary: {e}");
+        if self.dir_dirty {
+            fsio::sync_dir(self.dir.path()).map_err(|e| StorageError::io(self.dir.path(), e))?;
+            self.dir_dirty = false;
         }
         Ok(())
+    }
+
+    /// Sync batch `epoch` (and every earlier one) is durable: writes the `Moved` marks that
+    /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
+    pub fn synced(&mut self, epoch: u64) {
+        if self.pending_moves.is_empty() {
+            return;
+        }
+        let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) =
+            std::mem::take(&mut self.pending_moves)
+                .into_iter()
+                .partition(|p| p.epoch <= epoch);
+        self.pending_moves = wait;
+        for p in due {
+            self.write_moved(p);
+        }
+    }
+
+    /// Marks the record at `offset` of `spoke` `Moved` (see [`PendingMove`]): at once in mem
+    /// mode (a flush writes a whole snapshot), else once the current sync batch is durable.
+    fn mark_moved(
+        &mut self,
+        (spoke, offset): (SpokeId, RecordOffset),
+        slot: StateSlot,
+        to: SpokeId,
+        counted: bool,
+    ) {
+        let p = PendingMove {
+            spoke,
+            offset,
+            slot,
+            to,
+            epoch: self.epoch,
+            counted,
+        };
+        if self.cfg.persist {
+            self.pending_moves.push(p);
+        } else {
+            self.write_moved(p);
+        }
+    }
+
+    fn write_moved(&mut self, p: PendingMove) {
+        if !self.spokes.contains_key(&p.spoke) {
+            // Retired meanwhile: the file holds no live record any more.
+            return;
+        }
+        if self.update_slot(p.spoke, p.offset, p.slot).is_err() {
+            // Both records stay live: only a full scan settles them.
+            self.needs_full_scan = true;
+        }
+        if p.counted {
+            self.spoke_lost_live(p.spoke);
+        } else {
+            self.maybe_retire(p.spoke);
+        }
+        self.maybe_retire(p.to);
+    }
+
+    /// Whether the record at `offset` of `spoke` waits for its `Moved` mark: it is not the job.
+    fn is_pending_move(&self, spoke: SpokeId, offset: RecordOffset) -> bool {
+        self.pending_moves
+            .iter()
+            .any(|p| p.spoke == spoke && p.offset == offset)
+    }
+
+    /// Whether a `Moved` mark waits to be written into `spoke` (it must not be compacted:
+    /// the mark's offset would move) or for a record in it (it must not be retired).
+    fn has_pending_move(&self, spoke: SpokeId) -> bool {
+        self.pending_moves
+            .iter()
+            .any(|p| p.spoke == spoke || p.to == spoke)
     }
 
     /// Takes what must be synced to make every change so far durable, without syncing it:
@@ -1328,9 +1447,12 @@ impl<S: Segment> Hub<S> {
             )
             .chain(index)
             .collect();
+        let epoch = self.epoch;
+        self.epoch += 1;
         SyncBatch {
             files,
             dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
+            epoch,
         }
     }
 

@@ -324,22 +324,29 @@ impl<S: Segment> Hub<S> {
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
         let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
+        let mut winner = None;
         // Ids ascend: the entries are read a chunk at a time.
         let mut ids = IdReader::new();
         for r in &seen {
             let first = prev != Some(r.id);
             prev = Some(r.id);
             let sid = order[r.spoke as usize];
-            if !first {
+            if first {
+                winner = Some(sid);
+            } else {
                 if r.state != JobState::Deleted {
-                    // A move whose Moved mark was lost (crash): mark it now.
+                    // A move whose Moved mark was lost (crash): mark it once the winner's
+                    // segment, which may hold it only in the page cache, is synced.
                     let slot = StateSlot {
                         version: r.version.saturating_add(1),
                         state: JobState::Moved,
                         priority: 0,
                         counters: Default::default(),
                     };
-                    self.update_slot(sid, r.offset, slot)?;
+                    if let Some(w) = winner {
+                        self.unflushed.insert(w);
+                        self.mark_moved((sid, r.offset), slot, w, false);
+                    }
                 }
                 continue;
             }

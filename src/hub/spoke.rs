@@ -151,6 +151,10 @@ impl<S: Segment> Hub<S> {
     }
 
     pub(super) fn retire_spoke(&mut self, id: SpokeId) {
+        if self.has_pending_move(id) {
+            // Retried once the mark is written (`write_moved`).
+            return;
+        }
         self.retire.remove(&id);
         self.compact_due.remove(&id);
         self.compact_later.remove(&id);
@@ -349,11 +353,21 @@ impl<S: Segment> Hub<S> {
         };
         self.work.spokes_loaded += 1;
         self.work.records_loaded += metas.len() as u64;
+        // A job moved within this spoke has two live records until its Moved mark is written
+        // (see `PendingMove`): the newest version is the job.
+        let mut newest: HashMap<u64, u32> = HashMap::new();
+        for m in metas.iter().flatten() {
+            let v = newest.entry(m.id).or_insert(m.slot.version);
+            *v = (*v).max(m.slot.version);
+        }
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),
                 Ok(m) => {
                     self.index_trim.push(m.id);
+                    if newest.get(&m.id).is_some_and(|&v| v > m.slot.version) {
+                        continue;
+                    }
                     self.make_resident(id, m);
                 }
             }
@@ -369,7 +383,7 @@ impl<S: Segment> Hub<S> {
             // Recovered buried jobs keep id order, before any buried from now on.
             JobState::Buried => Phase::Buried { seq: 0 },
         };
-        if self.jobs.contains_key(&m.id) {
+        if self.jobs.contains_key(&m.id) || self.is_pending_move(spoke, m.offset) {
             return;
         }
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));

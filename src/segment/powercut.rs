@@ -73,6 +73,29 @@ struct Plan {
     then_kill: bool,
 }
 
+type Files = HashMap<Key, Vec<u8>>;
+type Dirs = HashMap<PathBuf, BTreeMap<OsString, Key>>;
+
+/// Every file's bytes and every directory's names under `root`.
+fn read_tree(root: &Path) -> io::Result<(Files, Dirs)> {
+    let (mut files, mut dirs) = (HashMap::new(), HashMap::new());
+    for (rel, names) in walk(root)? {
+        let mut listing = BTreeMap::new();
+        for (name, (key, path)) in names {
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    files.insert(key, bytes);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            listing.insert(name, key);
+        }
+        dirs.insert(rel, listing);
+    }
+    Ok((files, dirs))
+}
+
 /// Unregisters its [`Sim`] when dropped.
 #[derive(Debug)]
 pub struct Registration(Arc<Sim>);
@@ -98,15 +121,9 @@ pub fn register(root: &Path, boot: &[u8]) -> io::Result<Registration> {
     fs::create_dir_all(root)?;
     let root = fs::canonicalize(root)?;
     let mut state = State::default();
-    let tree = walk(&root)?;
-    for (rel, names) in &tree {
-        let mut listing = BTreeMap::new();
-        for (name, (key, path)) in names {
-            state.files.insert(*key, fs::read(path)?);
-            listing.insert(name.clone(), *key);
-        }
-        state.dirs.insert(rel.clone(), listing);
-    }
+    let (files, dirs) = read_tree(&root)?;
+    state.files = files;
+    state.dirs = dirs;
     let sim = Arc::new(Sim {
         root,
         boot: boot.to_vec(),
@@ -260,6 +277,10 @@ impl Sim {
             PendingKind::Dir(rel, names) => {
                 st.dirs.insert(rel, names);
             }
+            PendingKind::Tree(files, dirs) => {
+                st.files.extend(files);
+                st.dirs.extend(dirs);
+            }
         }
     }
 }
@@ -273,6 +294,7 @@ pub(super) struct Pending {
 enum PendingKind {
     File(Key, Vec<u8>),
     Dir(PathBuf, BTreeMap<OsString, Key>),
+    Tree(Files, Dirs),
 }
 
 impl Pending {
@@ -350,6 +372,21 @@ pub(super) fn before_dir_sync(dir: &Path) -> Option<Pending> {
     Some(Pending {
         sim: sim.clone(),
         kind: PendingKind::Dir(rel, names),
+    })
+}
+
+/// Before `syncfs` of the filesystem holding `dir`: everything under the data dir.
+pub(super) fn before_tree_sync(dir: &Path) -> Option<Pending> {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    let dir = fs::canonicalize(dir).ok()?;
+    let sim = sim_for(&dir)?;
+    let _st = sim.event();
+    let (files, dirs) = read_tree(&sim.root).ok()?;
+    Some(Pending {
+        sim: sim.clone(),
+        kind: PendingKind::Tree(files, dirs),
     })
 }
 

@@ -585,6 +585,8 @@ impl<S: Segment> Core<S> {
             self.any_sync_failed.store(true, Ordering::Release);
             return Err((target, e));
         }
+        // The Moved marks that waited for this batch go into the next one.
+        self.with_hub(|h| h.synced(batch.epoch));
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
         self.sync_ns
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -596,6 +598,10 @@ impl<S: Segment> Core<S> {
     }
 
     fn after_call(&self, g: &mut Locked<S>) {
+        if self.durability == Durability::Never {
+            // No sync to wait for (`-F`): moves are marked at once.
+            g.hub.synced(u64::MAX);
+        }
         if let Some(reap) = &self.reap
             && g.hub.has_retired()
         {
