@@ -420,12 +420,12 @@ impl<S: Segment> Hub<S> {
         let mut cfg = cfg;
         cfg.spoke_span = cfg.spoke_span.max(1);
         let dir = DataDir::open(&cfg.data_dir)?;
-        let (index, index_fresh) = if cfg.persist {
+        let (index, index_found) = if cfg.persist {
             recovery::open_index(&dir)?
         } else {
-            (IdIndex::in_memory(), true)
+            (IdIndex::in_memory(), recovery::IndexFound::Created)
         };
-        let found = recovery::read_summary(&dir, &index, index_fresh, cfg.persist)?;
+        let found = recovery::read_summary(&dir, &index, index_found, cfg.persist)?;
         let mut hub = Hub {
             dir,
             index,
@@ -474,7 +474,7 @@ impl<S: Segment> Hub<S> {
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
-            hub.recover(found.trusted)?;
+            hub.recover(found)?;
         }
         if !hub.cfg.persist && hub.cfg.restore {
             // The ids a mem-mode flush handed out (`flush_snapshot`).

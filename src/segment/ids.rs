@@ -466,6 +466,24 @@ impl IdIndex {
     }
 }
 
+/// The high-water mark `ids.yaad` at `path` still shows when its header cannot be read: the
+/// file's length (entries are zeroed or punched, never cut off) counted from the base of every
+/// index file this version writes, [`DEFAULT_BASE`] (a damaged header's own base field cannot
+/// be trusted). 0 if no entry fits, or no file is there.
+pub fn damaged_high_water(path: &Path) -> Result<u64> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
+    Ok(if entries == 0 {
+        0
+    } else {
+        DEFAULT_BASE.saturating_add(entries - 1)
+    })
+}
+
 /// An entry's bytes: all zero is "no job"; a checksum that does not match is damage.
 fn decode_entry(path: &Path, at: u64, id: u64, buf: &[u8]) -> Result<Option<JobLocation>> {
     if buf.iter().all(|&b| b == 0) {
