@@ -12,6 +12,8 @@
 //! index whose header is damaged still shows its high-water (its length, see
 //! [`damaged_high_water`]); it is rebuilt keeping that, and ids then continue above the highest
 //! id found + [`ID_BLOCK`] too. A summary's next id is a floor even when it is not trusted.
+//! Memory mode keeps no index file while running, only its high-water as a reservation of
+//! ids ([`IdReservation`], `Hub::open_id_reservation`).
 //!
 //! The data dir usually holds a [`Summary`] (see `checkpoint`: clean after a flush, else a
 //! checkpoint kept current while running) and the change journals that follow it: the far
@@ -34,8 +36,8 @@ use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
-    ChangeJournal, DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment,
-    SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id, damaged_high_water,
+    ChangeJournal, DataDir, IdIndex, IdReader, IdReservation, JobLocation, JobState, RecordOffset,
+    Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id, damaged_high_water,
 };
 
 /// How [`open_index`] found the id index.
@@ -450,6 +452,18 @@ impl<S: Segment> Hub<S> {
                 let _ = s.seg.close();
             }
         }
+        Ok(())
+    }
+
+    /// Memory mode: opens `ids.yaad`, whose high-water bounds every id an earlier run of this
+    /// data dir handed out (flushed or not, see [`IdReservation`]), continues above it, and
+    /// keeps it to reserve the ids this run hands out (`Hub::reserve_id`). With or without
+    /// `-r`: a later restore may bring back jobs of any run.
+    pub(super) fn open_id_reservation(&mut self) -> Result<(), HubError> {
+        let (file, _) = open_index(&self.dir)?;
+        let ids = IdReservation::new(file)?;
+        self.next_id = self.next_id.max(ids.reserved().saturating_add(1));
+        self.ids_reserved = Some(ids);
         Ok(())
     }
 
