@@ -30,8 +30,8 @@ use bytes::Bytes;
 pub use crate::segment::Micros;
 use crate::segment::fsio;
 use crate::segment::{
-    DataDir, IdIndex, JobLocation, JobState, NewRecord, Record, RecordMeta, RecordOffset, Segment,
-    SpokeId, StateSlot, StorageError, snapshot,
+    DataDir, IdIndex, IdReservation, JobLocation, JobState, NewRecord, Record, RecordMeta,
+    RecordOffset, Segment, SpokeId, StateSlot, StorageError, snapshot,
 };
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
@@ -324,6 +324,9 @@ pub struct Hub<S: Segment> {
     index: IdIndex,
     /// The highest id whose entry this hub wrote (None: none yet, the next put writes one).
     index_watermark: Option<u64>,
+    /// Memory mode: `ids.yaad`, whose high-water is kept a block ahead of the ids issued
+    /// (see `reserve_id`); None in persisted modes (the index itself bounds the ids).
+    ids_reserved: Option<IdReservation>,
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
     horizon_end: Micros,
@@ -446,18 +449,19 @@ impl<S: Segment> Hub<S> {
         let mut cfg = cfg;
         cfg.spoke_span = cfg.spoke_span.max(1);
         let dir = DataDir::open(&cfg.data_dir)?;
-        let (index, index_fresh) = if cfg.persist {
+        let (index, index_found) = if cfg.persist {
             recovery::open_index(&dir)?
         } else {
-            (IdIndex::in_memory(), true)
+            (IdIndex::in_memory(), recovery::IndexFound::Created)
         };
-        let found = recovery::read_summary(&dir, &index, index_fresh, cfg.persist)?;
+        let found = recovery::read_summary(&dir, &index, index_found, cfg.persist)?;
         let ckpt = Checkpoints::new(found.generation, found.clean_on_disk, dir.path());
         let clean = found.clean_on_disk;
         let mut hub = Hub {
             dir,
             index,
             index_watermark: None,
+            ids_reserved: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             // Recovery adds spokes: the first advance searches.
             far_start: 0,
@@ -504,23 +508,15 @@ impl<S: Segment> Hub<S> {
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
-            hub.recover(found.trusted)?;
+            hub.recover(found)?;
         }
         if hub.cfg.persist && !clean && (!hub.spokes.is_empty() || hub.next_id > 1) {
             // After a crash the segments may hold changes acknowledged before it that only
             // reached the page cache (`-f MS`): this run's syncs would not cover them.
             fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
         }
-        if !hub.cfg.persist && hub.cfg.restore {
-            // The ids a mem-mode flush handed out (`flush_snapshot`).
-            let path = hub.dir.id_index_path();
-            if path.exists() {
-                match IdIndex::open(&path).and_then(|ix| ix.high_water()) {
-                    Ok(high) => hub.next_id = hub.next_id.max(high.saturating_add(1)),
-                    // Ids then continue above the restored jobs only.
-                    Err(e) => tracing::warn!("ids handed out before the flush unknown: {e}"),
-                }
-            }
+        if !hub.cfg.persist {
+            hub.open_id_reservation()?;
         }
         hub.settle();
         // A crash from here on restarts from this checkpoint (unless a clean summary stands).
@@ -730,6 +726,7 @@ impl<S: Segment> Hub<S> {
         // Ids are never reused, even when the append fails.
         let id = self.next_id;
         self.next_id += 1;
+        self.reserve_id(id)?;
         let rec = NewRecord {
             id,
             trigger_at,
@@ -1895,6 +1892,15 @@ impl<S: Segment> Hub<S> {
         }
     }
 
+    /// Memory mode: reserves `id` before it is handed out (once per [`ID_BLOCK`] ids, a write
+    /// through the page cache), so a restart after `kill -9` continues above it.
+    fn reserve_id(&mut self, id: u64) -> Result<(), HubError> {
+        if let Some(ids) = &mut self.ids_reserved {
+            ids.cover(id, ID_BLOCK)?;
+        }
+        Ok(())
+    }
+
     /// Mem-mode flush: stages every changed segment, then commits the set of live spokes.
     /// Changed spokes stay unflushed until the commit succeeds (a retry stages them again).
     fn flush_snapshot(&mut self) -> Result<(), HubError> {
@@ -1903,9 +1909,9 @@ impl<S: Segment> Hub<S> {
         // The ids handed out so far, before the commit: a restore (`-r`) of this snapshot or
         // of the previous one continues above them, also when the job with the highest id
         // was deleted and its spoke dropped. A crash before the commit only skips ids.
-        let mut ids = IdIndex::open(&self.dir.id_index_path())?;
-        ids.raise_high_water(self.next_id.saturating_sub(1))?;
-        ids.flush()?;
+        if let Some(ids) = &mut self.ids_reserved {
+            ids.reset_to(self.next_id.saturating_sub(1))?;
+        }
         for &id in &self.unflushed {
             if let Some(s) = self.spokes.get_mut(&id) {
                 match s.seg.image() {

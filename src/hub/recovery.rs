@@ -8,7 +8,12 @@
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
 //! Ids continue above the highest id seen in any record and above the id index's high-water
-//! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired.
+//! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired. An
+//! index whose header is damaged still shows its high-water (its length, see
+//! [`damaged_high_water`]); it is rebuilt keeping that, and ids then continue above the highest
+//! id found + [`ID_BLOCK`] too. A summary's next id is a floor even when it is not trusted.
+//! Memory mode keeps no index file while running, only its high-water as a reservation of
+//! ids ([`IdReservation`], `Hub::open_id_reservation`).
 //!
 //! The data dir usually holds a [`Summary`] (see `checkpoint`: clean after a flush, else a
 //! checkpoint kept current while running) and the change journals that follow it: the far
@@ -31,21 +36,43 @@ use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
-    ChangeJournal, DataDir, IdIndex, IdReader, JobLocation, JobState, RecordOffset, Segment,
-    SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id,
+    ChangeJournal, DataDir, IdIndex, IdReader, IdReservation, JobLocation, JobState, RecordOffset,
+    Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id, damaged_high_water,
 };
 
-/// Opens the data dir's id index; a damaged one is derived data, so it is started afresh.
-/// Also says whether it was started afresh (then it holds no entry: nothing may rely on it).
-pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, bool), HubError> {
+/// How [`open_index`] found the id index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum IndexFound {
+    /// As it was left.
+    Kept,
+    /// Created: there was none (or memory mode, which keeps none while running).
+    Created,
+    /// Damaged: started afresh, keeping the high-water mark its length showed.
+    Rebuilt,
+}
+
+/// Opens the data dir's id index; a damaged one is derived data, so it is started afresh,
+/// but never below the high-water it still shows: ids are not handed out twice.
+/// An index not `Kept` holds no entry: nothing may rely on it.
+pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, IndexFound), HubError> {
     let path = dir.id_index_path();
     let existed = path.exists();
     match IdIndex::open(&path) {
-        Ok(i) => Ok((i, !existed)),
-        Err(StorageError::Corrupted { .. }) => {
-            std::fs::remove_file(&path)
-                .map_err(|e| HubError::Internal(format!("{}: {e}", path.display())))?;
-            Ok((IdIndex::open(&path)?, true))
+        Ok(i) if existed => Ok((i, IndexFound::Kept)),
+        Ok(i) => Ok((i, IndexFound::Created)),
+        Err(StorageError::Corrupted { reason, .. }) => {
+            let high = damaged_high_water(&path)?;
+            tracing::warn!(
+                high_water = high,
+                "{}: {reason}; started afresh, ids continue above the high-water it shows",
+                path.display()
+            );
+            std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            let mut index = IdIndex::open(&path)?;
+            index.raise_high_water(high)?;
+            // Synced at once: the high-water is all that is left of the ids it bounded.
+            index.flush()?;
+            Ok((index, IndexFound::Rebuilt))
         }
         Err(e) => Err(e.into()),
     }
@@ -71,6 +98,11 @@ pub(super) struct Found {
     pub generation: u64,
     /// The trusted summary is a clean one (removed durably before the next change).
     pub clean_on_disk: bool,
+    /// The id index was damaged and rebuilt (see [`open_index`]).
+    index_rebuilt: bool,
+    /// The next id a readable summary states, trusted or not (0: none): ids below it may
+    /// have been handed out.
+    summary_next_id: u64,
 }
 
 pub(super) struct Trusted {
@@ -87,7 +119,7 @@ pub(super) struct Trusted {
 pub(super) fn read_summary(
     dir: &DataDir,
     index: &IdIndex,
-    index_fresh: bool,
+    index_found: IndexFound,
     persist: bool,
 ) -> Result<Found, HubError> {
     let path = dir.summary_path();
@@ -95,12 +127,17 @@ pub(super) fn read_summary(
     let newest_journal = journals.last().map_or(0, |&(g, _)| g);
     let read = Summary::read(&path)?;
     let exists = read.is_some();
+    let summary_next_id = match &read {
+        Some(Ok(s)) => s.next_id,
+        _ => 0,
+    };
+    let index_rebuilt = index_found == IndexFound::Rebuilt;
     let verdict = match read {
         None => Err("no summary".to_string()),
         Some(Err(why)) => Err(why),
         // Mem mode writes segment files at its flushes, under any summary.
         Some(Ok(_)) if !persist => Err("mem mode".into()),
-        Some(Ok(_)) if index_fresh => Err("the id index was rebuilt".into()),
+        Some(Ok(_)) if index_found != IndexFound::Kept => Err("the id index was rebuilt".into()),
         Some(Ok(s)) => trust(s, dir, index, &journals),
     };
     match verdict {
@@ -108,6 +145,8 @@ pub(super) fn read_summary(
             generation: t.summary.generation.max(newest_journal),
             clean_on_disk: t.summary.clean,
             trusted: Some(t),
+            index_rebuilt,
+            summary_next_id,
         }),
         Err(why) => {
             if exists {
@@ -123,6 +162,8 @@ pub(super) fn read_summary(
                 trusted: None,
                 generation: newest_journal,
                 clean_on_disk: false,
+                index_rebuilt,
+                summary_next_id,
             })
         }
     }
@@ -185,7 +226,13 @@ impl<S: Segment> Hub<S> {
     /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
     /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
     /// kicked or buried jobs) are scanned a second time for those winners' full headers.
-    pub(super) fn recover(&mut self, trusted: Option<Trusted>) -> Result<(), HubError> {
+    pub(super) fn recover(&mut self, found: Found) -> Result<(), HubError> {
+        let Found {
+            trusted,
+            index_rebuilt,
+            summary_next_id,
+            ..
+        } = found;
         let mut skip: HashMap<SpokeId, Arc<SpokeSummary>> = HashMap::new();
         let high = if self.cfg.persist {
             self.index.high_water()?
@@ -198,7 +245,7 @@ impl<S: Segment> Hub<S> {
         } else {
             0
         };
-        let mut max_id = block_end;
+        let mut max_id = block_end.max(summary_next_id.saturating_sub(1));
         if let Some(t) = trusted {
             let s = t.summary;
             max_id = s.next_id.saturating_sub(1);
@@ -212,6 +259,8 @@ impl<S: Segment> Hub<S> {
                 .map(|p| (p.spoke, p))
                 .collect();
         }
+        // The highest id of any record scanned.
+        let mut found_id = 0;
         let (mut scanned, mut summarised) = (0u64, 0u64);
         let mut order: Vec<SpokeId> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
@@ -279,7 +328,7 @@ impl<S: Segment> Hub<S> {
                         continue;
                     }
                 };
-                max_id = max_id.max(m.id);
+                found_id = found_id.max(m.id);
                 if m.slot.state == JobState::Moved {
                     continue;
                 }
@@ -311,6 +360,12 @@ impl<S: Segment> Hub<S> {
             self.spokes.insert(sid, spoke);
         }
         drop(tube_idx);
+        max_id = max_id.max(found_id);
+        if index_rebuilt && found_id > 0 {
+            // The index entries past the highest id found are lost: as past any high-water
+            // mark, ids may have been issued up to a block beyond it.
+            max_id = max_id.max(found_id.saturating_add(ID_BLOCK - 1));
+        }
         self.next_id = self.next_id.max(max_id.saturating_add(1));
         if scanned + summarised > 0 {
             tracing::info!(
@@ -423,6 +478,18 @@ impl<S: Segment> Hub<S> {
                 let _ = s.seg.close();
             }
         }
+        Ok(())
+    }
+
+    /// Memory mode: opens `ids.yaad`, whose high-water bounds every id an earlier run of this
+    /// data dir handed out (flushed or not, see [`IdReservation`]), continues above it, and
+    /// keeps it to reserve the ids this run hands out (`Hub::reserve_id`). With or without
+    /// `-r`: a later restore may bring back jobs of any run.
+    pub(super) fn open_id_reservation(&mut self) -> Result<(), HubError> {
+        let (file, _) = open_index(&self.dir)?;
+        let ids = IdReservation::new(file)?;
+        self.next_id = self.next_id.max(ids.reserved().saturating_add(1));
+        self.ids_reserved = Some(ids);
         Ok(())
     }
 

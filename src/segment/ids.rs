@@ -470,6 +470,82 @@ impl IdIndex {
     }
 }
 
+/// The high-water mark `ids.yaad` at `path` still shows when its header cannot be read: the
+/// file's length (entries are zeroed or punched, never cut off) counted from the base of every
+/// index file this version writes, [`DEFAULT_BASE`] (a damaged header's own base field cannot
+/// be trusted). 0 if no entry fits, or no file is there.
+pub fn damaged_high_water(path: &Path) -> Result<u64> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
+    Ok(if entries == 0 {
+        0
+    } else {
+        DEFAULT_BASE.saturating_add(entries - 1)
+    })
+}
+
+/// Memory mode's bound on the ids it handed out. `ids.yaad` holds no entries there (the index
+/// is a hash map), only a high-water mark, its length: every id issued is at most
+/// [`IdReservation::reserved`]. Raising it (a block ahead, so once per block of puts) is one
+/// `ftruncate` that reaches the page cache before the id is handed out, so a restart after
+/// `kill -9` continues above every id issued, not only above those of the last flush. A flush
+/// syncs it: after a power loss, ids continue above the last flush's reservation, and ids
+/// issued after it may come again (see storage-format.md, id index).
+#[derive(Debug)]
+pub struct IdReservation {
+    file: IdIndex,
+    reserved: u64,
+}
+
+impl IdReservation {
+    /// Continues from the high-water of `file` (a file-backed index).
+    pub fn new(file: IdIndex) -> Result<IdReservation> {
+        let reserved = file.high_water()?;
+        Ok(IdReservation { file, reserved })
+    }
+
+    /// The highest id that may have been handed out.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Makes sure `id` is reserved before it is handed out: if it is past the reservation,
+    /// reserves up to `id + ahead - 1` (`ahead` ≥ 1).
+    pub fn cover(&mut self, id: u64, ahead: u64) -> Result<()> {
+        if id <= self.reserved {
+            return Ok(());
+        }
+        let to = id.saturating_add(ahead.max(1) - 1);
+        self.file.raise_high_water(to)?;
+        self.reserved = to;
+        Ok(())
+    }
+
+    /// Sets the reservation to exactly `high`, the highest id handed out so far, and makes it
+    /// durable (a flush: a restore of its snapshot continues right above the ids issued).
+    /// Ids past `high` are reserved again as they are handed out.
+    pub fn reset_to(&mut self, high: u64) -> Result<()> {
+        if let Inner::File {
+            path,
+            file,
+            base,
+            dirty,
+        } = &mut self.file.inner
+            && high != self.reserved
+        {
+            let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
+            file.set_len(len).map_err(|e| StorageError::io(path, e))?;
+            *dirty = true;
+            self.reserved = high;
+        }
+        self.file.flush()
+    }
+}
+
 /// An entry's bytes: all zero is "no job"; a checksum that does not match is damage.
 fn decode_entry(path: &Path, at: u64, id: u64, buf: &[u8]) -> Result<Option<JobLocation>> {
     if buf.iter().all(|&b| b == 0) {
@@ -622,6 +698,39 @@ mod tests {
     #[test]
     fn memory_index() {
         exercise(&mut IdIndex::in_memory());
+    }
+
+    /// A reservation is the file's high-water: raised a block at a time, exact after `reset_to`,
+    /// and what a reopen (or, header damaged, the file's length) continues from.
+    #[test]
+    fn id_reservation_is_the_high_water_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ids.yaad");
+        assert_eq!(damaged_high_water(&path).unwrap(), 0, "no file");
+        let mut r = IdReservation::new(IdIndex::open(&path).unwrap()).unwrap();
+        assert_eq!(r.reserved(), 0);
+        r.cover(1, 100).unwrap();
+        assert_eq!(r.reserved(), 100);
+        r.cover(100, 100).unwrap();
+        assert_eq!(r.reserved(), 100, "covered already: nothing written");
+        r.cover(101, 100).unwrap();
+        assert_eq!(r.reserved(), 200);
+        drop(r);
+        let mut r = IdReservation::new(IdIndex::open(&path).unwrap()).unwrap();
+        assert_eq!(r.reserved(), 200);
+        r.reset_to(150).unwrap();
+        assert_eq!(r.reserved(), 150);
+        r.cover(151, 1).unwrap();
+        assert_eq!(r.reserved(), 151);
+        drop(r);
+        assert_eq!(IdIndex::open(&path).unwrap().high_water().unwrap(), 151);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(IdIndex::open(&path).is_err());
+        assert_eq!(damaged_high_water(&path).unwrap(), 151);
+        std::fs::write(&path, &bytes[..ID_HEADER_LEN as usize + 31]).unwrap();
+        assert_eq!(damaged_high_water(&path).unwrap(), 0, "no whole entry");
     }
 
     #[test]
