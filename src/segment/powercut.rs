@@ -242,28 +242,72 @@ impl Sim {
                 by_key.insert(*key, path.clone());
             }
         }
-        let rels: BTreeSet<&PathBuf> = tree.keys().chain(st.dirs.keys()).collect();
-        let empty = BTreeMap::new();
-        for rel in rels {
-            let dir = out.join(rel);
-            fs::create_dir_all(&dir)?;
-            let durable = st.dirs.get(rel).unwrap_or(&empty);
-            let now: BTreeMap<&OsString, Key> = tree
-                .get(rel)
-                .map(|n| n.iter().map(|(name, (k, _))| (name, *k)).collect())
-                .unwrap_or_default();
-            let names: BTreeSet<&OsString> = durable.keys().chain(now.keys().copied()).collect();
-            for name in names {
-                let (d, c) = (durable.get(name).copied(), now.get(name).copied());
-                let key = if d == c || rng.f64() >= bias { d } else { c };
-                let Some(key) = key else { continue };
-                let current = match by_key.get(&key) {
-                    Some(p) => Some(fs::read(p)?),
-                    None => None,
-                };
-                let bytes = merge(st.files.get(&key), current, bias, &mut rng);
-                fs::write(dir.join(name), bytes)?;
+        // Every name: its durable inode and its current one.
+        let mut names: BTreeMap<(PathBuf, OsString), (Option<Key>, Option<Key>)> = BTreeMap::new();
+        for (rel, listing) in &st.dirs {
+            for (name, key) in listing {
+                names.entry((rel.clone(), name.clone())).or_default().0 = Some(*key);
             }
+        }
+        for (rel, listing) in &tree {
+            for (name, (key, _)) in listing {
+                names.entry((rel.clone(), name.clone())).or_default().1 = Some(*key);
+            }
+        }
+        // Names changed since their directory's last fsync, grouped by the inodes they share:
+        // a rename changes two names in one step (assumed atomic, as ext4 and xfs journal it),
+        // so each group is taken whole, old or new.
+        let changed: Vec<&(PathBuf, OsString)> = names
+            .iter()
+            .filter(|(_, (d, c))| d != c)
+            .map(|(n, _)| n)
+            .collect();
+        let mut group: HashMap<&(PathBuf, OsString), usize> = HashMap::new();
+        let mut by_inode: HashMap<Key, usize> = HashMap::new();
+        let mut parent: Vec<usize> = (0..changed.len()).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (i, n) in changed.iter().enumerate() {
+            group.insert(n, i);
+            let (d, c) = names[*n];
+            for key in [d, c].into_iter().flatten() {
+                match by_inode.get(&key) {
+                    Some(&j) => {
+                        let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                        parent[a] = b;
+                    }
+                    None => {
+                        by_inode.insert(key, i);
+                    }
+                }
+            }
+        }
+        let mut take_new: HashMap<usize, bool> = HashMap::new();
+        let rels: BTreeSet<&PathBuf> = tree.keys().chain(st.dirs.keys()).collect();
+        for rel in rels {
+            fs::create_dir_all(out.join(rel))?;
+        }
+        for (n, &(d, c)) in &names {
+            let key = match group.get(n) {
+                None => d,
+                Some(&i) => {
+                    let g = root(&mut parent, i);
+                    let new = *take_new.entry(g).or_insert_with(|| rng.f64() < bias);
+                    if new { c } else { d }
+                }
+            };
+            let Some(key) = key else { continue };
+            let current = match by_key.get(&key) {
+                Some(p) => Some(fs::read(p)?),
+                None => None,
+            };
+            let bytes = merge(st.files.get(&key), current, bias, &mut rng);
+            fs::write(out.join(&n.0).join(&n.1), bytes)?;
         }
         Ok(())
     }
@@ -535,6 +579,24 @@ mod tests {
         assert!(seen.contains(&Some(vec![1; 2 * PAGE])));
         fsio::sync_dir(dir.path()).unwrap();
         assert!(outcomes(&sim, "f", 0..64).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_rename_reaches_the_disk_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("seg"), b"old").unwrap();
+        fs::write(dir.path().join("seg.next"), b"new").unwrap();
+        let sim = register(dir.path(), b"boot-c").unwrap();
+        fs::rename(dir.path().join("seg.next"), dir.path().join("seg")).unwrap();
+        let (seg, next) = (
+            outcomes(&sim, "seg", 0..64),
+            outcomes(&sim, "seg.next", 0..64),
+        );
+        let pairs: BTreeSet<(Option<Vec<u8>>, Option<Vec<u8>>)> =
+            seg.into_iter().zip(next).collect();
+        let old = (Some(b"old".to_vec()), Some(b"new".to_vec()));
+        let new = (Some(b"new".to_vec()), None);
+        assert_eq!(pairs, BTreeSet::from([old, new]));
     }
 
     #[test]
