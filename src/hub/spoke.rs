@@ -330,6 +330,14 @@ impl<S: Segment> Hub<S> {
 
     /// Loads far spoke `id`: every live record of its not yet resident jobs becomes resident.
     pub(super) fn load_spoke(&mut self, id: SpokeId) {
+        if !self.spokes.contains_key(&id) {
+            return;
+        }
+        // A summary on disk may still list it as far, its jobs found through their id index
+        // entries, which `trim_index` is about to empty: recovery must read it instead.
+        if let Err(e) = self.note_change(Some(id)) {
+            tracing::warn!(spoke = ?id, "change journal: {e}");
+        }
         let Some(s) = self.spokes.get_mut(&id) else {
             return;
         };
