@@ -262,6 +262,11 @@ fn recovery_takes_the_highest_version_and_marks_the_loser_moved() {
     );
     let st = hub.stats_job(42, T0 + SECOND).unwrap();
     assert_eq!((st.state, st.time_left), ("delayed", 9));
+    // The loser is marked once the winner's segment is synced (a power cut could otherwise
+    // keep the mark and lose the winner).
+    let batch = hub.take_sync_batch();
+    batch.sync().unwrap();
+    hub.synced(batch.epoch);
     let mut sa =
         MappedSegment::open(&dir.path().join(crate::segment::segment_file_name(a))).unwrap();
     assert_eq!(sa.read(old_off).unwrap().slot.state, JobState::Moved);
@@ -446,6 +451,11 @@ fn delayed_release_moves_the_job_and_survives_a_restart() {
     let c = hub.connect();
     let st = hub.stats_job(id, T0 + 10 * SECOND).unwrap();
     assert_eq!((st.state, st.pri, st.time_left), ("delayed", 4, 90));
+    // The old record's Moved mark waits for a sync (the first hub never synced: both
+    // records were live at the restart, the newer won).
+    let batch = hub.take_sync_batch();
+    batch.sync().unwrap();
+    hub.synced(batch.epoch);
     hub.tick(T0 + 100 * SECOND);
     assert_eq!(hub.peek_ready(c).unwrap().body, Bytes::from("body"));
     assert_eq!(
