@@ -390,6 +390,10 @@ pub struct Hub<S: Segment> {
     corrupt_records: u64,
     draining: bool,
     work: HubWork,
+    /// Files of past spokes retired with changes not synced yet whose segment was handed out
+    /// ([`Hub::take_retired`]): the next sync batch or flush syncs them, else the last delete
+    /// could be lost while the file, its removal not durable yet, survives a power loss.
+    retired_unsynced: Vec<SyncFile>,
 }
 
 /// Counts one more event in a job counter (u32 as in beanstalkd; saturates, never panics).
@@ -471,6 +475,7 @@ impl<S: Segment> Hub<S> {
             corrupt_records: 0,
             draining: false,
             work: HubWork::default(),
+            retired_unsynced: Vec::new(),
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
@@ -1252,6 +1257,13 @@ impl<S: Segment> Hub<S> {
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
     /// all-or-nothing for a restore, see [`crate::segment::snapshot`]).
     pub fn flush(&mut self) -> Result<(), HubError> {
+        let retired = SyncBatch {
+            files: std::mem::take(&mut self.retired_unsynced),
+            dir: None,
+        };
+        retired
+            .sync()
+            .map_err(|e| HubError::Internal(format!("syncing a retired segment: {e}")))?;
         for seg in std::mem::take(&mut self.retired) {
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = seg.destroy();
@@ -1324,6 +1336,7 @@ impl<S: Segment> Hub<S> {
                     None => SyncFile::Closed(self.dir.segment_path(id)),
                 },
             )
+            .chain(std::mem::take(&mut self.retired_unsynced))
             .chain(index)
             .collect();
         SyncBatch {
