@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod compact;
+mod durable;
 mod idmap;
 mod job;
 mod recovery;

@@ -284,9 +284,10 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             }
             Command::Kick(bound) => {
                 count(Cmd::Kick);
-                Response::Kicked(
-                    core.with_hub_change(&mut self.change, |h| h.kick(c, bound, now())),
-                )
+                match core.with_hub_change(&mut self.change, |h| Ok(h.kick(c, bound, now()))) {
+                    Ok(n) => Response::Kicked(n),
+                    Err(e) => error_reply(e),
+                }
             }
             Command::KickJob(id) => unit_reply(
                 core.with_hub_change(&mut self.change, |h| h.kick_job(id, now())),

@@ -103,14 +103,22 @@ pub struct Core<S: Segment> {
     draining: AtomicBool,
     /// Changes of persisted state so far; bumped under the hub lock.
     changes: AtomicU64,
-    /// Every change numbered up to this one is durable (synced).
+    /// Every change numbered up to this one is durable (synced). It stops moving once the
+    /// files are untrusted.
     synced: AtomicU64,
-    /// Changes `(from, to]` of every sync that failed: their replies are never sent. Rare, so
-    /// a list; `any_sync_failed` keeps the lock off the common path.
-    sync_failures: Mutex<Vec<(u64, u64)>>,
-    any_sync_failed: AtomicBool,
+    /// A sync (or a flush) failed: the files may have lost acknowledged-to-be changes, so the
+    /// server stops trusting them ([`Core::distrust`]): no later change is acknowledged (they
+    /// are refused), no reply waiting for a change not synced before is sent, and no clean
+    /// summary is written, so the next start scans every segment.
+    untrusted: AtomicBool,
+    /// Held by the sync thread for the whole of a sync, from taking the batch to publishing
+    /// its outcome, and by [`Core::flush`]: a flush never marks as synced the changes of a
+    /// batch still being synced (their files left the hub's sets with the batch).
+    sync_lock: Mutex<()>,
     /// Tests: syncs fail without syncing ([`Core::inject_sync_failures`]).
     failing_syncs: AtomicBool,
+    /// Tests: syncs wait after taking their batch ([`Core::hold_syncs`]).
+    hold: SyncHold,
     /// The tasks waiting for a sync, and the sync thread's wake-up ([`Core::run_syncs`]).
     sync_queue: SyncQueue,
     /// Completed syncs (a group commit makes far fewer than changes).
@@ -124,6 +132,30 @@ pub struct Core<S: Segment> {
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
+}
+
+/// Tests: holds the sync thread between taking a batch and syncing it.
+#[derive(Default)]
+struct SyncHold {
+    /// `(on, a sync waits at the hold)`.
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl SyncHold {
+    fn lock(&self) -> MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while the hold is on.
+    fn pass(&self) {
+        let mut st = self.lock();
+        while st.0 {
+            st.1 = true;
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.1 = false;
+    }
 }
 
 /// Tasks waiting for their changes to be synced, and the sync thread's condition variable.
@@ -361,9 +393,10 @@ impl<S: Segment> Core<S> {
             draining: AtomicBool::new(false),
             changes: AtomicU64::new(0),
             synced: AtomicU64::new(0),
-            sync_failures: Mutex::new(Vec::new()),
-            any_sync_failed: AtomicBool::new(false),
+            untrusted: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
             failing_syncs: AtomicBool::new(false),
+            hold: SyncHold::default(),
             sync_queue: SyncQueue::default(),
             syncs: AtomicU64::new(0),
             sync_changes: AtomicU64::new(0),
@@ -427,22 +460,55 @@ impl<S: Segment> Core<S> {
 
     /// Like [`Core::with_hub`] for a call that changes persisted state: sets `seq` to the
     /// change's number, which [`Core::wait_durable`] waits for before the reply (`-f 0`).
-    pub fn with_hub_change<R>(&self, seq: &mut u64, f: impl FnOnce(&mut Hub<S>) -> R) -> R {
+    /// Once the files are untrusted (a sync failed) the change is refused without calling `f`.
+    pub fn with_hub_change<R>(
+        &self,
+        seq: &mut u64,
+        f: impl FnOnce(&mut Hub<S>) -> Result<R, HubError>,
+    ) -> Result<R, HubError> {
+        if self.untrusted() {
+            return Err(HubError::Internal(
+                "change refused: a sync failed, the data files are not trusted until a restart"
+                    .into(),
+            ));
+        }
         let mut g = self.lock();
+        // Numbered under the lock, in the order the changes are made.
+        let n = self.changes.load(Ordering::Relaxed) + 1;
         let r = f(&mut g.hub);
-        *seq = self.changes.fetch_add(1, Ordering::Relaxed) + 1;
+        self.changes.store(n, Ordering::Relaxed);
+        *seq = n;
         self.after_call(&mut g);
         r
+    }
+
+    /// Whether a sync failed: the files are not trusted any more (see [`Core::distrust`]).
+    pub fn untrusted(&self) -> bool {
+        self.untrusted.load(Ordering::Acquire)
+    }
+
+    /// A sync or flush failed with `e`: stops trusting the files (logged once). Changes not
+    /// synced before are never acknowledged, later ones are refused, and the hub writes no
+    /// summary from now on, so the next start does a full recovery scan.
+    fn distrust(&self, hub: &mut Hub<S>, e: &dyn std::fmt::Display) {
+        if !self.untrusted.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "syncing the data files failed ({e}): they are not trusted any more; \
+                 replies to unsynced changes are withheld, changes are refused and no clean \
+                 summary is written: restart yaad (its start scans every segment)"
+            );
+        }
+        hub.distrust_files();
     }
 
     /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: the sync
     /// thread ([`Core::run_syncs`]) runs one sync at a time, outside the hub lock; changes made
     /// while it runs are all covered by the next one.
     ///
-    /// An error means the sync covering change `seq` failed: its reply must not be sent (the
-    /// caller drops the connection, so the client cannot take the change as acknowledged).
-    /// A later sync succeeding proves nothing about it (after a failed fdatasync the kernel may
-    /// have dropped the dirty pages), so every change of a failed batch stays failed.
+    /// An error means change `seq` was not synced before a sync failed: its reply must not be
+    /// sent (the caller drops the connection, so the client cannot take the change as
+    /// acknowledged). A later sync succeeding would prove nothing about it (after a failed
+    /// fdatasync the kernel may have dropped the dirty pages), so none is tried.
     pub async fn wait_durable(&self, seq: u64) -> std::io::Result<()> {
         if self.durability != Durability::EveryChange {
             return Ok(());
@@ -450,17 +516,17 @@ impl<S: Segment> Core<S> {
         self.durable(seq).await
     }
 
-    /// Resolves once change `seq` is synced, or with an error once a sync covering it failed
-    /// or the sync thread stopped first.
+    /// Resolves once change `seq` is synced, or with an error once a sync failed or the sync
+    /// thread stopped first.
     async fn durable(&self, seq: u64) -> std::io::Result<()> {
         std::future::poll_fn(|cx| {
             let done = |q: &SyncWaiters| {
-                if self.sync_failed(seq) {
-                    Some(Err(std::io::Error::other(format!(
-                        "sync of change {seq} failed: reply withheld"
-                    ))))
-                } else if self.synced.load(Ordering::Acquire) >= seq {
+                if self.synced.load(Ordering::Acquire) >= seq {
                     Some(Ok(()))
+                } else if self.untrusted() {
+                    Some(Err(std::io::Error::other(format!(
+                        "a sync failed before change {seq} was synced: reply withheld"
+                    ))))
                 } else if q.stopped {
                     Some(Err(std::io::Error::other(format!(
                         "server stopping before change {seq} was synced: reply withheld"
@@ -485,17 +551,6 @@ impl<S: Segment> Core<S> {
         .await
     }
 
-    /// Whether change `seq` was in a sync that failed.
-    fn sync_failed(&self, seq: u64) -> bool {
-        self.any_sync_failed.load(Ordering::Acquire)
-            && self
-                .sync_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .any(|&(from, to)| from < seq && seq <= to)
-    }
-
     /// The sync thread (`-f 0`, `-f MS`): while tasks wait for changes to be durable, syncs
     /// every change made so far and wakes the waiters it covers; returns once
     /// [`Core::stop_syncs`] was called. A thread of its own rather than a blocking task per
@@ -517,13 +572,8 @@ impl<S: Segment> Core<S> {
             // Once stopped, one last sync for the tasks already waiting; later ones get an
             // error (`durable`).
             let last = self.sync_queue.lock().stopped;
-            let target = match self.sync() {
-                Ok(target) => target,
-                Err((target, e)) => {
-                    tracing::error!("sync failed, replies to its changes withheld: {e}");
-                    target
-                }
-            };
+            // A failure is logged once, by `distrust`.
+            let target = self.sync().unwrap_or_else(|(target, _)| target);
             let mut woken = Vec::new();
             {
                 let mut q = self.sync_queue.lock();
@@ -552,6 +602,18 @@ impl<S: Segment> Core<S> {
         self.failing_syncs.store(fail, Ordering::Relaxed);
     }
 
+    /// Tests: while `hold` is set, a sync waits after taking its batch (its changes are then
+    /// neither in the hub's sets nor synced: what a slow fdatasync looks like).
+    pub fn hold_syncs(&self, hold: bool) {
+        self.hold.lock().0 = hold;
+        self.hold.cv.notify_all();
+    }
+
+    /// Tests: whether a sync waits at the hold ([`Core::hold_syncs`]) with its batch.
+    pub fn sync_held(&self) -> bool {
+        self.hold.lock().1
+    }
+
     /// Makes [`Core::run_syncs`] return; tasks still waiting get an error (no reply).
     pub fn stop_syncs(&self) {
         let mut q = self.sync_queue.lock();
@@ -560,8 +622,13 @@ impl<S: Segment> Core<S> {
     }
 
     /// Syncs every change made so far, outside the hub lock; returns the last change number
-    /// it covered (with the error, when it failed).
+    /// it covered (with the error, when it failed or the files are untrusted already).
     fn sync(&self) -> Result<u64, (u64, std::io::Error)> {
+        let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.untrusted() {
+            let target = self.changes.load(Ordering::Relaxed);
+            return Err((target, std::io::Error::other("a sync failed before")));
+        }
         let (batch, from, target) = {
             let mut g = self.lock();
             (
@@ -570,6 +637,7 @@ impl<S: Segment> Core<S> {
                 self.changes.load(Ordering::Relaxed),
             )
         };
+        self.hold.pass();
         let started = crate::observe::start();
         let clock = Instant::now();
         let synced = if self.failing_syncs.load(Ordering::Relaxed) {
@@ -578,11 +646,8 @@ impl<S: Segment> Core<S> {
             batch.sync()
         };
         if let Err(e) = synced {
-            self.sync_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((from, target));
-            self.any_sync_failed.store(true, Ordering::Release);
+            // The batch's files left the hub's sets: untrusted, they are never synced again.
+            self.distrust(&mut self.lock().hub, &e);
             return Err((target, e));
         }
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
@@ -663,10 +728,28 @@ impl<S: Segment> Core<S> {
     }
 
     /// Makes every change durable (drain, shutdown; mem mode: writes the segment files).
+    /// Waits for a sync in flight first: the files of its batch are no longer in the hub's
+    /// sets, so the hub's flush would not sync them. Once the files are untrusted (a sync
+    /// failed) it still flushes what it can but fails: no clean summary is written.
     pub fn flush(&self) -> Result<(), HubError> {
+        let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut g = self.lock();
         let target = self.changes.load(Ordering::Relaxed);
-        g.hub.flush()?;
+        let flushed = g.hub.flush();
+        if let Err(e) = &flushed
+            && self.mode != Mode::Mem
+        {
+            // As after a failed sync (mem mode writes new files each time: a retry is sound).
+            self.distrust(&mut g.hub, e);
+        }
+        if self.untrusted() {
+            return Err(HubError::Internal(
+                "a sync failed earlier: the data files are not trusted (no clean summary \
+                 written; the next start scans every segment)"
+                    .into(),
+            ));
+        }
+        flushed?;
         self.synced.fetch_max(target, Ordering::Release);
         Ok(())
     }
@@ -686,6 +769,10 @@ impl<S: Segment> Core<S> {
 
     /// The periodic sync (`-f MS`): syncs only if a change was made since the last one.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
+        if self.untrusted() {
+            // Said once, when the files stopped being trusted.
+            return Ok(());
+        }
         let last = self.changes.load(Ordering::Relaxed);
         if self.synced.load(Ordering::Acquire) < last {
             self.durable(last).await
