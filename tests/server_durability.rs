@@ -1,5 +1,6 @@
-//! `-f 0` promises that every acknowledged change survives a power loss. Regression: a flush
-//! (SIGUSR1, shutdown) marked the changes of a sync still in flight as synced.
+//! `-f 0` promises that every acknowledged change survives a power loss. Regressions: a flush
+//! (SIGUSR1, shutdown) marked the changes of a sync still in flight as synced; `reserve-job`
+//! persisted a state change without waiting for its sync.
 //!
 //! Syncs are held by the server's test hook (`Server::hold_syncs`): what must wait for one is
 //! seen waiting while it is held, and answered once it completes.
@@ -27,6 +28,16 @@ async fn until_sync_held(s: &TestServer) {
         assert!(tokio::time::Instant::now() < deadline, "no sync was taken");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A buried job 1 (its changes synced), and the connection that buried it.
+async fn buried_job(s: &TestServer) -> Client {
+    let mut a = Client::connect(s.addr).await;
+    assert_eq!(a.cmd("put 0 0 60 1\r\nx").await, "INSERTED 1");
+    assert_eq!(a.cmd("reserve-with-timeout 0").await, "RESERVED 1 1");
+    assert_eq!(a.line().await, "x");
+    assert_eq!(a.cmd("bury 1 0").await, "BURIED");
+    a
 }
 
 /// A flush (SIGUSR1's drain, a shutdown) while a sync batch is in flight waits for it: the
@@ -65,5 +76,22 @@ fn a_flush_waits_for_the_sync_in_flight() {
             assert_eq!(c.line().await, "INSERTED 1", "{mode:?}");
             s.server.shutdown().await.expect("clean shutdown");
         });
+    }
+}
+
+/// `reserve-job` of a buried (or delayed) job persists it as ready: its reply waits for that
+/// change's sync like every other change's, and is withheld when the sync fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_job_waits_for_its_sync() {
+    for mode in [Mode::Mapped, Mode::Lazy] {
+        let s = start_every_change(mode).await;
+        let _a = buried_job(&s).await;
+        s.server.inject_sync_failures(true);
+        let mut b = Client::connect(s.addr).await;
+        b.send(b"reserve-job 1\r\n").await;
+        assert!(
+            b.closed().await,
+            "{mode:?}: no reply for a reserve-job whose change was never synced"
+        );
     }
 }

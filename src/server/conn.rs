@@ -223,10 +223,13 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                 count(Cmd::ReserveWithTimeout);
                 return self.reserve(Some(u64::from(t) * SECOND));
             }
-            Command::ReserveJob(id) => match core.with_hub(|h| h.reserve_job(c, id, now())) {
-                Ok(job) => reserved(job),
-                Err(e) => error_reply(e),
-            },
+            // A change: a delayed or buried job is persisted as ready first.
+            Command::ReserveJob(id) => {
+                match core.with_hub_change(&mut self.change, |h| h.reserve_job(c, id, now())) {
+                    Ok(job) => reserved(job),
+                    Err(e) => error_reply(e),
+                }
+            }
             Command::Delete(id) => {
                 count(Cmd::Delete);
                 unit_reply(
