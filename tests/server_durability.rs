@@ -1,6 +1,8 @@
 //! `-f 0` promises that every acknowledged change survives a power loss. Regressions: a flush
 //! (SIGUSR1, shutdown) marked the changes of a sync still in flight as synced; `reserve-job`
-//! persisted a state change without waiting for its sync.
+//! persisted a state change without waiting for its sync; a reply handed out or showed a job
+//! whose change (a kick by another connection) was not durable yet, also when the thread that
+//! handed the job to a blocked reserve sent the reply itself.
 //!
 //! Syncs are held by the server's test hook (`Server::hold_syncs`): what must wait for one is
 //! seen waiting while it is held, and answered once it completes.
@@ -10,15 +12,30 @@ mod server_util;
 use std::time::Duration;
 
 use server_util::{Client, TestServer, start_with};
-use yaad::server::Mode;
+use tokio::io::AsyncReadExt;
+use yaad::server::{Mode, Server};
 
-/// How long a flush that must wait for a held sync is watched for. Only a bug can make it
-/// return (it cannot return early once fixed), so the window bounds how sure a failure is,
+/// How long a reply that must wait for a held sync is watched for. Only a bug can make the
+/// reply come (it cannot come early once fixed), so the window bounds how sure a failure is,
 /// never whether the fixed code passes.
 const WINDOW: Duration = Duration::from_millis(300);
 
 async fn start_every_change(mode: Mode) -> TestServer {
     start_with(mode, |cfg| cfg.fsync_ms = 0).await
+}
+
+/// Holds syncs until dropped (also when an assertion fails, so that the server can stop).
+struct Held<'a>(&'a Server);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.hold_syncs(false);
+    }
+}
+
+fn hold(s: &TestServer) -> Held<'_> {
+    s.server.hold_syncs(true);
+    Held(&s.server)
 }
 
 /// Waits until the sync thread holds a batch (the hold is on and a change waits for a sync).
@@ -27,6 +44,18 @@ async fn until_sync_held(s: &TestServer) {
     while !s.server.sync_held() {
         assert!(tokio::time::Instant::now() < deadline, "no sync was taken");
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Asserts that nothing arrives on `c` for [`WINDOW`].
+async fn no_reply_yet(c: &mut Client, what: &str) {
+    let mut buf = [0u8; 256];
+    if let Ok(r) = tokio::time::timeout(WINDOW, c.stream.read(&mut buf)).await {
+        let n = r.expect("read");
+        panic!(
+            "{what}: answered before the sync it depends on completed: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
     }
 }
 
@@ -93,5 +122,65 @@ async fn reserve_job_waits_for_its_sync() {
             b.closed().await,
             "{mode:?}: no reply for a reserve-job whose change was never synced"
         );
+    }
+}
+
+/// A blocked reserve handed a job by another connection's kick is answered only once the kick
+/// is durable: the thread that hands out the job does not send the reply itself then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_reserve_waits_for_the_kick_that_made_its_job_ready() {
+    for mode in [Mode::Mapped, Mode::Lazy] {
+        let s = start_every_change(mode).await;
+        let mut a = buried_job(&s).await;
+        let mut b = Client::connect(s.addr).await;
+        b.send(b"reserve\r\n").await;
+        let mut watcher = Client::connect(s.addr).await;
+        while watcher.stat("stats", "current-waiting").await != "1" {
+            tokio::task::yield_now().await;
+        }
+        let held = hold(&s);
+        a.send(b"kick-job 1\r\n").await;
+        until_sync_held(&s).await;
+        no_reply_yet(&mut b, "the blocked reserve").await;
+        drop(held);
+        assert_eq!(a.line().await, "KICKED", "{mode:?}");
+        assert_eq!(b.line().await, "RESERVED 1 1", "{mode:?}");
+        assert_eq!(b.line().await, "x");
+    }
+}
+
+/// Replies that hand out or show a job kicked by another connection (reserve, peek,
+/// stats-job) wait until the kick is durable: after a power loss the job would be buried
+/// again while a worker holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_showing_a_job_wait_for_the_change_that_wrote_it() {
+    for mode in [Mode::Mapped, Mode::Lazy] {
+        let s = start_every_change(mode).await;
+        let mut a = buried_job(&s).await;
+        let held = hold(&s);
+        a.send(b"kick-job 1\r\n").await;
+        until_sync_held(&s).await;
+        let mut clients = Vec::new();
+        // Each on its own connection, so no reply waits behind another; each answers the same
+        // whichever runs first.
+        for cmd in ["peek 1", "stats-job 1", "reserve-with-timeout 0"] {
+            let mut c = Client::connect(s.addr).await;
+            c.send(format!("{cmd}\r\n").as_bytes()).await;
+            clients.push((cmd, c));
+        }
+        for (cmd, c) in &mut clients {
+            no_reply_yet(c, cmd).await;
+        }
+        drop(held);
+        assert_eq!(a.line().await, "KICKED", "{mode:?}");
+        for (cmd, c) in &mut clients {
+            let want = match *cmd {
+                "stats-job 1" => "OK ",
+                "reserve-with-timeout 0" => "RESERVED 1 1",
+                _ => "FOUND 1 1",
+            };
+            let got = c.line().await;
+            assert!(got.starts_with(want), "{mode:?} {cmd}: {got}");
+        }
     }
 }

@@ -391,6 +391,11 @@ pub struct Hub<S: Segment> {
     corrupt_records: u64,
     draining: bool,
     work: HubWork,
+    /// The number of the change the current call makes (0: none), as the caller counts
+    /// changes ([`Hub::set_change`]): every job linked meanwhile carries it.
+    change_in_call: u64,
+    /// The highest change number set so far: what a job that is not resident may depend on.
+    latest_change: u64,
     /// Files of past spokes retired with changes not synced yet whose segment was handed out
     /// ([`Hub::take_retired`]): the next sync batch or flush syncs them, else the last delete
     /// could be lost while the file, its removal not durable yet, survives a power loss.
@@ -476,6 +481,8 @@ impl<S: Segment> Hub<S> {
             corrupt_records: 0,
             draining: false,
             work: HubWork::default(),
+            change_in_call: 0,
+            latest_change: 0,
             retired_unsynced: Vec::new(),
         };
         hub.intern(DEFAULT_TUBE);
@@ -762,6 +769,7 @@ impl<S: Segment> Hub<S> {
                     version: 1,
                     phase: Phase::Delayed,
                     counters: Counters::default(),
+                    change: 0,
                 },
             );
             let phase = if trigger_at <= now {
@@ -1523,6 +1531,7 @@ impl<S: Segment> Hub<S> {
             return;
         };
         job.phase = phase;
+        job.change = job.change.max(self.change_in_call);
         let tube = self.tubes.get_mut(&job.tube);
         match phase {
             Phase::Delayed => {

@@ -406,6 +406,8 @@ impl<S: Segment> Hub<S> {
                 version: m.slot.version,
                 phase,
                 counters: m.slot.counters,
+                // The record may come from a change not known to be durable yet.
+                change: self.latest_change,
             },
         );
         self.link(m.id, phase);

@@ -970,3 +970,30 @@ fn the_last_delete_of_a_retired_past_spoke_is_in_the_next_sync_batch() {
     hub.flush().unwrap();
     assert!(hub.retired_unsynced.is_empty());
 }
+
+/// A job carries the number of the change that last linked it (what a reply showing it waits
+/// for under `-f 0`); calls that change nothing persisted leave it; a far job answers with the
+/// latest change number, an upper bound.
+#[test]
+fn a_job_carries_the_number_of_the_change_that_last_linked_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    hub.set_change(1);
+    let id = hub.put(c, 0, 0, 60, b"x", T0).unwrap();
+    hub.set_change(0);
+    assert_eq!(hub.job_change(id), 1);
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), id);
+    assert_eq!(hub.job_change(id), 1, "a reserve writes nothing");
+    hub.set_change(2);
+    hub.bury(c, id, 0, T0).unwrap();
+    hub.set_change(3);
+    let far = hub.put(c, 0, 3_600, 60, b"far", T0).unwrap();
+    hub.set_change(4);
+    hub.kick_job(id, T0).unwrap();
+    hub.set_change(0);
+    assert_eq!(hub.job_change(id), 4);
+    assert_eq!(hub.job_change(far), 4, "not resident: the latest change");
+    hub.tick(T0 + 10 * SECOND);
+    assert_eq!(hub.job_change(id), 4);
+}

@@ -29,8 +29,12 @@ pub type WakeupReceiver = mpsc::UnboundedReceiver<Wakeup>;
 
 /// How a blocked reserve ends.
 pub enum Wakeup {
-    /// The connection replies.
-    Outcome(ReserveOutcome),
+    /// The connection replies once change `change` (the one that last wrote the job handed
+    /// out; 0: none) is durable.
+    Outcome {
+        outcome: ReserveOutcome,
+        change: u64,
+    },
     /// The reply was sent up to byte `sent` by the thread that handed out the job; the
     /// connection sends the rest.
     Sent { reply: Vec<u8>, sent: usize },
@@ -43,7 +47,9 @@ pub enum Wakeup {
 /// wake-up on the way to the client, and on a busy machine each wake-up can be late; so when
 /// the connection is `idle` (blocked in a reserve with every earlier reply sent) the reply is
 /// sent right there on a second handle of its socket. The task, blocked until its wake-up
-/// arrives, writes nothing meanwhile, so replies stay in order.
+/// arrives, writes nothing meanwhile, so replies stay in order. With `-f 0` that happens only
+/// if the change that last wrote the job is durable already (usually: a job made ready by
+/// time or a timeout); if not (a put or kick in flight), the task replies once it is.
 pub struct Waiter {
     tx: WakeupSender,
     socket: Option<OwnedFd>,
@@ -59,10 +65,12 @@ impl Waiter {
         }
     }
 
-    /// Hands over a wake-up, sending its reply at once when the connection is idle.
-    fn wake(&mut self, outcome: ReserveOutcome) {
+    /// Hands over a wake-up, sending its reply at once when the connection is idle and the
+    /// change it shows (`change`, see [`Wakeup::Outcome`]) is `durable` already; otherwise the
+    /// connection replies once it is.
+    fn wake(&mut self, outcome: ReserveOutcome, change: u64, durable: bool) {
         let wakeup = match (&self.socket, std::mem::take(&mut self.idle)) {
-            (Some(socket), true) if !matches!(outcome, ReserveOutcome::Wait) => {
+            (Some(socket), true) if durable && !matches!(outcome, ReserveOutcome::Wait) => {
                 let resp = super::conn::reserve_reply(outcome);
                 crate::observe::reply(&resp);
                 let mut reply = Vec::with_capacity(64);
@@ -73,7 +81,7 @@ impl Waiter {
                     send(socket, &reply, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0);
                 Wakeup::Sent { reply, sent }
             }
-            _ => Wakeup::Outcome(outcome),
+            _ => Wakeup::Outcome { outcome, change },
         };
         // A closed receiver means the connection is going away; disconnect follows.
         let _ = self.tx.send(wakeup);
@@ -459,8 +467,9 @@ impl<S: Segment> Core<S> {
     }
 
     /// Like [`Core::with_hub`] for a call that changes persisted state: sets `seq` to the
-    /// change's number, which [`Core::wait_durable`] waits for before the reply (`-f 0`).
-    /// Once the files are untrusted (a sync failed) the change is refused without calling `f`.
+    /// change's number, which [`Core::wait_durable`] waits for before the reply (`-f 0`), and
+    /// which the jobs the call links carry ([`Hub::job_change`]). Once the files are untrusted
+    /// (a sync failed) the change is refused without calling `f`.
     pub fn with_hub_change<R>(
         &self,
         seq: &mut u64,
@@ -475,11 +484,38 @@ impl<S: Segment> Core<S> {
         let mut g = self.lock();
         // Numbered under the lock, in the order the changes are made.
         let n = self.changes.load(Ordering::Relaxed) + 1;
+        g.hub.set_change(n);
         let r = f(&mut g.hub);
+        g.hub.set_change(0);
         self.changes.store(n, Ordering::Relaxed);
         *seq = n;
         self.after_call(&mut g);
         r
+    }
+
+    /// Like [`Core::with_hub`] for a call whose reply shows a job (`job` of its result):
+    /// raises `shown` to the number of the change that last wrote that job, which the reply
+    /// waits for like one of its own changes (`-f 0`): a reply must not reveal a change that
+    /// a power loss can still undo.
+    pub fn with_hub_showing<R>(
+        &self,
+        shown: &mut u64,
+        f: impl FnOnce(&mut Hub<S>) -> R,
+        job: impl FnOnce(&R) -> Option<u64>,
+    ) -> R {
+        let mut g = self.lock();
+        let r = f(&mut g.hub);
+        if let Some(id) = job(&r) {
+            *shown = (*shown).max(g.hub.job_change(id));
+        }
+        self.after_call(&mut g);
+        r
+    }
+
+    /// Whether change `change` is durable as far as replies are concerned (always, unless
+    /// `-f 0`).
+    fn is_durable(&self, change: u64) -> bool {
+        self.durability != Durability::EveryChange || change <= self.synced.load(Ordering::Acquire)
     }
 
     /// Whether a sync failed: the files are not trusted any more (see [`Core::distrust`]).
@@ -667,8 +703,12 @@ impl<S: Segment> Core<S> {
             reap(g.hub.take_retired());
         }
         for (c, outcome) in g.hub.take_wakeups() {
+            let change = match &outcome {
+                ReserveOutcome::Reserved(job) => g.hub.job_change(job.id),
+                _ => 0,
+            };
             if let Some(w) = g.waiters.get_mut(&c) {
-                w.wake(outcome);
+                w.wake(outcome, change, self.is_durable(change));
             }
         }
         // Only an added deadline can bring the next one before the armed one.
@@ -691,18 +731,29 @@ impl<S: Segment> Core<S> {
 
     /// A reserve (`timeout`: µs from now after which a reserve-with-timeout gives up). `idle`:
     /// every earlier reply of the connection is sent, so if it has to wait, its reply may be
-    /// sent by whichever thread hands out the job ([`Waiter`]).
-    pub fn reserve(&self, c: ConnId, timeout: Option<Micros>, idle: bool) -> ReserveOutcome {
+    /// sent by whichever thread hands out the job ([`Waiter`]). A job handed out now raises
+    /// `shown` to the change that last wrote it (see [`Core::with_hub_showing`]).
+    pub fn reserve(
+        &self,
+        c: ConnId,
+        timeout: Option<Micros>,
+        idle: bool,
+        shown: &mut u64,
+    ) -> ReserveOutcome {
         let mut g = self.lock();
         let now = now();
         let outcome = g
             .hub
             .reserve(c, timeout.map(|t| now.saturating_add(t)), now);
-        // Only a waiting reserve gets a wake-up, and each sets the flag afresh.
-        if matches!(outcome, ReserveOutcome::Wait)
-            && let Some(w) = g.waiters.get_mut(&c)
-        {
-            w.idle = idle;
+        match &outcome {
+            // Only a waiting reserve gets a wake-up, and each sets the flag afresh.
+            ReserveOutcome::Wait => {
+                if let Some(w) = g.waiters.get_mut(&c) {
+                    w.idle = idle;
+                }
+            }
+            ReserveOutcome::Reserved(job) => *shown = (*shown).max(g.hub.job_change(job.id)),
+            _ => {}
         }
         self.after_call(&mut g);
         outcome
