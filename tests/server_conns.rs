@@ -226,16 +226,28 @@ async fn every_change_sync_is_a_group_commit() {
 }
 
 /// `-f 0`: when the sync covering a change fails, its reply is never sent (the connection is
-/// closed instead), so a client never takes an unsynced change as acknowledged, not even
-/// after later syncs succeed. The server goes on serving. The sync is made to fail by the
-/// server's fault injection (the files synced are the open ones: renaming them does not
-/// make a real fdatasync fail).
+/// closed instead), so a client never takes an unsynced change as acknowledged. The sync is
+/// made to fail by the server's fault injection (the files synced are the open ones: renaming
+/// them does not make a real fdatasync fail).
+///
+/// Regression: afterwards the server trusted its files again. A failed batch had dropped the
+/// sets it took (its spokes, the index, the directory), so later puts into a file it created
+/// were acknowledged without a directory sync, and a flush wrote a clean summary over files
+/// never synced. Now the server stops trusting them: later changes are refused
+/// (`INTERNAL_ERROR`, not applied), a flush or shutdown fails and leaves no summary, and the
+/// next start scans every segment.
 #[tokio::test]
-async fn a_failed_sync_withholds_the_reply() {
+async fn a_failed_sync_withholds_the_reply_and_the_files_are_untrusted_from_then_on() {
     for mode in [Mode::Mapped, Mode::Lazy] {
         let s = start_with(mode, |cfg| cfg.fsync_ms = 0).await;
+        let summary = s.dir.path().join(yaad::segment::SUMMARY_FILE);
         let mut c = Client::connect(s.addr).await;
         assert_eq!(c.cmd("put 0 100 10 1\r\nx").await, "INSERTED 1");
+        s.server.flush().expect("flush");
+        assert!(
+            summary.exists(),
+            "{mode:?}: a flush writes the clean summary"
+        );
 
         s.server.inject_sync_failures(true);
         let syncs = s.server.syncs();
@@ -245,15 +257,40 @@ async fn a_failed_sync_withholds_the_reply() {
             "{mode:?}: no reply for a change whose sync failed"
         );
         assert_eq!(s.server.syncs(), syncs, "{mode:?}: no sync completed");
+        assert!(
+            !summary.exists(),
+            "{mode:?}: the clean summary is withdrawn"
+        );
 
-        // The server is still there: a command that changes nothing is answered at once, and
-        // once syncs work again, changes are acknowledged after their sync.
-        let mut c = Client::connect(s.addr).await;
-        assert_eq!(c.cmd("use other").await, "USING other");
-        assert!(c.cmd("stats").await.starts_with("OK "), "{mode:?}");
+        // The server is still there: a command that changes nothing is answered at once, but
+        // even once syncs would work again, changes are refused.
         s.server.inject_sync_failures(false);
         let mut c = Client::connect(s.addr).await;
-        assert_eq!(c.cmd("put 0 100 10 1\r\nz").await, "INSERTED 3");
-        assert_eq!(s.server.syncs(), syncs + 1, "{mode:?}");
+        assert_eq!(c.cmd("use other").await, "USING other");
+        assert_eq!(
+            c.stat("stats", "current-jobs-delayed").await,
+            "2",
+            "{mode:?}"
+        );
+        assert_eq!(c.cmd("put 0 100 10 1\r\nz").await, "INTERNAL_ERROR");
+        assert_eq!(c.cmd("peek 3").await, "NOT_FOUND", "{mode:?}: not applied");
+        assert_eq!(c.cmd("delete 1").await, "INTERNAL_ERROR");
+        assert_eq!(s.server.syncs(), syncs, "{mode:?}");
+        assert!(s.server.flush().is_err(), "{mode:?}: the flush reports it");
+        assert!(!summary.exists(), "{mode:?}: no clean summary");
+        let dir = s.dir;
+        assert!(
+            s.server.shutdown().await.is_err(),
+            "{mode:?}: so does the stop"
+        );
+        assert!(!summary.exists(), "{mode:?}: no clean summary at the stop");
+
+        // A restart scans the files and trusts them again.
+        let restarted = server::start(server_util::config(mode, dir.path()))
+            .await
+            .expect("restart");
+        let mut c = Client::connect(restarted.tcp_addr().unwrap()).await;
+        assert_eq!(c.cmd("delete 1").await, "DELETED", "{mode:?}");
+        restarted.shutdown().await.expect("clean shutdown");
     }
 }

@@ -50,4 +50,8 @@ pub(super) struct Job {
     pub version: u32,
     pub phase: Phase,
     pub counters: Counters,
+    /// The number of the latest change that linked it ([`super::Hub::set_change`]; an upper
+    /// bound for a job loaded from its record): a reply that shows the job waits until that
+    /// change is durable.
+    pub change: u64,
 }

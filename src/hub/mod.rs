@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod compact;
+mod durable;
 mod idmap;
 mod job;
 mod recovery;
@@ -396,6 +397,15 @@ pub struct Hub<S: Segment> {
     corrupt_records: u64,
     draining: bool,
     work: HubWork,
+    /// The number of the change the current call makes (0: none), as the caller counts
+    /// changes ([`Hub::set_change`]): every job linked meanwhile carries it.
+    change_in_call: u64,
+    /// The highest change number set so far: what a job that is not resident may depend on.
+    latest_change: u64,
+    /// Files of past spokes retired with changes not synced yet whose segment was handed out
+    /// ([`Hub::take_retired`]): the next sync batch or flush syncs them, else the last delete
+    /// could be lost while the file, its removal not durable yet, survives a power loss.
+    retired_unsynced: Vec<SyncFile>,
     /// The sync batch being filled: changes made now are in the batch of this number.
     epoch: u64,
     /// `Moved` marks waiting for the record that replaces theirs to be durable.
@@ -505,6 +515,9 @@ impl<S: Segment> Hub<S> {
             epoch: 1,
             pending_moves: Vec::new(),
             work: HubWork::default(),
+            change_in_call: 0,
+            latest_change: 0,
+            retired_unsynced: Vec::new(),
         };
         hub.intern(DEFAULT_TUBE);
         if hub.cfg.persist || hub.cfg.restore {
@@ -788,6 +801,7 @@ impl<S: Segment> Hub<S> {
                     version: 1,
                     phase: Phase::Delayed,
                     counters: Counters::default(),
+                    change: 0,
                 },
             );
             let phase = if trigger_at <= now {
@@ -1283,6 +1297,14 @@ impl<S: Segment> Hub<S> {
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
     /// all-or-nothing for a restore, see [`crate::segment::snapshot`]).
     pub fn flush(&mut self) -> Result<(), HubError> {
+        let retired = SyncBatch {
+            files: std::mem::take(&mut self.retired_unsynced),
+            dir: None,
+            epoch: 0,
+        };
+        retired
+            .sync()
+            .map_err(|e| HubError::Internal(format!("syncing a retired segment: {e}")))?;
         for seg in std::mem::take(&mut self.retired) {
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = seg.destroy();
@@ -1442,6 +1464,7 @@ impl<S: Segment> Hub<S> {
                     None => SyncFile::Closed(self.dir.segment_path(id)),
                 },
             )
+            .chain(std::mem::take(&mut self.retired_unsynced))
             .chain(index)
             .collect();
         let epoch = self.epoch;
@@ -1630,6 +1653,7 @@ impl<S: Segment> Hub<S> {
             return;
         };
         job.phase = phase;
+        job.change = job.change.max(self.change_in_call);
         let tube = self.tubes.get_mut(&job.tube);
         match phase {
             Phase::Delayed => {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::compact::COMPACT_MIN_BYTES;
 use super::job::{FarInfo, Job, Phase};
-use super::{DelayedJob, FarJob, Hub, HubError, Micros, meta_of, secs_floor};
+use super::{DelayedJob, FarJob, Hub, HubError, Micros, SyncFile, meta_of, secs_floor};
 use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StorageError};
 
 /// Number of spokes ahead of the current one that are kept loaded.
@@ -158,7 +158,7 @@ impl<S: Segment> Hub<S> {
         self.retire.remove(&id);
         self.compact_due.remove(&id);
         self.compact_later.remove(&id);
-        self.unflushed.remove(&id);
+        let unsynced = self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         if let Some(s) = self.spokes.remove(&id) {
             for (tube, n) in &s.far_counts {
@@ -177,6 +177,15 @@ impl<S: Segment> Hub<S> {
                 // Mem mode: the file belongs to the last snapshot; the next flush drops it.
                 drop(s.seg);
             } else if self.deferred_removal && Spoke::<S>::end(id) <= self.now {
+                // Removed later, maybe after the next sync: until then the file must hold its
+                // last changes (a Deleted slot) durably.
+                if unsynced {
+                    let file = s.seg.sync_handle().map_or_else(
+                        || SyncFile::Closed(self.dir.segment_path(id)),
+                        SyncFile::Open,
+                    );
+                    self.retired_unsynced.push(file);
+                }
                 self.retired.push(s.seg);
             } else {
                 // A file that cannot be removed is harmless: it holds no live record.
@@ -419,6 +428,8 @@ impl<S: Segment> Hub<S> {
                 version: m.slot.version,
                 phase,
                 counters: m.slot.counters,
+                // The record may come from a change not known to be durable yet.
+                change: self.latest_change,
             },
         );
         self.link(m.id, phase);

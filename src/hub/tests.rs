@@ -929,3 +929,81 @@ fn mem_mode_restore_does_not_hand_out_an_id_again() {
     let c = hub.connect();
     assert_eq!(hub.put(c, 0, 0, 60, b"new", T0).unwrap(), 3);
 }
+
+/// Regression (`-f 0`): the delete of the last job of a past spoke retires the spoke and hands
+/// its segment to the remover; the sync batch then held only the directory, so `DELETED` could
+/// be sent while the Deleted slot was only in the page cache, and the file (its removal not
+/// durable, maybe not even done) could bring the job back after a power loss. The batch syncs
+/// the retired file now; so does a flush, for the files no batch took.
+#[test]
+fn the_last_delete_of_a_retired_past_spoke_is_in_the_next_sync_batch() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_deferred_removal(true);
+    let c = hub.connect();
+    let id = hub.put(c, 0, 0, 60, b"x", T0).unwrap();
+    let seg = segment_files(dir.path());
+    let ino = std::fs::metadata(dir.path().join(&seg[0])).unwrap().ino();
+    assert!(!hub.take_sync_batch().is_empty());
+    // Past its spoke: the delete retires it at once.
+    let later = T0 + 2 * SECOND;
+    assert_eq!(reserved_id(hub.reserve(c, None, later)), id);
+    hub.delete(c, id, later).unwrap();
+    assert!(hub.has_retired(), "handed to the remover");
+    let batch = hub.take_sync_batch();
+    let inodes: Vec<u64> = batch
+        .files
+        .iter()
+        .map(|f| match f {
+            SyncFile::Open(file) => file.metadata().unwrap().ino(),
+            SyncFile::Closed(p) => std::fs::metadata(p).unwrap().ino(),
+        })
+        .collect();
+    assert!(
+        inodes.contains(&ino),
+        "the retired segment's Deleted slot must be synced: {batch:?}"
+    );
+    assert!(batch.dir.is_some());
+    // Removed before the sync: the handle still syncs the file.
+    for s in hub.take_retired() {
+        s.destroy().unwrap();
+    }
+    batch.sync().unwrap();
+    assert!(hub.take_sync_batch().is_empty(), "taken once");
+
+    // Without a batch, the flush syncs it.
+    let id = hub.put(c, 0, 0, 60, b"y", later).unwrap();
+    assert_eq!(reserved_id(hub.reserve(c, None, later)), id);
+    hub.delete(c, id, later + 2 * SECOND).unwrap();
+    assert!(!hub.retired_unsynced.is_empty());
+    hub.flush().unwrap();
+    assert!(hub.retired_unsynced.is_empty());
+}
+
+/// A job carries the number of the change that last linked it (what a reply showing it waits
+/// for under `-f 0`); calls that change nothing persisted leave it; a far job answers with the
+/// latest change number, an upper bound.
+#[test]
+fn a_job_carries_the_number_of_the_change_that_last_linked_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    hub.set_change(1);
+    let id = hub.put(c, 0, 0, 60, b"x", T0).unwrap();
+    hub.set_change(0);
+    assert_eq!(hub.job_change(id), 1);
+    assert_eq!(reserved_id(hub.reserve(c, None, T0)), id);
+    assert_eq!(hub.job_change(id), 1, "a reserve writes nothing");
+    hub.set_change(2);
+    hub.bury(c, id, 0, T0).unwrap();
+    hub.set_change(3);
+    let far = hub.put(c, 0, 3_600, 60, b"far", T0).unwrap();
+    hub.set_change(4);
+    hub.kick_job(id, T0).unwrap();
+    hub.set_change(0);
+    assert_eq!(hub.job_change(id), 4);
+    assert_eq!(hub.job_change(far), 4, "not resident: the latest change");
+    hub.tick(T0 + 10 * SECOND);
+    assert_eq!(hub.job_change(id), 4);
+}

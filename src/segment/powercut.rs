@@ -592,8 +592,8 @@ mod tests {
             outcomes(&sim, "seg", 0..64),
             outcomes(&sim, "seg.next", 0..64),
         );
-        let pairs: BTreeSet<(Option<Vec<u8>>, Option<Vec<u8>>)> =
-            seg.into_iter().zip(next).collect();
+        type Both = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let pairs: BTreeSet<Both> = seg.into_iter().zip(next).collect();
         let old = (Some(b"old".to_vec()), Some(b"new".to_vec()));
         let new = (Some(b"new".to_vec()), None);
         assert_eq!(pairs, BTreeSet::from([old, new]));

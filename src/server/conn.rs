@@ -65,7 +65,8 @@ struct Conn<S: Segment, T> {
     out: Vec<u8>,
     /// The client closed its sending side.
     eof: bool,
-    /// Number of this connection's latest change: its reply waits until it is durable (`-f 0`).
+    /// The latest change the pending replies depend on: the connection's own latest change, or
+    /// the one that last wrote a job a reply shows. Replies wait until it is durable (`-f 0`).
     change: u64,
 }
 
@@ -116,7 +117,10 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                     Step::Wait => {
                         self.write_out().await?;
                         match self.wait_reserve().await? {
-                            Some(Wakeup::Outcome(o)) => reserve_reply(o),
+                            Some(Wakeup::Outcome { outcome, change }) => {
+                                self.change = self.change.max(change);
+                                reserve_reply(outcome)
+                            }
                             Some(Wakeup::Sent { reply, sent }) => {
                                 self.out.extend_from_slice(&reply[sent..]);
                                 continue;
@@ -170,7 +174,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             self.make_room();
             tokio::select! {
                 wakeup = self.wakeups.recv() => match wakeup {
-                    Some(Wakeup::Outcome(ReserveOutcome::Wait)) => continue,
+                    Some(Wakeup::Outcome { outcome: ReserveOutcome::Wait, .. }) => continue,
                     // The sender lives until disconnect, which happens after this task.
                     w => return Ok(w),
                 },
@@ -183,7 +187,10 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                         return Ok(Some(
                             self.wakeups
                                 .try_recv()
-                                .unwrap_or(Wakeup::Outcome(ReserveOutcome::TimedOut)),
+                                .unwrap_or(Wakeup::Outcome {
+                                    outcome: ReserveOutcome::TimedOut,
+                                    change: 0,
+                                }),
                         ));
                     }
                 }
@@ -223,10 +230,13 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
                 count(Cmd::ReserveWithTimeout);
                 return self.reserve(Some(u64::from(t) * SECOND));
             }
-            Command::ReserveJob(id) => match core.with_hub(|h| h.reserve_job(c, id, now())) {
-                Ok(job) => reserved(job),
-                Err(e) => error_reply(e),
-            },
+            // A change: a delayed or buried job is persisted as ready first.
+            Command::ReserveJob(id) => {
+                match core.with_hub_change(&mut self.change, |h| h.reserve_job(c, id, now())) {
+                    Ok(job) => reserved(job),
+                    Err(e) => error_reply(e),
+                }
+            }
             Command::Delete(id) => {
                 count(Cmd::Delete);
                 unit_reply(
@@ -268,25 +278,26 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             }
             Command::Peek(id) => {
                 count(Cmd::Peek);
-                found(core.with_hub(|h| h.peek(id)))
+                found(core.with_hub_showing(&mut self.change, |h| h.peek(id), shown_job))
             }
             Command::PeekReady => {
                 count(Cmd::PeekReady);
-                found(core.with_hub(|h| h.peek_ready(c)))
+                found(core.with_hub_showing(&mut self.change, |h| h.peek_ready(c), shown_job))
             }
             Command::PeekDelayed => {
                 count(Cmd::PeekDelayed);
-                found(core.with_hub(|h| h.peek_delayed(c)))
+                found(core.with_hub_showing(&mut self.change, |h| h.peek_delayed(c), shown_job))
             }
             Command::PeekBuried => {
                 count(Cmd::PeekBuried);
-                found(core.with_hub(|h| h.peek_buried(c)))
+                found(core.with_hub_showing(&mut self.change, |h| h.peek_buried(c), shown_job))
             }
             Command::Kick(bound) => {
                 count(Cmd::Kick);
-                Response::Kicked(
-                    core.with_hub_change(&mut self.change, |h| h.kick(c, bound, now())),
-                )
+                match core.with_hub_change(&mut self.change, |h| Ok(h.kick(c, bound, now()))) {
+                    Ok(n) => Response::Kicked(n),
+                    Err(e) => error_reply(e),
+                }
             }
             Command::KickJob(id) => unit_reply(
                 core.with_hub_change(&mut self.change, |h| h.kick_job(id, now())),
@@ -294,7 +305,12 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
             ),
             Command::StatsJob(id) => {
                 count(Cmd::StatsJob);
-                match core.with_hub(|h| h.stats_job(id, now())) {
+                let stats = core.with_hub_showing(
+                    &mut self.change,
+                    |h| h.stats_job(id, now()),
+                    |s| s.as_ref().map(|s| s.id),
+                );
+                match stats {
                     Some(s) => Response::Ok(stats::job_yaml(&s)),
                     None => Response::NotFound,
                 }
@@ -341,7 +357,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
         // With no reply pending, all earlier ones are sent (`write_out` empties `out` only
         // once its bytes are written).
         let idle = self.out.is_empty();
-        match self.core.reserve(self.id, timeout, idle) {
+        match self.core.reserve(self.id, timeout, idle, &mut self.change) {
             ReserveOutcome::Wait => Step::Wait,
             o => Step::Reply(reserve_reply(o)),
         }
@@ -353,6 +369,11 @@ fn reserved(job: JobView) -> Response {
         id: job.id,
         body: job.body,
     }
+}
+
+/// The job a peek shows (see [`Core::with_hub_showing`]).
+fn shown_job(job: &Option<JobView>) -> Option<u64> {
+    job.as_ref().map(|j| j.id)
 }
 
 fn found(job: Option<JobView>) -> Response {

@@ -74,6 +74,8 @@ trait Control: Send + Sync {
     fn flush(&self) -> Result<(), HubError>;
     fn syncs(&self) -> u64;
     fn inject_sync_failures(&self, fail: bool);
+    fn hold_syncs(&self, hold: bool);
+    fn sync_held(&self) -> bool;
 }
 
 impl<S: Segment + Send + 'static> Control for Core<S> {
@@ -88,6 +90,12 @@ impl<S: Segment + Send + 'static> Control for Core<S> {
     }
     fn inject_sync_failures(&self, fail: bool) {
         Core::inject_sync_failures(self, fail);
+    }
+    fn hold_syncs(&self, hold: bool) {
+        Core::hold_syncs(self, hold);
+    }
+    fn sync_held(&self) -> bool {
+        Core::sync_held(self)
     }
 }
 
@@ -122,6 +130,7 @@ impl Server {
     }
 
     /// Makes every change durable now (a server without a data dir has nothing to keep).
+    /// Fails, writing no clean summary, once a sync has failed (the files are not trusted).
     pub fn flush(&self) -> Result<(), HubError> {
         match self.scratch {
             Some(_) => Ok(()),
@@ -135,10 +144,24 @@ impl Server {
     }
 
     /// Tests of the `-f 0` promise: while `fail` is set, every sync fails (as an fdatasync
-    /// error would) and the replies it covers are withheld.
+    /// error would): the replies it covers are withheld and the files are not trusted any
+    /// more (changes are refused, a flush fails and writes no clean summary).
     #[doc(hidden)]
     pub fn inject_sync_failures(&self, fail: bool) {
         self.control.inject_sync_failures(fail);
+    }
+
+    /// Tests of the `-f 0` promise: while `hold` is set, a sync waits after taking its batch
+    /// (a slow fdatasync), so what must wait for it can be seen waiting.
+    #[doc(hidden)]
+    pub fn hold_syncs(&self, hold: bool) {
+        self.control.hold_syncs(hold);
+    }
+
+    /// Tests: whether a sync waits at the hold ([`Server::hold_syncs`]) with its batch taken.
+    #[doc(hidden)]
+    pub fn sync_held(&self) -> bool {
+        self.control.sync_held()
     }
 
     /// What SIGTERM does: stop accepting, close connections, flush, release the data dir.
