@@ -70,6 +70,10 @@ fn churn<S: Segment>(per_file_overhead: u64) {
             }
         }
         hub.tick(now);
+        // The server's periodic sync: Moved marks wait for the batch holding the new record.
+        let batch = hub.take_sync_batch();
+        batch.sync().unwrap();
+        hub.synced(batch.epoch);
         let (bytes, segs) = dir_bytes(tmp.path());
         worst = worst.max(bytes);
         worst_segs = worst_segs.max(segs);
