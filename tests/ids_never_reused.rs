@@ -12,6 +12,15 @@ use yaad::segment::{ID_INDEX_FILE, LazySegment, MappedSegment, Segment};
 
 const START: u64 = 1_700_000_000 * SECOND;
 
+/// Held by every test of this file: a test that spawns the binary forks, and until the child
+/// execs it holds a copy of every open file, the data dir lock of an in-process hub of
+/// another test included (a reopen then found the dir locked).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The id of an `INSERTED <id>` reply.
 fn put(c: &mut Client, delay: u32, body: &str) -> u64 {
     let reply = c.put(0, delay, 60, body.as_bytes());
@@ -30,6 +39,7 @@ fn start_mem(dir: &std::path::Path) -> Yaad {
 /// with `-r`: the next put gets an id above every id handed out before.
 #[test]
 fn mem_restore_after_kill_does_not_reissue_ids() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let mut issued = vec![];
 
@@ -134,29 +144,34 @@ fn damaged_index_keeps_ids_above<S: Segment>(
 /// them (the near puts wrote an entry at the start of each block).
 #[test]
 fn lazy_damaged_index_header_keeps_ids_above_those_issued() {
+    let _serial = serial();
     damaged_index_keeps_ids_above::<LazySegment>(damage_id_index_header, ID_BLOCK + 10, false);
 }
 
 #[test]
 fn mapped_damaged_index_header_keeps_ids_above_those_issued() {
+    let _serial = serial();
     damaged_index_keeps_ids_above::<MappedSegment>(damage_id_index_header, ID_BLOCK + 10, false);
 }
 
 /// Without even the index's length, the highest id in the segments + a block bounds the ids.
 #[test]
 fn a_cut_index_keeps_ids_a_block_above_the_highest_found() {
+    let _serial = serial();
     damaged_index_keeps_ids_above::<LazySegment>(cut_id_index, 5, false);
 }
 
 /// A summary's next id bounds them too, though it is not trusted with a rebuilt index.
 #[test]
 fn a_cut_index_keeps_ids_above_the_summary_next_id() {
+    let _serial = serial();
     damaged_index_keeps_ids_above::<LazySegment>(cut_id_index, ID_BLOCK + 10, true);
 }
 
 /// Memory mode: a damaged `ids.yaad` at a restore still bounds the ids of the run before.
 #[test]
 fn mem_restore_with_a_damaged_index_header_does_not_reissue_ids() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let y = start_mem(tmp.path());
     let mut c = y.connect();

@@ -25,7 +25,14 @@ use super::{
 pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
 /// The format version this code writes and the only one it reads (version 1 files, whose
 /// 16-byte slots had no counters, are refused with a message saying so).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this yaad reads (and appends to, in its own layout).
+pub const OLDEST_READ_VERSION: u32 = 2;
+
+/// Size of a device sector: the unit the device writes whole or not at all (an assumption,
+/// storage-format.md). From format version 3 no state slot crosses a sector boundary.
+pub const SECTOR_LEN: u64 = 512;
 /// First bytes of every record header: lets the scanner resynchronise after corruption.
 pub const RECORD_MAGIC: [u8; 4] = *b"YREC";
 /// Records start at offsets that are multiples of this.
@@ -193,6 +200,30 @@ impl JobState {
     }
 }
 
+/// The format version a file header states (the current one if the bytes hold no header:
+/// call after [`decode_file_header`] accepted them).
+pub fn header_version(bytes: &[u8]) -> u32 {
+    FileHeader::ref_from_prefix(bytes).map_or(FORMAT_VERSION, |(h, _)| h.format_version.get())
+}
+
+/// Where a record goes in a file of format `version` when the previous one ends at `pos`
+/// (an 8-aligned offset). Version 2 packs records; from version 3 a record whose state slots
+/// (bytes 48..128 of its header) would cross a [`SECTOR_LEN`] boundary starts at the next
+/// offset where they do not (at most 72 zero bytes skipped): a sector is written whole or not
+/// at all, so an update can never tear a slot, and a power cut leaves each slot old or new.
+pub fn record_at(version: u32, pos: u64) -> u64 {
+    if version < 3 {
+        return pos;
+    }
+    let slots = offset_of!(RecordHeader, slot_a) as u64;
+    let in_sector = (pos + slots) % SECTOR_LEN;
+    if in_sector + 2 * SLOT_LEN <= SECTOR_LEN {
+        pos
+    } else {
+        pos + (SECTOR_LEN - in_sector)
+    }
+}
+
 /// Rounds `n` up to a multiple of [`RECORD_ALIGN`].
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
@@ -274,9 +305,10 @@ pub fn decode_file_header(bytes: &[u8]) -> std::result::Result<SpokeId, String> 
              (there is no in-place upgrade)"
         ));
     }
-    if h.format_version.get() != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&h.format_version.get()) {
         return Err(format!(
-            "unsupported format version {} (this yaad reads version {FORMAT_VERSION})",
+            "unsupported format version {} (this yaad reads versions \
+             {OLDEST_READ_VERSION} to {FORMAT_VERSION})",
             h.format_version.get()
         ));
     }
@@ -303,7 +335,7 @@ pub fn file_header_error(file: &Path, bytes: &[u8], reason: String) -> StorageEr
     let other_version = FileHeader::ref_from_prefix(bytes).is_ok_and(|(h, _)| {
         h.magic == FILE_MAGIC
             && h.crc.get() == crc32fast::hash(&h.as_bytes()[..FILE_CRC_COVERS])
-            && h.format_version.get() != FORMAT_VERSION
+            && !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&h.format_version.get())
     });
     if other_version {
         StorageError::Io {
@@ -747,6 +779,8 @@ pub fn defect_error(file: &Path, offset: u64, d: Defect) -> StorageError {
 pub struct Records<'a, 'p> {
     bytes: &'a [u8],
     file: &'p Path,
+    /// The file's format version (where records are placed: [`record_at`]).
+    version: u32,
     pos: u64,
     done: bool,
     /// One past the last byte used by a record or by corrupt data seen so far.
@@ -759,6 +793,7 @@ pub fn scan_records<'a, 'p>(bytes: &'a [u8], file: &'p Path) -> Records<'a, 'p> 
     Records {
         bytes,
         file,
+        version: header_version(bytes),
         pos: FILE_HEADER_LEN,
         done: false,
         end: FILE_HEADER_LEN,
@@ -805,7 +840,7 @@ impl<'a> Iterator for Records<'a, '_> {
         if self.done {
             return None;
         }
-        let pos = self.pos;
+        let pos = record_at(self.version, self.pos);
         if self.is_zero(pos) {
             self.done = true;
             return None;
@@ -993,7 +1028,8 @@ mod tests {
         let mut buf = encode_file_header(spoke()).to_vec();
         let mut offs = vec![];
         for r in recs {
-            let off = buf.len() as u64;
+            let off = record_at(FORMAT_VERSION, buf.len() as u64);
+            buf.resize(off as usize, 0);
             offs.push(off);
             buf.extend_from_slice(&encode_record(off, r));
         }
@@ -1239,6 +1275,22 @@ mod tests {
             decode_record_at(&buf, FILE_HEADER_LEN + 8),
             Err(Defect::BadHeader(_))
         ));
+    }
+
+    #[test]
+    fn no_state_slot_crosses_a_sector() {
+        for pos in (FILE_HEADER_LEN..4 * SECTOR_LEN).step_by(RECORD_ALIGN as usize) {
+            let at = record_at(FORMAT_VERSION, pos);
+            assert!(at >= pos && at - pos <= 72 && at.is_multiple_of(RECORD_ALIGN));
+            for slot in [
+                offset_of!(RecordHeader, slot_a),
+                offset_of!(RecordHeader, slot_b),
+            ] {
+                let (start, last) = (at + slot as u64, at + slot as u64 + SLOT_LEN - 1);
+                assert_eq!(start / SECTOR_LEN, last / SECTOR_LEN, "record at {at}");
+            }
+            assert_eq!(record_at(2, pos), pos, "version 2 packs records");
+        }
     }
 
     #[test]

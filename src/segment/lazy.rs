@@ -9,8 +9,8 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    Check, FILE_HEADER_LEN, align_up, append_end_from, check_new_record, encode_record,
-    invalid_input, plan_update, read_record, scan_meta,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, align_up, append_end_from, check_new_record,
+    encode_record, invalid_input, plan_update, read_record, record_at, scan_meta,
 };
 use super::fsio;
 use super::mapped::{create_file, open_rw, read_file_header, used};
@@ -39,6 +39,8 @@ pub struct LazySegment {
     file: Option<Arc<File>>,
     map: Option<MmapMut>,
     end: u64,
+    /// The file's format version: where appended records go ([`record_at`]).
+    version: u32,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
     data_dirty: bool,
     name_dirty: bool,
@@ -134,6 +136,7 @@ impl Segment for LazySegment {
             file: Some(Arc::new(file)),
             map: None,
             end: FILE_HEADER_LEN,
+            version: FORMAT_VERSION,
             data_dirty: true,
             name_dirty: true,
         })
@@ -141,7 +144,7 @@ impl Segment for LazySegment {
 
     fn open(path: &Path) -> Result<Self> {
         let file = open_rw(path)?;
-        let spoke = read_file_header(&file, path)?;
+        let (spoke, version) = read_file_header(&file, path)?;
         let end = file_data_end(&file, path)?;
         // A last record cut short (an append torn by a crash) still claims its whole length,
         // and appends go after it, so `end` can lie past the end of the file. This segment's
@@ -157,6 +160,7 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end,
+            version,
             data_dirty: false,
             name_dirty: false,
         })
@@ -167,7 +171,7 @@ impl Segment for LazySegment {
     /// segment at start-up). Any other length (an append since, torn or not) opens as usual.
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
-        let spoke = read_file_header(&file, path)?;
+        let (spoke, version) = read_file_header(&file, path)?;
         let len = file_len(&file, path)?;
         if len != byte_size {
             return Self::open(path);
@@ -178,6 +182,7 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end: byte_size,
+            version,
             data_dirty: false,
             name_dirty: false,
         })
@@ -189,7 +194,7 @@ impl Segment for LazySegment {
 
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
-        let offset = self.end;
+        let offset = record_at(self.version, self.end);
         let bytes = encode_record(offset, rec);
         let path = self.path.clone();
         let file = self.file()?;

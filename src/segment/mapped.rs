@@ -9,9 +9,9 @@ use memmap2::MmapMut;
 use zerocopy::IntoBytes;
 
 use super::format::{
-    Check, FILE_HEADER_LEN, append_end_from, check_new_record, decode_file_header,
-    encode_file_header, encode_record_into, file_header_error, invalid_input, plan_update,
-    read_record, record_len, scan_meta, segment_file_name,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, decode_file_header,
+    encode_file_header, encode_record_into, file_header_error, header_version, invalid_input,
+    plan_update, read_record, record_at, record_len, scan_meta, segment_file_name,
 };
 use super::fsio;
 use super::lazy::nonzero_end;
@@ -44,6 +44,8 @@ pub struct MappedSegment {
     map: MmapMut,
     /// Append position: one past the last used byte.
     end: u64,
+    /// The file's format version: where appended records go ([`record_at`]).
+    version: u32,
     /// The file grew (metadata to sync) or was created (directory entry to sync).
     size_dirty: bool,
     name_dirty: bool,
@@ -54,8 +56,9 @@ pub(crate) fn used(map: &[u8], end: u64) -> &[u8] {
     &map[..usize::try_from(end).unwrap_or(usize::MAX).min(map.len())]
 }
 
-/// Reads the file header of an open segment file without mapping it.
-pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<SpokeId> {
+/// Reads the file header of an open segment file without mapping it: its spoke and format
+/// version.
+pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<(SpokeId, u32)> {
     let mut head = [0u8; FILE_HEADER_LEN as usize];
     let mut got = 0;
     while got < head.len() {
@@ -66,7 +69,9 @@ pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<SpokeId> {
             Err(e) => return Err(StorageError::io(path, e)),
         }
     }
-    decode_file_header(&head[..got]).map_err(|reason| file_header_error(path, &head[..got], reason))
+    let spoke = decode_file_header(&head[..got])
+        .map_err(|reason| file_header_error(path, &head[..got], reason))?;
+    Ok((spoke, header_version(&head[..got])))
 }
 
 /// Creates a new segment file (never replacing one) holding just the file header.
@@ -158,6 +163,7 @@ impl Segment for MappedSegment {
             file: Some(Arc::new(file)),
             map,
             end: FILE_HEADER_LEN,
+            version: FORMAT_VERSION,
             size_dirty: true,
             name_dirty: true,
         })
@@ -165,7 +171,7 @@ impl Segment for MappedSegment {
 
     fn open(path: &Path) -> Result<Self> {
         let file = open_rw(path)?;
-        let spoke = read_file_header(&file, path)?;
+        let (spoke, version) = read_file_header(&file, path)?;
         // Found by reads, not through the mapping: its zero tail would stay resident.
         let nonzero = nonzero_end(&file, path)?;
         let map = mmap::map(&file, path)?;
@@ -176,6 +182,7 @@ impl Segment for MappedSegment {
             file: Some(Arc::new(file)),
             map,
             end,
+            version,
             size_dirty: false,
             name_dirty: false,
         })
@@ -183,7 +190,7 @@ impl Segment for MappedSegment {
 
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
-        let spoke = read_file_header(&file, path)?;
+        let (spoke, version) = read_file_header(&file, path)?;
         let len = file_len(&file, path)?;
         // Cheap evidence that nothing was appended after the summary: the bytes just past its
         // end are still zero. Otherwise search for the end as `open` does (the caller then
@@ -202,6 +209,7 @@ impl Segment for MappedSegment {
             file: Some(Arc::new(file)),
             map,
             end: byte_size,
+            version,
             size_dirty: false,
             name_dirty: false,
         })
@@ -213,7 +221,7 @@ impl Segment for MappedSegment {
 
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
-        let offset = self.end;
+        let offset = record_at(self.version, self.end);
         let end = offset + record_len(rec.tube.len(), rec.body.len());
         self.grow_to_fit(end)?;
         encode_record_into(offset, rec, &mut self.map[offset as usize..end as usize]);

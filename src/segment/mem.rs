@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use zerocopy::IntoBytes;
 
 use super::format::{
-    Check, append_end, check_new_record, decode_file_header, encode_file_header,
-    encode_record_into, file_header_error, invalid_input, plan_update, read_record, record_len,
-    scan_meta, segment_file_name,
+    Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
+    encode_record_into, file_header_error, header_version, invalid_input, plan_update, read_record,
+    record_at, record_len, scan_meta, segment_file_name,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -25,6 +25,8 @@ pub struct MemSegment {
     spoke: SpokeId,
     /// The file image: header and records, no zero tail (`len()` is the append position).
     buf: Vec<u8>,
+    /// The file's format version: where appended records go ([`record_at`]).
+    version: u32,
     /// Where the records this process appended start: those below came from a file and are
     /// verified in full when read; those from here on were encoded by `append` into this
     /// buffer, which nothing else writes, so reads and updates check only their header
@@ -108,6 +110,7 @@ impl Segment for MemSegment {
             path: dir.join(segment_file_name(spoke)),
             spoke,
             own_from: buf.len() as u64,
+            version: FORMAT_VERSION,
             buf,
         })
     }
@@ -124,6 +127,7 @@ impl Segment for MemSegment {
             path: path.to_path_buf(),
             spoke,
             own_from: end,
+            version: header_version(&buf),
             buf,
         })
     }
@@ -134,9 +138,9 @@ impl Segment for MemSegment {
 
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
-        let offset = self.buf.len() as u64;
+        let offset = record_at(self.version, self.buf.len() as u64);
         let len = record_len(rec.tube.len(), rec.body.len()) as usize;
-        self.buf.resize(self.buf.len() + len, 0);
+        self.buf.resize(offset as usize + len, 0);
         encode_record_into(offset, rec, &mut self.buf[offset as usize..]);
         Ok(offset)
     }

@@ -507,7 +507,7 @@ fn merge(
         if !differs {
             continue;
         }
-        let torn = rng.f64() < 0.25;
+        let torn = rng.f64() < 0.5;
         let whole = rng.f64() < bias;
         for sector in (page..end).step_by(SECTOR) {
             let take = if torn { rng.f64() < bias } else { whole };

@@ -527,6 +527,8 @@ impl<S: Segment> Core<S> {
     /// synced before are never acknowledged, later ones are refused, and the hub writes no
     /// summary from now on, so the next start does a full recovery scan.
     fn distrust(&self, hub: &mut Hub<S>, e: &dyn std::fmt::Display) {
+        // The summary goes first: a waiter that sees the flag may tell its client at once.
+        hub.distrust_files();
         if !self.untrusted.swap(true, Ordering::AcqRel) {
             tracing::error!(
                 "syncing the data files failed ({e}): they are not trusted any more; \
@@ -534,7 +536,6 @@ impl<S: Segment> Core<S> {
                  summary is written: restart yaad (its start scans every segment)"
             );
         }
-        hub.distrust_files();
     }
 
     /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: the sync
