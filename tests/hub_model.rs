@@ -1358,29 +1358,70 @@ proptest! {
     fn model_lazy(span in span(), ops in prop::collection::vec(op(), 1..80)) {
         run::<LazySegment>(false, span, ops, None)?;
     }
+}
 
-    #[test]
-    fn powercut_mem(span in span(), ops in prop::collection::vec(op_with_cuts(), 1..80)) {
-        run::<MemSegment>(true, span, ops, Some(false))?;
-    }
+/// Power cuts per run of each `powercut_*` test: at least this many cut images are recovered
+/// and checked (`YAAD_POWERCUTS` overrides; scripts/powerloss.sh runs a million).
+fn cut_budget() -> u64 {
+    std::env::var("YAAD_POWERCUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
 
-    #[test]
-    fn powercut_mapped_f0(span in span(), ops in prop::collection::vec(op_with_cuts(), 1..80)) {
-        run::<MappedSegment>(false, span, ops, Some(true))?;
+/// Random operation sequences with power cuts until `cut_budget()` cuts were checked; a
+/// failure is shrunk to a minimal sequence as in the proptests above.
+fn power_cuts<S: Segment>(mem: bool, sync_each: bool) {
+    use proptest::test_runner::{Config, TestRunner};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let want = cut_budget();
+    let checked = AtomicU64::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: u32::MAX,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (span(), prop::collection::vec(op_with_cuts(), 1..80));
+    let result = runner.run(&strategy, |(span, ops)| {
+        if checked.load(Ordering::Relaxed) >= want {
+            return Ok(());
+        }
+        let power = if mem { Some(false) } else { Some(sync_each) };
+        let n = run::<S>(mem, span, ops, power)?;
+        checked.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    });
+    let n = checked.load(Ordering::Relaxed);
+    eprintln!("power cuts checked: {n}");
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    assert!(n >= want, "only {n} power cuts checked");
+}
 
-    #[test]
-    fn powercut_mapped_fms(span in span(), ops in prop::collection::vec(op_with_cuts(), 1..80)) {
-        run::<MappedSegment>(false, span, ops, Some(false))?;
-    }
+#[test]
+fn powercut_mem() {
+    // Mem mode's snapshot flushes: twice the budget, the whole of the mode's share.
+    power_cuts::<MemSegment>(true, false);
+    power_cuts::<MemSegment>(true, false);
+}
 
-    #[test]
-    fn powercut_lazy_f0(span in span(), ops in prop::collection::vec(op_with_cuts(), 1..80)) {
-        run::<LazySegment>(false, span, ops, Some(true))?;
-    }
+#[test]
+fn powercut_mapped_f0() {
+    power_cuts::<MappedSegment>(false, true);
+}
 
-    #[test]
-    fn powercut_lazy_fms(span in span(), ops in prop::collection::vec(op_with_cuts(), 1..80)) {
-        run::<LazySegment>(false, span, ops, Some(false))?;
-    }
+#[test]
+fn powercut_mapped_fms() {
+    power_cuts::<MappedSegment>(false, false);
+}
+
+#[test]
+fn powercut_lazy_f0() {
+    power_cuts::<LazySegment>(false, true);
+}
+
+#[test]
+fn powercut_lazy_fms() {
+    power_cuts::<LazySegment>(false, false);
 }
