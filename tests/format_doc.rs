@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of, size_of_val};
 
-use yaad::segment::format::{FileHeader, RecordHeader, SlotBytes};
+use yaad::segment::format::{
+    FORMAT_VERSION, FileHeader, OLDEST_READ_VERSION, RECORD_ALIGN, RecordHeader, SECTOR_LEN,
+    SlotBytes, record_at,
+};
 use yaad::segment::{IdEntry, IdFileHeader};
 use zerocopy::FromZeros;
 
@@ -181,4 +184,43 @@ fn parser_sees_a_changed_offset() {
         parse_tables(&doc)["RecordHeader"],
         code_tables()["RecordHeader"]
     );
+}
+
+#[test]
+fn doc_states_the_versions_the_code_writes_and_reads() {
+    let doc = read_doc();
+    let stated = format!("Format version: **{FORMAT_VERSION}**.");
+    assert!(doc.contains(&stated), "the doc must say: {stated}");
+    let row = format!(
+        "| format_version | 8 | 4 | `u32` | format version: `{FORMAT_VERSION}` written; \
+         `{OLDEST_READ_VERSION}` and `{FORMAT_VERSION}` read |"
+    );
+    assert!(doc.contains(&row), "the doc must have the row: {row}");
+}
+
+/// The placement arithmetic in *Record placement* is what `record_at` does: the offsets in a
+/// sector a record is moved from, where it goes, and the longest gap.
+#[test]
+fn doc_placement_arithmetic_matches_record_at() {
+    let moved: Vec<(u64, u64)> = (0..SECTOR_LEN)
+        .step_by(RECORD_ALIGN as usize)
+        .map(|r| {
+            (
+                r,
+                record_at(FORMAT_VERSION, SECTOR_LEN + r) - (SECTOR_LEN + r),
+            )
+        })
+        .filter(|&(_, gap)| gap > 0)
+        .collect();
+    let want: Vec<(u64, u64)> = (392..=456).step_by(8).map(|r| (r, 464 - r)).collect();
+    assert_eq!(moved, want);
+    let doc = read_doc();
+    for text in [
+        "`p mod 512` ∈ {392, 400, …, 456} (9 of the 64",
+        "the record then starts at 464 mod 512",
+        "`464 − (p mod 512)` bytes, from 72 bytes (`p mod 512` = 392) down to 8",
+        "if `(p + 48) mod 512 ≤ 432`",
+    ] {
+        assert!(doc.contains(text), "the doc no longer says: {text}");
+    }
 }

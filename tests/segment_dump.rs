@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use yaad::segment::format::RECORD_HEADER_LEN;
+use yaad::segment::format::{FORMAT_VERSION, RECORD_HEADER_LEN};
 use yaad::segment::{
     DataDir, JobState, MappedSegment, NewRecord, Segment, SpokeId, StateSlot, segment_file_name,
 };
@@ -154,4 +154,29 @@ fn truncated_file_keeps_earlier_records() {
     let s = text(&out.stdout);
     assert!(s.contains("id=1 ") && s.contains("id=2 "), "{s}");
     assert!(s.contains(&format!("@{} BAD truncated", offs[2])), "{s}");
+}
+
+/// Each file's own format version is printed: the dump printed today's version for every file,
+/// so a version 2 file showed as version 3.
+#[test]
+fn prints_each_files_own_format_version() {
+    let name = segment_file_name(SpokeId {
+        start: 1_700_000_000_000_000,
+        span: 1_000_000,
+    });
+    for (dir, version) in [("tests/golden/v2", 2), ("tests/golden", FORMAT_VERSION)] {
+        let path = Path::new(dir).join(&name);
+        let out = dump(&["--json"], &[&path]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+        let first = text(&out.stdout).lines().next().unwrap().to_string();
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(v["format_version"], version, "{first}");
+        let out = dump(&[], &[&path]);
+        let head = format!("{}: format {version}, spoke", path.display());
+        assert!(
+            text(&out.stdout).starts_with(&format!("== {head}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
 }

@@ -1,21 +1,30 @@
-//! Golden files: segment files written by format version 2 and `yaad-dump`'s expected output;
-//! `tests/golden/v1/` keeps a version 1 file, which today's code must refuse clearly.
+//! Golden files: segment files and an id index written by each format version this yaad reads,
+//! and `yaad-dump`'s expected output beside them. `tests/golden/` holds those of today's
+//! version ([`FORMAT_VERSION`], 3), `tests/golden/v2/` those of version 2 (still read, and
+//! appended to in their own layout); `tests/golden/v1/` keeps a version 1 file, which today's
+//! code must refuse clearly.
 //!
-//! The files in `tests/golden/` are never rewritten by the normal tests. If one of these tests
-//! fails, the format or the dump output changed: that needs a new format version (see
+//! The golden files are never rewritten by the normal tests. If one of these tests fails, the
+//! format or the dump output changed: that needs a new format version (see
 //! `storage-format.md`), not new golden files. Only a deliberate, reviewed change regenerates
-//! them: `YAAD_BLESS=1 cargo test --test segment_golden -- --ignored bless`.
+//! those of today's version: `YAAD_BLESS=1 cargo test --test segment_golden -- --ignored bless`.
+//! An older version's files are never regenerated (today's code cannot create such a file):
+//! when the version changes, move today's files to `tests/golden/v<N>/` first, as `v2/` was.
 
 use std::path::{Path, PathBuf};
 
 use yaad::segment::dump::{DumpOptions, EXIT_DAMAGED, run};
-use yaad::segment::format::RECORD_HEADER_LEN;
+use yaad::segment::format::{
+    FILE_HEADER_LEN, FORMAT_VERSION, OLDEST_READ_VERSION, RECORD_HEADER_LEN, encode_file_header,
+    record_at, scan_records,
+};
 use yaad::segment::{
     IdIndex, JobCounters, JobLocation, JobState, LazySegment, MappedSegment, MemSegment, NewRecord,
     Segment, SpokeId, StateSlot, segment_file_name,
 };
 
-const GOLDEN: &str = "tests/golden";
+/// Each format version with golden files, and the directory holding them.
+const GOLDEN: [(u32, &str); 2] = [(FORMAT_VERSION, "tests/golden"), (2, "tests/golden/v2")];
 const CLEAN: SpokeId = SpokeId {
     start: 1_700_000_000_000_000,
     span: 1_000_000,
@@ -46,7 +55,9 @@ type GoldenJob<'a> = (&'a [u8], &'a [u8], u64, u32, u32);
 
 /// Writes the golden records into `seg` and returns their offsets. Covers: a plain job, a
 /// long text body (preview cut), an update into slot B, two updates (back into slot A), an
-/// empty body, binary bytes that need escaping, and a moved job.
+/// empty body, binary bytes that need escaping, and a moved job. From format version 3 the
+/// third record is placed after a gap: packed, its state slots would cross the first sector
+/// boundary (`v3_places_a_record_after_a_gap`).
 fn write_golden<S: Segment>(seg: &mut S, base_id: u64) -> Vec<u64> {
     let t0 = seg.spoke().start;
     let long: Vec<u8> =
@@ -89,21 +100,52 @@ fn damage(bytes: &mut Vec<u8>, offs: &[u64]) {
     bytes.truncate(cut);
 }
 
-fn clean_path() -> PathBuf {
-    Path::new(GOLDEN).join(segment_file_name(CLEAN))
+fn clean_path(dir: &str) -> PathBuf {
+    Path::new(dir).join(segment_file_name(CLEAN))
 }
 
-fn damaged_path() -> PathBuf {
-    Path::new(GOLDEN).join(segment_file_name(DAMAGED))
+fn damaged_path(dir: &str) -> PathBuf {
+    Path::new(dir).join(segment_file_name(DAMAGED))
 }
 
-/// The bytes the golden records produce today, for `spoke`, through `MemSegment`.
-fn image(spoke: SpokeId, base_id: u64) -> (Vec<u8>, Vec<u64>) {
+/// The file header a yaad of format `version` wrote for `spoke`. Today's code creates only
+/// files of its own version; an older one differs in its version field (and so its CRC).
+fn file_header(version: u32, spoke: SpokeId) -> Vec<u8> {
+    let mut h = encode_file_header(spoke).to_vec();
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&h[..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A new segment of format `version` in `dir`: created, or for an older version opened from
+/// a file holding just that version's header (appends then follow that version's layout).
+fn new_segment<S: Segment>(dir: &Path, version: u32, spoke: SpokeId) -> S {
+    if version == FORMAT_VERSION {
+        return S::create(dir, spoke).unwrap();
+    }
+    let path = dir.join(segment_file_name(spoke));
+    std::fs::write(&path, file_header(version, spoke)).unwrap();
+    S::open(&path).unwrap()
+}
+
+/// What mode `S` writes for the golden records of `spoke` in a file of format `version`: the
+/// file's bytes, the records' offsets and the segment's `byte_size`.
+fn written<S: Segment>(version: u32, spoke: SpokeId, base_id: u64) -> (Vec<u8>, Vec<u64>, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut seg = MemSegment::create(dir.path(), spoke).unwrap();
+    let mut seg = new_segment::<S>(dir.path(), version, spoke);
     let offs = write_golden(&mut seg, base_id);
     seg.flush().unwrap();
+    let size = seg.byte_size();
+    drop(seg);
     let bytes = std::fs::read(dir.path().join(segment_file_name(spoke))).unwrap();
+    (bytes, offs, size)
+}
+
+/// The bytes the golden records produce today in a file of format `version`, through
+/// `MemSegment`, and their offsets.
+fn image(version: u32, spoke: SpokeId, base_id: u64) -> (Vec<u8>, Vec<u64>) {
+    let (bytes, offs, _) = written::<MemSegment>(version, spoke, base_id);
     (bytes, offs)
 }
 
@@ -115,9 +157,9 @@ fn dump(paths: &[PathBuf], opts: DumpOptions) -> (String, u8) {
     (String::from_utf8(out).unwrap(), code)
 }
 
-/// The expected outputs: (file name in tests/golden, paths, options).
-fn expected_outputs() -> Vec<(&'static str, Vec<PathBuf>, DumpOptions)> {
-    let both = vec![PathBuf::from(GOLDEN)];
+/// The expected outputs in `dir`: (file name, paths, options).
+fn expected_outputs(dir: &str) -> Vec<(&'static str, Vec<PathBuf>, DumpOptions)> {
+    let both = vec![PathBuf::from(dir)];
     vec![
         ("dump.txt", both.clone(), DumpOptions::default()),
         (
@@ -138,7 +180,7 @@ fn expected_outputs() -> Vec<(&'static str, Vec<PathBuf>, DumpOptions)> {
         ),
         (
             "body.txt",
-            vec![clean_path()],
+            vec![clean_path(dir)],
             DumpOptions {
                 body: true,
                 ..Default::default()
@@ -149,73 +191,151 @@ fn expected_outputs() -> Vec<(&'static str, Vec<PathBuf>, DumpOptions)> {
 
 #[test]
 fn golden_files_are_what_this_version_writes() {
-    let (clean, _) = image(CLEAN, 1);
-    assert_eq!(std::fs::read(clean_path()).unwrap(), clean, "clean file");
-    let (mut damaged, offs) = image(DAMAGED, 11);
-    damage(&mut damaged, &offs);
-    assert_eq!(
-        std::fs::read(damaged_path()).unwrap(),
-        damaged,
-        "damaged file"
-    );
+    for (version, dir) in GOLDEN {
+        let (clean, _) = image(version, CLEAN, 1);
+        assert_eq!(
+            std::fs::read(clean_path(dir)).unwrap(),
+            clean,
+            "clean file, version {version}"
+        );
+        let (mut damaged, offs) = image(version, DAMAGED, 11);
+        damage(&mut damaged, &offs);
+        assert_eq!(
+            std::fs::read(damaged_path(dir)).unwrap(),
+            damaged,
+            "damaged file, version {version}"
+        );
+    }
 }
 
 #[test]
 fn every_mode_writes_the_same_bytes() {
-    let golden = std::fs::read(clean_path()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(segment_file_name(CLEAN));
-    {
-        let mut s = MappedSegment::create(dir.path(), CLEAN).unwrap();
-        write_golden(&mut s, 1);
-        s.flush().unwrap();
-        assert_eq!(s.byte_size(), golden.len() as u64);
+    for (version, dir) in GOLDEN {
+        let golden = std::fs::read(clean_path(dir)).unwrap();
+        let (mem, _, size) = written::<MemSegment>(version, CLEAN, 1);
+        assert_eq!(mem, golden, "mem, version {version}");
+        assert_eq!(size, golden.len() as u64);
+        // The mapped file has a zero tail (preallocated space).
+        let (mapped, _, size) = written::<MappedSegment>(version, CLEAN, 1);
+        assert_eq!(size, golden.len() as u64, "mapped, version {version}");
+        assert_eq!(
+            &mapped[..golden.len()],
+            &golden[..],
+            "mapped, version {version}"
+        );
+        assert!(mapped[golden.len()..].iter().all(|&b| b == 0), "zero tail");
+        let (lazy, _, size) = written::<LazySegment>(version, CLEAN, 1);
+        assert_eq!(lazy, golden, "lazy, version {version}");
+        assert_eq!(size, golden.len() as u64);
     }
-    let mapped = std::fs::read(&path).unwrap();
-    assert_eq!(&mapped[..golden.len()], &golden[..]);
-    assert!(mapped[golden.len()..].iter().all(|&b| b == 0), "zero tail");
-    std::fs::remove_file(&path).unwrap();
-    {
-        let mut s = LazySegment::create(dir.path(), CLEAN).unwrap();
-        write_golden(&mut s, 1);
-        s.flush().unwrap();
+}
+
+/// From format version 3 a record whose state slots would cross a sector boundary starts
+/// after a gap of zeros; version 2 packs the same records. The golden records hold such a
+/// case, so the files above test it.
+#[test]
+fn v3_places_a_record_after_a_gap() {
+    let golden = std::fs::read(clean_path(GOLDEN[0].1)).unwrap();
+    let records: Vec<(u64, u64)> = scan_records(&golden, Path::new("golden"))
+        .map(|r| r.map(|v| (v.offset, v.offset + v.len())).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5);
+    let mut gaps = 0;
+    let mut end = FILE_HEADER_LEN;
+    for &(offset, next) in &records {
+        assert_eq!(offset, record_at(FORMAT_VERSION, end));
+        if offset > end {
+            gaps += 1;
+            assert!(
+                golden[end as usize..offset as usize]
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+        }
+        end = next;
     }
-    assert_eq!(std::fs::read(&path).unwrap(), golden);
+    assert!(gaps >= 1, "no golden record needs a gap: add one that does");
+    // The same records in a version 2 file: packed.
+    let (_, v2) = image(2, CLEAN, 1);
+    let (_, v3) = image(FORMAT_VERSION, CLEAN, 1);
+    assert_ne!(v2, v3);
+    assert_eq!(v3, records.iter().map(|r| r.0).collect::<Vec<_>>());
+}
+
+/// What scanning a file in mode `S` finds: (offset, Ok(id) or Err) per record. Scans a copy
+/// (opening may grow a file whose last record is cut short).
+fn scanned<S: Segment>(file: &Path) -> Vec<(u64, Option<u64>)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join(file.file_name().unwrap());
+    std::fs::copy(file, &copy).unwrap();
+    S::open(&copy)
+        .unwrap()
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            Ok(m) => (m.offset, Some(m.id)),
+            Err(yaad::segment::StorageError::Corrupted { offset, .. }) => (offset, None),
+            Err(e) => panic!("{e}"),
+        })
+        .collect()
 }
 
 #[test]
 fn golden_files_read_back_the_same() {
-    for (name, paths, opts) in expected_outputs() {
-        let want = std::fs::read_to_string(Path::new(GOLDEN).join(name)).unwrap();
-        let (got, code) = dump(&paths, opts);
-        assert_eq!(got, want, "{name}");
-        let expect_code = if paths.len() == 1 && paths[0] == clean_path() {
-            0
-        } else {
-            EXIT_DAMAGED
-        };
-        assert_eq!(code, expect_code, "{name}");
+    for (version, dir) in GOLDEN {
+        for (name, paths, opts) in expected_outputs(dir) {
+            let want = std::fs::read_to_string(Path::new(dir).join(name)).unwrap();
+            let (got, code) = dump(&paths, opts);
+            assert_eq!(got, want, "{dir}/{name}");
+            let expect_code = if paths.len() == 1 && paths[0] == clean_path(dir) {
+                0
+            } else {
+                EXIT_DAMAGED
+            };
+            assert_eq!(code, expect_code, "{dir}/{name}");
+        }
+        // The dump states each file's own version.
+        let (text, _) = dump(&[clean_path(dir)], DumpOptions::default());
+        assert!(
+            text.contains(&format!(": format {version}, spoke")),
+            "{text}"
+        );
+
+        // And through the Segment API, in every mode.
+        let (_, offs) = image(version, CLEAN, 1);
+        let clean: Vec<_> = offs.iter().zip(1..).map(|(&o, id)| (o, Some(id))).collect();
+        let (_, d) = image(version, DAMAGED, 11);
+        let damaged = vec![
+            (d[0], Some(11)),
+            (d[1], None),
+            (d[2], None),
+            (d[3], Some(14)),
+            (d[4], None),
+        ];
+        assert_eq!(scanned::<MemSegment>(&clean_path(dir)), clean, "{dir}");
+        assert_eq!(scanned::<MappedSegment>(&clean_path(dir)), clean, "{dir}");
+        assert_eq!(scanned::<LazySegment>(&clean_path(dir)), clean, "{dir}");
+        assert_eq!(scanned::<MemSegment>(&damaged_path(dir)), damaged, "{dir}");
+        assert_eq!(scanned::<MappedSegment>(&damaged_path(dir)), damaged);
+        assert_eq!(scanned::<LazySegment>(&damaged_path(dir)), damaged);
+        let mut m = MemSegment::open(&clean_path(dir)).unwrap();
+        let r = m.read(offs[2]).unwrap();
+        assert_eq!((r.id, r.slot), (3, slot(3, JobState::Deleted, 0)));
+        let r = m.read(offs[1]).unwrap();
+        assert_eq!(
+            (r.id, r.slot.state, r.tube.as_slice()),
+            (2, JobState::Buried, &b"emails"[..])
+        );
     }
-    // And through the Segment API, in every mode.
-    let (_, offs) = image(CLEAN, 1);
-    let mut m = MemSegment::open(&clean_path()).unwrap();
-    let r = m.read(offs[2]).unwrap();
-    assert_eq!((r.id, r.slot), (3, slot(3, JobState::Deleted, 0)));
-    let r = m.read(offs[1]).unwrap();
-    assert_eq!(
-        (r.id, r.slot.state, r.tube.as_slice()),
-        (2, JobState::Buried, &b"emails"[..])
-    );
 }
 
 #[test]
 fn format_version_1_is_refused_with_a_clear_message() {
-    let v1 = Path::new(GOLDEN).join("v1").join(segment_file_name(CLEAN));
+    let v1 = Path::new("tests/golden/v1").join(segment_file_name(CLEAN));
     let why = |e: String| {
-        assert!(
-            e.contains("format version 1") && e.contains("reads only version 2"),
-            "{e}"
-        );
+        let reads = format!("reads versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}");
+        assert!(e.contains("format version 1") && e.contains(&reads), "{e}");
     };
     fn refusal<S: Segment>(path: &Path) -> String {
         match S::open(path) {
@@ -234,10 +354,11 @@ fn format_version_1_is_refused_with_a_clear_message() {
     why(all);
 }
 
-/// The id index of the clean golden file, written into `dir/ids.yaad`: jobs 1..=5, job 3
-/// (deleted) removed again.
-fn ids_image(dir: &Path) -> Vec<u8> {
-    let (_, offs) = image(CLEAN, 1);
+/// The id index of the clean golden file of format `version`, written into `dir/ids.yaad`:
+/// jobs 1..=5, job 3 (deleted) removed again. The index format is the same for both; the
+/// offsets it holds are not.
+fn ids_image(dir: &Path, version: u32) -> Vec<u8> {
+    let (_, offs) = image(version, CLEAN, 1);
     let path = dir.join("ids.yaad");
     let mut ix = IdIndex::open(&path).unwrap();
     for (i, &offset) in offs.iter().enumerate() {
@@ -254,23 +375,25 @@ fn ids_image(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn golden_id_index_is_what_this_version_writes_and_reads() {
-    let golden = std::fs::read(Path::new(GOLDEN).join("ids.yaad")).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    assert_eq!(ids_image(tmp.path()), golden);
-    // Read a copy (opening never rewrites, but the golden file stays untouched regardless).
-    let copy = tmp.path().join("copy.yaad");
-    std::fs::write(&copy, &golden).unwrap();
-    let ix = IdIndex::open(&copy).unwrap();
-    let (_, offs) = image(CLEAN, 1);
-    assert_eq!(
-        ix.get(2).unwrap(),
-        Some(JobLocation {
-            spoke: CLEAN,
-            offset: offs[1]
-        })
-    );
-    assert_eq!(ix.get(3).unwrap(), None);
-    assert_eq!(ix.high_water().unwrap(), 5);
+    for (version, dir) in GOLDEN {
+        let golden = std::fs::read(Path::new(dir).join("ids.yaad")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(ids_image(tmp.path(), version), golden, "{dir}");
+        // Read a copy (opening never rewrites, but the golden file stays untouched regardless).
+        let copy = tmp.path().join("copy.yaad");
+        std::fs::write(&copy, &golden).unwrap();
+        let ix = IdIndex::open(&copy).unwrap();
+        let (_, offs) = image(version, CLEAN, 1);
+        for (id, &offset) in [(2, &offs[1]), (4, &offs[3])] {
+            let want = JobLocation {
+                spoke: CLEAN,
+                offset,
+            };
+            assert_eq!(ix.get(id).unwrap(), Some(want), "{dir}");
+        }
+        assert_eq!(ix.get(3).unwrap(), None);
+        assert_eq!(ix.high_water().unwrap(), 5);
+    }
 }
 
 #[test]
@@ -280,15 +403,21 @@ fn bless() {
         eprintln!("set YAAD_BLESS=1 to rewrite tests/golden; nothing written");
         return;
     }
-    let (clean, _) = image(CLEAN, 1);
-    std::fs::write(clean_path(), clean).unwrap();
-    let (mut damaged, offs) = image(DAMAGED, 11);
+    // Today's version only: older versions' files are kept as that version wrote them.
+    let (version, dir) = GOLDEN[0];
+    let (clean, _) = image(version, CLEAN, 1);
+    std::fs::write(clean_path(dir), clean).unwrap();
+    let (mut damaged, offs) = image(version, DAMAGED, 11);
     damage(&mut damaged, &offs);
-    std::fs::write(damaged_path(), damaged).unwrap();
-    for (name, paths, opts) in expected_outputs() {
+    std::fs::write(damaged_path(dir), damaged).unwrap();
+    for (name, paths, opts) in expected_outputs(dir) {
         let (out, _) = dump(&paths, opts);
-        std::fs::write(Path::new(GOLDEN).join(name), out).unwrap();
+        std::fs::write(Path::new(dir).join(name), out).unwrap();
     }
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(Path::new(GOLDEN).join("ids.yaad"), ids_image(tmp.path())).unwrap();
+    std::fs::write(
+        Path::new(dir).join("ids.yaad"),
+        ids_image(tmp.path(), version),
+    )
+    .unwrap();
 }

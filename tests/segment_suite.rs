@@ -3,7 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use yaad::segment::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN, record_len};
+use yaad::segment::format::{
+    FILE_HEADER_LEN, FORMAT_VERSION, RECORD_HEADER_LEN, SECTOR_LEN, record_at, record_len,
+};
 use yaad::segment::{
     JobState, NewRecord, Record, Segment, SpokeId, StateSlot, StorageError, segment_file_name,
 };
@@ -373,6 +375,47 @@ fn open_sized_at_the_stated_or_a_stale_size<S: Segment>() {
     }
 }
 
+/// A stale size the next record was placed a gap after (format version 3 keeps state slots
+/// within a sector): mapped mode saw zeros just past the stated size, took it for the end,
+/// missed the record after the gap and would have appended over it.
+fn open_sized_at_a_stale_size_before_a_gap<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seg_path(dir.path());
+    // One record ending 392 bytes into a sector: the next one's slots would cross it.
+    let body = body_of(
+        1,
+        (SECTOR_LEN + 392 - FILE_HEADER_LEN - RECORD_HEADER_LEN - 7) as usize,
+    );
+    let size = {
+        let mut s = S::create(dir.path(), SPOKE).unwrap();
+        s.append(&new_rec(1, b"default", &body)).unwrap();
+        s.flush().unwrap();
+        s.byte_size()
+    };
+    let next = record_at(FORMAT_VERSION, size);
+    assert_eq!(
+        next - size,
+        72,
+        "the next record goes after the longest gap"
+    );
+    {
+        let mut s = S::open_sized(&path, size).unwrap();
+        assert_eq!(s.append(&new_rec(2, b"x", b"two")).unwrap(), next);
+        s.flush().unwrap();
+    }
+    let mut s = S::open_sized(&path, size).unwrap();
+    assert!(s.byte_size() > next, "{} <= {next}", s.byte_size());
+    let o3 = s.append(&new_rec(3, b"x", b"three")).unwrap();
+    assert!(o3 > next);
+    let ids: Vec<u64> = s
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
 macro_rules! segment_suite {
     ($mod_name:ident, $ty:ty) => {
         mod $mod_name {
@@ -427,6 +470,10 @@ macro_rules! segment_suite {
             #[test]
             fn open_sized_at_the_stated_or_a_stale_size() {
                 super::open_sized_at_the_stated_or_a_stale_size::<$ty>();
+            }
+            #[test]
+            fn open_sized_at_a_stale_size_before_a_gap() {
+                super::open_sized_at_a_stale_size_before_a_gap::<$ty>();
             }
             #[test]
             fn bad_input_is_refused() {

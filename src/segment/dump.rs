@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::format::{FILE_HEADER_LEN, RecordView, decode_file_header, scan_records};
+use super::format::{
+    FILE_HEADER_LEN, RecordView, decode_file_header, header_version, scan_records,
+};
 use super::{Micros, SpokeId, StorageError, parse_segment_file_name};
 
 /// What to print.
@@ -113,7 +115,7 @@ pub fn dump_file(
             let v = json!({
                 "type": "file",
                 "file": name,
-                "format_version": super::format::FORMAT_VERSION,
+                "format_version": header_version(bytes),
                 "spoke_start": iso8601(spoke.start),
                 "spoke_start_us": spoke.start,
                 "spoke_span_us": spoke.span,
@@ -124,7 +126,7 @@ pub fn dump_file(
             writeln!(
                 out,
                 "== {name}: format {}, spoke {} ({}) span {} us, {} bytes",
-                super::format::FORMAT_VERSION,
+                header_version(bytes),
                 iso8601(spoke.start),
                 epoch(spoke.start),
                 spoke.span,

@@ -23,8 +23,9 @@ use super::{
 
 /// First bytes of every segment file.
 pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
-/// The format version this code writes and the only one it reads (version 1 files, whose
-/// 16-byte slots had no counters, are refused with a message saying so).
+/// The format version this code writes; it reads this one and those back to
+/// [`OLDEST_READ_VERSION`] (version 1 files, whose 16-byte slots had no counters, are refused
+/// with a message saying so).
 pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this yaad reads (and appends to, in its own layout).
@@ -301,8 +302,8 @@ pub fn decode_file_header(bytes: &[u8]) -> std::result::Result<SpokeId, String> 
     if h.format_version.get() == 1 {
         return Err(format!(
             "format version 1 (written by a yaad before per-job counters were persisted); \
-             this yaad reads only version {FORMAT_VERSION}: drain the jobs with the old yaad \
-             (there is no in-place upgrade)"
+             this yaad reads versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}: drain the jobs \
+             with the old yaad (there is no in-place upgrade)"
         ));
     }
     if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&h.format_version.get()) {

@@ -192,13 +192,16 @@ impl Segment for MappedSegment {
         let file = open_rw(path)?;
         let (spoke, version) = read_file_header(&file, path)?;
         let len = file_len(&file, path)?;
-        // Cheap evidence that nothing was appended after the summary: the bytes just past its
-        // end are still zero. Otherwise search for the end as `open` does (the caller then
-        // sees another size and scans the segment).
-        let mut next = [0u8; 8];
+        // Cheap evidence that nothing was appended after the summary: the bytes from its end
+        // to the first 8 of where the next record would go (after a gap, format version 3)
+        // are still zero. Otherwise search for the end as `open` does (the caller then sees
+        // another size and scans the segment).
+        let next_end = record_at(version, byte_size).saturating_add(8);
         let plausible = (FILE_HEADER_LEN..=len).contains(&byte_size)
-            && (byte_size + 8 > len
-                || (file.read_exact_at(&mut next, byte_size).is_ok() && next == [0; 8]));
+            && (next_end > len || {
+                let mut next = vec![0u8; (next_end - byte_size) as usize];
+                file.read_exact_at(&mut next, byte_size).is_ok() && next.iter().all(|&b| b == 0)
+            });
         if !plausible {
             return Self::open(path);
         }
