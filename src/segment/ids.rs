@@ -404,6 +404,25 @@ impl IdIndex {
         }
     }
 
+    /// Sets the file's length so that [`IdIndex::high_water`] is exactly `high` (entries past
+    /// it are cut off: only for a reservation above every id indexed). Memory: nothing.
+    pub fn set_high_water(&mut self, high: u64) -> Result<()> {
+        if let Inner::File {
+            path,
+            file,
+            base,
+            dirty,
+        } = &mut self.inner
+        {
+            let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
+            if file_len(file, path)? != len {
+                file.set_len(len).map_err(|e| StorageError::io(path, e))?;
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
     /// The highest id ever `set` since the index was created or cleared (0 if none), even
     /// if it was removed since: file mode derives it from the file length (entries are
     /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
@@ -451,6 +470,15 @@ impl IdIndex {
             Inner::File { file, .. } => Some(file.clone()),
             Inner::Mem { .. } => None,
         }
+    }
+
+    /// Syncs the file now, even if this index wrote nothing since its last flush (a sync
+    /// batch may have taken the file since): memory: nothing to do.
+    pub fn sync(&mut self) -> Result<()> {
+        if let Inner::File { dirty, .. } = &mut self.inner {
+            *dirty = true;
+        }
+        self.flush()
     }
 
     /// Makes every change so far durable (file: fsync; memory: nothing to do).
@@ -529,20 +557,117 @@ impl IdReservation {
     /// durable (a flush: a restore of its snapshot continues right above the ids issued).
     /// Ids past `high` are reserved again as they are handed out.
     pub fn reset_to(&mut self, high: u64) -> Result<()> {
-        if let Inner::File {
-            path,
-            file,
-            base,
-            dirty,
-        } = &mut self.file.inner
-            && high != self.reserved
-        {
-            let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
-            file.set_len(len).map_err(|e| StorageError::io(path, e))?;
-            *dirty = true;
+        if high != self.reserved {
+            self.file.set_high_water(high)?;
             self.reserved = high;
         }
         self.file.flush()
+    }
+}
+
+/// Lazy and mapped modes' bound on the ids they hand out: the index file's high-water (its
+/// length, as [`IdReservation`]'s) is a reservation, and no id above the part of it known to
+/// be *durable* is handed out, so no acknowledged id comes again after a power loss, whatever
+/// the flush mode. The reservation is kept ahead of the ids issued through the page cache
+/// (one `ftruncate` per half block of puts), and becomes durable with the next sync batch
+/// that carries the index file ([`DurableIds::taken`], [`DurableIds::synced`]). Only a put
+/// that outran the syncs (or runs where none are made) syncs the index itself.
+#[derive(Debug, Default)]
+pub struct DurableIds {
+    /// The reservation written (the index's high-water is at least this).
+    written: u64,
+    /// The reservation known durable: every id handed out is at most this.
+    durable: u64,
+    /// Sync batches that carry the index file, not reported synced yet: (epoch, the
+    /// reservation written when the batch was taken).
+    in_flight: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// What [`DurableIds::cover`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Covered {
+    /// Nothing: the id was reserved, far enough ahead.
+    Nothing,
+    /// Raised the reservation through the page cache: the next sync batch must carry the
+    /// index file.
+    Raised,
+    /// Raised it and synced the index: the put outran the syncs.
+    Synced,
+}
+
+impl DurableIds {
+    /// Ids up to `reserved` were handed out before (or may have been): none of them is again.
+    pub fn new(reserved: u64) -> DurableIds {
+        DurableIds {
+            written: reserved,
+            durable: reserved,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// The reservation known durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Whether [`DurableIds::cover`] would write to the index for `id`.
+    pub fn due(&self, id: u64, block: u64) -> bool {
+        id > self.durable || id.saturating_add(block.max(2) / 2) > self.written
+    }
+
+    /// Makes sure `id` is durably reserved before it is handed out, and keeps the reservation
+    /// written at least `block / 2` ids ahead of it (raised to `id + block - 1`).
+    pub fn cover(&mut self, index: &mut IdIndex, id: u64, block: u64) -> Result<Covered> {
+        let block = block.max(2);
+        let mut done = Covered::Nothing;
+        if id.saturating_add(block / 2) > self.written {
+            let to = id.saturating_add(block - 1);
+            index.raise_high_water(to)?;
+            self.written = to;
+            done = Covered::Raised;
+        }
+        if id > self.durable {
+            index.sync()?;
+            self.durable = self.written;
+            self.in_flight.clear();
+            done = Covered::Synced;
+        }
+        Ok(done)
+    }
+
+    /// A sync batch `epoch` that carries the index file was taken: once it is synced, the
+    /// reservation written so far is durable.
+    pub fn taken(&mut self, epoch: u64) {
+        if self.written > self.durable {
+            self.in_flight.push_back((epoch, self.written));
+        }
+    }
+
+    /// Sync batch `epoch` and every earlier one completed.
+    pub fn synced(&mut self, epoch: u64) {
+        while let Some(&(e, reserved)) = self.in_flight.front()
+            && e <= epoch
+        {
+            self.durable = self.durable.max(reserved);
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// The index file was synced (a flush): everything written is durable.
+    pub fn all_synced(&mut self) {
+        self.durable = self.written;
+        self.in_flight.clear();
+    }
+
+    /// Sets the reservation to exactly `high`, the highest id handed out so far (a flush
+    /// that is about to sync the index and write a clean summary: a restart continues right
+    /// above the ids issued). The next put reserves, and syncs, again.
+    pub fn reset_to(&mut self, index: &mut IdIndex, high: u64) -> Result<()> {
+        index.set_high_water(high)?;
+        self.written = high;
+        self.durable = high;
+        self.in_flight.clear();
+        Ok(())
     }
 }
 
