@@ -62,11 +62,11 @@ pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
 
 /// How far ahead of the ids issued `ids.yaad` reserves ids (its length: see
 /// [`crate::segment::DurableIds`], mem mode [`IdReservation`]): every id handed out is at
-/// most the reservation, which grows by up to a block at a time, so recovery continues above
-/// it and ids are never reused, even when every segment has been retired. One `ftruncate`
-/// per half block of puts; ids jump by less than a block after a restart that was not clean
-/// (and by up to two after a power loss: a full scan continues a block above the reservation,
-/// as files written before the reservation was durable need).
+/// most the reservation, so recovery continues above it and ids are never reused, even when
+/// every segment has been retired. One `ftruncate` per half block of puts; ids jump by less
+/// than a block after a restart that was not clean (persisted modes: less than the lead,
+/// which grows when puts outrun the syncs; a block more after a full scan, as files written
+/// before the reservation was durable need).
 pub const ID_BLOCK: u64 = 4096;
 
 /// A reserver holding a job whose TTR ends within this margin gets `DEADLINE_SOON`.
@@ -477,7 +477,7 @@ impl<S: Segment> Hub<S> {
         let mut hub = Hub {
             dir,
             index,
-            ids_durable: DurableIds::default(),
+            ids_durable: DurableIds::new(0, ID_BLOCK),
             ids_reserved: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             // Recovery adds spokes: the first advance searches.
@@ -1920,9 +1920,10 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Reserves `id` before it is handed out. Persisted modes: durably (see [`DurableIds`]):
-    /// the reservation is raised through the page cache half a block before the ids reach
-    /// it, and the sync batches make it durable; a put whose id is past the durable
-    /// reservation (the puts outran the syncs, or none are made) syncs the index itself.
+    /// the reservation is raised through the page cache half its lead (a block at first)
+    /// before the ids reach it, and the sync batches make it durable; a put whose id is past
+    /// the durable reservation (the puts outran the syncs, or none are made) syncs the index
+    /// itself, and the lead doubles.
     /// Memory mode: once per [`ID_BLOCK`] ids, a write through the page cache, so a restart
     /// after `kill -9` continues above it.
     fn reserve_id(&mut self, id: u64) -> Result<(), HubError> {
@@ -1933,17 +1934,18 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist {
             return Ok(());
         }
-        if self.ids_durable.due(id, ID_BLOCK) {
+        if self.ids_durable.due(id) {
             // A change on disk: a clean summary goes first.
             self.note_change(None)?;
         }
-        match self.ids_durable.cover(&mut self.index, id, ID_BLOCK)? {
+        match self.ids_durable.cover(&mut self.index, id)? {
             Covered::Nothing => {}
             Covered::Raised => self.index_dirty = true,
             Covered::Synced => {
                 self.index_dirty = true;
                 self.work.id_index_syncs += 1;
-                tracing::debug!(id, "id reservation synced by a put");
+                let lead = self.ids_durable.lead();
+                tracing::debug!(id, lead, "id reservation synced by a put");
             }
         }
         Ok(())

@@ -506,7 +506,7 @@ impl<S: Segment> Hub<S> {
             self.index.raise_high_water(issued)?;
             self.index_dirty = true;
         }
-        self.ids_durable = DurableIds::new(issued);
+        self.ids_durable = DurableIds::new(issued, ID_BLOCK);
         Ok(())
     }
 
