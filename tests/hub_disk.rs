@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use yaad::hub::{
-    COMPACT_AFTER_PAST, Hub, HubConfig, NEAR_SPOKES, ReleaseOutcome, ReserveOutcome, SECOND,
+    COMPACT_AFTER_PAST, Hub, HubConfig, ID_BLOCK, NEAR_SPOKES, ReleaseOutcome, ReserveOutcome,
+    SECOND,
 };
 use yaad::segment::format::{FILE_HEADER_LEN, FORMAT_VERSION, record_at, record_len};
 use yaad::segment::{LazySegment, MappedSegment, Segment};
@@ -50,7 +51,8 @@ fn churn<S: Segment>(per_file_overhead: u64) {
     // Spokes that can hold live jobs at once: the current one, MAX_DELAY ahead, and the one
     // just past that is retired on the next tick.
     let max_spokes = MAX_DELAY + 2;
-    let ids = 64 + 32 * (JOBS + 1);
+    // The id index's length reserves up to a block of ids ahead (sparse: no disk for them).
+    let ids = 64 + 32 * (JOBS + ID_BLOCK);
     let bound = 3 * live + max_spokes * per_file_overhead + ids;
     let mut releases = 0u64;
     let mut worst = 0u64;

@@ -18,9 +18,10 @@
 //! A *clean* summary (written by [`Hub::flush`] once everything is synced, durably) is
 //! trusted after a reboot too, so it is removed durably before the next change.
 //!
-//! Ids: after a checkpoint the next put writes an id index entry (the index high-water then
-//! passes the summary's), so recovery knows whether ids were issued after the summary: if
-//! not, ids continue exactly from its next id; if so, from the high-water + `ID_BLOCK`.
+//! Ids: every id issued is at most the id index's high-water, its reservation (see
+//! `Hub::reserve_id`), so recovery continues above the higher of the summary's next id and the
+//! high-water it finds. A flush sets the reservation to exactly the last id issued before its
+//! clean summary: after a clean shutdown ids continue exactly from the summary's next id.
 //!
 //! Failures lose nothing, only start-up speed: a journal entry that cannot be written
 //! removes the summary (the next start scans everything) until the next checkpoint; a
@@ -197,8 +198,6 @@ impl<S: Segment> Hub<S> {
                 tracing::warn!("checkpoint: {e}");
             }
         }
-        // The next put writes an index entry: recovery then knows ids were issued after this.
-        self.index_watermark = None;
         let summary = self.take_summary(false);
         Some(PendingCheckpoint {
             generation: self.ckpt.generation,
@@ -215,7 +214,6 @@ impl<S: Segment> Hub<S> {
         self.ckpt.rebuild = true;
         self.refresh_entries();
         self.ckpt.advance();
-        self.index_watermark = None;
         let Some(summary) = self.take_summary(true) else {
             return self.ckpt.withdraw(&self.dir);
         };

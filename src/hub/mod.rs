@@ -31,8 +31,8 @@ use bytes::Bytes;
 pub use crate::segment::Micros;
 use crate::segment::fsio;
 use crate::segment::{
-    DataDir, IdIndex, IdReservation, JobLocation, JobState, NewRecord, Record, RecordMeta,
-    RecordOffset, Segment, SpokeId, StateSlot, StorageError, snapshot,
+    Covered, DataDir, DurableIds, IdIndex, IdReservation, JobLocation, JobState, NewRecord, Record,
+    RecordMeta, RecordOffset, Segment, SpokeId, StateSlot, StorageError, snapshot,
 };
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
@@ -60,10 +60,13 @@ pub type ConnId = u64;
 /// 1 s keeps both the stall and the file count small; `--spoke-span` changes it.
 pub const DEFAULT_SPOKE_SPAN: Micros = SECOND;
 
-/// Near puts write their id index entry only once per this many ids (far puts always do):
-/// every id issued is below the highest id in the index file + `ID_BLOCK`, so recovery
-/// continues from there and ids are never reused, even when every segment has been retired,
-/// at the cost of one positioned write per `ID_BLOCK` near puts (ids jump after a restart).
+/// How far ahead of the ids issued `ids.yaad` reserves ids (its length: see
+/// [`crate::segment::DurableIds`], mem mode [`IdReservation`]): every id handed out is at
+/// most the reservation, so recovery continues above it and ids are never reused, even when
+/// every segment has been retired. One `ftruncate` per half block of puts; ids jump by less
+/// than a block after a restart that was not clean (persisted modes: less than the lead,
+/// which grows when puts outrun the syncs; a block more after a full scan, as files written
+/// before the reservation was durable need).
 pub const ID_BLOCK: u64 = 4096;
 
 /// A reserver holding a job whose TTR ends within this margin gets `DEADLINE_SOON`.
@@ -235,6 +238,9 @@ pub struct HubWork {
     pub spokes_retired: u64,
     /// Segments rewritten by compaction.
     pub segments_compacted: u64,
+    /// Syncs of the id index by a put whose id was past the durable reservation (see
+    /// [`crate::segment::DurableIds`]): the puts outran the sync batches, or none are made.
+    pub id_index_syncs: u64,
 }
 
 /// Files to sync so that the changes made before [`Hub::take_sync_batch`] are durable.
@@ -323,10 +329,11 @@ pub struct Hub<S: Segment> {
     dir: DataDir,
     /// Job id → current record, for jobs in far spokes (file in persisted modes).
     index: IdIndex,
-    /// The highest id whose entry this hub wrote (None: none yet, the next put writes one).
-    index_watermark: Option<u64>,
+    /// Persisted modes: the ids the index's length reserves, and how much of that is durable
+    /// (see `reserve_id`).
+    ids_durable: DurableIds,
     /// Memory mode: `ids.yaad`, whose high-water is kept a block ahead of the ids issued
-    /// (see `reserve_id`); None in persisted modes (the index itself bounds the ids).
+    /// (see `reserve_id`); None in persisted modes.
     ids_reserved: Option<IdReservation>,
     now: Micros,
     /// Spokes starting before this are loaded; it only grows.
@@ -470,7 +477,7 @@ impl<S: Segment> Hub<S> {
         let mut hub = Hub {
             dir,
             index,
-            index_watermark: None,
+            ids_durable: DurableIds::new(0, ID_BLOCK),
             ids_reserved: None,
             horizon_end: now.saturating_add(NEAR_SPOKES.saturating_mul(cfg.spoke_span)),
             // Recovery adds spokes: the first advance searches.
@@ -528,7 +535,9 @@ impl<S: Segment> Hub<S> {
             // reached the page cache (`-f MS`): this run's syncs would not cover them.
             fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
         }
-        if !hub.cfg.persist {
+        if hub.cfg.persist {
+            hub.open_durable_ids()?;
+        } else {
             hub.open_id_reservation()?;
         }
         hub.settle();
@@ -756,12 +765,7 @@ impl<S: Segment> Hub<S> {
         };
         let (spoke, offset) = self.append(&rec)?;
         let far = self.spokes.get(&spoke).is_some_and(|s| !s.loaded);
-        if (far
-            || self
-                .index_watermark
-                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK)))
-            && let Err(e) = self.set_index(id, JobLocation { spoke, offset })
-        {
+        if far && let Err(e) = self.set_index(id, JobLocation { spoke, offset }) {
             // Undo: the record must not come back as a job the client was told failed.
             let undo = StateSlot {
                 version: 2,
@@ -774,13 +778,6 @@ impl<S: Segment> Hub<S> {
             }
             self.spoke_lost_live(spoke);
             return Err(e.into());
-        }
-        if far
-            || self
-                .index_watermark
-                .is_none_or(|w| id >= w.saturating_add(ID_BLOCK))
-        {
-            self.index_watermark = Some(self.index_watermark.map_or(id, |w| w.max(id)));
         }
         self.total_jobs += 1;
         if let Some(t) = self.tubes.get_mut(&tube) {
@@ -1312,6 +1309,9 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist {
             return self.flush_snapshot();
         }
+        // Synced below with the rest: the clean summary states exactly the next id.
+        let issued = self.next_id.saturating_sub(1);
+        self.ids_durable.reset_to(&mut self.index, issued)?;
         self.flush_files()?;
         if !self.pending_moves.is_empty() {
             // Everything is durable now, the new records of pending moves included.
@@ -1341,6 +1341,7 @@ impl<S: Segment> Hub<S> {
         }
         self.index.flush()?;
         self.index_dirty = false;
+        self.ids_durable.all_synced();
         if self.dir_dirty {
             fsio::sync_dir(self.dir.path()).map_err(|e| StorageError::io(self.dir.path(), e))?;
             self.dir_dirty = false;
@@ -1351,6 +1352,7 @@ impl<S: Segment> Hub<S> {
     /// Sync batch `epoch` (and every earlier one) is durable: writes the `Moved` marks that
     /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
     pub fn synced(&mut self, epoch: u64) {
+        self.ids_durable.synced(epoch);
         if self.pending_moves.is_empty() {
             return;
         }
@@ -1450,7 +1452,10 @@ impl<S: Segment> Hub<S> {
         if !self.cfg.persist {
             return SyncBatch::default();
         }
+        let epoch = self.epoch;
+        self.epoch += 1;
         let index = std::mem::take(&mut self.index_dirty).then(|| {
+            self.ids_durable.taken(epoch);
             self.index.sync_handle().map_or_else(
                 || SyncFile::Closed(self.dir.id_index_path()),
                 SyncFile::Open,
@@ -1467,8 +1472,6 @@ impl<S: Segment> Hub<S> {
             .chain(std::mem::take(&mut self.retired_unsynced))
             .chain(index)
             .collect();
-        let epoch = self.epoch;
-        self.epoch += 1;
         SyncBatch {
             files,
             dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
@@ -1916,11 +1919,34 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    /// Memory mode: reserves `id` before it is handed out (once per [`ID_BLOCK`] ids, a write
-    /// through the page cache), so a restart after `kill -9` continues above it.
+    /// Reserves `id` before it is handed out. Persisted modes: durably (see [`DurableIds`]):
+    /// the reservation is raised through the page cache half its lead (a block at first)
+    /// before the ids reach it, and the sync batches make it durable; a put whose id is past
+    /// the durable reservation (the puts outran the syncs, or none are made) syncs the index
+    /// itself, and the lead doubles.
+    /// Memory mode: once per [`ID_BLOCK`] ids, a write through the page cache, so a restart
+    /// after `kill -9` continues above it.
     fn reserve_id(&mut self, id: u64) -> Result<(), HubError> {
         if let Some(ids) = &mut self.ids_reserved {
             ids.cover(id, ID_BLOCK)?;
+            return Ok(());
+        }
+        if !self.cfg.persist {
+            return Ok(());
+        }
+        if self.ids_durable.due(id) {
+            // A change on disk: a clean summary goes first.
+            self.note_change(None)?;
+        }
+        match self.ids_durable.cover(&mut self.index, id)? {
+            Covered::Nothing => {}
+            Covered::Raised => self.index_dirty = true,
+            Covered::Synced => {
+                self.index_dirty = true;
+                self.work.id_index_syncs += 1;
+                let lead = self.ids_durable.lead();
+                tracing::debug!(id, lead, "id reservation synced by a put");
+            }
         }
         Ok(())
     }

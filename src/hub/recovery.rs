@@ -8,10 +8,13 @@
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
 //! Ids continue above the highest id seen in any record and above the id index's high-water
-//! mark + [`ID_BLOCK`], so they are not reused even when every segment has been retired. An
-//! index whose header is damaged still shows its high-water (its length, see
-//! [`damaged_high_water`]); it is rebuilt keeping that, and ids then continue above the highest
-//! id found + [`ID_BLOCK`] too. A summary's next id is a floor even when it is not trusted.
+//! mark, the durable id reservation (see `Hub::reserve_id`), so they are not reused even when
+//! every segment has been retired, nor after a power loss. Without a trusted summary (a full
+//! scan) they continue above the high-water + [`ID_BLOCK`] - 1: files written by a build that
+//! wrote an index entry once per block of ids, not a durable reservation, need that. An index
+//! whose header is damaged still shows its high-water (its length, see [`damaged_high_water`]);
+//! it is rebuilt keeping that, and ids then continue above the highest id found + [`ID_BLOCK`]
+//! too. A summary's next id is a floor even when it is not trusted.
 //! Memory mode keeps no index file while running, only its high-water as a reservation of
 //! ids ([`IdReservation`], `Hub::open_id_reservation`).
 //!
@@ -36,8 +39,9 @@ use super::spoke::Spoke;
 use super::{Hub, HubError, ID_BLOCK};
 use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
-    ChangeJournal, DataDir, IdIndex, IdReader, IdReservation, JobLocation, JobState, RecordOffset,
-    Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id, damaged_high_water,
+    ChangeJournal, DataDir, DurableIds, IdIndex, IdReader, IdReservation, JobLocation, JobState,
+    RecordOffset, Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id,
+    damaged_high_water,
 };
 
 /// How [`open_index`] found the id index.
@@ -109,8 +113,6 @@ pub(super) struct Trusted {
     summary: Summary,
     /// Spokes named in the change journals of the summary's generation and later.
     changed: HashSet<SpokeId>,
-    /// No id was issued after the summary was taken (the id index high-water did not move).
-    exact_next_id: bool,
 }
 
 /// Reads the start-up summary and the change journals that follow it, and decides whether
@@ -182,11 +184,12 @@ fn trust(
     let high = index
         .high_water()
         .map_err(|e| format!("id index unreadable: {e}"))?;
-    // A clean summary is removed before any change, so the index cannot have moved.
+    // A clean summary is removed before any change, so the index cannot have moved; a
+    // checkpoint's reservation covers every id issued before it, and it only grows since.
     let matches = if s.clean {
         high == s.id_high_water && s.next_id > high
     } else {
-        high >= s.id_high_water && s.next_id > s.id_high_water
+        high >= s.id_high_water && s.next_id <= s.id_high_water.saturating_add(1)
     };
     if !matches {
         return Err(format!("does not match the id index (high-water {high})"));
@@ -203,7 +206,6 @@ fn trust(
         }
     }
     Ok(Trusted {
-        exact_next_id: high == s.id_high_water,
         summary: s,
         changed,
     })
@@ -239,7 +241,8 @@ impl<S: Segment> Hub<S> {
         } else {
             0
         };
-        // Ids up to high + ID_BLOCK - 1 may have been issued (see ID_BLOCK).
+        // Without a trusted summary, ids up to high + ID_BLOCK - 1 may have been issued by a
+        // build that did not reserve them durably (see the module documentation).
         let block_end = if high > 0 {
             high.saturating_add(ID_BLOCK - 1)
         } else {
@@ -248,10 +251,9 @@ impl<S: Segment> Hub<S> {
         let mut max_id = block_end.max(summary_next_id.saturating_sub(1));
         if let Some(t) = trusted {
             let s = t.summary;
-            max_id = s.next_id.saturating_sub(1);
-            if !t.exact_next_id {
-                max_id = max_id.max(block_end);
-            }
+            // The reservation covers every id issued since the summary (a clean one's is
+            // exactly its last id).
+            max_id = s.next_id.saturating_sub(1).max(high);
             skip = s
                 .spokes
                 .into_iter()
@@ -490,6 +492,21 @@ impl<S: Segment> Hub<S> {
         let ids = IdReservation::new(file)?;
         self.next_id = self.next_id.max(ids.reserved().saturating_add(1));
         self.ids_reserved = Some(ids);
+        Ok(())
+    }
+
+    /// Persisted modes: the durable id reservation starts at the last id recovery rules out
+    /// (durable: `Hub::open` synced the data dir after a crash, a flush before a clean
+    /// summary); the first put raises and syncs it. The index's high-water is raised to it
+    /// (ids found above it, or a summary's next id), so a summary taken now agrees.
+    pub(super) fn open_durable_ids(&mut self) -> Result<(), HubError> {
+        let issued = self.next_id.saturating_sub(1);
+        if self.index.high_water()? < issued {
+            self.note_change(None)?;
+            self.index.raise_high_water(issued)?;
+            self.index_dirty = true;
+        }
+        self.ids_durable = DurableIds::new(issued, ID_BLOCK);
         Ok(())
     }
 

@@ -404,6 +404,25 @@ impl IdIndex {
         }
     }
 
+    /// Sets the file's length so that [`IdIndex::high_water`] is exactly `high` (entries past
+    /// it are cut off: only for a reservation above every id indexed). Memory: nothing.
+    pub fn set_high_water(&mut self, high: u64) -> Result<()> {
+        if let Inner::File {
+            path,
+            file,
+            base,
+            dirty,
+        } = &mut self.inner
+        {
+            let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
+            if file_len(file, path)? != len {
+                file.set_len(len).map_err(|e| StorageError::io(path, e))?;
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
     /// The highest id ever `set` since the index was created or cleared (0 if none), even
     /// if it was removed since: file mode derives it from the file length (entries are
     /// zeroed by `remove`, never cut off), so it survives restarts and lets the next job
@@ -451,6 +470,15 @@ impl IdIndex {
             Inner::File { file, .. } => Some(file.clone()),
             Inner::Mem { .. } => None,
         }
+    }
+
+    /// Syncs the file now, even if this index wrote nothing since its last flush (a sync
+    /// batch may have taken the file since): memory: nothing to do.
+    pub fn sync(&mut self) -> Result<()> {
+        if let Inner::File { dirty, .. } = &mut self.inner {
+            *dirty = true;
+        }
+        self.flush()
     }
 
     /// Makes every change so far durable (file: fsync; memory: nothing to do).
@@ -529,20 +557,143 @@ impl IdReservation {
     /// durable (a flush: a restore of its snapshot continues right above the ids issued).
     /// Ids past `high` are reserved again as they are handed out.
     pub fn reset_to(&mut self, high: u64) -> Result<()> {
-        if let Inner::File {
-            path,
-            file,
-            base,
-            dirty,
-        } = &mut self.file.inner
-            && high != self.reserved
-        {
-            let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
-            file.set_len(len).map_err(|e| StorageError::io(path, e))?;
-            *dirty = true;
+        if high != self.reserved {
+            self.file.set_high_water(high)?;
             self.reserved = high;
         }
         self.file.flush()
+    }
+}
+
+/// Lazy and mapped modes' bound on the ids they hand out: the index file's high-water (its
+/// length, as [`IdReservation`]'s) is a reservation, and no id above the part of it known to
+/// be *durable* is handed out, so no acknowledged id comes again after a power loss, whatever
+/// the flush mode. The reservation is kept ahead of the ids issued through the page cache, by
+/// its *lead* (one `ftruncate` per half a lead of puts), and becomes durable with the next
+/// sync batch that carries the index file ([`DurableIds::taken`], [`DurableIds::synced`]).
+/// Only a put that outran the syncs (or runs where none are made) syncs the index itself,
+/// and then doubles the lead (up to [`MAX_LEAD_BLOCKS`] blocks), so that at any put rate
+/// this stays rare: the lead only costs a larger jump of ids after a restart that was not
+/// clean (the file is sparse past its entries).
+#[derive(Debug, Default)]
+pub struct DurableIds {
+    /// The reservation written (the index's high-water is at least this).
+    written: u64,
+    /// The reservation known durable: every id handed out is at most this.
+    durable: u64,
+    /// Sync batches that carry the index file, not reported synced yet: (epoch, the
+    /// reservation written when the batch was taken).
+    in_flight: std::collections::VecDeque<(u64, u64)>,
+    /// How far ahead of an id the reservation is raised.
+    lead: u64,
+    /// The lead it starts with (a block).
+    block: u64,
+}
+
+/// The largest lead of a [`DurableIds`], in blocks: 64 blocks of 4,096 ids reserve ~262k ids,
+/// which at a million puts per second lasts ~130 ms, more than a sync period.
+pub const MAX_LEAD_BLOCKS: u64 = 64;
+
+/// What [`DurableIds::cover`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Covered {
+    /// Nothing: the id was reserved, far enough ahead.
+    Nothing,
+    /// Raised the reservation through the page cache: the next sync batch must carry the
+    /// index file.
+    Raised,
+    /// Raised it and synced the index: the put outran the syncs.
+    Synced,
+}
+
+impl DurableIds {
+    /// Ids up to `reserved` were handed out before (or may have been): none of them is again.
+    /// `block`: the lead to start with.
+    pub fn new(reserved: u64, block: u64) -> DurableIds {
+        let block = block.max(2);
+        DurableIds {
+            written: reserved,
+            durable: reserved,
+            in_flight: Default::default(),
+            lead: block,
+            block,
+        }
+    }
+
+    /// The reservation known durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// The current lead.
+    pub fn lead(&self) -> u64 {
+        self.lead
+    }
+
+    /// Whether [`DurableIds::cover`] would write to the index for `id`.
+    pub fn due(&self, id: u64) -> bool {
+        id > self.durable || id.saturating_add(self.lead / 2) > self.written
+    }
+
+    /// Makes sure `id` is durably reserved before it is handed out, and keeps the reservation
+    /// written at least half a lead ahead of it (raised to `id + lead - 1`).
+    pub fn cover(&mut self, index: &mut IdIndex, id: u64) -> Result<Covered> {
+        if id > self.durable && id <= self.written {
+            // Reserved, but its sync did not complete in time: the puts outran the syncs.
+            self.lead = self
+                .lead
+                .saturating_mul(2)
+                .min(self.block.saturating_mul(MAX_LEAD_BLOCKS));
+        }
+        let mut done = Covered::Nothing;
+        if id.saturating_add(self.lead / 2) > self.written {
+            let to = id.saturating_add(self.lead - 1);
+            index.raise_high_water(to)?;
+            self.written = to;
+            done = Covered::Raised;
+        }
+        if id > self.durable {
+            index.sync()?;
+            self.durable = self.written;
+            self.in_flight.clear();
+            done = Covered::Synced;
+        }
+        Ok(done)
+    }
+
+    /// A sync batch `epoch` that carries the index file was taken: once it is synced, the
+    /// reservation written so far is durable.
+    pub fn taken(&mut self, epoch: u64) {
+        if self.written > self.durable {
+            self.in_flight.push_back((epoch, self.written));
+        }
+    }
+
+    /// Sync batch `epoch` and every earlier one completed.
+    pub fn synced(&mut self, epoch: u64) {
+        while let Some(&(e, reserved)) = self.in_flight.front()
+            && e <= epoch
+        {
+            self.durable = self.durable.max(reserved);
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// The index file was synced (a flush): everything written is durable.
+    pub fn all_synced(&mut self) {
+        self.durable = self.written;
+        self.in_flight.clear();
+    }
+
+    /// Sets the reservation to exactly `high`, the highest id handed out so far (a flush
+    /// that is about to sync the index and write a clean summary: a restart continues right
+    /// above the ids issued). The next put reserves, and syncs, again.
+    pub fn reset_to(&mut self, index: &mut IdIndex, high: u64) -> Result<()> {
+        index.set_high_water(high)?;
+        self.written = high;
+        self.durable = high;
+        self.in_flight.clear();
+        Ok(())
     }
 }
 
@@ -731,6 +882,45 @@ mod tests {
         assert_eq!(damaged_high_water(&path).unwrap(), 151);
         std::fs::write(&path, &bytes[..ID_HEADER_LEN as usize + 31]).unwrap();
         assert_eq!(damaged_high_water(&path).unwrap(), 0, "no whole entry");
+    }
+
+    /// The durable reservation: raised through the page cache half a lead ahead, durable once
+    /// a batch taken after the raise is synced, synced by `cover` itself only when an id
+    /// passes it (then the lead doubles, up to its cap); the file's length is the reservation.
+    #[test]
+    fn durable_ids_stay_ahead_of_the_ids_handed_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ix = IdIndex::open(&tmp.path().join("ids.yaad")).unwrap();
+        let mut d = DurableIds::new(0, 8);
+        assert!(d.due(1));
+        assert_eq!(d.cover(&mut ix, 1).unwrap(), Covered::Synced, "first id");
+        assert_eq!((d.durable(), ix.high_water().unwrap()), (8, 8));
+        assert_eq!(d.cover(&mut ix, 4).unwrap(), Covered::Nothing);
+        assert_eq!(d.cover(&mut ix, 5).unwrap(), Covered::Raised);
+        assert_eq!((d.durable(), ix.high_water().unwrap()), (8, 12));
+        d.taken(7);
+        d.synced(6);
+        assert_eq!(d.durable(), 8, "an earlier batch");
+        d.synced(7);
+        assert_eq!(d.durable(), 12);
+        assert_eq!(d.lead(), 8);
+        // The puts outrun the syncs: the id past the durable reservation syncs, lead doubles.
+        for id in 6..=12 {
+            d.cover(&mut ix, id).unwrap();
+        }
+        assert_eq!(d.durable(), 12);
+        assert_eq!(d.cover(&mut ix, 13).unwrap(), Covered::Synced);
+        assert_eq!(d.lead(), 16);
+        assert_eq!(d.durable(), ix.high_water().unwrap());
+        for id in 14..10_000 {
+            d.cover(&mut ix, id).unwrap();
+        }
+        assert_eq!(d.lead(), 8 * MAX_LEAD_BLOCKS, "capped");
+        assert!(d.durable() >= 9_999);
+        d.reset_to(&mut ix, 9_999).unwrap();
+        ix.flush().unwrap();
+        assert_eq!((d.durable(), ix.high_water().unwrap()), (9_999, 9_999));
+        assert_eq!(d.cover(&mut ix, 10_000).unwrap(), Covered::Synced);
     }
 
     #[test]

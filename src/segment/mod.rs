@@ -31,8 +31,8 @@ pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};
 pub use format::{parse_segment_file_name, segment_file_name};
 pub use fsio::boot_id;
 pub use ids::{
-    ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry, IdFileHeader, IdIndex,
-    IdReader, IdReservation, JobLocation, damaged_high_water,
+    Covered, DurableIds, ID_ENTRY_LEN, ID_FILE_MAGIC, ID_FILE_VERSION, ID_HEADER_LEN, IdEntry,
+    IdFileHeader, IdIndex, IdReader, IdReservation, JobLocation, damaged_high_water,
 };
 pub use journal::ChangeJournal;
 pub use lazy::LazySegment;
