@@ -4,6 +4,14 @@
 //! ready before its trigger time, no deleted job coming back, no job lost (also across a
 //! restart, which in the persisted modes is a kill: nothing flushed, so it restarts from the
 //! last start-up checkpoint and its change journals).
+//!
+//! With power cuts (by `Input::mode`, see [`Power`]), the power-loss simulator
+//! (`yaad::segment::powercut`) watches the data dir: a `Cut` cuts the power at a coming sync
+//! event (inside a sync batch, a flush, a checkpoint, a restart), a hub recovers the image in
+//! a new boot, and every job must be in a state it had since the last completed sync
+//! (persisted modes, syncing after every operation as `-f 0` does or only at `Sync` as
+//! `-f MS` does; no id handed out again once acknowledged) or the cut must show one whole
+//! snapshot (mem mode: the last completed flush or the one in progress).
 //! One tube and non-blocking reserves only; tests/hub_model.rs covers tubes, waits and pauses.
 #![no_main]
 
@@ -15,6 +23,7 @@ use yaad::hub::{
     ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, PendingCheckpoint, ReserveOutcome,
     SECOND,
 };
+use yaad::segment::powercut::{self, Registration};
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
 const START: u64 = 1_700_000_000 * SECOND;
@@ -82,6 +91,15 @@ enum Op {
     Restart {
         span: Span,
     },
+    /// Cut the power at sync event `1 + ahead % 12` from now, if the next operation gets that
+    /// far; `seed` picks what of the unsynced writes survives. Only with power cuts.
+    Cut {
+        ahead: u8,
+        seed: u16,
+    },
+    /// The periodic sync of `-f MS` (persisted modes: take the sync batch, sync it, tell the
+    /// hub), a SIGUSR1 flush (mem mode).
+    Sync,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -133,9 +151,22 @@ impl Span {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// `mode % 3`: mem, mapped, lazy; `mode / 3 % 3`: the [`Power`] style.
     mode: u8,
     span: Span,
     ops: Vec<Op>,
+}
+
+/// How syncs and power cuts are driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    /// No simulator: `Cut` does nothing, `Sync` syncs (or flushes, in mem mode).
+    Off,
+    /// Cuts checked; persisted modes sync after every operation (`-f 0`).
+    SyncEveryOp,
+    /// Cuts checked; persisted modes sync only at `Sync` (`-f MS`). In mem mode the same as
+    /// [`Power::SyncEveryOp`]: only `Sync` and restarts flush.
+    SyncAtSyncOp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +177,7 @@ enum St {
     Buried { seq: u64 },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct MJob {
     pri: u32,
     ttr: u32,
@@ -291,6 +322,8 @@ impl Model {
 
 struct Harness<S: Segment> {
     hub: Option<Hub<S>>,
+    /// The power-loss simulator of the data dir, and where cut images are built.
+    sim: Option<(Registration, tempfile::TempDir)>,
     pending: Option<PendingCheckpoint>,
     conns: [ConnId; CONNS],
     cfg: HubConfig,
@@ -369,8 +402,156 @@ fn check_all<S: Segment>(h: &mut Harness<S>, m: &Model) {
     }
 }
 
-fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
+/// What a recovery may show of a job: the fields a restart keeps, as of `now`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Durable {
+    state: &'static str,
+    pri: u32,
+    ttr: u64,
+    time_left: u64,
+    body: Vec<u8>,
+}
+
+fn durable_form(j: &MJob, now: u64) -> Durable {
+    let (state, left) = match j.state {
+        St::Buried { .. } => ("buried", 0),
+        St::Delayed if j.trigger > now => ("delayed", j.trigger - now),
+        _ => ("ready", 0),
+    };
+    Durable {
+        state,
+        pri: j.pri,
+        ttr: u64::from(j.ttr),
+        time_left: left / SECOND,
+        body: j.body.clone(),
+    }
+}
+
+/// What a recovered hub shows of job `id`.
+fn recovered<S: Segment>(hub: &mut Hub<S>, id: u64, now: u64) -> Option<Durable> {
+    let s = hub.stats_job(id, now)?;
+    let body = hub.peek(id).map(|v| v.body.to_vec()).unwrap_or_default();
+    Some(Durable {
+        state: s.state,
+        pri: s.pri,
+        ttr: s.ttr,
+        time_left: s.time_left,
+        body,
+    })
+}
+
+/// The states a power cut may leave. Persisted modes: per job, any state it had since the
+/// last completed sync (every change acknowledged before it is durable; the changes since are
+/// each there or not). Mem mode: one whole snapshot, the last completed flush or the one in
+/// progress.
+struct PowerCuts {
+    /// Persisted modes: job id → its states since the last completed sync (`None`: no job).
+    since_sync: BTreeMap<u64, Vec<Option<MJob>>>,
+    /// Mem mode: the last completed flush's jobs, then the one being flushed.
+    snapshots: Vec<BTreeMap<u64, MJob>>,
+    /// Ids below this were acknowledged (their put's sync completed).
+    acked_next: u64,
+}
+
+impl PowerCuts {
+    fn new() -> Self {
+        PowerCuts {
+            since_sync: BTreeMap::new(),
+            snapshots: vec![BTreeMap::new()],
+            acked_next: 1,
+        }
+    }
+
+    /// Records the state of every job after an operation.
+    fn note(&mut self, m: &Model) {
+        for id in 1..=m.issued {
+            let now = m.jobs.get(&id).cloned();
+            let seen = self.since_sync.entry(id).or_insert_with(|| vec![None]);
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+        }
+    }
+
+    /// A sync (or flush) completed: what the model holds now is durable.
+    fn synced(&mut self, m: &Model) {
+        for (id, seen) in self.since_sync.iter_mut() {
+            *seen = vec![m.jobs.get(id).cloned()];
+        }
+        self.snapshots = vec![m.jobs.clone()];
+        self.acked_next = m.issued + 1;
+    }
+}
+
+/// A sync as the server's sync thread makes it: the batch is taken, synced, and its changes
+/// count as acknowledged. Mem mode: a SIGUSR1 flush.
+fn sync<S: Segment>(h: &mut Harness<S>, m: &Model, cuts: &mut PowerCuts) {
+    if h.mem {
+        cuts.snapshots.push(m.jobs.clone());
+        h.hub().flush().expect("flush");
+    } else {
+        let batch = h.hub().take_sync_batch();
+        batch.sync().expect("sync batch");
+        h.hub().synced(batch.epoch);
+    }
+}
+
+/// Recovers the image of a power cut in a new boot and compares it with what may survive.
+fn check_cut<S: Segment>(h: &Harness<S>, m: &Model, cuts: &PowerCuts, image: &std::path::Path) {
+    let cfg = HubConfig {
+        data_dir: image.to_path_buf(),
+        ..h.cfg.clone()
+    };
+    let now = m.now;
+    let mut hub =
+        Hub::<S>::open(cfg, now).unwrap_or_else(|e| panic!("recovery after a power cut: {e}"));
+    let last = m.issued + 1;
+    if h.mem {
+        let got: Vec<(u64, Durable)> = (0..=last)
+            .filter_map(|id| Some((id, recovered(&mut hub, id, now)?)))
+            .collect();
+        let whole = cuts.snapshots.iter().any(|snap| {
+            let want: Vec<(u64, Durable)> = snap
+                .iter()
+                .map(|(&id, j)| (id, durable_form(j, now)))
+                .collect();
+            want == got
+        });
+        assert!(whole, "mem mode restored no whole snapshot: {got:?}");
+    } else {
+        for id in 0..=last {
+            let got = recovered(&mut hub, id, now);
+            let allowed: Vec<Option<Durable>> = cuts.since_sync.get(&id).map_or(vec![None], |v| {
+                v.iter()
+                    .map(|j| j.as_ref().map(|j| durable_form(j, now)))
+                    .collect()
+            });
+            assert!(
+                allowed.contains(&got),
+                "job {id} after a power cut: {got:?}, want one of {allowed:?}"
+            );
+        }
+        // Ids are never handed out twice: ids of puts not yet acknowledged may be issued
+        // again, acknowledged ones never.
+        let c = hub.connect();
+        let id = hub
+            .put(c, 0, 0, 1, b"after the cut", now)
+            .expect("put after a power cut");
+        assert!(
+            id >= cuts.acked_next,
+            "id {id} handed out again after a power cut"
+        );
+    }
+    drop(hub);
+    let _ = std::fs::remove_dir_all(image);
+}
+
+fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
     let dir = tempfile::tempdir().expect("temp dir");
+    let sim = (power != Power::Off).then(|| {
+        let reg = powercut::register(dir.path(), b"boot-before-the-cut").expect("simulator");
+        (reg, tempfile::tempdir().expect("temp dir"))
+    });
     let cfg = HubConfig {
         data_dir: dir.path().to_path_buf(),
         spoke_span: span.micros(),
@@ -381,6 +562,7 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
     let conns = [hub.connect(), hub.connect()];
     let mut h = Harness {
         hub: Some(hub),
+        sim,
         pending: None,
         conns,
         cfg,
@@ -392,8 +574,10 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
         ..Model::default()
     };
     let mut body_seq = 0u64;
+    let mut cuts = PowerCuts::new();
     for op in ops {
         let now = m.now;
+        let mut synced = false;
         match *op {
             Op::Put {
                 conn,
@@ -576,13 +760,49 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
                 }
             }
             Op::Restart { span } => {
+                if mem {
+                    // The restart flushes: a cut inside it may leave this snapshot.
+                    cuts.snapshots.push(m.jobs.clone());
+                }
+                synced = mem;
                 h.restart(now, span.micros());
                 m.restart();
                 m.advance(now);
                 check_all(&mut h, &m);
             }
+            Op::Cut { ahead, seed } => {
+                if let Some((sim, images)) = &h.sim {
+                    let at = sim.events() + 1 + u64::from(ahead % 12);
+                    sim.plan_cut(
+                        at,
+                        u64::from(seed),
+                        images.path().join(format!("cut-{at}-{seed}")),
+                    );
+                    // The plan stands through the next operation.
+                    continue;
+                }
+            }
+            Op::Sync => {
+                if power == Power::Off {
+                    sync(&mut h, &m, &mut cuts);
+                }
+            }
         }
         check_counts(&mut h, &m);
+        if power != Power::Off {
+            cuts.note(&m);
+            if (power == Power::SyncEveryOp && !mem) || matches!(op, Op::Sync) {
+                sync(&mut h, &m, &mut cuts);
+                synced = true;
+            }
+            let image = h.sim.as_ref().and_then(|(sim, _)| sim.take_cut());
+            if let Some(image) = image {
+                check_cut(&h, &m, &cuts, &image);
+            }
+        }
+        if synced {
+            cuts.synced(&m);
+        }
     }
     check_all(&mut h, &m);
     let now = m.now;
@@ -595,9 +815,14 @@ fn run<S: Segment>(mem: bool, span: Span, ops: &[Op]) {
 
 fuzz_target!(|input: Input| {
     let ops = &input.ops[..input.ops.len().min(100)];
+    let power = match input.mode / 3 % 3 {
+        0 => Power::Off,
+        1 => Power::SyncEveryOp,
+        _ => Power::SyncAtSyncOp,
+    };
     match input.mode % 3 {
-        0 => run::<MemSegment>(true, input.span, ops),
-        1 => run::<MappedSegment>(false, input.span, ops),
-        _ => run::<LazySegment>(false, input.span, ops),
+        0 => run::<MemSegment>(true, power, input.span, ops),
+        1 => run::<MappedSegment>(false, power, input.span, ops),
+        _ => run::<LazySegment>(false, power, input.span, ops),
     }
 });
