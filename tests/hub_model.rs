@@ -712,6 +712,18 @@ fn pick_id(m: &Model, conn: Option<usize>, pick: usize) -> u64 {
     ids[pick % ids.len()]
 }
 
+/// A scratch directory in memory (`/dev/shm`) where there is one: thousands of hubs are
+/// opened, synced and cut, and on tmpfs a sync costs no device round trip.
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().unwrap()
+}
+
 struct Harness<S: Segment> {
     hub: Option<Hub<S>>,
     /// The power-loss simulator of the data dir.
@@ -729,7 +741,7 @@ struct Harness<S: Segment> {
 
 impl<S: Segment> Harness<S> {
     fn new(mem: bool, span: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch();
         let sim = powercut::register(dir.path(), b"boot-before-the-cut").unwrap();
         let cfg = HubConfig {
             data_dir: dir.path().to_path_buf(),
@@ -742,7 +754,7 @@ impl<S: Segment> Harness<S> {
         Harness {
             hub: Some(hub),
             sim,
-            cuts: tempfile::tempdir().unwrap(),
+            cuts: scratch(),
             pending: None,
             conns,
             cfg,
@@ -1376,28 +1388,44 @@ fn cut_budget() -> u64 {
 /// Random operation sequences with power cuts until `cut_budget()` cuts were checked; a
 /// failure is shrunk to a minimal sequence as in the proptests above.
 fn power_cuts<S: Segment>(mem: bool, sync_each: bool) {
-    use proptest::test_runner::{Config, TestRunner};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     use std::cell::Cell;
     let want = cut_budget();
+    // A new seed for every run unless one is given, to replay a failure.
+    let seed: u64 = std::env::var("YAAD_POWERCUT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     let checked = Cell::new(0u64);
     let strategy = (span(), prop::collection::vec(op_with_cuts(), 1..80));
     let power = if mem { Some(false) } else { Some(sync_each) };
-    let mut runner = TestRunner::new(Config {
-        cases: 32,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut round = 0u64;
     while checked.get() < want {
+        // A runner counts its successes across runs: one per round of 32 sequences.
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        bytes[8..16].copy_from_slice(&round.to_le_bytes());
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+        let config = Config {
+            cases: 32,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner = TestRunner::new_with_rng(config, rng);
         let result = runner.run(&strategy, |(span, ops)| {
             let n = run::<S>(mem, span, ops, power)?;
             checked.set(checked.get() + n);
             Ok(())
         });
         if let Err(e) = result {
-            panic!("after {} power cuts: {e}", checked.get());
+            panic!(
+                "after {} power cuts (YAAD_POWERCUT_SEED={seed}, round {round}): {e}",
+                checked.get()
+            );
         }
+        round += 1;
     }
-    eprintln!("power cuts checked: {}", checked.get());
+    eprintln!("power cuts checked: {} (YAAD_POWERCUT_SEED={seed})", checked.get());
 }
 
 #[test]

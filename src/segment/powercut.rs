@@ -488,7 +488,7 @@ fn merge(
     rng: &mut fastrand::Rng,
 ) -> Vec<u8> {
     let durable: &[u8] = durable.map_or(&[], Vec::as_slice);
-    let Some(current) = current else {
+    let Some(mut current) = current else {
         return durable.to_vec();
     };
     if current == durable {
@@ -499,12 +499,12 @@ fn merge(
     } else {
         durable.len()
     };
-    let byte = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(0);
-    let mut out: Vec<u8> = (0..len).map(|i| byte(durable, i)).collect();
+    let mut out = durable.to_vec();
+    out.resize(len, 0);
+    current.resize(len, 0);
     for page in (0..len).step_by(PAGE) {
         let end = (page + PAGE).min(len);
-        let differs = (page..end).any(|i| byte(durable, i) != byte(&current, i));
-        if !differs {
+        if out[page..end] == current[page..end] {
             continue;
         }
         let torn = rng.f64() < 0.5;
@@ -513,9 +513,7 @@ fn merge(
             let take = if torn { rng.f64() < bias } else { whole };
             if take {
                 let stop = (sector + SECTOR).min(end);
-                for (i, b) in out[sector..stop].iter_mut().enumerate() {
-                    *b = byte(&current, sector + i);
-                }
+                out[sector..stop].copy_from_slice(&current[sector..stop]);
             }
         }
     }
