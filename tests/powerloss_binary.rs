@@ -52,6 +52,9 @@ const CHAIN: usize = 40;
 /// How long a round's load may run before the cut: past it the process is killed (-9) and
 /// the round checked as a kill test, with the planned event lowered for the next rounds.
 const LOAD_GUARD: Duration = Duration::from_secs(15);
+/// Rounds without a cut in a row that mean the cut never fires (each halves the planned
+/// event, down to start-up's few syncs).
+const MISSES: usize = 8;
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -805,6 +808,7 @@ fn power_cuts(mode: &str, seed: u64) {
     let mut tubes: Vec<Tube> = (0..WORKERS).map(Tube::new).collect();
     let max_acked = Arc::new(AtomicU64::new(0));
     let (mut fired, mut missed, mut acked, mut round, mut chained) = (0, 0, 0, 0, 0);
+    let mut in_a_row = 0;
     // Cuts before any reply of the round (at start-up or recovery).
     let mut early = 0;
     let mut boot = 0;
@@ -857,6 +861,11 @@ fn power_cuts(mode: &str, seed: u64) {
             y.child.wait().unwrap();
             missed += 1;
             max_event = (event / 2).max(16);
+            in_a_row += 1;
+            assert!(
+                in_a_row < MISSES,
+                "{what}: no cut in {MISSES} rounds: is the hook wired?"
+            );
         }
         for w in workers {
             tubes.push(
@@ -873,6 +882,7 @@ fn power_cuts(mode: &str, seed: u64) {
             );
             assert_eq!(panicked(&y), None, "{what}: yaad panicked before the cut");
             fired += 1;
+            in_a_row = 0;
             progress(mode, fired, started);
             early += usize::from(tubes.iter().map(|t| t.acked).sum::<u64>() == acked_before);
             // A power cut is a reboot: a new boot id (checkpoints of the old one untrusted).
@@ -969,6 +979,7 @@ fn mem_flush_cuts(seed: u64) {
     let mut tubes: Vec<Tube> = (0..WORKERS).map(Tube::new).collect();
     let max_acked = Arc::new(AtomicU64::new(0));
     let (mut fired, mut missed, mut round, mut boot) = (0, 0, 0, 0);
+    let mut in_a_row = 0;
     let (mut kept_new, mut kept_old) = (0, 0);
     let started = Instant::now();
     while fired < cuts {
@@ -1026,6 +1037,7 @@ fn mem_flush_cuts(seed: u64) {
         let data = if cut {
             assert!(image.is_dir(), "{what}: killed without a power-cut image");
             fired += 1;
+            in_a_row = 0;
             progress("mem", fired, started);
             boot += 1;
             std::fs::remove_dir_all(&dir).unwrap();
@@ -1034,6 +1046,11 @@ fn mem_flush_cuts(seed: u64) {
             assert!(status.success(), "{what}: {status}");
             missed += 1;
             max_event = (event * 3 / 4).max(4);
+            in_a_row += 1;
+            assert!(
+                in_a_row < MISSES,
+                "{what}: no cut in {MISSES} rounds: is the hook wired?"
+            );
             dir.clone()
         };
         drop(y);
