@@ -29,9 +29,10 @@
 
 mod common;
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -767,6 +768,30 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Starts yaad (`args`) in boot `boot` with a power cut planned at sync event `event`;
+/// returns it, the image its cut builds and the plan. Each start builds its own image
+/// (`image.N`): one abandoned because another process answered on its port may have cut too.
+fn start_cut(
+    args: &[&str],
+    event: u64,
+    seed: u64,
+    image: &Path,
+    boot: u64,
+) -> (Yaad, PathBuf, String) {
+    let plan = RefCell::new((PathBuf::new(), String::new()));
+    let tries = Cell::new(0);
+    let y = Yaad::launch_own_may_exit(args, |c| {
+        tries.set(tries.get() + 1);
+        let image = image.with_extension(tries.get().to_string());
+        let p = format!("{event}:{seed}:{}", path_str(&image));
+        c.env("YAAD_POWERCUT", &p)
+            .env("YAAD_BOOT_ID", format!("boot{boot}"));
+        *plan.borrow_mut() = (image, p);
+    });
+    let (image, plan) = plan.into_inner();
+    (y, image, plan)
+}
+
 /// With `YAAD_POWERLOSS_PROGRESS=N` (scripts/powerloss.sh): a line every N cuts.
 fn progress(mode: &str, fired: u64, started: Instant) {
     if env_u64("YAAD_POWERLOSS_PROGRESS").is_some_and(|n| n > 0 && fired.is_multiple_of(n)) {
@@ -827,13 +852,9 @@ fn power_cuts(mode: &str, seed: u64) {
         let event = 1 + rng.below(max_event);
         let cut_seed = rng.next();
         let image = root.path().join(format!("image{round}"));
-        let plan = format!("{event}:{cut_seed}:{}", path_str(&image));
-        let what = format!("{mode} round {round} (seed {seed:#x}, YAAD_POWERCUT={plan})");
         let args = ["--mode", mode, "-b", path_str(&dir), "-f", "0"];
-        let run_boot = format!("boot{boot}");
-        let mut y = Yaad::launch_own_may_exit(&args, |c| {
-            c.env("YAAD_POWERCUT", &plan).env("YAAD_BOOT_ID", &run_boot);
-        });
+        let (mut y, image, plan) = start_cut(&args, event, cut_seed, &image, boot);
+        let what = format!("{mode} round {round} (seed {seed:#x}, YAAD_POWERCUT={plan})");
         let (port, pid) = (y.port, y.child.id().to_string());
         let acked_before: u64 = tubes.iter().map(|t| t.acked).sum();
         let workers: Vec<_> = std::mem::take(&mut tubes)
@@ -986,13 +1007,9 @@ fn mem_flush_cuts(seed: u64) {
         round += 1;
         let event = 1 + rng.below(max_event);
         let image = root.path().join(format!("image{round}"));
-        let plan = format!("{event}:{}:{}", rng.next(), path_str(&image));
-        let what = format!("mem round {round} (seed {seed:#x}, YAAD_POWERCUT={plan})");
         let args = ["--mode", "mem", "-b", path_str(&dir), "-r"];
-        let run_boot = format!("boot{boot}");
-        let mut y = Yaad::launch_own_may_exit(&args, |c| {
-            c.env("YAAD_POWERCUT", &plan).env("YAAD_BOOT_ID", &run_boot);
-        });
+        let (mut y, image, plan) = start_cut(&args, event, rng.next(), &image, boot);
+        let what = format!("mem round {round} (seed {seed:#x}, YAAD_POWERCUT={plan})");
         let (old, old_max) = (tubes.clone(), max_acked.load(Ordering::SeqCst));
         let mut flushed = false;
         if y.child.try_wait().unwrap().is_none() {
