@@ -173,6 +173,8 @@ struct Tube {
     max_id: u64,
     seq: u64,
     acked: u64,
+    /// Puts in flight at a cut whose job was there after the restart.
+    puts_in_flight_kept: u64,
 }
 
 impl Tube {
@@ -186,6 +188,7 @@ impl Tube {
             max_id: 0,
             seq: 0,
             acked: 0,
+            puts_in_flight_kept: 0,
         }
     }
 
@@ -620,38 +623,51 @@ fn adopt(seen: &Seen, j: &Job) -> Job {
 /// Checks the restarted server against every tube's model; settles what was unsure.
 fn verify(port: u16, tubes: &mut [Tube], max_acked: &AtomicU64, what: &str) {
     let mut c = common::connect(port);
-    // Puts in flight at the cut: their ids lie above the highest id acknowledged before they
-    // were sent and at most WORKERS above the highest acknowledged (one command per client).
-    let top = max_acked.load(Ordering::SeqCst) + WORKERS as u64;
+    let probe_id = probe(&mut c, max_acked, what);
+    // Puts in flight at the cut, in the tubes holding one job more than the model: their ids
+    // lie above the highest id acknowledged before they were sent and below the probe's
+    // (ids are never issued twice; not just above the highest acknowledged: ids jump after a
+    // restart, and a cut run may have had no put acknowledged).
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for t in tubes.iter() {
+        if t.unsure_put.is_some() && tube_jobs(&mut c, &t.name).0 > t.jobs.len() + t.unsure.len() {
+            wanted.insert(t.name.clone());
+        }
+    }
     let lowest = tubes
         .iter()
         .filter_map(|t| t.unsure_put.as_ref().map(|(_, low)| *low))
-        .min();
-    if let Some(low) = lowest {
-        for id in low + 1..=top {
-            if tubes.iter().any(|t| t.knows(id)) {
-                continue;
-            }
-            let Some(seen) = look(&mut c, id) else {
-                continue;
-            };
-            let t = tubes
-                .iter_mut()
-                .find(|t| t.name == seen.tube)
-                .unwrap_or_else(|| panic!("{what}: job {id} in tube {}", seen.tube));
-            let job = match &t.unsure_put {
-                Some((job, low)) if *low < id => job.clone(),
-                _ => panic!("{what}: job {id} appeared that no client put ({seen:?})"),
-            };
-            if let Err(e) = fits(&Some(seen), &Some(job.clone()), &t.name) {
-                panic!("{what}: job {id} of a put in flight: {e}");
-            }
-            t.unsure_put = None;
-            t.max_id = t.max_id.max(id);
-            max_acked.fetch_max(id, Ordering::SeqCst);
-            t.jobs.insert(id, job);
+        .min()
+        .unwrap_or(probe_id);
+    let mut id = probe_id;
+    while !wanted.is_empty() && id > lowest + 1 {
+        id -= 1;
+        if tubes.iter().any(|t| t.knows(id)) {
+            continue;
         }
+        let Some(seen) = look(&mut c, id) else {
+            continue;
+        };
+        let t = tubes
+            .iter_mut()
+            .find(|t| t.name == seen.tube)
+            .unwrap_or_else(|| panic!("{what}: job {id} in tube {}", seen.tube));
+        let job = match &t.unsure_put {
+            Some((job, low)) if *low < id && wanted.remove(&t.name) => job.clone(),
+            _ => panic!("{what}: job {id} appeared that no client put ({seen:?})"),
+        };
+        if let Err(e) = fits(&Some(seen), &Some(job.clone()), &t.name) {
+            panic!("{what}: job {id} of a put in flight: {e}\n  model {job:?}");
+        }
+        t.unsure_put = None;
+        t.max_id = t.max_id.max(id);
+        t.jobs.insert(id, job);
+        t.puts_in_flight_kept += 1;
     }
+    assert!(
+        wanted.is_empty(),
+        "{what}: tubes {wanted:?} hold a job more than acknowledged, no put in flight made it"
+    );
     for t in tubes.iter_mut() {
         // Lost, as it may be: it was never acknowledged.
         t.unsure_put = None;
@@ -690,7 +706,6 @@ fn verify(port: u16, tubes: &mut [Tube], max_acked: &AtomicU64, what: &str) {
             panic!("{what}: {}: {e}", t.name);
         }
     }
-    probe(&mut c, max_acked, what);
 }
 
 /// Whether every job deleted (acknowledged) is gone and the tube holds exactly the model's
@@ -703,25 +718,7 @@ fn gone_and_counted(c: &mut Client, t: &Tube) -> Result<(), String> {
     {
         return Err(format!("job {id}, deleted (acknowledged), came back"));
     }
-    let count = |y: &BTreeMap<String, String>, k: &str| -> usize {
-        y.get(k)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("stats-tube: {k}"))
-    };
-    let seen = match yaml(c, &format!("stats-tube {}", t.name)) {
-        None => (0, 0, 0),
-        Some(y) => {
-            let total = ["ready", "delayed", "buried"]
-                .iter()
-                .map(|s| count(&y, &format!("current-jobs-{s}")))
-                .sum();
-            let (buried, reserved) = (
-                count(&y, "current-jobs-buried"),
-                count(&y, "current-jobs-reserved"),
-            );
-            (total, buried, reserved)
-        }
-    };
+    let seen = tube_jobs(c, &t.name);
     let buried = t.jobs.values().filter(|j| j.state == State::Buried).count();
     if seen != (t.jobs.len(), buried, 0) {
         return Err(format!(
@@ -732,8 +729,29 @@ fn gone_and_counted(c: &mut Client, t: &Tube) -> Result<(), String> {
     Ok(())
 }
 
-/// A put after a restart gets an id above every acknowledged one (`max_acked`).
-fn probe(c: &mut Client, max_acked: &AtomicU64, what: &str) {
+/// A tube's (jobs, buried jobs, reserved jobs) by `stats-tube`.
+fn tube_jobs(c: &mut Client, tube: &str) -> (usize, usize, usize) {
+    let Some(y) = yaml(c, &format!("stats-tube {tube}")) else {
+        return (0, 0, 0);
+    };
+    let count = |k: &str| -> usize {
+        y.get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("stats-tube: {k}"))
+    };
+    let total = ["ready", "delayed", "buried"]
+        .iter()
+        .map(|s| count(&format!("current-jobs-{s}")))
+        .sum();
+    (
+        total,
+        count("current-jobs-buried"),
+        count("current-jobs-reserved"),
+    )
+}
+
+/// A put after a restart gets an id above every acknowledged one (`max_acked`); returns it.
+fn probe(c: &mut Client, max_acked: &AtomicU64, what: &str) -> u64 {
     expect(
         &c.cmd("use powerloss-probe"),
         "USING powerloss-probe",
@@ -751,6 +769,7 @@ fn probe(c: &mut Client, max_acked: &AtomicU64, what: &str) {
     );
     expect(&c.cmd(&format!("delete {id}")), "DELETED", "delete probe");
     max_acked.fetch_max(id, Ordering::SeqCst);
+    id
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -833,7 +852,7 @@ fn power_cuts(mode: &str, seed: u64) {
     let mut tubes: Vec<Tube> = (0..WORKERS).map(Tube::new).collect();
     let max_acked = Arc::new(AtomicU64::new(0));
     let (mut fired, mut missed, mut acked, mut round, mut chained) = (0, 0, 0, 0, 0);
-    let mut in_a_row = 0;
+    let (mut in_a_row, mut kept) = (0, 0);
     // Cuts before any reply of the round (at start-up or recovery).
     let mut early = 0;
     let mut boot = 0;
@@ -846,6 +865,7 @@ fn power_cuts(mode: &str, seed: u64) {
             std::fs::remove_dir_all(&dir).unwrap();
             dir = new_dir(&mut fresh);
             acked += tubes.iter().map(|t| t.acked).sum::<u64>();
+            kept += tubes.iter().map(|t| t.puts_in_flight_kept).sum::<u64>();
             tubes = (0..WORKERS).map(Tube::new).collect();
             max_acked.store(0, Ordering::SeqCst);
         }
@@ -937,9 +957,11 @@ fn power_cuts(mode: &str, seed: u64) {
         dir = data;
     }
     acked += tubes.iter().map(|t| t.acked).sum::<u64>();
+    kept += tubes.iter().map(|t| t.puts_in_flight_kept).sum::<u64>();
     eprintln!(
         "{mode}: {fired} power cuts checked ({early} before any reply of their round), {missed} \
-         rounds without a cut (kill -9), {acked} acknowledged changes, {:.1} s, seed {seed:#x}",
+         rounds without a cut (kill -9), {acked} acknowledged changes, {kept} unanswered puts \
+         kept, {:.1} s, seed {seed:#x}",
         started.elapsed().as_secs_f64()
     );
 }
