@@ -24,7 +24,7 @@
 //! process that checked it), so cuts also hit recovery, far spokes kept across restarts and
 //! the start-up summary. The simulator counts what a process finds at its start as durable
 //! (so a cut loses only what the cut process wrote, also after the checker was killed -9).
-//! `YAAD_POWERLOSS_CUTS` sets the cuts per mode (default 24, mem 16), `YAAD_POWERLOSS_SEED`
+//! `YAAD_POWERLOSS_CUTS` sets the cuts per mode (default 20, mem 12), `YAAD_POWERLOSS_SEED`
 //! the seed; scripts/powerloss.sh runs many.
 
 mod common;
@@ -836,7 +836,7 @@ fn exit_within(y: &mut Yaad, guard: Duration) -> Option<ExitStatus> {
 /// Cut rounds in `mode` until `cuts` cuts were checked.
 fn power_cuts(mode: &str, seed: u64) {
     let seed = env_u64("YAAD_POWERLOSS_SEED").unwrap_or(seed);
-    let cuts = env_u64("YAAD_POWERLOSS_CUTS").unwrap_or(24);
+    let cuts = env_u64("YAAD_POWERLOSS_CUTS").unwrap_or(20);
     // Sync events: a few at start-up, then about one per file synced per group commit.
     let mut max_event = env_u64("YAAD_POWERLOSS_MAX_EVENT").unwrap_or(1500);
     let root = tempfile::tempdir().unwrap();
@@ -1012,7 +1012,7 @@ fn check_whole(c: &mut Client, tubes: &[Tube]) -> Result<Vec<Tube>, String> {
 /// flush was done.
 fn mem_flush_cuts(seed: u64) {
     let seed = env_u64("YAAD_POWERLOSS_SEED").unwrap_or(seed);
-    let cuts = env_u64("YAAD_POWERLOSS_CUTS").unwrap_or(16);
+    let cuts = env_u64("YAAD_POWERLOSS_CUTS").unwrap_or(12);
     // A flush syncs each spoke's staged file, the id index, the commit record and the dir.
     let mut max_event = 150;
     let root = tempfile::tempdir().unwrap();
