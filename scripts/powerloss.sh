@@ -20,4 +20,5 @@ export YAAD_POWERLOSS_CUTS="$cuts" YAAD_POWERLOSS_PROGRESS=100
 if [ -n "$seed" ]; then
     export YAAD_POWERLOSS_SEED="$seed"
 fi
-exec cargo test --release --test powerloss_binary -- --nocapture
+# One test thread per mode (the default, one per CPU, would leave mem mode waiting).
+exec cargo test --release --test powerloss_binary -- --nocapture --test-threads 4
