@@ -219,8 +219,8 @@ fn expect(reply: &str, want: &str, what: &str) {
     assert_eq!(reply, want, "{what}");
 }
 
-/// One client's load until the server dies (the cut): every reply checked and applied to
-/// `t`; the command left without a reply is recorded as unsure.
+/// One client's load: `commands` commands, or until the server dies (the cut). Every reply
+/// is checked and applied to `t`; the command left without a reply is recorded as unsure.
 fn load(
     c: &mut Client,
     t: &mut Tube,
