@@ -27,6 +27,7 @@ pub use self::config::{Config, Durability, ListenAddr, Mode};
 use self::core::{Core, now};
 use crate::hub::{Hub, HubConfig, HubError};
 use crate::observe;
+use crate::segment::powercut;
 use crate::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
 /// Why the server could not start or stop cleanly.
@@ -108,6 +109,10 @@ pub struct Server {
     /// The private dir of a mem-mode server started without `-b`: nothing is ever flushed
     /// there, and it is removed when the server stops.
     scratch: Option<tempfile::TempDir>,
+    /// The power-loss simulator of the data dir, when the environment asks for one
+    /// ([`powercut::from_env`]; tests of the binary only): it watches the syncs until the
+    /// server is gone.
+    _powercut: Option<powercut::Registration>,
 }
 
 impl Server {
@@ -216,6 +221,12 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         Some(_) => "none (nothing kept)".to_string(),
         None => data_dir.display().to_string(),
     };
+    // Before the hub opens the data dir, so that the simulator sees every sync of this process.
+    let powercut = match scratch {
+        Some(_) => None,
+        None => powercut::from_env(&data_dir)
+            .map_err(|e| ServerError::Config(format!("power-loss simulator: {e}")))?,
+    };
     let hub_cfg = HubConfig {
         data_dir,
         spoke_span: cfg.spoke_span_ms.saturating_mul(1000),
@@ -303,6 +314,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         control: core,
         tasks,
         scratch,
+        _powercut: powercut,
     })
 }
 

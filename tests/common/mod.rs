@@ -119,7 +119,55 @@ impl Yaad {
         Yaad::start(cmd, port, true, |_| {})
     }
 
-    fn start(mut cmd: Command, port: u16, logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
+    /// Starts `yaad` with `args` and the environment set by `tweak`, keeping its stderr lines
+    /// without echoing them (for [`Yaad::logs_so_far`]), and returns it once it answered
+    /// `stats` as itself, or once it has exited on its own (a test that plans its death, e.g.
+    /// a power cut at an early sync event: check [`Child::try_wait`]). Another process
+    /// answering on its port (see [`Yaad::launch_own`]) makes it start again on another port.
+    pub fn launch_own_may_exit(args: &[&str], tweak: impl Fn(&mut Command)) -> Yaad {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = command(port);
+            cmd.args(args);
+            let mut y = Yaad::start_with(cmd, port, true, false, &tweak);
+            let give_up = Instant::now() + CONNECT_GUARD;
+            let answer = loop {
+                if y.child.try_wait().unwrap().is_some() {
+                    return y;
+                }
+                match Client::try_connect(port) {
+                    Ok(mut c) => break c.try_stat("stats", "pid"),
+                    Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
+            if matches!(&answer, Ok(Some(p)) if *p == y.child.id().to_string()) {
+                return y;
+            }
+            // Our child may have died in the meantime (as planned): it is returned as it is.
+            if y.child.try_wait().unwrap().is_some() {
+                return y;
+            }
+            eprintln!(
+                "port {port} answered {answer:?}, not yaad {}: starting again",
+                y.child.id()
+            );
+        }
+        panic!("yaad could not get a port of its own in 5 tries");
+    }
+
+    fn start(cmd: Command, port: u16, logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
+        Yaad::start_with(cmd, port, logged, true, tweak)
+    }
+
+    /// [`Yaad::start`]; `echo` prints the kept stderr lines as they come.
+    fn start_with(
+        mut cmd: Command,
+        port: u16,
+        logged: bool,
+        echo: bool,
+        tweak: impl FnOnce(&mut Command),
+    ) -> Yaad {
         cmd.stderr(if logged {
             Stdio::piped()
         } else {
@@ -141,7 +189,9 @@ impl Yaad {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("yaad: {line}");
+                if echo {
+                    eprintln!("yaad: {line}");
+                }
                 all.lock().unwrap().push(line.clone());
                 // The test may have stopped listening; keep collecting.
                 let _ = tx.send(line);
