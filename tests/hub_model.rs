@@ -1425,7 +1425,10 @@ fn power_cuts<S: Segment>(mem: bool, sync_each: bool) {
         }
         round += 1;
     }
-    eprintln!("power cuts checked: {} (YAAD_POWERCUT_SEED={seed})", checked.get());
+    eprintln!(
+        "power cuts checked: {} (YAAD_POWERCUT_SEED={seed})",
+        checked.get()
+    );
 }
 
 #[test]

@@ -70,12 +70,63 @@ fn release_survives_every_cut<S: Segment>() {
     assert!(checked > 50, "only {checked} cuts fired");
 }
 
+/// A delete of the moved job right after the release: its new spoke, emptied, must not be
+/// removed while the old record's `Moved` mark is not durable (found by the hub model: a cut
+/// kept the old record live, without the mark, and the removal of the new one's file: the
+/// job came back as it was before the release).
+fn delete_after_release_survives_every_cut<S: Segment>() {
+    let cuts = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for at in 1..16 {
+        for seed in 0..24u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let sim = powercut::register(dir.path(), b"before").unwrap();
+            let mut hub = Hub::<S>::open(cfg(dir.path()), START).unwrap();
+            let c = hub.connect();
+            let id = hub.put(c, 0, 0, 60, b"acknowledged", START).unwrap();
+            sync(&mut hub);
+            let now = START + 5 * SECOND;
+            assert!(matches!(
+                hub.reserve(c, Some(now), now),
+                ReserveOutcome::Reserved(_)
+            ));
+            hub.release(c, id, 7, 100, now).unwrap();
+            sync(&mut hub);
+            let image = cuts.path().join(format!("{at}-{seed}"));
+            sim.plan_cut(sim.events() + at, seed, image.clone());
+            hub.delete(c, id, now).unwrap();
+            sync(&mut hub);
+            sync(&mut hub);
+            hub.tick(now + SECOND);
+            sync(&mut hub);
+            let Some(image) = sim.take_cut() else {
+                continue;
+            };
+            checked += 1;
+            let mut after = Hub::<S>::open(cfg(&image), now).unwrap();
+            // Released (acknowledged), or deleted: never as it was before the release.
+            if let Some(st) = after.stats_job(id, now) {
+                assert_eq!(
+                    (st.state, st.pri),
+                    ("delayed", 7),
+                    "cut at {at}, seed {seed}"
+                );
+            }
+            drop(after);
+            drop(hub);
+        }
+    }
+    assert!(checked >= 80, "only {checked} cuts fired");
+}
+
 #[test]
 fn mapped() {
     release_survives_every_cut::<MappedSegment>();
+    delete_after_release_survives_every_cut::<MappedSegment>();
 }
 
 #[test]
 fn lazy() {
     release_survives_every_cut::<LazySegment>();
+    delete_after_release_survives_every_cut::<LazySegment>();
 }

@@ -417,6 +417,10 @@ pub struct Hub<S: Segment> {
     epoch: u64,
     /// `Moved` marks waiting for the record that replaces theirs to be durable.
     pending_moves: Vec<PendingMove>,
+    /// `Moved` marks written into the batch of the given epoch, not durable yet: the spoke
+    /// holding the replacing record is neither retired nor compacted before they are (else a
+    /// power cut could keep the old record live and lose the new one's file).
+    marks_in_flight: Vec<(SpokeId, u64)>,
 }
 
 /// A `Moved` mark not written yet: the old record of a moved job (a delayed release, or a
@@ -521,6 +525,7 @@ impl<S: Segment> Hub<S> {
             draining: false,
             epoch: 1,
             pending_moves: Vec::new(),
+            marks_in_flight: Vec::new(),
             work: HubWork::default(),
             change_in_call: 0,
             latest_change: 0,
@@ -1313,10 +1318,12 @@ impl<S: Segment> Hub<S> {
         let issued = self.next_id.saturating_sub(1);
         self.ids_durable.reset_to(&mut self.index, issued)?;
         self.flush_files()?;
-        if !self.pending_moves.is_empty() {
-            // Everything is durable now, the new records of pending moves included.
+        if !self.pending_moves.is_empty() || !self.marks_in_flight.is_empty() {
+            // Everything is durable now, the new records of pending moves included: their
+            // marks are written, synced, and then durable too.
             self.synced(u64::MAX);
             self.flush_files()?;
+            self.synced(u64::MAX);
         }
         if let Err(e) = self.write_clean_summary() {
             // Only start-up time depends on it: the next open scans every segment.
@@ -1353,9 +1360,14 @@ impl<S: Segment> Hub<S> {
     /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
     pub fn synced(&mut self, epoch: u64) {
         self.ids_durable.synced(epoch);
-        if self.pending_moves.is_empty() {
+        if self.pending_moves.is_empty() && self.marks_in_flight.is_empty() {
             return;
         }
+        let (durable, wait): (Vec<(SpokeId, u64)>, Vec<(SpokeId, u64)>) =
+            std::mem::take(&mut self.marks_in_flight)
+                .into_iter()
+                .partition(|&(_, e)| e <= epoch);
+        self.marks_in_flight = wait;
         let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) =
             std::mem::take(&mut self.pending_moves)
                 .into_iter()
@@ -1363,6 +1375,9 @@ impl<S: Segment> Hub<S> {
         self.pending_moves = wait;
         for p in due {
             self.write_moved(p);
+        }
+        for (to, _) in durable {
+            self.maybe_retire(to);
         }
     }
 
@@ -1399,6 +1414,9 @@ impl<S: Segment> Hub<S> {
             // Both records stay live: only a full scan settles them.
             self.needs_full_scan = true;
         }
+        if self.cfg.persist {
+            self.marks_in_flight.push((p.to, self.epoch));
+        }
         if p.counted {
             self.spoke_lost_live(p.spoke);
         } else {
@@ -1420,6 +1438,7 @@ impl<S: Segment> Hub<S> {
         self.pending_moves
             .iter()
             .any(|p| p.spoke == spoke || p.to == spoke)
+            || self.marks_in_flight.iter().any(|&(to, _)| to == spoke)
     }
 
     /// Takes what must be synced to make every change so far durable, without syncing it:
