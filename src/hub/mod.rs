@@ -1363,11 +1363,13 @@ impl<S: Segment> Hub<S> {
         if self.pending_moves.is_empty() && self.marks_in_flight.is_empty() {
             return;
         }
-        let (durable, wait): (Vec<(SpokeId, u64)>, Vec<(SpokeId, u64)>) =
-            std::mem::take(&mut self.marks_in_flight)
-                .into_iter()
-                .partition(|&(_, e)| e <= epoch);
-        self.marks_in_flight = wait;
+        let mut durable = Vec::new();
+        self.marks_in_flight.retain(|&(to, e)| {
+            if e <= epoch {
+                durable.push(to);
+            }
+            e > epoch
+        });
         let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) =
             std::mem::take(&mut self.pending_moves)
                 .into_iter()
@@ -1376,7 +1378,7 @@ impl<S: Segment> Hub<S> {
         for p in due {
             self.write_moved(p);
         }
-        for (to, _) in durable {
+        for to in durable {
             self.maybe_retire(to);
         }
     }
