@@ -4,29 +4,13 @@
 //! unordered anyway). Now the mark is written only once the batch holding the new record is
 //! durable. Checked at every sync event of the release's batch, with many cut images each.
 
-use std::path::Path;
+mod common;
 
-use yaad::hub::{Hub, HubConfig, ReserveOutcome, SECOND};
+use common::hub::{START, persisted, sync};
+
+use yaad::hub::{Hub, ReserveOutcome, SECOND};
 use yaad::segment::powercut;
 use yaad::segment::{LazySegment, MappedSegment, Segment};
-
-const START: u64 = 1_700_000_000 * SECOND;
-
-fn cfg(dir: &Path) -> HubConfig {
-    HubConfig {
-        data_dir: dir.to_path_buf(),
-        spoke_span: SECOND,
-        restore: false,
-        persist: true,
-    }
-}
-
-/// `sync`: the server's sync thread after a change (`-f 0`).
-fn sync<S: Segment>(hub: &mut Hub<S>) {
-    let batch = hub.take_sync_batch();
-    batch.sync().unwrap();
-    hub.synced(batch.epoch);
-}
 
 fn release_survives_every_cut<S: Segment>() {
     let cuts = tempfile::tempdir().unwrap();
@@ -35,7 +19,7 @@ fn release_survives_every_cut<S: Segment>() {
         for seed in 0..16u64 {
             let dir = tempfile::tempdir().unwrap();
             let sim = powercut::register(dir.path(), b"before").unwrap();
-            let mut hub = Hub::<S>::open(cfg(dir.path()), START).unwrap();
+            let mut hub = Hub::<S>::open(persisted(dir.path()), START).unwrap();
             let c = hub.connect();
             let id = hub.put(c, 0, 0, 60, b"acknowledged", START).unwrap();
             sync(&mut hub);
@@ -54,7 +38,7 @@ fn release_survives_every_cut<S: Segment>() {
                 continue;
             };
             checked += 1;
-            let mut after = Hub::<S>::open(cfg(&image), now).unwrap();
+            let mut after = Hub::<S>::open(persisted(&image), now).unwrap();
             let st = after.stats_job(id, now).unwrap_or_else(|| {
                 panic!("job {id} lost by a cut at sync event {at}, seed {seed}")
             });
@@ -81,7 +65,7 @@ fn delete_after_release_survives_every_cut<S: Segment>() {
         for seed in 0..24u64 {
             let dir = tempfile::tempdir().unwrap();
             let sim = powercut::register(dir.path(), b"before").unwrap();
-            let mut hub = Hub::<S>::open(cfg(dir.path()), START).unwrap();
+            let mut hub = Hub::<S>::open(persisted(dir.path()), START).unwrap();
             let c = hub.connect();
             let id = hub.put(c, 0, 0, 60, b"acknowledged", START).unwrap();
             sync(&mut hub);
@@ -103,7 +87,7 @@ fn delete_after_release_survives_every_cut<S: Segment>() {
                 continue;
             };
             checked += 1;
-            let mut after = Hub::<S>::open(cfg(&image), now).unwrap();
+            let mut after = Hub::<S>::open(persisted(&image), now).unwrap();
             // Released (acknowledged), or deleted: never as it was before the release.
             if let Some(st) = after.stats_job(id, now) {
                 assert_eq!(

@@ -5,23 +5,14 @@
 //! either: no valid slot, the record was dropped as corrupt. Records are now placed so that
 //! neither slot straddles a sector (format v3; a sector is written whole or not at all).
 
-use std::path::Path;
+mod common;
 
-use yaad::hub::{Hub, HubConfig, ReserveOutcome, SECOND};
+use common::hub::{START, persisted, sync};
+
+use yaad::hub::{Hub, ReserveOutcome};
 use yaad::segment::format::{FILE_HEADER_LEN, record_len};
 use yaad::segment::powercut;
 use yaad::segment::{LazySegment, MappedSegment, Segment};
-
-const START: u64 = 1_700_000_000 * SECOND;
-
-fn cfg(dir: &Path) -> HubConfig {
-    HubConfig {
-        data_dir: dir.to_path_buf(),
-        spoke_span: SECOND,
-        restore: false,
-        persist: true,
-    }
-}
 
 fn two_changes_in_one_window_keep_the_job<S: Segment>() {
     // Job 1's record is sized so that, packed right after it, job 2's first slot (bytes 48..88
@@ -32,13 +23,11 @@ fn two_changes_in_one_window_keep_the_job<S: Segment>() {
     for seed in 0..200u64 {
         let dir = tempfile::tempdir().unwrap();
         let sim = powercut::register(dir.path(), b"before").unwrap();
-        let mut hub = Hub::<S>::open(cfg(dir.path()), START).unwrap();
+        let mut hub = Hub::<S>::open(persisted(dir.path()), START).unwrap();
         let c = hub.connect();
         hub.put(c, 10, 0, 60, &body_1, START).unwrap();
         let id = hub.put(c, 0, 0, 60, b"job two", START).unwrap();
-        let batch = hub.take_sync_batch();
-        batch.sync().unwrap();
-        hub.synced(batch.epoch);
+        sync(&mut hub);
         // Two changes of job 2 before the next sync (`-f MS`, or two connections with -f 0).
         assert!(
             matches!(hub.reserve(c, Some(START), START), ReserveOutcome::Reserved(v) if v.id == id)
@@ -49,7 +38,7 @@ fn two_changes_in_one_window_keep_the_job<S: Segment>() {
         sim.cut_now(seed, &image).unwrap();
         drop(hub);
         drop(sim);
-        let mut after = Hub::<S>::open(cfg(&image), START).unwrap();
+        let mut after = Hub::<S>::open(persisted(&image), START).unwrap();
         let st = after
             .stats_job(id, START)
             .unwrap_or_else(|| panic!("job {id}, put and synced, lost by the cut (seed {seed})"));

@@ -4,29 +4,13 @@
 //! the next put answered `INSERTED 1` again). Now the index's length is a reservation of ids
 //! that is durable before any id it covers is handed out.
 
-use std::path::Path;
+mod common;
 
-use yaad::hub::{Hub, HubConfig, ID_BLOCK, SECOND};
+use common::hub::{START, persisted, sync};
+
+use yaad::hub::{Hub, ID_BLOCK};
 use yaad::segment::powercut;
 use yaad::segment::{LazySegment, MappedSegment, Segment};
-
-const START: u64 = 1_700_000_000 * SECOND;
-
-fn cfg(dir: &Path) -> HubConfig {
-    HubConfig {
-        data_dir: dir.to_path_buf(),
-        spoke_span: SECOND,
-        restore: false,
-        persist: true,
-    }
-}
-
-/// The server's periodic sync (`-f MS`).
-fn sync<S: Segment>(hub: &mut Hub<S>) {
-    let batch = hub.take_sync_batch();
-    batch.sync().unwrap();
-    hub.synced(batch.epoch);
-}
 
 /// Puts `n` jobs (a sync every `sync_every` puts, never if 0), cuts the power right after the
 /// last put's reply, and returns the highest id handed out and the first id recovery hands out.
@@ -34,7 +18,7 @@ fn put_then_cut<S: Segment>(n: u64, sync_every: u64, seed: u64) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let cuts = tempfile::tempdir().unwrap();
     let sim = powercut::register(dir.path(), b"before").unwrap();
-    let mut hub = Hub::<S>::open(cfg(dir.path()), START).unwrap();
+    let mut hub = Hub::<S>::open(persisted(dir.path()), START).unwrap();
     let c = hub.connect();
     let mut last = 0;
     for i in 1..=n {
@@ -49,7 +33,7 @@ fn put_then_cut<S: Segment>(n: u64, sync_every: u64, seed: u64) -> (u64, u64) {
     sim.cut_now(seed, &image).unwrap();
     drop(hub);
     drop(sim);
-    let mut after = Hub::<S>::open(cfg(&image), START).unwrap();
+    let mut after = Hub::<S>::open(persisted(&image), START).unwrap();
     let c = after.connect();
     let next = after.put(c, 0, 0, 60, b"after the cut", START).unwrap();
     (last, next)
@@ -84,7 +68,7 @@ fn lazy() {
 #[test]
 fn puts_between_syncs_do_not_sync_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<LazySegment>::open(cfg(dir.path()), START).unwrap();
+    let mut hub = Hub::<LazySegment>::open(persisted(dir.path()), START).unwrap();
     let c = hub.connect();
     for i in 1..=10 * ID_BLOCK {
         hub.put(c, 0, 0, 60, b"x", START).unwrap();

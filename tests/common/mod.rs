@@ -3,6 +3,8 @@
 //! a blocking line client. (In-process servers are in `server_util`.)
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
