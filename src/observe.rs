@@ -14,15 +14,15 @@ use crate::protocol::{Command, Response};
 
 // Counters `cmd.<command>` (`yaad.cmd.put`) and `error.<REPLY>` (`yaad.error.NOT_FOUND`) are
 // named by `command_metric` and `error_metric` below.
-/// Timeouts are the hub's running total sampled once a second, so `jobs.timed_out` lags by up
-/// to a second.
-/// Counters: job life-cycle events.
+// Counters: job life-cycle events.
 pub const JOBS_PUT: &str = "jobs.put";
 pub const JOBS_RESERVED: &str = "jobs.reserved";
 pub const JOBS_DELETED: &str = "jobs.deleted";
 pub const JOBS_RELEASED: &str = "jobs.released";
 pub const JOBS_BURIED: &str = "jobs.buried";
 pub const JOBS_KICKED: &str = "jobs.kicked";
+/// Timeouts are the hub's running total sampled once a second, so `jobs.timed_out` lags by up
+/// to a second.
 pub const JOBS_TIMED_OUT: &str = "jobs.timed_out";
 /// Gauges: jobs per state, sampled once a second.
 pub const JOBS_READY: &str = "jobs.ready";

@@ -1443,10 +1443,6 @@ impl<S: Segment> Hub<S> {
             || self.marks_in_flight.iter().any(|&(to, _)| to == spoke)
     }
 
-    /// Takes what must be synced to make every change so far durable, without syncing it:
-    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
-    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
-    /// batch (use [`Hub::flush`], which writes its files).
     /// Empties up to `max` id index entries of jobs whose spoke was loaded (they are in memory
     /// now) and gives the file's emptied blocks back ([`crate::segment::IdIndex::trim`]); an
     /// entry is kept if it points at a far spoke (the job moved there since). Returns how many
@@ -1469,6 +1465,11 @@ impl<S: Segment> Hub<S> {
         self.index_trim.len()
     }
 
+    /// Takes what must be synced to make every change so far durable, without syncing it:
+    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
+    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
+    /// batch (use [`Hub::flush`], which writes its files). Once the batch is synced, tell the
+    /// hub with [`Hub::synced`] and the batch's epoch.
     pub fn take_sync_batch(&mut self) -> SyncBatch {
         if !self.cfg.persist {
             return SyncBatch::default();
