@@ -136,6 +136,9 @@ pub struct Core<S: Segment> {
     /// is judged by.
     sync_changes: AtomicU64,
     sync_ns: AtomicU64,
+    /// The epoch of the last sync batch that completed, told to the hub ([`Hub::synced`])
+    /// when the next batch is taken, in the same hold of the lock.
+    synced_epoch: AtomicU64,
     id: String,
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
@@ -409,6 +412,7 @@ impl<S: Segment> Core<S> {
             syncs: AtomicU64::new(0),
             sync_changes: AtomicU64::new(0),
             sync_ns: AtomicU64::new(0),
+            synced_epoch: AtomicU64::new(0),
             id: stats::instance_id(),
             host: stats::host_facts(),
             reap: None,
@@ -668,6 +672,8 @@ impl<S: Segment> Core<S> {
         }
         let (batch, from, target) = {
             let mut g = self.lock();
+            // The Moved marks that waited for the last batch go into this one.
+            g.hub.synced(self.synced_epoch.load(Ordering::Acquire));
             (
                 g.hub.take_sync_batch(),
                 self.synced.load(Ordering::Acquire),
@@ -687,8 +693,7 @@ impl<S: Segment> Core<S> {
             self.distrust(&mut self.lock().hub, &e);
             return Err((target, e));
         }
-        // The Moved marks that waited for this batch go into the next one.
-        self.with_hub(|h| h.synced(batch.epoch));
+        self.synced_epoch.store(batch.epoch, Ordering::Release);
         crate::observe::finish(crate::observe::FLUSH_DURATION, started);
         self.sync_ns
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
