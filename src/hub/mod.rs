@@ -532,13 +532,15 @@ impl<S: Segment> Hub<S> {
             retired_unsynced: Vec::new(),
         };
         hub.intern(DEFAULT_TUBE);
+        if hub.cfg.persist && !clean && !hub.dir.segments()?.is_empty() {
+            // After a crash the segments may hold changes acknowledged before it that only
+            // reached the page cache (`-f MS`): this run's syncs would not cover them. Before
+            // recovery changes anything: its retires remove files whose records are only
+            // superseded once those changes are durable.
+            fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
+        }
         if hub.cfg.persist || hub.cfg.restore {
             hub.recover(found)?;
-        }
-        if hub.cfg.persist && !clean && (!hub.spokes.is_empty() || hub.next_id > 1) {
-            // After a crash the segments may hold changes acknowledged before it that only
-            // reached the page cache (`-f MS`): this run's syncs would not cover them.
-            fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
         }
         if hub.cfg.persist {
             hub.open_durable_ids()?;
