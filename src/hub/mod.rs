@@ -532,11 +532,12 @@ impl<S: Segment> Hub<S> {
             retired_unsynced: Vec::new(),
         };
         hub.intern(DEFAULT_TUBE);
-        if hub.cfg.persist && !clean && !hub.dir.segments()?.is_empty() {
+        if hub.cfg.persist && !clean {
             // After a crash the segments may hold changes acknowledged before it that only
             // reached the page cache (`-f MS`): this run's syncs would not cover them. Before
             // recovery changes anything: its retires remove files whose records are only
-            // superseded once those changes are durable.
+            // superseded once those changes are durable. Also with no segment left: the removal
+            // of the last one may be what is not durable yet.
             fsio::sync_tree(hub.dir.path()).map_err(|e| StorageError::io(hub.dir.path(), e))?;
         }
         if hub.cfg.persist || hub.cfg.restore {
