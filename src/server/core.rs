@@ -230,7 +230,7 @@ fn hold_kind(a: &HubWork, b: &HubWork) -> usize {
 }
 
 /// Holds at least this long are counted in [`LockStats::long_holds`] (index 0; index 1:
-/// [`LONG_HOLDS`]`[1]`): the timing target (#6) is a lateness p99 of 1 ms and a max of 5 ms.
+/// [`LONG_HOLDS`]`[1]`): the delivery timing target is a lateness p99 of 1 ms and a max of 5 ms.
 const LONG_HOLDS: [Duration; 2] = [Duration::from_millis(1), Duration::from_millis(5)];
 
 impl LockStats {
