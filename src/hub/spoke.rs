@@ -370,21 +370,11 @@ impl<S: Segment> Hub<S> {
         };
         self.work.spokes_loaded += 1;
         self.work.records_loaded += metas.len() as u64;
-        // A job moved within this spoke has two live records until its Moved mark is written
-        // (see `PendingMove`): the newest version is the job.
-        let mut newest: HashMap<u64, u32> = HashMap::new();
-        for m in metas.iter().flatten() {
-            let v = newest.entry(m.id).or_insert(m.slot.version);
-            *v = (*v).max(m.slot.version);
-        }
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),
                 Ok(m) => {
                     self.index_trim.push(m.id);
-                    if newest.get(&m.id).is_some_and(|&v| v > m.slot.version) {
-                        continue;
-                    }
                     self.make_resident(id, m);
                 }
             }
