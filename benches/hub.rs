@@ -29,25 +29,8 @@ const FAR_DELAY: u32 = 3600;
 const NEAR_DELAY: u32 = 1;
 const _: () = assert!((NEAR_DELAY as u64) < NEAR_SPOKES && FAR_DELAY as u64 > NEAR_SPOKES);
 
-/// Which storage mode a segment type stands for: mem mode keeps no files while running.
-trait Mode: Segment {
-    const PERSIST: bool;
-}
-
-impl Mode for MemSegment {
-    const PERSIST: bool = false;
-}
-
-impl Mode for MappedSegment {
-    const PERSIST: bool = true;
-}
-
-impl Mode for LazySegment {
-    const PERSIST: bool = true;
-}
-
 /// A hub in its own temp dir (dropped before the dir), with one connection.
-struct Fixture<S: Mode> {
+struct Fixture<S: Segment> {
     hub: Hub<S>,
     conn: ConnId,
     ids: Vec<u64>,
@@ -55,11 +38,10 @@ struct Fixture<S: Mode> {
     _dir: TempDir,
 }
 
-impl<S: Mode> Fixture<S> {
+impl<S: Segment> Fixture<S> {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = HubConfig {
-            persist: S::PERSIST,
             ..HubConfig::new(dir.path())
         };
         let mut hub = Hub::<S>::open(cfg, START).expect("open hub");
@@ -87,7 +69,7 @@ impl<S: Mode> Fixture<S> {
     }
 }
 
-fn put_batch<S: Mode>(bencher: Bencher, delay: u32) {
+fn put_batch<S: Segment>(bencher: Bencher, delay: u32) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(Fixture::<S>::new)
@@ -104,19 +86,19 @@ fn put_batch<S: Mode>(bencher: Bencher, delay: u32) {
 
 /// `put` with no delay: the job is ready at once.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_ready<S: Mode>(bencher: Bencher) {
+fn put_ready<S: Segment>(bencher: Bencher) {
     put_batch::<S>(bencher, 0);
 }
 
 /// `put` into a near spoke (1 s ahead): record appended, job kept in RAM.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_near<S: Mode>(bencher: Bencher) {
+fn put_near<S: Segment>(bencher: Bencher) {
     put_batch::<S>(bencher, NEAR_DELAY);
 }
 
 /// `put` into a far spoke (1 h ahead): record appended and id index entry written, no job in RAM.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn put_far<S: Mode>(bencher: Bencher) {
+fn put_far<S: Segment>(bencher: Bencher) {
     put_batch::<S>(bencher, FAR_DELAY);
 }
 
@@ -127,7 +109,7 @@ const ROTATION_SPOKES: usize = 20;
 /// ticks every 100 ms until all are ready: far spokes are loaded as they come near, jobs
 /// become ready, past spokes retire. Counted per job made ready; ends with every job ready.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn rotation<S: Mode>(bencher: Bencher) {
+fn rotation<S: Segment>(bencher: Bencher) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(|| Fixture::<S>::with_jobs(|i| 1 + (i % ROTATION_SPOKES) as u32))
@@ -145,7 +127,7 @@ fn rotation<S: Mode>(bencher: Bencher) {
 
 /// Deletes all but the last of `N` jobs put with `delay`: the last one keeps their spoke alive,
 /// so no spoke is retired inside the timed batch (see `retire_far_spoke` for that).
-fn delete_batch<S: Mode>(bencher: Bencher, delay: u32) {
+fn delete_batch<S: Segment>(bencher: Bencher, delay: u32) {
     bencher
         .counter(ItemsCount::new(N - 1))
         .with_inputs(|| Fixture::<S>::with_jobs(|_| delay))
@@ -158,20 +140,20 @@ fn delete_batch<S: Mode>(bencher: Bencher, delay: u32) {
 
 /// `delete` of a delayed job in a near spoke (in RAM).
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn delete_near<S: Mode>(bencher: Bencher) {
+fn delete_near<S: Segment>(bencher: Bencher) {
     delete_batch::<S>(bencher, NEAR_DELAY);
 }
 
 /// `delete` of a delayed job in a far spoke (found through the id index, record updated).
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn delete_far<S: Mode>(bencher: Bencher) {
+fn delete_far<S: Segment>(bencher: Bencher) {
     delete_batch::<S>(bencher, FAR_DELAY);
 }
 
 /// `delete` of the last live job of a far spoke that held `records` records: the spoke is
 /// retired at once (its file removed, inside the hub call). One operation per sample.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], args = [1, 1000], sample_count = SAMPLES, sample_size = 1)]
-fn retire_far_spoke<S: Mode>(bencher: Bencher, records: usize) {
+fn retire_far_spoke<S: Segment>(bencher: Bencher, records: usize) {
     bencher
         .with_inputs(|| {
             let mut f = Fixture::<S>::new();
@@ -193,7 +175,7 @@ fn retire_far_spoke<S: Mode>(bencher: Bencher, records: usize) {
 
 /// `reserve` (non-blocking) then `delete` of each of `N` ready jobs: the ready pop.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn reserve_delete<S: Mode>(bencher: Bencher) {
+fn reserve_delete<S: Segment>(bencher: Bencher) {
     bencher
         .counter(ItemsCount::new(N))
         .with_inputs(|| Fixture::<S>::with_jobs(|_| 0))
@@ -212,7 +194,7 @@ fn reserve_delete<S: Mode>(bencher: Bencher) {
 /// changed since the last checkpoint (one put each); the server takes one a second. At most
 /// `ENTRIES_PER_CHECKPOINT` entries are recomputed per checkpoint.
 #[divan::bench(types = [MappedSegment, LazySegment], args = [1, 100, 3600], sample_count = SAMPLES, sample_size = 1)]
-fn checkpoint<S: Mode>(bencher: Bencher, changed: u32) {
+fn checkpoint<S: Segment>(bencher: Bencher, changed: u32) {
     bencher
         .with_inputs(|| {
             let mut f = far_spokes::<S>(3600);
@@ -233,7 +215,7 @@ fn checkpoint<S: Mode>(bencher: Bencher, changed: u32) {
 /// Writing a checkpoint of 3600 far spokes taken under the lock (encode, temporary file,
 /// rename): outside the lock.
 #[divan::bench(types = [LazySegment], sample_count = SAMPLES, sample_size = 1)]
-fn checkpoint_write<S: Mode>(bencher: Bencher) {
+fn checkpoint_write<S: Segment>(bencher: Bencher) {
     bencher
         .with_inputs(|| {
             let mut f = far_spokes::<S>(3600);
@@ -244,7 +226,7 @@ fn checkpoint_write<S: Mode>(bencher: Bencher) {
 }
 
 /// A hub with one job in each of `spokes` far spokes.
-fn far_spokes<S: Mode>(spokes: u32) -> Fixture<S> {
+fn far_spokes<S: Segment>(spokes: u32) -> Fixture<S> {
     let mut f = Fixture::<S>::new();
     for s in 0..spokes {
         let id = f.hub.put(f.conn, 1024, FAR_DELAY + s, 60, &BODY, START);

@@ -75,6 +75,8 @@ fn log_len() -> usize {
 struct Recording(MappedSegment);
 
 impl Segment for Recording {
+    const FILE_BACKED: bool = true;
+
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let s = MappedSegment::create(dir, spoke)?;
         log_write(s.path(), false);

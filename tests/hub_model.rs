@@ -747,7 +747,6 @@ impl<S: Segment> Harness<S> {
             data_dir: dir.path().to_path_buf(),
             spoke_span: span,
             restore: mem,
-            persist: !mem,
         };
         let mut hub = Hub::<S>::open(cfg.clone(), START).unwrap();
         let conns = (0..CONNS).map(|_| hub.connect()).collect();

@@ -35,6 +35,8 @@ fn reset() {
 struct Counting<S>(S);
 
 impl<S: Segment> Segment for Counting<S> {
+    const FILE_BACKED: bool = S::FILE_BACKED;
+
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         S::create(dir, spoke).map(Counting)
     }

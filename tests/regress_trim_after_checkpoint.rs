@@ -14,7 +14,6 @@ fn far_job_is_found_after_its_entry_was_trimmed<S: Segment>() {
         data_dir: dir.path().into(),
         spoke_span: SECOND,
         restore: false,
-        persist: true,
     };
     let mut hub = Hub::<S>::open(cfg.clone(), START).unwrap();
     let c = hub.connect();

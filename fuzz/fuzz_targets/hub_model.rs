@@ -556,7 +556,6 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
         data_dir: dir.path().to_path_buf(),
         spoke_span: span.micros(),
         restore: mem,
-        persist: !mem,
     };
     let mut hub = Hub::<S>::open(cfg.clone(), START).expect("open");
     let conns = [hub.connect(), hub.connect()];

@@ -33,10 +33,6 @@ impl<S: Segment> Hub<S> {
     /// its files. No summary is written from now on (a flush or checkpoint removes any), so the
     /// next open scans every segment.
     pub fn distrust_files(&mut self) {
-        self.needs_full_scan = true;
-        // Withdraws a clean summary now and makes the next checkpoint remove any other.
-        if let Err(e) = self.note_change(None) {
-            tracing::warn!("cannot remove the start-up summary: {e}");
-        }
+        self.store.distrust_files();
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{ConnId, Micros};
-use crate::segment::{RecordOffset, SpokeId};
+use crate::segment::{JobLocation, RecordOffset, SpokeId};
 
 /// Where a job is in its life cycle, as the hub sees it (reserved is never persisted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,4 +54,14 @@ pub(super) struct Job {
     /// bound for a job loaded from its record): a reply that shows the job waits until that
     /// change is durable.
     pub change: u64,
+}
+
+impl Job {
+    /// Where its current record is.
+    pub fn loc(&self) -> JobLocation {
+        JobLocation {
+            spoke: self.spoke,
+            offset: self.offset,
+        }
+    }
 }

@@ -65,7 +65,7 @@ impl<S: Segment> Hub<S> {
             current_jobs_urgent: t.urgent,
             current_jobs_ready: t.ready.len() as u64,
             current_jobs_reserved: t.reserved,
-            current_jobs_delayed: t.delayed_count(),
+            current_jobs_delayed: t.delayed.len() as u64 + self.store.far_delayed(tube),
             current_jobs_buried: t.buried.len() as u64,
             total_jobs: t.total_jobs,
             current_using: t.using,
@@ -82,6 +82,7 @@ impl<S: Segment> Hub<S> {
 
     /// The hub's part of `stats`, plus yaad's own figures.
     pub fn stats(&self, _now: Micros) -> HubStats {
+        let store = self.store.stats();
         let mut s = HubStats {
             current_jobs_urgent: 0,
             current_jobs_ready: 0,
@@ -97,18 +98,17 @@ impl<S: Segment> Hub<S> {
             current_waiting: self.conns.values().filter(|c| c.wait.is_some()).count() as u64,
             total_connections: self.total_connections,
             draining: self.draining,
-            spokes: self.spokes.len() as u64,
-            segments_mapped: self.spokes.values().filter(|s| s.loaded).count() as u64
-                + self.open_far.len() as u64,
-            corrupt_records_skipped: self.corrupt_records,
-            data_bytes: self.spokes.values().map(|s| s.seg.byte_size()).sum(),
+            spokes: store.spokes,
+            segments_mapped: store.spokes_open,
+            corrupt_records_skipped: store.corrupt_records_skipped,
+            data_bytes: store.data_bytes,
             resident_jobs: self.jobs.len() as u64,
         };
         for t in self.tubes.values() {
             s.current_jobs_urgent += t.urgent;
             s.current_jobs_ready += t.ready.len() as u64;
             s.current_jobs_reserved += t.reserved;
-            s.current_jobs_delayed += t.delayed_count();
+            s.current_jobs_delayed += t.delayed.len() as u64 + self.store.far_delayed(&t.name);
             s.current_jobs_buried += t.buried.len() as u64;
         }
         s

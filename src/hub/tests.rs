@@ -1,7 +1,10 @@
 //! Unit tests of the hub: spokes near and far, recovery edge cases, waiters, files.
 
 use super::*;
-use crate::segment::{LazySegment, MappedSegment, MemSegment};
+use crate::segment::{
+    DataDir, JobState, LazySegment, MappedSegment, MemSegment, NewRecord, Record, RecordMeta,
+    RecordOffset, SpokeId, StateSlot,
+};
 
 const T0: Micros = 1_700_000_000 * SECOND;
 
@@ -10,7 +13,6 @@ fn cfg(dir: &std::path::Path, persist: bool) -> HubConfig {
         data_dir: dir.to_path_buf(),
         spoke_span: SECOND,
         restore: !persist,
-        persist,
     }
 }
 
@@ -51,8 +53,8 @@ fn far_jobs<S: Segment>(persist: bool) {
         hub.stats_tube("default", T0).unwrap().current_jobs_delayed,
         200
     );
-    assert_eq!(hub.spokes.len(), 5);
-    assert!(hub.open_far.len() <= MAX_OPEN_FAR_SPOKES);
+    assert_eq!(hub.store.spokes.len(), 5);
+    assert!(hub.store.open_far.len() <= MAX_OPEN_FAR_SPOKES);
 
     // Lookups by id go through the index, still without making the job resident.
     let id = ids[7];
@@ -481,6 +483,8 @@ thread_local! {
 struct FullDisk(MemSegment);
 
 impl Segment for FullDisk {
+    const FILE_BACKED: bool = true;
+
     fn create(dir: &std::path::Path, spoke: SpokeId) -> crate::segment::Result<Self> {
         MemSegment::create(dir, spoke).map(FullDisk)
     }
@@ -581,8 +585,8 @@ fn at_most_max_open_far_spokes_stay_open() {
     for d in 0..100u32 {
         hub.put(c, 0, 100 + d, 5, b"x", T0).unwrap();
     }
-    assert_eq!(hub.spokes.len(), 100);
-    assert_eq!(hub.open_far.len(), MAX_OPEN_FAR_SPOKES);
+    assert_eq!(hub.store.spokes.len(), 100);
+    assert_eq!(hub.store.open_far.len(), MAX_OPEN_FAR_SPOKES);
     assert_eq!(hub.stats(T0).segments_mapped, MAX_OPEN_FAR_SPOKES as u64);
 }
 
@@ -664,7 +668,7 @@ fn a_sync_batch_names_exactly_what_changed_and_syncs_outside_the_hub() {
 #[test]
 fn an_empty_segment_file_is_removed_by_recovery_and_its_spoke_created_again() {
     let dir = tempfile::tempdir().unwrap();
-    let spoke = spoke_for(T0, SECOND);
+    let spoke = crate::store::spoke_for(T0, SECOND);
     let path = dir.path().join(crate::segment::segment_file_name(spoke));
     std::fs::write(&path, b"").unwrap();
     let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
@@ -683,9 +687,9 @@ fn a_far_job_without_its_index_entry_is_found_once_the_index_is_known_incomplete
     let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
     let c = hub.connect();
     let id = hub.put(c, 0, 500, 5, b"far", T0).unwrap();
-    hub.index.remove(id).unwrap();
+    hub.store.index.remove(id).unwrap();
     assert_eq!(hub.peek(id), None, "only the index finds a far job");
-    hub.index_incomplete = true;
+    hub.store.index_incomplete = true;
     assert_eq!(hub.peek(id).unwrap().body, Bytes::from("far"));
     hub.delete(c, id, T0).unwrap();
     assert_eq!(hub.peek(id), None);
@@ -700,11 +704,14 @@ fn an_incomplete_index_writes_no_summary() {
     let c = hub.connect();
     hub.put(c, 0, 500, 5, b"far", T0).unwrap();
     hub.flush().unwrap();
-    assert!(hub.dir.summary_path().exists(), "a clean flush writes one");
+    assert!(
+        hub.store.dir.summary_path().exists(),
+        "a clean flush writes one"
+    );
     hub.put(c, 0, 500, 5, b"far too", T0).unwrap();
-    hub.index_incomplete = true;
+    hub.store.index_incomplete = true;
     hub.flush().unwrap();
-    assert!(!hub.dir.summary_path().exists());
+    assert!(!hub.store.dir.summary_path().exists());
 }
 
 /// Puts 400 jobs of 1 KiB `delay_s` ahead (one spoke of ~450 KiB) and deletes 300 of them:
@@ -734,7 +741,7 @@ fn a_far_spoke_is_compacted_at_the_next_call() {
 /// would be wasted. It waits until the spoke has been past for COMPACT_AFTER_PAST.
 #[test]
 fn a_loaded_spoke_is_compacted_only_once_long_past() {
-    use super::compact::COMPACT_AFTER_PAST;
+    use crate::store::COMPACT_AFTER_PAST;
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
     mostly_dead_spoke(&mut hub, 1);
@@ -862,12 +869,15 @@ fn index_trim<S: Segment>(persist: bool) {
         hub.put(c, 0, 10 + (i % 10) as u32, 60, b"job", T0).unwrap();
     }
     for id in 1..=JOBS {
-        assert!(hub.index.get(id).unwrap().is_some(), "far job {id} indexed");
+        assert!(
+            hub.store.index.get(id).unwrap().is_some(),
+            "far job {id} indexed"
+        );
     }
     let ids = dir.path().join(crate::segment::ID_INDEX_FILE);
     let allocated = || std::fs::metadata(&ids).map(|m| m.blocks()).unwrap_or(0);
     let before = allocated();
-    let high = hub.index.high_water().unwrap();
+    let high = hub.store.index.high_water().unwrap();
     assert!(high >= JOBS || !persist, "every id reserved");
     // Every spoke loads (the jobs are not due yet).
     hub.tick(T0 + 9 * SECOND);
@@ -883,13 +893,17 @@ fn index_trim<S: Segment>(persist: bool) {
     );
     while hub.trim_index(100) > 0 {}
     for id in (1..=JOBS).filter(|&id| id != first) {
-        assert_eq!(hub.index.get(id).unwrap(), None, "entry of loaded job {id}");
+        assert_eq!(
+            hub.store.index.get(id).unwrap(),
+            None,
+            "entry of loaded job {id}"
+        );
     }
-    assert!(hub.index.get(first).unwrap().is_some());
+    assert!(hub.store.index.get(first).unwrap().is_some());
     assert_eq!(hub.stats_job(first, now).unwrap().state, "delayed");
     assert_eq!(hub.delete(c, first, now), Ok(()));
     if persist {
-        assert_eq!(hub.index.high_water().unwrap(), high, "length kept");
+        assert_eq!(hub.store.index.high_water().unwrap(), high, "length kept");
         let after = allocated();
         assert!(
             after * 4 < before,
@@ -978,9 +992,9 @@ fn the_last_delete_of_a_retired_past_spoke_is_in_the_next_sync_batch() {
     let id = hub.put(c, 0, 0, 60, b"y", later).unwrap();
     assert_eq!(reserved_id(hub.reserve(c, None, later)), id);
     hub.delete(c, id, later + 2 * SECOND).unwrap();
-    assert!(!hub.retired_unsynced.is_empty());
+    assert!(!hub.store.retired_unsynced.is_empty());
     hub.flush().unwrap();
-    assert!(hub.retired_unsynced.is_empty());
+    assert!(hub.store.retired_unsynced.is_empty());
 }
 
 /// A job carries the number of the change that last linked it (what a reply showing it waits

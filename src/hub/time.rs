@@ -9,9 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Micros;
-
-/// Microseconds per second.
-pub const SECOND: Micros = 1_000_000;
+pub use crate::segment::SECOND;
 
 /// Something that tells the hub what time it is.
 pub trait TimeSource {

@@ -24,10 +24,8 @@ pub(super) struct Tube {
     pub ready: BTreeSet<(u32, u64)>,
     /// Ready jobs with priority < [`URGENT_PRIORITY`].
     pub urgent: u64,
-    /// Near-future delayed jobs by (trigger time, id).
+    /// Resident delayed jobs by (trigger time, id) (far ones are counted by the store).
     pub delayed: BTreeSet<(Micros, u64)>,
-    /// Delayed jobs in far (unloaded) spokes: only counted.
-    pub far_delayed: u64,
     pub reserved: u64,
     /// Buried jobs by (bury sequence, id): kicked first-buried first.
     pub buried: BTreeSet<(u64, u64)>,
@@ -48,7 +46,6 @@ impl Tube {
             ready: BTreeSet::new(),
             urgent: 0,
             delayed: BTreeSet::new(),
-            far_delayed: 0,
             reserved: 0,
             buried: BTreeSet::new(),
             waiters: BTreeSet::new(),
@@ -65,15 +62,16 @@ impl Tube {
         self.pause.is_some()
     }
 
-    pub fn delayed_count(&self) -> u64 {
-        self.delayed.len() as u64 + self.far_delayed
-    }
-
+    /// Resident jobs in the tube.
     pub fn job_count(&self) -> u64 {
-        self.ready.len() as u64 + self.delayed_count() + self.reserved + self.buried.len() as u64
+        self.ready.len() as u64
+            + self.delayed.len() as u64
+            + self.reserved
+            + self.buried.len() as u64
     }
 
-    /// A tube disappears when nothing uses, watches or is in it ("default" never does).
+    /// Nothing uses, watches or waits on it and it holds no resident job ("default" is never
+    /// idle). A tube disappears when it is idle and holds no far job either.
     pub fn is_idle(&self) -> bool {
         &*self.name != DEFAULT_TUBE
             && self.using == 0

@@ -128,6 +128,8 @@ impl LazySegment {
 }
 
 impl Segment for LazySegment {
+    const FILE_BACKED: bool = true;
+
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let (path, file) = create_file(dir, spoke)?;
         Ok(LazySegment {

@@ -146,6 +146,8 @@ impl MappedSegment {
 }
 
 impl Segment for MappedSegment {
+    const FILE_BACKED: bool = true;
+
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let (path, file) = create_file(dir, spoke)?;
         let map = match mmap::reserve(&file, &path, INITIAL_FILE_LEN)

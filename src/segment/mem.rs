@@ -104,6 +104,8 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
 }
 
 impl Segment for MemSegment {
+    const FILE_BACKED: bool = false;
+
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self> {
         let buf = encode_file_header(spoke).to_vec();
         Ok(MemSegment {

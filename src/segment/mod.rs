@@ -43,6 +43,9 @@ pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
 pub type Micros = u64;
 
+/// Microseconds per second.
+pub const SECOND: Micros = 1_000_000;
+
 /// Byte offset of a record from the start of its segment file.
 pub type RecordOffset = u64;
 
@@ -226,6 +229,10 @@ pub struct SpokeId {
 
 /// One spoke's job records. Implementations: mapped, lazy, mem.
 pub trait Segment: Sized {
+    /// Whether the segment's file is its durable copy, kept current while running (mapped,
+    /// lazy). False for mem mode: the segment lives on the heap, and the store writes every
+    /// segment's image as one snapshot at a flush ([`snapshot`]).
+    const FILE_BACKED: bool;
     /// Creates an empty segment for `spoke` in `dir` (mem: in memory only, `dir` kept for flush).
     fn create(dir: &Path, spoke: SpokeId) -> Result<Self>;
     /// Opens an existing segment file, validating its file header (not its records).

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::config::{Durability, Mode};
 use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
-use crate::hub::{ConnId, Hub, HubError, HubWork, Micros, ReserveOutcome};
+use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome, StoreWork};
 use crate::segment::Segment;
 
 /// Wake-ups of one connection's blocked reserve.
@@ -211,13 +211,13 @@ pub struct LockStats {
 }
 
 /// What a long hub-lock hold did, named after the first of the hub's slow kinds of work
-/// ([`HubWork`]) counted during it: a segment created in the call (`create`), a far spoke
+/// ([`StoreWork`]) counted during it: a segment created in the call (`create`), a far spoke
 /// loaded (`load`), a segment compacted (`compact`), a spoke retired (`retire`); `other` did
 /// none of these (preempted holder, page faults, a write blocked by writeback, a big call).
 pub const HOLD_KINDS: [&str; 5] = ["create", "load", "compact", "retire", "other"];
 
 /// The index in [`HOLD_KINDS`] of a hold during which the hub's work went from `a` to `b`.
-fn hold_kind(a: &HubWork, b: &HubWork) -> usize {
+fn hold_kind(a: &StoreWork, b: &StoreWork) -> usize {
     [
         b.spokes_created > a.spokes_created,
         b.spokes_loaded > a.spokes_loaded,
@@ -258,7 +258,7 @@ const SLOW_HOLD: Duration = Duration::from_micros(500);
 /// The hub lock, held: adds its hold time to [`LockStats`] when dropped, and counts a hold of
 /// 1 ms or more by kind. With debug logging on, a hold longer than [`SLOW_HOLD`] is logged
 /// with its kind, when it started (ms since the server started) and the hub's slow work done
-/// meanwhile ([`HubWork`]): what to look at first when lateness or latency has a tail.
+/// meanwhile ([`StoreWork`]): what to look at first when lateness or latency has a tail.
 struct HubGuard<'a, S: Segment> {
     guard: MutexGuard<'a, Locked<S>>,
     since: Instant,
@@ -266,7 +266,7 @@ struct HubGuard<'a, S: Segment> {
     /// When the server started (the log's time origin).
     origin: Instant,
     /// The hub's work counters when the lock was taken (a 48-byte copy).
-    before: HubWork,
+    before: StoreWork,
     debug: bool,
 }
 

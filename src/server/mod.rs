@@ -231,7 +231,6 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         data_dir,
         spoke_span: cfg.spoke_span_ms.saturating_mul(1000),
         restore: cfg.restore,
-        persist: mode != Mode::Mem,
     };
     let opened = std::time::Instant::now();
     let hub = Hub::<S>::open(hub_cfg, now())?;

@@ -14,7 +14,6 @@ pub fn persisted(dir: &Path) -> HubConfig {
         data_dir: dir.to_path_buf(),
         spoke_span: SECOND,
         restore: false,
-        persist: true,
     }
 }
 

@@ -36,11 +36,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::spoke::Spoke;
-use super::{Hub, HubError, Micros, SECOND};
+use super::spoke::end;
+use super::{Store, StoreError};
 use crate::segment::format::{FILE_HEADER_LEN, record_len};
 use crate::segment::{
-    JobLocation, JobState, NewRecord, RecordOffset, Segment, SpokeId, StorageError,
+    JobLocation, JobState, Micros, NewRecord, RecordOffset, SECOND, Segment, SpokeId, StorageError,
 };
 
 /// Segments smaller than this are never compacted (the gain would not pay for the rewrite).
@@ -60,14 +60,14 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub(super) enum CompactError {
     /// Before its commit point (the rename): the old segment is still the spoke's.
-    Kept(HubError),
+    Kept(StoreError),
     /// After it: the new segment is the spoke's, but the data dir's fsync failed, so the
     /// rename may not survive a machine crash until a later sync of the dir (marked due).
     NotDurable(StorageError),
 }
 
-impl From<HubError> for CompactError {
-    fn from(e: HubError) -> Self {
+impl From<StoreError> for CompactError {
+    fn from(e: StoreError) -> Self {
         CompactError::Kept(e)
     }
 }
@@ -77,6 +77,12 @@ impl From<StorageError> for CompactError {
         CompactError::Kept(e.into())
     }
 }
+
+/// Where the scheduler holds a job's current record: `None` when the job is not resident.
+pub type Residency<'a> = &'a dyn Fn(u64) -> Option<JobLocation>;
+
+/// A resident job's record moved by compaction: `(job, from, to)`.
+pub type Moved = (u64, JobLocation, JobLocation);
 
 /// Where [`commit`] failed.
 #[derive(Debug)]
@@ -108,7 +114,7 @@ fn commit(
     sync_dir(dir).map_err(CommitError::NotSynced)
 }
 
-impl<S: Segment> Hub<S> {
+impl<S: Segment> Store<S> {
     /// Queues spoke `id` for compaction: far ones for the next call, loaded ones for when they
     /// have been past for [`COMPACT_AFTER_PAST`].
     pub(super) fn queue_compaction(&mut self, id: SpokeId) {
@@ -124,12 +130,18 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Compacts every queued spoke that is still mostly dead (loaded ones once long past).
-    pub(super) fn compact_pending(&mut self) {
+    /// Call it when no record location is held across the call. Returns the resident jobs
+    /// whose records moved: the scheduler updates their locations.
+    pub fn compact_pending(&mut self, resident: Residency<'_>) -> Vec<Moved> {
+        let mut out = Vec::new();
+        if self.compact_due.is_empty() && self.compact_later.is_empty() {
+            return out;
+        }
         let now = self.now;
         let ripe: Vec<SpokeId> = self
             .compact_later
             .iter()
-            .filter(|&&id| Spoke::<S>::end(id).saturating_add(COMPACT_AFTER_PAST) <= now)
+            .filter(|&&id| end(id).saturating_add(COMPACT_AFTER_PAST) <= now)
             .copied()
             .collect();
         for id in ripe {
@@ -137,7 +149,7 @@ impl<S: Segment> Hub<S> {
             self.compact_due.insert(id);
         }
         while let Some(id) = self.compact_due.pop_first() {
-            match self.compact_spoke(id) {
+            match self.compact_spoke(id, resident, &mut out) {
                 Ok(_) => {}
                 Err(CompactError::Kept(e)) => {
                     tracing::warn!(spoke = ?id, "compaction failed, old segment kept: {e}");
@@ -157,21 +169,30 @@ impl<S: Segment> Hub<S> {
                 }
             }
         }
+        out
     }
 
     /// Rewrites spoke `id`'s segment with only its live records, if more than half of its
-    /// bytes are dead. Returns whether it did.
-    pub(super) fn compact_spoke(&mut self, id: SpokeId) -> Result<bool, CompactError> {
-        self.compact_spoke_with(id, &sync_dir)
+    /// bytes are dead. Returns whether it did; resident jobs whose records moved are added
+    /// to `moved`.
+    pub(super) fn compact_spoke(
+        &mut self,
+        id: SpokeId,
+        resident: Residency<'_>,
+        moved: &mut Vec<Moved>,
+    ) -> Result<bool, CompactError> {
+        self.compact_spoke_with(id, resident, moved, &sync_dir)
     }
 
-    /// [`Hub::compact_spoke`], syncing the data dir with `sync_dir`.
+    /// [`Store::compact_spoke`], syncing the data dir with `sync_dir`.
     fn compact_spoke_with(
         &mut self,
         id: SpokeId,
+        resident: Residency<'_>,
+        moved_jobs: &mut Vec<Moved>,
         sync_dir: SyncDir<'_>,
     ) -> Result<bool, CompactError> {
-        if !self.cfg.persist || self.has_pending_move(id) {
+        if !S::FILE_BACKED || self.has_pending_move(id) {
             return Ok(false);
         }
         let Some(s) = self.spokes.get_mut(&id) else {
@@ -188,7 +209,7 @@ impl<S: Segment> Hub<S> {
                 continue;
             }
             // A resident job whose current record is elsewhere: this one is a stale copy.
-            if let Some(j) = self.jobs.get(&m.id)
+            if let Some(j) = resident(m.id)
                 && (j.spoke != id || j.offset != m.offset)
             {
                 continue;
@@ -211,7 +232,7 @@ impl<S: Segment> Hub<S> {
         let tmp_path = tmp_dir.join(crate::segment::segment_file_name(id));
         let _ = fs::remove_file(&tmp_path);
         let mut moved: Vec<(u64, RecordOffset, RecordOffset)> = Vec::with_capacity(keep.len());
-        let built = (|| -> Result<(), HubError> {
+        let built = (|| -> Result<(), StoreError> {
             let mut new = S::create(&tmp_dir, id)?;
             for &off in &keep {
                 let r = self.segment(id)?.read(off)?;
@@ -279,17 +300,23 @@ impl<S: Segment> Hub<S> {
             None => return not_synced.map_or(Ok(false), |e| Err(CompactError::NotDurable(e))),
         };
         for (job, from, to) in moved {
-            match self.jobs.get_mut(&job) {
-                Some(j) if j.spoke == id && j.offset == from => j.offset = to,
+            let (from, to) = (
+                JobLocation {
+                    spoke: id,
+                    offset: from,
+                },
+                JobLocation {
+                    spoke: id,
+                    offset: to,
+                },
+            );
+            match resident(job) {
+                Some(j) if j == from => moved_jobs.push((job, from, to)),
                 Some(_) => {}
                 None => {
                     // The index is derived data; recovery rewrites a stale entry, and until
                     // then lookups by id scan the far spokes.
-                    let loc = JobLocation {
-                        spoke: id,
-                        offset: to,
-                    };
-                    if let Err(e) = self.set_index(job, loc) {
+                    if let Err(e) = self.set_index(job, to) {
                         tracing::warn!(job, "id index entry not updated: {e}");
                         self.index_incomplete = true;
                     }
@@ -310,8 +337,8 @@ impl<S: Segment> Hub<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HubConfig, SECOND};
     use super::*;
+    use crate::hub::{Hub, HubConfig};
     use crate::segment::LazySegment;
 
     const T0: Micros = 1_700_000_000 * SECOND;
@@ -321,7 +348,6 @@ mod tests {
             data_dir: dir.to_path_buf(),
             spoke_span: SECOND,
             restore: false,
-            persist: true,
         }
     }
 
@@ -345,13 +371,15 @@ mod tests {
         let live = 2_000 * record_len(7, 1);
         let dead = 100 * record_len(7, 1024);
         assert!(dead < live && live + dead >= COMPACT_MIN_BYTES);
-        assert_eq!(hub.spokes.len(), 1);
-        let id = *hub.spokes.keys().next().unwrap();
+        assert_eq!(hub.store.spokes.len(), 1);
+        let id = *hub.store.spokes.keys().next().unwrap();
         assert!(
-            !hub.compact_spoke(id).unwrap(),
+            !hub.store
+                .compact_spoke(id, &|_| None, &mut Vec::new())
+                .unwrap(),
             "a mostly live segment was compacted"
         );
-        assert_eq!(hub.work.segments_compacted, 0);
+        assert_eq!(hub.store.work.segments_compacted, 0);
     }
 
     /// Puts 400 jobs of 1 KiB an hour ahead and deletes three in four: a far spoke, mostly
@@ -364,10 +392,10 @@ mod tests {
         for id in (1..=400u64).filter(|id| id % 4 != 0) {
             hub.delete(c, id, T0).unwrap();
             // Or the next call would compact it.
-            hub.compact_due.clear();
+            hub.store.compact_due.clear();
         }
-        assert_eq!(hub.spokes.len(), 1);
-        *hub.spokes.keys().next().unwrap()
+        assert_eq!(hub.store.spokes.len(), 1);
+        *hub.store.spokes.keys().next().unwrap()
     }
 
     fn body(id: u64) -> Vec<u8> {
@@ -382,24 +410,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut hub = Hub::<S>::open(cfg(dir.path()), T0).unwrap();
         let id = mostly_dead_far_spoke(&mut hub);
-        let before = hub.spokes[&id].seg.byte_size();
+        let before = hub.store.spokes[&id].seg.byte_size();
         let syncs = std::cell::Cell::new(0);
         let failing = |_: &std::path::Path| {
             syncs.set(syncs.get() + 1);
             Err(std::io::Error::from_raw_os_error(libc::EIO))
         };
-        let r = hub.compact_spoke_with(id, &failing);
+        let r = hub
+            .store
+            .compact_spoke_with(id, &|_| None, &mut Vec::new(), &failing);
         assert!(matches!(r, Err(CompactError::NotDurable(_))), "{r:?}");
-        assert_eq!(hub.work.segments_compacted, 1);
+        assert_eq!(hub.store.work.segments_compacted, 1);
         assert_eq!(syncs.get(), 1);
         // The new file is the segment, and the directory is synced again by the next batch.
-        assert!(hub.spokes[&id].seg.byte_size() < before / 2);
+        assert!(hub.store.spokes[&id].seg.byte_size() < before / 2);
         assert!(hub.take_sync_batch().dir.is_some());
         let c = hub.connect();
         hub.delete(c, 4, T0).unwrap();
         // No second compaction (which would paper over a wrong segment): after a failed one,
         // compact_pending waits until half of the live records are gone too.
-        hub.compact_due.clear();
+        hub.store.compact_due.clear();
         let next = hub.put(c, 0, 3_600, 60, &body(401), T0).unwrap();
         drop(hub);
         let mut hub = Hub::<S>::open(cfg(dir.path()), T0).unwrap();

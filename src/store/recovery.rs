@@ -1,6 +1,7 @@
-//! Rebuilding the hub from its segments at start.
+//! Rebuilding the store (and, through [`Recovery`], the scheduler's resident jobs) from the
+//! segments at start.
 //!
-//! Segments are scanned for record headers (not bodies); see [`Hub::recover`]. Per job id the
+//! Segments are scanned for record headers (not bodies); see [`Store::recover`]. Per job id the
 //! record with the highest version that is not `Moved` wins; a `Deleted` winner drops the job. Winners in loaded
 //! spokes become resident (Waiting → delayed or ready by trigger time, Ready → ready, Buried →
 //! buried, first-buried order by id); Waiting winners in far spokes are only counted. Ready or
@@ -8,7 +9,7 @@
 //! marked live (a crash between a move's append and its `Moved` mark) are marked `Moved` now.
 //! Corrupt records are skipped and counted; spokes left without live records are retired.
 //! Ids continue above the highest id seen in any record and above the id index's high-water
-//! mark, the durable id reservation (see `Hub::reserve_id`), so they are not reused even when
+//! mark, the durable id reservation (see `Store::reserve_id`), so they are not reused even when
 //! every segment has been retired, nor after a power loss. Without a trusted summary (a full
 //! scan) they continue above the high-water + [`ID_BLOCK`] - 1: files written by a build that
 //! wrote an index entry once per block of ids, not a durable reservation, need that. An index
@@ -16,14 +17,14 @@
 //! it is rebuilt keeping that, and ids then continue above the highest id found + [`ID_BLOCK`]
 //! too. A summary's next id is a floor even when it is not trusted.
 //! Memory mode keeps no index file while running, only its high-water as a reservation of
-//! ids ([`IdReservation`], `Hub::open_id_reservation`).
+//! ids ([`IdReservation`], `Store::open_id_reservation`).
 //!
 //! The data dir usually holds a [`Summary`] (see `checkpoint`: clean after a flush, else a
 //! checkpoint kept current while running) and the change journals that follow it: the far
 //! spokes it lists that no journal names are not read at all, only their segment headers are
 //! opened. Their live and per-tube delayed counts come from the summary. That is sound
 //! because such a segment is byte for byte what it was when the summary was taken (every
-//! change is noted in the journal first), and the hub's state then was whole (summaries are
+//! change is noted in the journal first), and the store's state then was whole (summaries are
 //! taken between hub calls): those spokes hold no record that could win against a scanned one
 //! (every moved record is marked `Moved`, every far job has its id index entry) and no job
 //! resident in RAM. A far spoke is read when it comes near or a command needs it, as during
@@ -36,13 +37,22 @@ use std::sync::Arc;
 
 use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
-use super::{Hub, HubError, ID_BLOCK};
+use super::{ID_BLOCK, Result, Store, StoreError};
 use crate::segment::format::FILE_HEADER_LEN;
 use crate::segment::{
     ChangeJournal, DataDir, DurableIds, IdIndex, IdReader, IdReservation, JobLocation, JobState,
-    RecordOffset, Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary, boot_id,
-    damaged_high_water,
+    RecordMeta, RecordOffset, Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary,
+    boot_id, damaged_high_water,
 };
+
+/// What recovery leaves for the scheduler: the records of the jobs that must be resident
+/// (winners in loaded spokes, and kicked or buried far jobs), per spoke in offset order.
+#[derive(Default)]
+pub struct Recovery {
+    pub resident: Vec<(SpokeId, Vec<RecordOffset>)>,
+    /// Every spoke recovery opened, for [`Store::finish_open`].
+    order: Vec<SpokeId>,
+}
 
 /// How [`open_index`] found the id index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +68,7 @@ pub(super) enum IndexFound {
 /// Opens the data dir's id index; a damaged one is derived data, so it is started afresh,
 /// but never below the high-water it still shows: ids are not handed out twice.
 /// An index not `Kept` holds no entry: nothing may rely on it.
-pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, IndexFound), HubError> {
+pub(super) fn open_index(dir: &DataDir) -> Result<(IdIndex, IndexFound)> {
     let path = dir.id_index_path();
     let existed = path.exists();
     match IdIndex::open(&path) {
@@ -123,7 +133,7 @@ pub(super) fn read_summary(
     index: &IdIndex,
     index_found: IndexFound,
     persist: bool,
-) -> Result<Found, HubError> {
+) -> Result<Found> {
     let path = dir.summary_path();
     let journals = dir.journals()?;
     let newest_journal = journals.last().map_or(0, |&(g, _)| g);
@@ -176,7 +186,7 @@ fn trust(
     dir: &DataDir,
     index: &IdIndex,
     journals: &[(u64, PathBuf)],
-) -> Result<Trusted, String> {
+) -> std::result::Result<Trusted, String> {
     let boot = boot_id(dir.path());
     if !s.clean && (s.boot_id.is_empty() || boot.as_deref() != Some(&s.boot_id[..])) {
         return Err("a checkpoint from before the machine restarted".into());
@@ -223,12 +233,12 @@ struct Seen {
     state: JobState,
 }
 
-impl<S: Segment> Hub<S> {
+impl<S: Segment> Store<S> {
     /// Recovery never holds a full record per job: one scan of every segment keeps 32 bytes
     /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
     /// tube. Only spokes whose winners become resident (loaded spokes, and far spokes holding
     /// kicked or buried jobs) are scanned a second time for those winners' full headers.
-    pub(super) fn recover(&mut self, found: Found) -> Result<(), HubError> {
+    pub(super) fn recover(&mut self, found: Found) -> Result<Recovery> {
         let Found {
             trusted,
             index_rebuilt,
@@ -236,7 +246,7 @@ impl<S: Segment> Hub<S> {
             ..
         } = found;
         let mut skip: HashMap<SpokeId, Arc<SpokeSummary>> = HashMap::new();
-        let high = if self.cfg.persist {
+        let high = if S::FILE_BACKED {
             self.index.high_water()?
         } else {
             0
@@ -307,7 +317,7 @@ impl<S: Segment> Hub<S> {
                 continue;
             }
             let idx = u32::try_from(order.len())
-                .map_err(|_| HubError::Internal("more than 2^32 segments".into()))?;
+                .map_err(|_| StoreError::Internal("more than 2^32 segments".into()))?;
             if sid.start >= self.horizon_end
                 && let Some(p) = skip.remove(&sid)
                 && p.byte_size == seg.byte_size()
@@ -338,7 +348,7 @@ impl<S: Segment> Hub<S> {
                     Some(&t) => t,
                     None => {
                         let t = u32::try_from(tube_names.len())
-                            .map_err(|_| HubError::Internal("more than 2^32 tubes".into()))?;
+                            .map_err(|_| StoreError::Internal("more than 2^32 tubes".into()))?;
                         tube_names.push(m.tube.clone());
                         tube_idx.insert(m.tube, t);
                         t
@@ -402,7 +412,11 @@ impl<S: Segment> Hub<S> {
                     };
                     if let Some(w) = winner {
                         self.unflushed.insert(w);
-                        self.mark_moved((sid, r.offset), slot, w, false);
+                        let at = JobLocation {
+                            spoke: sid,
+                            offset: r.offset,
+                        };
+                        self.mark_moved(at, slot, w, false);
                     }
                 }
                 continue;
@@ -418,8 +432,7 @@ impl<S: Segment> Hub<S> {
                 resident.push((r.spoke, r.offset));
                 continue;
             }
-            let tube = self.intern(&String::from_utf8_lossy(&tube_names[r.tube as usize]));
-            self.count_far(sid, &tube, 1);
+            self.count_far(sid, &tube_names[r.tube as usize], 1);
             // The entry may be missing (mem mode, a job put near under a longer horizon, a
             // crash between append and index write) or point at a moved job's old record.
             let loc = JobLocation {
@@ -437,40 +450,63 @@ impl<S: Segment> Hub<S> {
         }
         drop(seen);
         resident.sort_unstable();
-
+        let mut out = Recovery {
+            resident: Vec::new(),
+            order: Vec::new(),
+        };
         let mut at = 0;
         for (idx, &sid) in order.iter().enumerate() {
             let start = at;
             while at < resident.len() && resident[at].0 as usize == idx {
                 at += 1;
             }
-            if start == at {
-                continue;
-            }
-            let mine = &resident[start..at];
-            let metas = self.segment(sid)?.scan()?;
-            let mut w = 0;
-            for m in metas.into_iter().flatten() {
-                while w < mine.len() && mine[w].1 < m.offset {
-                    w += 1;
-                }
-                if w == mine.len() {
-                    break;
-                }
-                if mine[w].1 == m.offset {
-                    self.make_resident(sid, m);
-                }
+            if start < at {
+                let offsets = resident[start..at].iter().map(|&(_, o)| o).collect();
+                out.resident.push((sid, offsets));
             }
         }
-        let persist = self.cfg.persist;
-        for sid in order {
+        out.order = order;
+        Ok(out)
+    }
+
+    /// The records at `offsets` (ascending) of spoke `sid`, from a [`Recovery`]: the
+    /// scheduler makes them resident.
+    pub fn read_recovered(
+        &mut self,
+        sid: SpokeId,
+        offsets: &[RecordOffset],
+    ) -> Result<Vec<RecordMeta>> {
+        let metas = self.segment(sid)?.scan()?;
+        let mut out = Vec::with_capacity(offsets.len());
+        let mut w = 0;
+        for m in metas.into_iter().flatten() {
+            while w < offsets.len() && offsets[w] < m.offset {
+                w += 1;
+            }
+            if w == offsets.len() {
+                break;
+            }
+            if offsets[w] == m.offset && !self.is_pending_move(sid, m.offset) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// After recovery: retires the spokes left without a live record, queues mostly dead
+    /// ones for compaction and closes far segments.
+    pub(super) fn settle_recovered(&mut self, recovered: Recovery) {
+        for sid in recovered.order {
             let Some(s) = self.spokes.get_mut(&sid) else {
                 continue;
             };
             if s.live == 0 {
                 self.retire_spoke(sid);
             } else {
-                if persist && s.live * 2 < s.records && s.seg.byte_size() >= COMPACT_MIN_BYTES {
+                if S::FILE_BACKED
+                    && s.live * 2 < s.records
+                    && s.seg.byte_size() >= COMPACT_MIN_BYTES
+                {
                     self.compact_due.insert(sid);
                 }
                 if s.loaded {
@@ -480,14 +516,13 @@ impl<S: Segment> Hub<S> {
                 let _ = s.seg.close();
             }
         }
-        Ok(())
     }
 
     /// Memory mode: opens `ids.yaad`, whose high-water bounds every id an earlier run of this
     /// data dir handed out (flushed or not, see [`IdReservation`]), continues above it, and
-    /// keeps it to reserve the ids this run hands out (`Hub::reserve_id`). With or without
+    /// keeps it to reserve the ids this run hands out (`Store::reserve_id`). With or without
     /// `-r`: a later restore may bring back jobs of any run.
-    pub(super) fn open_id_reservation(&mut self) -> Result<(), HubError> {
+    pub(super) fn open_id_reservation(&mut self) -> Result<()> {
         let (file, _) = open_index(&self.dir)?;
         let ids = IdReservation::new(file)?;
         self.next_id = self.next_id.max(ids.reserved().saturating_add(1));
@@ -496,10 +531,10 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Persisted modes: the durable id reservation starts at the last id recovery rules out
-    /// (durable: `Hub::open` synced the data dir after a crash, a flush before a clean
+    /// (durable: `Store::open` synced the data dir after a crash, a flush before a clean
     /// summary); the first put raises and syncs it. The index's high-water is raised to it
     /// (ids found above it, or a summary's next id), so a summary taken now agrees.
-    pub(super) fn open_durable_ids(&mut self) -> Result<(), HubError> {
+    pub(super) fn open_durable_ids(&mut self) -> Result<()> {
         let issued = self.next_id.saturating_sub(1);
         if self.index.high_water()? < issued {
             self.note_change(None)?;
@@ -519,8 +554,7 @@ impl<S: Segment> Hub<S> {
         spoke.records = p.records;
         self.spokes.insert(p.spoke, spoke);
         for (tube, n) in &p.delayed {
-            let tube = self.intern(&String::from_utf8_lossy(tube));
-            self.count_far(p.spoke, &tube, i64::try_from(*n).unwrap_or(i64::MAX));
+            self.count_far(p.spoke, tube, i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Keeping the start-up summary current while running, so that a restart after `kill -9` or
 //! a crash of yaad reads headers and a few segments, not every far segment.
 //!
-//! Once a second the server asks for a checkpoint: [`Hub::checkpoint`] takes a [`Summary`]
+//! Once a second the server asks for a checkpoint: [`Store::checkpoint`] takes a [`Summary`]
 //! of the far spokes under the hub lock (O(spokes), no I/O) and starts a new *generation*;
 //! [`PendingCheckpoint::write`] then writes it outside the lock (temporary file and rename,
 //! no fsync) and removes the change journals of older generations. Before its first change
-//! to a segment in a generation, the hub appends that spoke to the generation's journal
-//! ([`Hub::note_change`]). So the summary on disk plus the journals of its generation and
+//! to a segment in a generation, the store appends that spoke to the generation's journal
+//! ([`Store::note_change`]). So the summary on disk plus the journals of its generation and
 //! later name every segment that may differ from the summary; recovery scans those and
 //! trusts the summary for the rest (see `recovery`). A change that moves a job (a release
 //! with delay) notes both spokes before writing either.
@@ -15,11 +15,11 @@
 //! survives the death of the process (`kill -9`, a panic) but not of the machine. A
 //! checkpoint records the boot it was written in, and recovery trusts it only in the same
 //! boot; after a reboot (power loss, OS crash) it scans every segment, as without a summary.
-//! A *clean* summary (written by [`Hub::flush`] once everything is synced, durably) is
+//! A *clean* summary (written by [`Store::flush`] once everything is synced, durably) is
 //! trusted after a reboot too, so it is removed durably before the next change.
 //!
 //! Ids: every id issued is at most the id index's high-water, its reservation (see
-//! `Hub::reserve_id`), so recovery continues above the higher of the summary's next id and the
+//! `Store::reserve_id`), so recovery continues above the higher of the summary's next id and the
 //! high-water it finds. A flush sets the reservation to exactly the last id issued before its
 //! clean summary: after a clean shutdown ids continue exactly from the summary's next id.
 //!
@@ -33,12 +33,12 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashSet;
 
-use super::Hub;
+use super::Store;
 use crate::segment::{
     ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id, journal,
 };
 
-/// The hub's side of the checkpoints (see the module documentation).
+/// The store's side of the checkpoints (see the module documentation).
 pub(super) struct Checkpoints {
     /// Generation of the newest summary taken; changes are noted in its journal.
     pub generation: u64,
@@ -144,11 +144,11 @@ impl PendingCheckpoint {
     }
 }
 
-impl<S: Segment> Hub<S> {
+impl<S: Segment> Store<S> {
     /// Called before every change on disk; `spoke`: the segment about to change (a new
     /// segment's spoke before it is created, a removed one's before removal).
     pub(super) fn note_change(&mut self, spoke: Option<SpokeId>) -> Result<(), StorageError> {
-        if !self.cfg.persist {
+        if !S::FILE_BACKED {
             return Ok(());
         }
         let c = &mut self.ckpt;
@@ -185,14 +185,14 @@ impl<S: Segment> Hub<S> {
     /// to write outside the hub lock with [`PendingCheckpoint::write`]. Persisted modes only.
     pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
         let due = self.ckpt.changed || !self.ckpt.stale.is_empty();
-        if !self.cfg.persist || !due {
+        if !S::FILE_BACKED || !due {
             return None;
         }
         self.refresh_entries();
         self.ckpt.advance();
         // A spoke holding the new record of a move whose Moved mark is not written yet may win
         // against a scanned record: recovery must read it, so it is in the new journal.
-        let moved_to: Vec<SpokeId> = self.pending_moves.iter().map(|p| p.to).collect();
+        let moved_to = self.pending_move_targets();
         for spoke in moved_to {
             if let Err(e) = self.note_change(Some(spoke)) {
                 tracing::warn!("checkpoint: {e}");
@@ -209,7 +209,7 @@ impl<S: Segment> Hub<S> {
 
     /// Writes the clean summary (a flush, after every change was synced): durably, trusted
     /// after a reboot too, removed durably before the next change. If the hub cannot vouch
-    /// for the files (see [`Hub::take_summary`]), removes any summary instead.
+    /// for the files (see [`Store::take_summary`]), removes any summary instead.
     pub(super) fn write_clean_summary(&mut self) -> Result<(), StorageError> {
         self.ckpt.rebuild = true;
         self.refresh_entries();
@@ -275,7 +275,7 @@ impl<S: Segment> Hub<S> {
     }
 
     /// The summary of the far spokes holding no resident job, for the current generation
-    /// (from the entries: call [`Hub::refresh_entries`] first); `None` when a tolerated write
+    /// (from the entries: call [`Store::refresh_entries`] first); `None` when a tolerated write
     /// failure left records only a full scan settles (two live records of one job, a far job
     /// without its index entry).
     pub(super) fn take_summary(&self, clean: bool) -> Option<Summary> {

@@ -21,9 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compact::COMPACT_MIN_BYTES;
-use super::job::{FarInfo, Job, Phase};
-use super::{DelayedJob, FarJob, Hub, HubError, Micros, SyncFile, meta_of, secs_floor};
-use crate::segment::{JobState, RecordMeta, Segment, SpokeId, StorageError};
+use super::{Result, Store, SyncFile};
+use crate::segment::{
+    JobLocation, JobState, Micros, Record, RecordMeta, Segment, SpokeId, StateSlot, StorageError,
+};
 
 /// Number of spokes ahead of the current one that are kept loaded.
 pub const NEAR_SPOKES: u64 = 2;
@@ -32,16 +33,16 @@ pub const NEAR_SPOKES: u64 = 2;
 /// mode then holds neither a file descriptor nor a mapping for it).
 pub const MAX_OPEN_FAR_SPOKES: usize = 64;
 
-pub(super) struct Spoke<S> {
+pub(crate) struct Spoke<S> {
     pub seg: S,
     /// Records in this segment that are the current record of a job that is not deleted.
     pub live: u64,
-    /// Records in the segment (live or dead) as far as the hub knows: appended since open or
+    /// Records in the segment (live or dead) as far as the store knows: appended since open or
     /// compaction, plus those found by recovery's scan. Cheap trigger for compaction.
     pub records: u64,
     pub loaded: bool,
-    /// Jobs resident in RAM whose record is in this segment (a far spoke holding one is
-    /// left out of the start-up summary).
+    /// Jobs resident in the scheduler whose record is in this segment (a far spoke holding
+    /// one is left out of the start-up summary).
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
@@ -58,10 +59,11 @@ impl<S: Segment> Spoke<S> {
             far_counts: HashMap::new(),
         }
     }
+}
 
-    pub fn end(id: SpokeId) -> Micros {
-        id.start.saturating_add(id.span)
-    }
+/// The end of spoke `id`'s bucket.
+pub fn end(id: SpokeId) -> Micros {
+    id.start.saturating_add(id.span)
 }
 
 /// The spoke of span `span` whose bucket holds `t`.
@@ -73,60 +75,101 @@ pub fn spoke_for(t: Micros, span: Micros) -> SpokeId {
     }
 }
 
-impl<S: Segment> Hub<S> {
-    /// Makes `job` resident, counted in its spoke.
-    pub(super) fn insert_job(&mut self, id: u64, job: Job) {
-        if let Some(s) = self.spokes.get_mut(&job.spoke) {
+/// A record's metadata, without its body.
+fn meta_of(r: Record) -> RecordMeta {
+    RecordMeta {
+        offset: r.offset,
+        id: r.id,
+        trigger_at: r.trigger_at,
+        created_at: r.created_at,
+        ttr: r.ttr,
+        tube: r.tube,
+        body_len: u32::try_from(r.body.len()).unwrap_or(u32::MAX),
+        slot: r.slot,
+    }
+}
+
+/// A delayed job found in a far spoke: not resident, its record read from the segment.
+#[derive(Clone, Debug)]
+pub struct FarJob {
+    pub spoke: SpokeId,
+    pub meta: RecordMeta,
+}
+
+impl FarJob {
+    pub fn loc(&self) -> JobLocation {
+        JobLocation {
+            spoke: self.spoke,
+            offset: self.meta.offset,
+        }
+    }
+}
+
+/// A delayed job, resident (near: its id) or not (far).
+pub enum DelayedJob {
+    Near(u64),
+    Far(FarJob),
+}
+
+impl<S: Segment> Store<S> {
+    /// A resident job's record is in `spoke` (the scheduler counts what it holds, so that a far
+    /// spoke holding one stays out of the start-up summary).
+    pub fn resident_added(&mut self, spoke: SpokeId) {
+        if let Some(s) = self.spokes.get_mut(&spoke) {
             s.resident += 1;
         }
-        if let Some(old) = self.jobs.insert(id, job) {
-            self.uncount_resident(old.spoke);
-        }
     }
 
-    /// Forgets resident job `id`.
-    pub(super) fn remove_job(&mut self, id: u64) -> Option<Job> {
-        let job = self.jobs.remove(&id)?;
-        self.uncount_resident(job.spoke);
-        Some(job)
-    }
-
-    fn uncount_resident(&mut self, spoke: SpokeId) {
+    /// A resident job whose record is in `spoke` is no longer resident (or moved elsewhere).
+    pub fn resident_gone(&mut self, spoke: SpokeId) {
         if let Some(s) = self.spokes.get_mut(&spoke) {
             s.resident = s.resident.saturating_sub(1);
         }
     }
 
-    /// Resident job `id`'s record moved to `spoke`.
-    pub(super) fn move_resident(&mut self, from: SpokeId, to: SpokeId) {
-        self.uncount_resident(from);
-        if let Some(s) = self.spokes.get_mut(&to) {
-            s.resident += 1;
-        }
-    }
-
     /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`.
-    pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &Arc<str>, delta: i64) {
+    pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &[u8], delta: i64) {
+        let name = String::from_utf8_lossy(tube);
+        let tube: Arc<str> = match self.far_by_tube.get_key_value(&*name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(&*name),
+        };
         if let Some(s) = self.spokes.get_mut(&spoke) {
             let n = s.far_counts.entry(tube.clone()).or_insert(0);
             *n = n.saturating_add_signed(delta);
             if *n == 0 {
-                s.far_counts.remove(tube);
+                s.far_counts.remove(&tube);
             }
         }
-        if let Some(t) = self.tubes.get_mut(tube) {
-            t.far_delayed = t.far_delayed.saturating_add_signed(delta);
+        self.count_far_tube(&tube, delta);
+    }
+
+    fn count_far_tube(&mut self, tube: &Arc<str>, delta: i64) {
+        let n = self.far_by_tube.entry(tube.clone()).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.far_by_tube.remove(tube);
+        }
+    }
+
+    /// Forgets the far counts of spoke `id` (loaded or retired).
+    fn uncount_far(&mut self, id: SpokeId) {
+        let Some(s) = self.spokes.get_mut(&id) else {
+            return;
+        };
+        for (tube, n) in std::mem::take(&mut s.far_counts) {
+            self.count_far_tube(&tube, -i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// A record of `spoke` stopped being live; retire the spoke when none is left.
-    pub(super) fn spoke_lost_live(&mut self, id: SpokeId) {
+    pub(super) fn lost_live(&mut self, id: SpokeId) {
         let Some(s) = self.spokes.get_mut(&id) else {
             return;
         };
         s.live = s.live.saturating_sub(1);
         if s.live > 0
-            && self.cfg.persist
+            && S::FILE_BACKED
             && s.live * 2 < s.records
             && s.seg.byte_size() >= COMPACT_MIN_BYTES
         {
@@ -141,10 +184,23 @@ impl<S: Segment> Hub<S> {
             return;
         };
         if s.live == 0 {
-            if s.loaded && Spoke::<S>::end(id) > self.now {
+            if s.loaded && end(id) > self.now {
                 self.retire.insert(id);
-                self.note_deadline(Spoke::<S>::end(id));
+                self.note_deadline(end(id));
             } else {
+                self.retire_spoke(id);
+            }
+        }
+    }
+
+    /// Retires the spokes waiting for their end whose end has come (at `set_now`'s time).
+    pub fn retire_due(&mut self) {
+        while let Some(&id) = self.retire.first() {
+            if end(id) > self.now {
+                break;
+            }
+            self.retire.remove(&id);
+            if self.spokes.get(&id).is_some_and(|s| s.live == 0) {
                 self.retire_spoke(id);
             }
         }
@@ -160,12 +216,8 @@ impl<S: Segment> Hub<S> {
         self.compact_later.remove(&id);
         let unsynced = self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
+        self.uncount_far(id);
         if let Some(s) = self.spokes.remove(&id) {
-            for (tube, n) in &s.far_counts {
-                if let Some(t) = self.tubes.get_mut(tube) {
-                    t.far_delayed = t.far_delayed.saturating_sub(*n);
-                }
-            }
             if let Err(e) = self.note_change(Some(id)) {
                 // Nothing else can be written either: the files stay as the summary says.
                 tracing::warn!(spoke = ?id, "segment kept: {e}");
@@ -173,10 +225,10 @@ impl<S: Segment> Hub<S> {
             }
             self.work.spokes_retired += 1;
             self.dir_dirty = true;
-            if !self.cfg.persist {
+            if !S::FILE_BACKED {
                 // Mem mode: the file belongs to the last snapshot; the next flush drops it.
                 drop(s.seg);
-            } else if self.deferred_removal && Spoke::<S>::end(id) <= self.now {
+            } else if self.deferred_removal && end(id) <= self.now {
                 // Removed later, maybe after the next sync: until then the file must hold its
                 // last changes (a Deleted slot) durably.
                 if unsynced {
@@ -210,28 +262,25 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    /// Makes a far delayed job ready: persisted as Ready in its record, and resident from now
-    /// on. `counted`: a kick (not a reserve-job), counted in the job's kicks.
-    pub(super) fn kick_far(&mut self, far: FarJob, counted: bool) -> Result<(), HubError> {
-        let mut m = far.meta;
-        if counted {
-            m.slot.counters.kicks = m.slot.counters.kicks.saturating_add(1);
-        }
-        m.slot.version = m.slot.version.saturating_add(1);
-        m.slot.state = JobState::Ready;
-        self.update_slot(far.spoke, m.offset, m.slot)?;
+    /// Makes far job `far` resident-to-be with the new slot `slot` (a kick or a reserve by
+    /// id: `Ready`): written to its record, no longer counted far. The caller makes it
+    /// resident (and counts it with [`Store::resident_added`]).
+    pub fn take_far(&mut self, far: &FarJob, slot: StateSlot) -> Result<()> {
+        self.update(far.loc(), slot)?;
         self.touch_far(far.spoke);
-        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-        self.count_far(far.spoke, &tube, -1);
-        self.insert_resident(far.spoke, &m, tube, Phase::Ready);
+        self.count_far(far.spoke, &far.meta.tube, -1);
         Ok(())
     }
 
-    /// Finds job `id` in a far spoke (it is not resident) through the id index; a damaged
-    /// index entry, or one an id index write failure may have left out of date, falls back
-    /// to scanning the far spokes.
-    pub(super) fn find_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
-        if id == 0 || id >= self.next_id || self.jobs.contains_key(&id) {
+    /// Finds job `id` in a far spoke through the id index, if it is not resident
+    /// (`is_resident`); a damaged index entry, or one an id index write failure may have left
+    /// out of date, falls back to scanning the far spokes.
+    pub fn find_far(
+        &mut self,
+        id: u64,
+        is_resident: impl Fn(u64) -> bool,
+    ) -> Result<Option<FarJob>> {
+        if !self.issued(id) || is_resident(id) {
             return Ok(None);
         }
         match self.find_far_indexed(id)? {
@@ -240,7 +289,7 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    fn find_far_indexed(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
+    fn find_far_indexed(&mut self, id: u64) -> Result<Option<FarJob>> {
         match self.index.get(id) {
             Ok(None) => Ok(None),
             Ok(Some(loc)) => {
@@ -266,8 +315,8 @@ impl<S: Segment> Hub<S> {
         }
     }
 
-    /// Finds job `id` by scanning every far spoke (slow path).
-    pub(super) fn scan_far(&mut self, id: u64) -> Result<Option<FarJob>, HubError> {
+    /// Finds job `id` (not resident) by scanning every far spoke (slow path).
+    pub(super) fn scan_far(&mut self, id: u64) -> Result<Option<FarJob>> {
         let far: Vec<SpokeId> = self
             .spokes
             .iter()
@@ -277,34 +326,33 @@ impl<S: Segment> Hub<S> {
         for sid in far {
             let metas = self.segment(sid)?.scan()?;
             self.touch_far(sid);
-            if let Some(meta) = metas.into_iter().flatten().find(|m| {
-                m.id == id && m.slot.state == JobState::Waiting && !self.jobs.contains_key(&id)
-            }) {
+            if let Some(meta) = metas
+                .into_iter()
+                .flatten()
+                .find(|m| m.id == id && m.slot.state == JobState::Waiting)
+            {
                 return Ok(Some(FarJob { spoke: sid, meta }));
             }
         }
         Ok(None)
     }
 
-    /// Up to `n` delayed jobs of `tube`, earliest (trigger time, id) first, near and far.
-    /// Near ones are usually earlier, but a spoke of a longer span (an older configuration)
-    /// can be loaded and still hold later triggers than a far spoke, so the two are merged;
-    /// far spokes are scanned only while they may hold something earlier than the n-th found.
-    pub(super) fn delayed_of_tube(
+    /// Merges the far delayed jobs of `tube` into `near` (the resident delayed jobs of the
+    /// tube, earliest (trigger time, id) first, at most `n`): the first `n` of both. Near ones
+    /// are usually earlier, but a spoke of a longer span (an older configuration) can be
+    /// loaded and still hold later triggers than a far spoke, so the two are merged; far
+    /// spokes are scanned only while they may hold something earlier than the n-th found.
+    pub fn delayed_of_tube(
         &mut self,
-        tube: &Arc<str>,
-        n: u64,
-    ) -> Result<Vec<DelayedJob>, HubError> {
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        let mut out: Vec<((Micros, u64), DelayedJob)> = match self.tubes.get(tube) {
-            Some(t) => t
-                .delayed
-                .iter()
-                .take(n)
-                .map(|&(at, id)| ((at, id), DelayedJob::Near(id)))
-                .collect(),
-            None => return Ok(Vec::new()),
-        };
+        tube: &str,
+        n: usize,
+        near: Vec<(Micros, u64)>,
+        is_resident: impl Fn(u64) -> bool,
+    ) -> Result<Vec<DelayedJob>> {
+        let mut out: Vec<((Micros, u64), DelayedJob)> = near
+            .into_iter()
+            .map(|(at, id)| ((at, id), DelayedJob::Near(id)))
+            .collect();
         let far: Vec<SpokeId> = self
             .spokes
             .iter()
@@ -320,7 +368,7 @@ impl<S: Segment> Hub<S> {
             for m in metas.into_iter().flatten() {
                 if m.slot.state == JobState::Waiting
                     && m.tube == tube.as_bytes()
-                    && !self.jobs.contains_key(&m.id)
+                    && !is_resident(m.id)
                 {
                     out.push((
                         (m.trigger_at, m.id),
@@ -337,92 +385,91 @@ impl<S: Segment> Hub<S> {
         Ok(out.into_iter().map(|(_, d)| d).collect())
     }
 
-    /// Loads far spoke `id`: every live record of its not yet resident jobs becomes resident.
-    pub(super) fn load_spoke(&mut self, id: SpokeId) {
+    /// Whether far spokes must be loaded before the scheduler can rely on holding every job
+    /// due by `now` + the near window; if none, the horizon just moves.
+    pub fn loads_due(&mut self, now: Micros) -> bool {
+        let end = now.saturating_add(NEAR_SPOKES.saturating_mul(self.span));
+        if end > self.horizon_end && end <= self.far_start {
+            // Nothing to load (the usual case: the horizon moves with every call).
+            self.horizon_end = end;
+            return false;
+        }
+        end > self.horizon_end
+    }
+
+    /// Whether the horizon is ahead of `now` (spokes starting after now hold nothing due yet).
+    pub fn horizon_ahead_of(&self, now: Micros) -> bool {
+        self.horizon_end > now
+    }
+
+    /// Moves the horizon to `now` + the near window and returns the far spokes it reached:
+    /// load each with [`Store::load_spoke`].
+    pub fn reach(&mut self, now: Micros) -> Vec<SpokeId> {
+        let end = now.saturating_add(NEAR_SPOKES.saturating_mul(self.span));
+        if end <= self.horizon_end {
+            return Vec::new();
+        }
+        let from = SpokeId {
+            start: self.horizon_end,
+            span: 0,
+        };
+        let to = SpokeId {
+            start: end,
+            span: 0,
+        };
+        self.horizon_end = end;
+        let ids: Vec<SpokeId> = self.spokes.range(from..to).map(|(k, _)| *k).collect();
+        self.far_start = self
+            .spokes
+            .range(to..)
+            .next()
+            .map_or(Micros::MAX, |(k, _)| k.start);
+        ids
+    }
+
+    /// Loads far spoke `id`: returns the live records of its jobs (those not waiting for a
+    /// `Moved` mark); the scheduler makes those of jobs not yet resident resident.
+    pub fn load_spoke(&mut self, id: SpokeId) -> Vec<RecordMeta> {
         if !self.spokes.contains_key(&id) {
-            return;
+            return Vec::new();
         }
         // A summary on disk may still list it as far, its jobs found through their id index
         // entries, which `trim_index` is about to empty: recovery must read it instead.
         if let Err(e) = self.note_change(Some(id)) {
             tracing::warn!(spoke = ?id, "change journal: {e}");
         }
+        self.uncount_far(id);
+        self.open_far.retain(|&x| x != id);
         let Some(s) = self.spokes.get_mut(&id) else {
-            return;
+            return Vec::new();
         };
         s.loaded = true;
-        let counts = std::mem::take(&mut s.far_counts);
-        let metas = s.seg.scan();
-        self.open_far.retain(|&x| x != id);
-        for (tube, n) in counts {
-            if let Some(t) = self.tubes.get_mut(&tube) {
-                t.far_delayed = t.far_delayed.saturating_sub(n);
-            }
-        }
-        let metas = match metas {
+        let metas = match s.seg.scan() {
             Ok(m) => m,
             Err(e) => {
                 // Its jobs stay unreachable until a restart recovers them.
                 tracing::error!(spoke = ?id, "cannot load spoke: {e}");
                 self.corrupt_records += 1;
-                return;
+                return Vec::new();
             }
         };
         self.work.spokes_loaded += 1;
         self.work.records_loaded += metas.len() as u64;
+        let mut live = Vec::with_capacity(metas.len());
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),
                 Ok(m) => {
                     self.index_trim.push(m.id);
-                    self.make_resident(id, m);
+                    if !matches!(m.slot.state, JobState::Deleted | JobState::Moved)
+                        && !self.is_pending_move(id, m.offset)
+                    {
+                        live.push(m);
+                    }
                 }
             }
         }
-    }
-
-    /// Makes a scanned record resident if it is the live record of a job not yet resident.
-    pub(super) fn make_resident(&mut self, spoke: SpokeId, m: RecordMeta) {
-        let phase = match m.slot.state {
-            JobState::Deleted | JobState::Moved => return,
-            JobState::Waiting => Phase::Delayed,
-            JobState::Ready => Phase::Ready,
-            // Recovered buried jobs keep id order, before any buried from now on.
-            JobState::Buried => Phase::Buried { seq: 0 },
-        };
-        if self.jobs.contains_key(&m.id) || self.is_pending_move(spoke, m.offset) {
-            return;
-        }
-        let tube = self.intern(&String::from_utf8_lossy(&m.tube));
-        self.insert_resident(spoke, &m, tube, phase);
-    }
-
-    /// Puts a job read from its record into RAM in `phase`, with the version and counters of
-    /// its slot and the delay kept for it while it was far (`far_info`).
-    fn insert_resident(&mut self, spoke: SpokeId, m: &RecordMeta, tube: Arc<str>, phase: Phase) {
-        let info = self.far_info.remove(&m.id).unwrap_or(FarInfo {
-            delay_s: u32::try_from(secs_floor(m.trigger_at.saturating_sub(m.created_at)))
-                .unwrap_or(u32::MAX),
-        });
-        self.insert_job(
-            m.id,
-            Job {
-                tube,
-                pri: m.slot.priority,
-                ttr_s: m.ttr.max(1),
-                delay_s: info.delay_s,
-                created_at: m.created_at,
-                trigger_at: m.trigger_at,
-                spoke,
-                offset: m.offset,
-                version: m.slot.version,
-                phase,
-                counters: m.slot.counters,
-                // The record may come from a change not known to be durable yet.
-                change: self.latest_change,
-            },
-        );
-        self.link(m.id, phase);
+        live
     }
 }
 

@@ -1,0 +1,305 @@
+//! Making changes durable: sync batches (group commit outside the hub lock), the `Moved`
+//! marks that wait for them, and flushes.
+//!
+//! A change is written before the call that makes it returns; [`Store::take_sync_batch`]
+//! names the files written since the last batch, the caller syncs them outside the lock and
+//! reports the batch's epoch to [`Store::synced`]. A moved job's old record is marked `Moved`
+//! only once the batch holding its new record is durable ([`PendingMove`]), and the spoke of
+//! the new record is neither retired nor compacted until the mark is durable too.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Result, Store};
+use crate::segment::{
+    JobLocation, RecordOffset, Segment, SpokeId, StateSlot, StorageError, fsio, snapshot,
+};
+
+/// Files to sync so that the changes made before [`Store::take_sync_batch`] are durable.
+#[derive(Clone, Debug, Default)]
+pub struct SyncBatch {
+    /// Segment files and the id index.
+    pub files: Vec<SyncFile>,
+    /// The data dir, when files were created or removed in it.
+    pub dir: Option<PathBuf>,
+    /// Which batch this is: once it is synced, tell the store ([`Store::synced`]).
+    pub epoch: u64,
+}
+
+/// A file of a [`SyncBatch`]: the segment's (or index's) open file when it has one, shared
+/// with it (no open and close per sync, and the file synced is the one written even if its
+/// name changed), else its path.
+#[derive(Clone, Debug)]
+pub enum SyncFile {
+    Open(Arc<std::fs::File>),
+    Closed(PathBuf),
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// `fdatasync`s every file (it also writes back pages dirtied through a mapping of it), then
+    /// the directory. A closed file removed meanwhile is skipped: it held no live job any more.
+    /// An error means the durability promise is broken (as with a failed [`Store::flush`]).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            match f {
+                SyncFile::Open(file) => fsio::sync_file(file)?,
+                SyncFile::Closed(path) => match std::fs::File::open(path) {
+                    Ok(file) => fsio::sync_file(&file)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        if let Some(d) = &self.dir {
+            fsio::sync_dir(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `Moved` mark not written yet: the old record of a moved job (a delayed release, or a
+/// duplicate found by recovery) is marked only once the sync batch `epoch`, which holds its
+/// replacement, has completed. Written at once, the mark could reach the disk before the
+/// new record and a power cut would lose the job; until it is written both records are live
+/// and recovery keeps the one with the higher version.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingMove {
+    spoke: SpokeId,
+    offset: RecordOffset,
+    slot: StateSlot,
+    /// The spoke of the record that replaces it: not retired before the mark is written
+    /// (its file gone, the old record would be the job again).
+    pub to: SpokeId,
+    epoch: u64,
+    /// The old record still counts as live in its spoke (a release), so the spoke is neither
+    /// retired nor compacted before the mark is written.
+    counted: bool,
+}
+
+impl<S: Segment> Store<S> {
+    /// Takes what must be synced to make every change so far durable, without syncing it:
+    /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
+    /// one batch syncs go into the next). Persisted modes only; mem mode returns an empty
+    /// batch (use [`Store::flush`], which writes its files). Once the batch is synced, tell
+    /// the store with [`Store::synced`] and the batch's epoch.
+    pub fn take_sync_batch(&mut self) -> SyncBatch {
+        if !S::FILE_BACKED {
+            return SyncBatch::default();
+        }
+        let epoch = self.epoch;
+        self.epoch += 1;
+        let index = std::mem::take(&mut self.index_dirty).then(|| {
+            self.ids_durable.taken(epoch);
+            self.index.sync_handle().map_or_else(
+                || SyncFile::Closed(self.dir.id_index_path()),
+                SyncFile::Open,
+            )
+        });
+        let files = std::mem::take(&mut self.unflushed)
+            .into_iter()
+            .map(
+                |id| match self.spokes.get(&id).and_then(|s| s.seg.sync_handle()) {
+                    Some(file) => SyncFile::Open(file),
+                    None => SyncFile::Closed(self.dir.segment_path(id)),
+                },
+            )
+            .chain(std::mem::take(&mut self.retired_unsynced))
+            .chain(index)
+            .collect();
+        SyncBatch {
+            files,
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.path().to_path_buf()),
+            epoch,
+        }
+    }
+
+    /// Sync batch `epoch` (and every earlier one) is durable: writes the `Moved` marks that
+    /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
+    pub fn synced(&mut self, epoch: u64) {
+        self.ids_durable.synced(epoch);
+        if self.pending_moves.is_empty() && self.marks_in_flight.is_empty() {
+            return;
+        }
+        let mut durable = Vec::new();
+        self.marks_in_flight.retain(|&(to, e)| {
+            if e <= epoch {
+                durable.push(to);
+            }
+            e > epoch
+        });
+        let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) =
+            std::mem::take(&mut self.pending_moves)
+                .into_iter()
+                .partition(|p| p.epoch <= epoch);
+        self.pending_moves = wait;
+        for p in due {
+            self.write_moved(p);
+        }
+        for to in durable {
+            self.maybe_retire(to);
+        }
+    }
+
+    /// Marks the record at `at` `Moved` (see [`PendingMove`]), replaced by a record in spoke
+    /// `to`: at once in mem mode (a flush writes a whole snapshot), else once the current sync
+    /// batch is durable. `counted`: the old record still counts as live in its spoke.
+    pub(super) fn mark_moved(
+        &mut self,
+        at: JobLocation,
+        slot: StateSlot,
+        to: SpokeId,
+        counted: bool,
+    ) {
+        let p = PendingMove {
+            spoke: at.spoke,
+            offset: at.offset,
+            slot,
+            to,
+            epoch: self.epoch,
+            counted,
+        };
+        if S::FILE_BACKED {
+            self.pending_moves.push(p);
+        } else {
+            self.write_moved(p);
+        }
+    }
+
+    fn write_moved(&mut self, p: PendingMove) {
+        if !self.spokes.contains_key(&p.spoke) {
+            // Retired meanwhile: the file holds no live record any more.
+            return;
+        }
+        let at = JobLocation {
+            spoke: p.spoke,
+            offset: p.offset,
+        };
+        if self.update(at, p.slot).is_err() {
+            // Both records stay live: only a full scan settles them.
+            self.needs_full_scan = true;
+        }
+        if S::FILE_BACKED {
+            self.marks_in_flight.push((p.to, self.epoch));
+        }
+        if p.counted {
+            self.lost_live(p.spoke);
+        } else {
+            self.maybe_retire(p.spoke);
+        }
+        self.maybe_retire(p.to);
+    }
+
+    /// Whether the record at `offset` of `spoke` waits for its `Moved` mark: it is not the job.
+    pub(super) fn is_pending_move(&self, spoke: SpokeId, offset: RecordOffset) -> bool {
+        self.pending_moves
+            .iter()
+            .any(|p| p.spoke == spoke && p.offset == offset)
+    }
+
+    /// Whether a `Moved` mark waits to be written into `spoke` (it must not be compacted:
+    /// the mark's offset would move) or for a record in it (it must not be retired).
+    pub(super) fn has_pending_move(&self, spoke: SpokeId) -> bool {
+        self.pending_moves
+            .iter()
+            .any(|p| p.spoke == spoke || p.to == spoke)
+            || self.marks_in_flight.iter().any(|&(to, _)| to == spoke)
+    }
+
+    /// The spokes holding the new record of a move whose `Moved` mark is not written yet.
+    pub(super) fn pending_move_targets(&self) -> Vec<SpokeId> {
+        self.pending_moves.iter().map(|p| p.to).collect()
+    }
+
+    /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
+    /// all-or-nothing for a restore, see [`crate::segment::snapshot`]).
+    pub fn flush(&mut self) -> Result<()> {
+        let retired = SyncBatch {
+            files: std::mem::take(&mut self.retired_unsynced),
+            dir: None,
+            epoch: 0,
+        };
+        retired
+            .sync()
+            .map_err(|e| super::StoreError::Internal(format!("syncing a retired segment: {e}")))?;
+        for seg in std::mem::take(&mut self.retired) {
+            // A file that cannot be removed is harmless: it holds no live record.
+            let _ = seg.destroy();
+        }
+        if !S::FILE_BACKED {
+            return self.flush_snapshot();
+        }
+        // Synced below with the rest: the clean summary states exactly the next id.
+        let issued = self.next_id.saturating_sub(1);
+        self.ids_durable.reset_to(&mut self.index, issued)?;
+        self.flush_files()?;
+        if !self.pending_moves.is_empty() || !self.marks_in_flight.is_empty() {
+            // Everything is durable now, the new records of pending moves included: their
+            // marks are written, synced, and then durable too.
+            self.synced(u64::MAX);
+            self.flush_files()?;
+            self.synced(u64::MAX);
+        }
+        if let Err(e) = self.write_clean_summary() {
+            // Only start-up time depends on it: the next open scans every segment.
+            tracing::warn!("cannot write the start-up summary: {e}");
+        }
+        Ok(())
+    }
+
+    /// Syncs every segment changed since the last flush or sync batch, the id index and the
+    /// data dir.
+    fn flush_files(&mut self) -> Result<()> {
+        while let Some(&id) = self.unflushed.first() {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                s.seg.flush()?;
+                // Flushing reopened it (lazy: a file descriptor): a far spoke not among the
+                // recently used stays closed, or a flush would hold one fd per spoke.
+                if !s.loaded && !self.open_far.contains(&id) {
+                    let _ = s.seg.close();
+                }
+            }
+            self.unflushed.remove(&id);
+        }
+        self.index.flush()?;
+        self.index_dirty = false;
+        self.ids_durable.all_synced();
+        if self.dir_dirty {
+            fsio::sync_dir(self.dir.path()).map_err(|e| StorageError::io(self.dir.path(), e))?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Mem-mode flush: stages every changed segment, then commits the set of live spokes.
+    /// Changed spokes stay unflushed until the commit succeeds (a retry stages them again).
+    fn flush_snapshot(&mut self) -> Result<()> {
+        let dir = self.dir.path().to_path_buf();
+        snapshot::begin(&dir)?;
+        // The ids handed out so far, before the commit: a restore (`-r`) of this snapshot or
+        // of the previous one continues above them, also when the job with the highest id
+        // was deleted and its spoke dropped. A crash before the commit only skips ids.
+        if let Some(ids) = &mut self.ids_reserved {
+            ids.reset_to(self.next_id.saturating_sub(1))?;
+        }
+        for &id in &self.unflushed {
+            if let Some(s) = self.spokes.get_mut(&id) {
+                match s.seg.image() {
+                    Some(bytes) => snapshot::stage(&dir, id, bytes)?,
+                    None => s.seg.flush()?,
+                }
+            }
+        }
+        let live: BTreeSet<SpokeId> = self.spokes.keys().copied().collect();
+        snapshot::commit(&dir, &live)?;
+        self.unflushed.clear();
+        self.index.flush()?;
+        self.index_dirty = false;
+        self.dir_dirty = false;
+        Ok(())
+    }
+}
