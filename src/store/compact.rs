@@ -115,6 +115,16 @@ fn commit(
 }
 
 impl<S: Segment> Store<S> {
+    /// Whether spoke `id` may be mostly dead: fewer than half of its known records live, and
+    /// at least [`COMPACT_MIN_BYTES`] (cheap figures; compaction checks the bytes).
+    pub(super) fn mostly_dead(&self, id: SpokeId) -> bool {
+        S::FILE_BACKED
+            && self
+                .spokes
+                .get(&id)
+                .is_some_and(|s| s.live * 2 < s.records && s.seg.byte_size() >= COMPACT_MIN_BYTES)
+    }
+
     /// Queues spoke `id` for compaction: far ones for the next call, loaded ones for when they
     /// have been past for [`COMPACT_AFTER_PAST`].
     pub(super) fn queue_compaction(&mut self, id: SpokeId) {
@@ -195,8 +205,49 @@ impl<S: Segment> Store<S> {
         if !S::FILE_BACKED || self.has_pending_move(id) {
             return Ok(false);
         }
-        let Some(s) = self.spokes.get_mut(&id) else {
+        let Some((used, keep, live_bytes)) = self.live_records(id, resident)? else {
             return Ok(false);
+        };
+        self.note_change(Some(id))?;
+        let tmp_dir = self.dir.compact_dir();
+        fs::create_dir_all(&tmp_dir).map_err(|e| StorageError::io(&tmp_dir, e))?;
+        let tmp_path = tmp_dir.join(crate::segment::segment_file_name(id));
+        let _ = fs::remove_file(&tmp_path);
+        let moved = match self.write_compacted(id, &keep, &tmp_dir) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(e.into());
+            }
+        };
+        let not_synced = match self.swap_in(id, &tmp_path, sync_dir)? {
+            Some(seg) => seg,
+            None => return Ok(false),
+        };
+        if let Some(s) = self.spokes.get_mut(&id) {
+            s.records = keep.len() as u64;
+        }
+        self.remap(id, moved, resident, moved_jobs);
+        self.work.segments_compacted += 1;
+        tracing::info!(spoke = ?id, before = used, after = live_bytes + FILE_HEADER_LEN, "compacted segment");
+        match not_synced {
+            Some(e) => Err(CompactError::NotDurable(e)),
+            None => Ok(true),
+        }
+    }
+
+    /// The offsets of spoke `id`'s live records, with the segment's bytes used and the live
+    /// records' bytes; `None` when more than half of the bytes are live (not worth it: the
+    /// segment is then counted as if it held only its live records, so the next check waits
+    /// until half of those are gone, as a scan per lost record would make deletes
+    /// O(records)).
+    fn live_records(
+        &mut self,
+        id: SpokeId,
+        resident: Residency<'_>,
+    ) -> Result<Option<(u64, Vec<RecordOffset>, u64)>, StoreError> {
+        let Some(s) = self.spokes.get_mut(&id) else {
+            return Ok(None);
         };
         let used = s.seg.byte_size();
         let metas = s.seg.scan()?;
@@ -218,52 +269,61 @@ impl<S: Segment> Store<S> {
             keep.push(m.offset);
         }
         if keep.is_empty() || used.saturating_sub(FILE_HEADER_LEN) < 2 * live_bytes {
-            // Not worth it (dead records are small ones). Count the segment as if it held
-            // only its live records, so the next check waits until half of those are gone:
-            // a scan per lost record would make deletes O(records).
-            if let Some(s) = self.spokes.get_mut(&id) {
-                s.records = records.min(keep.len() as u64);
-            }
-            return Ok(false);
+            s.records = records.min(keep.len() as u64);
+            return Ok(None);
         }
-        self.note_change(Some(id))?;
-        let tmp_dir = self.dir.compact_dir();
-        fs::create_dir_all(&tmp_dir).map_err(|e| StorageError::io(&tmp_dir, e))?;
-        let tmp_path = tmp_dir.join(crate::segment::segment_file_name(id));
-        let _ = fs::remove_file(&tmp_path);
-        let mut moved: Vec<(u64, RecordOffset, RecordOffset)> = Vec::with_capacity(keep.len());
-        let built = (|| -> Result<(), StoreError> {
-            let mut new = S::create(&tmp_dir, id)?;
-            for &off in &keep {
-                let r = self.segment(id)?.read(off)?;
-                let at = new.append(&NewRecord {
-                    id: r.id,
-                    trigger_at: r.trigger_at,
-                    created_at: r.created_at,
-                    ttr: r.ttr,
-                    tube: &r.tube,
-                    body: &r.body,
-                    slot: r.slot,
-                })?;
-                moved.push((r.id, off, at));
-            }
-            new.flush()?;
-            new.close()?;
-            Ok(())
-        })();
-        if let Err(e) = built {
-            let _ = fs::remove_file(&tmp_path);
-            return Err(e.into());
+        Ok(Some((used, keep, live_bytes)))
+    }
+
+    /// Writes the records at `keep` of spoke `id` to a new segment in `tmp_dir`, flushed and
+    /// closed; returns (job, old offset, new offset) for each.
+    fn write_compacted(
+        &mut self,
+        id: SpokeId,
+        keep: &[RecordOffset],
+        tmp_dir: &Path,
+    ) -> Result<Vec<(u64, RecordOffset, RecordOffset)>, StoreError> {
+        let mut moved = Vec::with_capacity(keep.len());
+        let mut new = S::create(tmp_dir, id)?;
+        for &off in keep {
+            let r = self.segment(id)?.read(off)?;
+            let at = new.append(&NewRecord {
+                id: r.id,
+                trigger_at: r.trigger_at,
+                created_at: r.created_at,
+                ttr: r.ttr,
+                tube: &r.tube,
+                body: &r.body,
+                slot: r.slot,
+            })?;
+            moved.push((r.id, off, at));
         }
+        new.flush()?;
+        new.close()?;
+        Ok(moved)
+    }
+
+    /// Renames the compacted file `tmp_path` over spoke `id`'s segment ([`commit`]) and makes
+    /// it the spoke's segment. `None`: the spoke is gone (nothing to do); `Some(Some(e))`: it
+    /// is done but the data dir's sync failed (marked for the next batch).
+    fn swap_in(
+        &mut self,
+        id: SpokeId,
+        tmp_path: &Path,
+        sync_dir: SyncDir<'_>,
+    ) -> Result<Option<Option<StorageError>>, CompactError> {
         let path = self.dir.segment_path(id);
         // A second name for the old file, so a failed open of the new one can be undone: the
         // old segment's mapping and fd must keep pointing at the file named `path`.
-        let keep_old = tmp_dir.join(format!("{}.old", crate::segment::segment_file_name(id)));
+        let keep_old = self
+            .dir
+            .compact_dir()
+            .join(format!("{}.old", crate::segment::segment_file_name(id)));
         let data_dir = self.dir.path().to_path_buf();
-        let not_synced = match commit(&tmp_path, &path, &keep_old, &data_dir, sync_dir) {
+        let not_synced = match commit(tmp_path, &path, &keep_old, &data_dir, sync_dir) {
             Ok(()) => None,
             Err(CommitError::NotDone(e)) => {
-                let _ = fs::remove_file(&tmp_path);
+                let _ = fs::remove_file(tmp_path);
                 return Err(StorageError::io(&path, e).into());
             }
             Err(CommitError::NotSynced(e)) => {
@@ -290,15 +350,28 @@ impl<S: Segment> Store<S> {
             }
         };
         let _ = fs::remove_file(&keep_old);
-        let far = match self.spokes.get_mut(&id) {
+        match self.spokes.get_mut(&id) {
             Some(s) => {
                 let old = std::mem::replace(&mut s.seg, new);
                 drop(old);
-                s.records = keep.len() as u64;
-                !s.loaded
+                Ok(Some(not_synced))
             }
-            None => return not_synced.map_or(Ok(false), |e| Err(CompactError::NotDurable(e))),
-        };
+            None => match not_synced {
+                Some(e) => Err(CompactError::NotDurable(e)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// After compacting spoke `id`: resident jobs whose records moved go to `moved_jobs` (the
+    /// scheduler updates them), far ones get new id index entries.
+    fn remap(
+        &mut self,
+        id: SpokeId,
+        moved: Vec<(u64, RecordOffset, RecordOffset)>,
+        resident: Residency<'_>,
+        moved_jobs: &mut Vec<Moved>,
+    ) {
         for (job, from, to) in moved {
             let (from, to) = (
                 JobLocation {
@@ -323,14 +396,8 @@ impl<S: Segment> Store<S> {
                 }
             }
         }
-        if far {
+        if self.spokes.get(&id).is_some_and(|s| !s.loaded) {
             self.touch_far(id);
-        }
-        self.work.segments_compacted += 1;
-        tracing::info!(spoke = ?id, before = used, after = live_bytes + FILE_HEADER_LEN, "compacted segment");
-        match not_synced {
-            Some(e) => Err(CompactError::NotDurable(e)),
-            None => Ok(true),
         }
     }
 }

@@ -35,7 +35,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::compact::COMPACT_MIN_BYTES;
 use super::spoke::Spoke;
 use super::{ID_BLOCK, Result, Store, StoreError};
 use crate::segment::format::FILE_HEADER_LEN;
@@ -52,6 +51,24 @@ pub struct Recovery {
     pub resident: Vec<(SpokeId, Vec<RecordOffset>)>,
     /// Every spoke recovery opened, for [`Store::finish_open`].
     order: Vec<SpokeId>,
+}
+
+impl Recovery {
+    /// Groups `resident` (index into `order`, offset; sorted) by spoke.
+    fn of(order: Vec<SpokeId>, resident: Vec<(u32, RecordOffset)>) -> Self {
+        let mut out: Vec<(SpokeId, Vec<RecordOffset>)> = Vec::new();
+        for (idx, offset) in resident {
+            let sid = order[idx as usize];
+            match out.last_mut() {
+                Some((last, offsets)) if *last == sid => offsets.push(offset),
+                _ => out.push((sid, vec![offset])),
+            }
+        }
+        Recovery {
+            resident: out,
+            order,
+        }
+    }
 }
 
 /// How [`open_index`] found the id index.
@@ -233,6 +250,19 @@ struct Seen {
     state: JobState,
 }
 
+/// What the scan of every segment found.
+#[derive(Default)]
+struct Scanned {
+    /// Every spoke opened, in the order met; `Seen::spoke` indexes it.
+    order: Vec<SpokeId>,
+    /// The records that may be a job's current one (not `Moved`), scanned spokes only.
+    seen: Vec<Seen>,
+    /// The tube names met; `Seen::tube` indexes it.
+    tube_names: Vec<Vec<u8>>,
+    /// The highest id of any record scanned.
+    found_id: u64,
+}
+
 impl<S: Segment> Store<S> {
     /// Recovery never holds a full record per job: one scan of every segment keeps 32 bytes
     /// per record, enough to pick each id's winner and to count far delayed jobs per spoke and
@@ -245,7 +275,6 @@ impl<S: Segment> Store<S> {
             summary_next_id,
             ..
         } = found;
-        let mut skip: HashMap<SpokeId, Arc<SpokeSummary>> = HashMap::new();
         let high = if S::FILE_BACKED {
             self.index.high_water()?
         } else {
@@ -259,6 +288,7 @@ impl<S: Segment> Store<S> {
             0
         };
         let mut max_id = block_end.max(summary_next_id.saturating_sub(1));
+        let mut skip: HashMap<SpokeId, Arc<SpokeSummary>> = HashMap::new();
         if let Some(t) = trusted {
             let s = t.summary;
             // The reservation covers every id issued since the summary (a clean one's is
@@ -271,59 +301,51 @@ impl<S: Segment> Store<S> {
                 .map(|p| (p.spoke, p))
                 .collect();
         }
-        // The highest id of any record scanned.
-        let mut found_id = 0;
-        let (mut scanned, mut summarised) = (0u64, 0u64);
-        let mut order: Vec<SpokeId> = Vec::new();
-        let mut seen: Vec<Seen> = Vec::new();
-        let mut tube_names: Vec<Vec<u8>> = Vec::new();
+        let scanned = self.scan_segments(skip)?;
+        max_id = max_id.max(scanned.found_id);
+        if index_rebuilt && scanned.found_id > 0 {
+            // The index entries past the highest id found are lost: as past any high-water
+            // mark, ids may have been issued up to a block beyond it.
+            max_id = max_id.max(scanned.found_id.saturating_add(ID_BLOCK - 1));
+        }
+        self.next_id = self.next_id.max(max_id.saturating_add(1));
+        let Scanned {
+            order,
+            seen,
+            tube_names,
+            ..
+        } = scanned;
+        let resident = self.pick_winners(&order, seen, &tube_names);
+        Ok(Recovery::of(order, resident))
+    }
+
+    /// Opens every segment: a far one the summary vouches for (in `skip`, unchanged since)
+    /// with its figures, every other scanned once.
+    fn scan_segments(&mut self, mut skip: HashMap<SpokeId, Arc<SpokeSummary>>) -> Result<Scanned> {
+        let mut out = Scanned::default();
         let mut tube_idx: HashMap<Vec<u8>, u32> = HashMap::new();
+        let (mut scanned, mut summarised) = (0u64, 0u64);
         for (listed, path) in self.dir.segments()? {
             // A segment the summary vouches for is opened at the size it states.
             let sized = skip
                 .get(&listed)
                 .filter(|_| listed.start >= self.horizon_end)
                 .map(|p| p.byte_size);
-            let opened = match sized {
-                Some(size) => S::open_sized(&path, size).and_then(|s| {
-                    // A file under another spoke's name: open it as any other.
-                    if s.spoke() == listed {
-                        Ok(s)
-                    } else {
-                        S::open(&path)
-                    }
-                }),
-                None => S::open(&path),
-            };
-            let mut seg = match opened {
-                Ok(s) => s,
-                Err(e @ StorageError::Corrupted { .. }) => {
-                    if never_written(&path) {
-                        // A create cut short (crash, power cut or disk full): no record of it
-                        // was ever synced, and left in place it would make every create of its
-                        // spoke fail.
-                        std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-                        self.dir_dirty = true;
-                        continue;
-                    }
-                    // A file whose header is unreadable is left alone for yaad-dump.
-                    self.note_corrupt(&e);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some(mut seg) = self.open_segment(listed, &path, sized)? else {
+                continue;
             };
             let sid = seg.spoke();
             if self.spokes.contains_key(&sid) {
                 continue;
             }
-            let idx = u32::try_from(order.len())
+            let idx = u32::try_from(out.order.len())
                 .map_err(|_| StoreError::Internal("more than 2^32 segments".into()))?;
+            out.order.push(sid);
             if sid.start >= self.horizon_end
                 && let Some(p) = skip.remove(&sid)
                 && p.byte_size == seg.byte_size()
             {
                 self.add_summarised(seg, &p);
-                order.push(sid);
                 summarised += 1;
                 continue;
             }
@@ -340,21 +362,21 @@ impl<S: Segment> Store<S> {
                         continue;
                     }
                 };
-                found_id = found_id.max(m.id);
+                out.found_id = out.found_id.max(m.id);
                 if m.slot.state == JobState::Moved {
                     continue;
                 }
                 let tube = match tube_idx.get(&m.tube) {
                     Some(&t) => t,
                     None => {
-                        let t = u32::try_from(tube_names.len())
+                        let t = u32::try_from(out.tube_names.len())
                             .map_err(|_| StoreError::Internal("more than 2^32 tubes".into()))?;
-                        tube_names.push(m.tube.clone());
+                        out.tube_names.push(m.tube.clone());
                         tube_idx.insert(m.tube, t);
                         t
                     }
                 };
-                seen.push(Seen {
+                out.seen.push(Seen {
                     id: m.id,
                     offset: m.offset,
                     version: m.slot.version,
@@ -365,20 +387,11 @@ impl<S: Segment> Store<S> {
             }
             // Closing only releases memory; if it fails the segment stays open.
             let _ = seg.close();
-            order.push(sid);
             let loaded = sid.start < self.horizon_end;
             let mut spoke = Spoke::new(seg, loaded);
             spoke.records = records;
             self.spokes.insert(sid, spoke);
         }
-        drop(tube_idx);
-        max_id = max_id.max(found_id);
-        if index_rebuilt && found_id > 0 {
-            // The index entries past the highest id found are lost: as past any high-water
-            // mark, ids may have been issued up to a block beyond it.
-            max_id = max_id.max(found_id.saturating_add(ID_BLOCK - 1));
-        }
-        self.next_id = self.next_id.max(max_id.saturating_add(1));
         if scanned + summarised > 0 {
             tracing::info!(
                 segments_scanned = scanned,
@@ -386,8 +399,58 @@ impl<S: Segment> Store<S> {
                 "segments opened"
             );
         }
+        Ok(out)
+    }
 
-        // Per id, the highest version wins; a Deleted winner drops the job.
+    /// Opens the segment file at `path`, named for spoke `listed`; at `sized` bytes when a
+    /// summary states its size. `None`: skipped (a create cut short is removed, a file whose
+    /// header is unreadable is left alone for yaad-dump).
+    fn open_segment(
+        &mut self,
+        listed: SpokeId,
+        path: &std::path::Path,
+        sized: Option<u64>,
+    ) -> Result<Option<S>> {
+        let opened = match sized {
+            Some(size) => S::open_sized(path, size).and_then(|s| {
+                // A file under another spoke's name: open it as any other.
+                if s.spoke() == listed {
+                    Ok(s)
+                } else {
+                    S::open(path)
+                }
+            }),
+            None => S::open(path),
+        };
+        match opened {
+            Ok(s) => Ok(Some(s)),
+            Err(e @ StorageError::Corrupted { .. }) => {
+                if never_written(path) {
+                    // A create cut short (crash, power cut or disk full): no record of it was
+                    // ever synced, and left in place it would make every create of its spoke
+                    // fail.
+                    std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+                    self.dir_dirty = true;
+                } else {
+                    self.note_corrupt(&e);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Per id, the highest version wins; a `Deleted` winner drops the job, and live losers
+    /// (a move whose `Moved` mark was lost) are marked once the winner is durable. Counts
+    /// the live records of each spoke, counts and indexes far delayed winners, and returns
+    /// the winners that must be resident, as (index into `order`, offset), sorted. `seen` is
+    /// consumed: it is the largest allocation of a start-up (32 bytes per record).
+    fn pick_winners(
+        &mut self,
+        order: &[SpokeId],
+        mut seen: Vec<Seen>,
+        tube_names: &[Vec<u8>],
+    ) -> Vec<(u32, RecordOffset)> {
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
         let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
@@ -401,23 +464,10 @@ impl<S: Segment> Store<S> {
             if first {
                 winner = Some(sid);
             } else {
-                if r.state != JobState::Deleted {
-                    // A move whose Moved mark was lost (crash): mark it once the winner's
-                    // segment, which may hold it only in the page cache, is synced.
-                    let slot = StateSlot {
-                        version: r.version.saturating_add(1),
-                        state: JobState::Moved,
-                        priority: 0,
-                        counters: Default::default(),
-                    };
-                    if let Some(w) = winner {
-                        self.unflushed.insert(w);
-                        let at = JobLocation {
-                            spoke: sid,
-                            offset: r.offset,
-                        };
-                        self.mark_moved(at, slot, w, false);
-                    }
+                if r.state != JobState::Deleted
+                    && let Some(w) = winner
+                {
+                    self.mark_lost_move(sid, r, w);
                 }
                 continue;
             }
@@ -448,25 +498,26 @@ impl<S: Segment> Store<S> {
                 self.index_incomplete = true;
             }
         }
-        drop(seen);
         resident.sort_unstable();
-        let mut out = Recovery {
-            resident: Vec::new(),
-            order: Vec::new(),
+        resident
+    }
+
+    /// A loser `r` of spoke `sid` still marked live: a move whose `Moved` mark was lost
+    /// (crash). Marked once the winner's segment `winner`, which may hold it only in the page
+    /// cache, is synced.
+    fn mark_lost_move(&mut self, sid: SpokeId, r: &Seen, winner: SpokeId) {
+        let slot = StateSlot {
+            version: r.version.saturating_add(1),
+            state: JobState::Moved,
+            priority: 0,
+            counters: Default::default(),
         };
-        let mut at = 0;
-        for (idx, &sid) in order.iter().enumerate() {
-            let start = at;
-            while at < resident.len() && resident[at].0 as usize == idx {
-                at += 1;
-            }
-            if start < at {
-                let offsets = resident[start..at].iter().map(|&(_, o)| o).collect();
-                out.resident.push((sid, offsets));
-            }
-        }
-        out.order = order;
-        Ok(out)
+        self.unflushed.insert(winner);
+        let at = JobLocation {
+            spoke: sid,
+            offset: r.offset,
+        };
+        self.mark_moved(at, slot, winner, false);
     }
 
     /// The records at `offsets` (ascending) of spoke `sid`, from a [`Recovery`]: the
@@ -502,18 +553,15 @@ impl<S: Segment> Store<S> {
             };
             if s.live == 0 {
                 self.retire_spoke(sid);
-            } else {
-                if S::FILE_BACKED
-                    && s.live * 2 < s.records
-                    && s.seg.byte_size() >= COMPACT_MIN_BYTES
-                {
-                    self.compact_due.insert(sid);
-                }
-                if s.loaded {
-                    continue;
-                }
+                continue;
+            }
+            if !s.loaded {
                 // Closing only releases memory; if it fails the segment stays open.
                 let _ = s.seg.close();
+            }
+            if self.mostly_dead(sid) {
+                // At the next call, loaded or not: a restart is the time to reclaim the space.
+                self.compact_due.insert(sid);
             }
         }
     }

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::compact::COMPACT_MIN_BYTES;
 use super::{Result, Store, SyncFile};
 use crate::segment::{
     JobLocation, JobState, Micros, Record, RecordMeta, Segment, SpokeId, StateSlot, StorageError,
@@ -168,11 +167,7 @@ impl<S: Segment> Store<S> {
             return;
         };
         s.live = s.live.saturating_sub(1);
-        if s.live > 0
-            && S::FILE_BACKED
-            && s.live * 2 < s.records
-            && s.seg.byte_size() >= COMPACT_MIN_BYTES
-        {
+        if s.live > 0 && self.mostly_dead(id) {
             self.queue_compaction(id);
         }
         self.maybe_retire(id);
