@@ -18,8 +18,9 @@ fn flush_leaves_idle_far_segments_closed() {
     let mut hub: Hub<LazySegment> = Hub::open(HubConfig::new(tmp.path()), now).unwrap();
     let c = hub.connect();
     for i in 0..SPOKES {
-        // One job per far spoke (1 s spans, far beyond the near window).
-        hub.put(c, 0, 3600 + i as u32, 60, b"job", now).unwrap();
+        // One job per far spoke (three days apart: a spoke each, whatever its span).
+        hub.put(c, 0, (i as u32 + 1) * 3 * 86_400, 60, b"job", now)
+            .unwrap();
     }
     hub.flush().unwrap();
     assert_eq!(hub.stats(now).spokes, SPOKES);

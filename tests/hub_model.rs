@@ -634,8 +634,9 @@ fn pri() -> impl Strategy<Value = u32> {
 }
 
 fn delay() -> impl Strategy<Value = u32> {
-    // 0 and near (within the loaded spokes) and far (beyond them).
-    prop_oneof![3 => Just(0u32), 3 => 1..4u32, 2 => 5..30u32]
+    // 0 and near (within the loaded spokes) and far (beyond them), some far enough to go to
+    // wider spokes that are split as they come nearer.
+    prop_oneof![3 => Just(0u32), 3 => 1..4u32, 2 => 5..30u32, 1 => 30..20_000u32]
 }
 
 fn span() -> impl Strategy<Value = u64> {
@@ -671,8 +672,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => conn.clone().prop_map(|conn| Op::PeekDelayed { conn }),
         1 => conn.clone().prop_map(|conn| Op::PeekBuried { conn }),
         1 => pick.prop_map(|pick| Op::StatsJob { pick }),
-        3 => prop_oneof![0..2_000_000u64, Just(SECOND), 5 * SECOND..40 * SECOND]
-            .prop_map(|dt| Op::Advance { dt }),
+        3 => prop_oneof![
+            4 => 0..2_000_000u64,
+            4 => Just(SECOND),
+            4 => 5 * SECOND..40 * SECOND,
+            1 => 60 * SECOND..3_600 * SECOND
+        ]
+        .prop_map(|dt| Op::Advance { dt }),
         3 => any::<bool>().prop_map(|before| Op::AdvanceToEvent { before }),
         1 => (span(), prop_oneof![Just(Restart::Clean), Just(Restart::Kill), Just(Restart::KillNoSummary)])
             .prop_map(|(span, how)| Op::Reopen { span, how }),

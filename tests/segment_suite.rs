@@ -68,6 +68,44 @@ fn three<S: Segment>(dir: &Path) -> Vec<u64> {
     offs
 }
 
+/// A scan in bounded steps (`scan_from`) sees the records a whole scan sees, in order.
+fn scan_in_steps<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    for id in 1..=50u64 {
+        let body = body_of(id, (id as usize * 37) % 700);
+        s.append(&new_rec(id, b"default", &body)).unwrap();
+    }
+    s.flush().unwrap();
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    let whole: Vec<u64> = s
+        .scan()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(whole, (1..=50).collect::<Vec<u64>>());
+    for step in [1, 3, 7, 50, 64] {
+        let mut got = Vec::new();
+        let mut from = 0;
+        loop {
+            let (metas, next) = s.scan_from(from, step).unwrap();
+            assert!(metas.len() <= step);
+            got.extend(metas.into_iter().flatten().map(|m| m.id));
+            match next {
+                Some(n) => {
+                    assert!(n > from, "no progress at {from}");
+                    from = n;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(got, whole, "steps of {step}");
+    }
+}
+
 fn flip(path: &Path, at: u64) {
     let mut b = fs::read(path).unwrap();
     b[at as usize] ^= 0x04;
@@ -478,6 +516,10 @@ macro_rules! segment_suite {
             #[test]
             fn bad_input_is_refused() {
                 super::bad_input_is_refused::<$ty>();
+            }
+            #[test]
+            fn scan_in_steps() {
+                super::scan_in_steps::<$ty>();
             }
         }
     };

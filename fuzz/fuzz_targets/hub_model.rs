@@ -110,6 +110,8 @@ enum Delay {
     /// Beyond them.
     Far(u8),
     Hour,
+    /// Hours to days: wide spokes, split as they come nearer.
+    Days(u16),
 }
 
 impl Delay {
@@ -119,6 +121,7 @@ impl Delay {
             Delay::Near(d) => 1 + u32::from(d % 3),
             Delay::Far(d) => 4 + u32::from(d % 60),
             Delay::Hour => 3600,
+            Delay::Days(d) => 60 + u32::from(d) * 7,
         }
     }
 }

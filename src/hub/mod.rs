@@ -583,6 +583,10 @@ impl<S: Segment> Hub<S> {
                 }
             }
         }
+        let jobs = &self.jobs;
+        for (id, m) in self.store.split_step(|i| jobs.contains_key(&i)) {
+            self.make_resident(id, m);
+        }
         self.settle();
     }
 

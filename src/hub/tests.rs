@@ -53,7 +53,12 @@ fn far_jobs<S: Segment>(persist: bool) {
         hub.stats_tube("default", T0).unwrap().current_jobs_delayed,
         200
     );
-    assert_eq!(hub.store.spokes.len(), 5);
+    // Spans grow with distance: an hour out, the five trigger seconds share a wider spoke.
+    let placed: BTreeSet<SpokeId> = (0..5)
+        .map(|d| crate::store::place(T0 + (3_600 + d) * SECOND, T0, SECOND))
+        .collect();
+    assert!(placed.len() < 5);
+    assert_eq!(hub.store.spokes.len(), placed.len());
     assert!(hub.store.open_far.len() <= MAX_OPEN_FAR_SPOKES);
 
     // Lookups by id go through the index, still without making the job resident.
@@ -582,8 +587,9 @@ fn at_most_max_open_far_spokes_stay_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
     let c = hub.connect();
+    // Three days apart: one spoke each, whatever their spans.
     for d in 0..100u32 {
-        hub.put(c, 0, 100 + d, 5, b"x", T0).unwrap();
+        hub.put(c, 0, (d + 1) * 3 * 86_400, 5, b"x", T0).unwrap();
     }
     assert_eq!(hub.store.spokes.len(), 100);
     assert_eq!(hub.store.open_far.len(), MAX_OPEN_FAR_SPOKES);
@@ -1022,4 +1028,61 @@ fn a_job_carries_the_number_of_the_change_that_last_linked_it() {
     assert_eq!(hub.job_change(far), 4, "not resident: the latest change");
     hub.tick(T0 + 10 * SECOND);
     assert_eq!(hub.job_change(id), 4);
+}
+
+/// Jobs spread over days go to wide spokes (a few, not one per second), which are split into
+/// finer ones as they come nearer; every job is still handed out at its trigger time, in
+/// trigger order, never early, and the wide spokes retire once split.
+fn far_horizon<S: Segment>(persist: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), persist), T0).unwrap();
+    let c = hub.connect();
+    let mut due: Vec<(Micros, u64)> = Vec::new();
+    let mut x = 12_345u64;
+    for _ in 0..3_000 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let delay = 60 + (x >> 33) % (3 * 86_400);
+        let id = hub.put(c, 0, delay as u32, 60, b"far", T0).unwrap();
+        due.push((T0 + delay * SECOND, id));
+    }
+    due.sort();
+    let spokes = hub.stats(T0).spokes;
+    assert!(spokes < 200, "{spokes} spokes for 3,000 jobs over 3 days");
+    let mut now = T0;
+    let mut got = Vec::new();
+    let mut most = spokes;
+    while got.len() < due.len() {
+        let next = hub.next_deadline().expect("jobs left, so a deadline");
+        assert!(next > now);
+        now = next;
+        hub.tick(now);
+        let batch = hub.take_sync_batch();
+        batch.sync().unwrap();
+        hub.synced(batch.epoch);
+        most = most.max(hub.stats(now).spokes);
+        while let ReserveOutcome::Reserved(v) = hub.reserve(c, Some(now), now) {
+            let (at, id) = due[got.len()];
+            assert_eq!(v.id, id, "trigger order");
+            assert!(at <= now, "job {id} early");
+            got.push(id);
+            hub.delete(c, id, now).unwrap();
+        }
+    }
+    assert!(hub.work().spokes_split > 0, "nothing was split");
+    assert!(most < 400, "{most} spokes at most");
+}
+
+#[test]
+fn far_horizon_mem() {
+    far_horizon::<MemSegment>(false);
+}
+
+#[test]
+fn far_horizon_mapped() {
+    far_horizon::<MappedSegment>(true);
+}
+
+#[test]
+fn far_horizon_lazy() {
+    far_horizon::<LazySegment>(true);
 }

@@ -949,6 +949,27 @@ pub fn scan_meta(bytes: &[u8], file: &Path) -> (Vec<Result<RecordMeta, StorageEr
     (metas, it.end())
 }
 
+/// Up to `max` records of a whole file image, from `from` (where a record starts, as returned
+/// by an earlier call; 0: the first record), and where the next call continues (`None`: no
+/// record is left). For scans in bounded steps.
+pub fn scan_meta_from(
+    bytes: &[u8],
+    file: &Path,
+    from: u64,
+    max: usize,
+) -> (Vec<Result<RecordMeta, StorageError>>, Option<u64>) {
+    let mut it = scan_records(bytes, file);
+    it.pos = it.pos.max(from);
+    it.end = it.pos;
+    let metas: Vec<_> = it
+        .by_ref()
+        .take(max)
+        .map(|r| r.map(|v| v.to_meta()))
+        .collect();
+    let next = (!it.done && metas.len() == max).then_some(it.pos);
+    (metas, next)
+}
+
 /// Reads and verifies the record at `offset` of a whole file image.
 pub fn read_record(
     bytes: &[u8],

@@ -10,7 +10,7 @@ use zerocopy::IntoBytes;
 
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, align_up, append_end_from, check_new_record,
-    encode_record, invalid_input, plan_update, read_record, record_at, scan_meta,
+    encode_record, invalid_input, plan_update, read_record, record_at, scan_meta, scan_meta_from,
 };
 use super::fsio;
 use super::mapped::{create_file, open_rw, read_file_header, used};
@@ -237,6 +237,17 @@ impl Segment for LazySegment {
         let path = self.path.clone();
         let map = self.mapping()?;
         Ok(scan_meta(used(map, end), &path).0)
+    }
+
+    fn scan_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        Ok(scan_meta_from(used(map, end), &path, from, max))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -11,7 +11,7 @@ use zerocopy::IntoBytes;
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, decode_file_header,
     encode_file_header, encode_record_into, file_header_error, header_version, invalid_input,
-    plan_update, read_record, record_at, record_len, scan_meta, segment_file_name,
+    plan_update, read_record, record_at, record_len, scan_meta, scan_meta_from, segment_file_name,
 };
 use super::fsio;
 use super::lazy::nonzero_end;
@@ -254,6 +254,19 @@ impl Segment for MappedSegment {
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
         Ok(scan_meta(used(&self.map, self.end), &self.path).0)
+    }
+
+    fn scan_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
+        Ok(scan_meta_from(
+            used(&self.map, self.end),
+            &self.path,
+            from,
+            max,
+        ))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -9,7 +9,7 @@ use zerocopy::IntoBytes;
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, header_version, invalid_input, plan_update, read_record,
-    record_at, record_len, scan_meta, segment_file_name,
+    record_at, record_len, scan_meta, scan_meta_from, segment_file_name,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -161,6 +161,14 @@ impl Segment for MemSegment {
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
         Ok(scan_meta(&self.buf, &self.path).0)
+    }
+
+    fn scan_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
+        Ok(scan_meta_from(&self.buf, &self.path, from, max))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -254,6 +254,28 @@ pub trait Segment: Sized {
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()>;
     /// Every record in append order, one `Result` per record; corrupt ones are `Err` and skipped.
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>>;
+    /// Up to `max` records from `from` (a position returned by an earlier call; 0: the first
+    /// record) in append order, and where to continue (`None`: the end), for scans in bounded
+    /// steps. The default scans everything and keeps what lies at or after `from`.
+    fn scan_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
+        let at = |r: &Result<RecordMeta>| match r {
+            Ok(m) => m.offset,
+            Err(StorageError::Corrupted { offset, .. }) => *offset,
+            Err(_) => u64::MAX,
+        };
+        let mut rest: Vec<Result<RecordMeta>> =
+            self.scan()?.into_iter().filter(|r| at(r) >= from).collect();
+        if rest.len() <= max {
+            return Ok((rest, None));
+        }
+        let tail = rest.split_off(max);
+        let next = tail.first().map(at);
+        Ok((rest, next))
+    }
     /// Makes every change so far durable on the device (mem: writes the segment file).
     fn flush(&mut self) -> Result<()>;
     /// Bytes used by records so far (the high-water mark, including the file header).

@@ -202,7 +202,11 @@ impl<S: Segment> Store<S> {
         moved_jobs: &mut Vec<Moved>,
         sync_dir: SyncDir<'_>,
     ) -> Result<bool, CompactError> {
-        if !S::FILE_BACKED || self.has_pending_move(id) {
+        // A spoke being split is scanned by offset across calls: its records must stay put.
+        if !S::FILE_BACKED
+            || self.has_pending_move(id)
+            || self.splitting.is_some_and(|s| s.spoke == id)
+        {
             return Ok(false);
         }
         let Some((used, keep, live_bytes)) = self.live_records(id, resident)? else {

@@ -20,6 +20,7 @@
 mod checkpoint;
 mod compact;
 mod recovery;
+mod split;
 mod spoke;
 mod sync;
 
@@ -34,10 +35,12 @@ use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
 pub use recovery::Recovery;
+use split::Split;
+pub use split::{SPAN_FACTOR, SPAN_LEVELS, SPLIT_STEP, place};
 use spoke::Spoke;
 pub use spoke::spoke_for;
 pub use spoke::{DelayedJob, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
-use sync::PendingMove;
+use sync::Moves;
 pub use sync::{SyncBatch, SyncFile};
 
 /// Default spoke span: 1 s, chosen by measurement (`tests/span_bench.rs`, NOTES.md "Hub").
@@ -101,6 +104,8 @@ pub struct StoreWork {
     pub spokes_retired: u64,
     /// Segments rewritten by compaction.
     pub segments_compacted: u64,
+    /// Wide spokes whose records were all moved to finer ones (see `split`).
+    pub spokes_split: u64,
     /// Syncs of the id index by a put whose id was past the durable reservation (see
     /// [`crate::segment::DurableIds`]): the puts outran the sync batches, or none are made.
     pub id_index_syncs: u64,
@@ -148,6 +153,10 @@ pub struct Store<S: Segment> {
     /// retired; the next search corrects it), never late: lowered when a far spoke is created.
     far_start: Micros,
     pub(crate) spokes: BTreeMap<SpokeId, Spoke<S>>,
+    /// Far spokes wider than the base span by the time they are to be split (see `split`).
+    splits: BTreeSet<(Micros, SpokeId)>,
+    /// The split under way, if any.
+    splitting: Option<Split>,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
     far_by_tube: HashMap<Arc<str>, u64>,
     /// Loaded spokes with no live job, retired once entirely past.
@@ -190,12 +199,11 @@ pub struct Store<S: Segment> {
     pub(crate) retired_unsynced: Vec<SyncFile>,
     /// The sync batch being filled: changes made now are in the batch of this number.
     epoch: u64,
-    /// `Moved` marks waiting for the record that replaces theirs to be durable.
-    pending_moves: Vec<PendingMove>,
-    /// `Moved` marks written into the batch of the given epoch, not durable yet: the spoke
-    /// holding the replacing record is neither retired nor compacted before they are (else a
-    /// power cut could keep the old record live and lose the new one's file).
-    marks_in_flight: Vec<(SpokeId, u64)>,
+    /// `Moved` marks waiting for the record that replaces theirs to be durable, and those
+    /// written but not durable yet: the spoke holding the replacing record is neither retired
+    /// nor compacted before they are (else a power cut could keep the old record live and
+    /// lose the new one's file).
+    moves: Moves,
 }
 
 impl<S: Segment> Store<S> {
@@ -231,6 +239,8 @@ impl<S: Segment> Store<S> {
             // Recovery adds spokes: the first advance searches.
             far_start: 0,
             spokes: BTreeMap::new(),
+            splits: BTreeSet::new(),
+            splitting: None,
             far_by_tube: HashMap::new(),
             retire: BTreeSet::new(),
             added_deadline: 0,
@@ -250,8 +260,7 @@ impl<S: Segment> Store<S> {
             work: StoreWork::default(),
             retired_unsynced: Vec::new(),
             epoch: 1,
-            pending_moves: Vec::new(),
-            marks_in_flight: Vec::new(),
+            moves: Moves::default(),
         };
         if S::FILE_BACKED && !clean {
             // After a crash the segments may hold changes acknowledged before it that only
@@ -448,7 +457,8 @@ impl<S: Segment> Store<S> {
     }
 
     /// The earliest instant at which the store has something to do at [`Store::set_now`]: a
-    /// spoke to retire, or a far spoke to load ([`Store::loads_due`]).
+    /// spoke to retire, a far spoke to load ([`Store::loads_due`]) or to split
+    /// ([`Store::split_step`]).
     pub fn next_deadline(&self) -> Option<Micros> {
         let horizon = NEAR_SPOKES.saturating_mul(self.span);
         let far_load = self
@@ -462,7 +472,10 @@ impl<S: Segment> Store<S> {
             .next()
             .map(|(id, _)| id.start.saturating_sub(horizon).saturating_add(1));
         let retire = self.retire.iter().map(|&id| spoke::end(id)).min();
-        retire.into_iter().chain(far_load).min()
+        [retire, far_load, self.next_split()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest deadline added since the last call (`Micros::MAX`: none), and forgets it.
@@ -498,19 +511,20 @@ impl<S: Segment> Store<S> {
         self.spokes.get(&id).is_some_and(|s| s.loaded)
     }
 
-    /// Appends a record to the spoke of its trigger time (created if needed).
+    /// Appends a record to the spoke its trigger time is placed in now (created if needed).
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<JobLocation> {
-        let id = spoke_for(rec.trigger_at, self.span);
+        let id = place(rec.trigger_at, self.now, self.span);
         self.note_change(Some(id))?;
         if !self.spokes.contains_key(&id) {
             let seg = S::create(self.dir.path(), id)?;
             self.work.spokes_created += 1;
             self.dir_dirty = true;
             let loaded = id.start < self.horizon_end;
+            self.spokes.insert(id, Spoke::new(seg, loaded));
             if !loaded {
                 self.far_start = self.far_start.min(id.start);
+                self.note_wide(id);
             }
-            self.spokes.insert(id, Spoke::new(seg, loaded));
             // A far spoke's load time (or its retirement) may come before anything else.
             self.note_deadline(0);
         }

@@ -391,6 +391,9 @@ impl<S: Segment> Store<S> {
             let mut spoke = Spoke::new(seg, loaded);
             spoke.records = records;
             self.spokes.insert(sid, spoke);
+            if !loaded {
+                self.note_wide(sid);
+            }
         }
         if scanned + summarised > 0 {
             tracing::info!(
@@ -601,6 +604,7 @@ impl<S: Segment> Store<S> {
         spoke.live = p.live;
         spoke.records = p.records;
         self.spokes.insert(p.spoke, spoke);
+        self.note_wide(p.spoke);
         for (tube, n) in &p.delayed {
             self.count_far(p.spoke, tube, i64::try_from(*n).unwrap_or(i64::MAX));
         }

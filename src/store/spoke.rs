@@ -212,6 +212,7 @@ impl<S: Segment> Store<S> {
         let unsynced = self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         self.uncount_far(id);
+        self.forget_wide(id);
         if let Some(s) = self.spokes.remove(&id) {
             if let Err(e) = self.note_change(Some(id)) {
                 // Nothing else can be written either: the files stay as the summary says.
@@ -434,6 +435,7 @@ impl<S: Segment> Store<S> {
             tracing::warn!(spoke = ?id, "change journal: {e}");
         }
         self.uncount_far(id);
+        self.forget_wide(id);
         self.open_far.retain(|&x| x != id);
         let Some(s) = self.spokes.get_mut(&id) else {
             return Vec::new();

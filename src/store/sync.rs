@@ -7,7 +7,7 @@
 //! only once the batch holding its new record is durable ([`PendingMove`]), and the spoke of
 //! the new record is neither retired nor compacted until the mark is durable too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -81,6 +81,81 @@ pub(super) struct PendingMove {
     counted: bool,
 }
 
+/// The `Moved` marks not written yet and those written but not durable, indexed so that the
+/// checks made per record (spoke load, recovery, splits) and per spoke (retire, compaction)
+/// do not walk them all.
+#[derive(Default)]
+pub(super) struct Moves {
+    /// In epoch order.
+    pending: Vec<PendingMove>,
+    /// Marks written into the batch of the given epoch, not durable yet, by their `to`.
+    in_flight: Vec<(SpokeId, u64)>,
+    /// The records of `pending`.
+    at: HashSet<(SpokeId, RecordOffset)>,
+    /// Per spoke: entries of `pending` whose record is in it or whose `to` it is, and entries
+    /// of `in_flight` to it.
+    touching: HashMap<SpokeId, usize>,
+}
+
+impl Moves {
+    fn touch(&mut self, spoke: SpokeId, add: bool) {
+        let n = self.touching.entry(spoke).or_insert(0);
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.touching.remove(&spoke);
+            }
+        }
+    }
+
+    fn push(&mut self, p: PendingMove) {
+        self.at.insert((p.spoke, p.offset));
+        self.touch(p.spoke, true);
+        self.touch(p.to, true);
+        self.pending.push(p);
+    }
+
+    /// The pending marks whose replacement is in batch `epoch` or earlier.
+    fn take_due(&mut self, epoch: u64) -> Vec<PendingMove> {
+        let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.epoch <= epoch);
+        self.pending = wait;
+        for p in &due {
+            self.at.remove(&(p.spoke, p.offset));
+            self.touch(p.spoke, false);
+            self.touch(p.to, false);
+        }
+        due
+    }
+
+    fn written(&mut self, to: SpokeId, epoch: u64) {
+        self.in_flight.push((to, epoch));
+        self.touch(to, true);
+    }
+
+    /// The `to` spokes of the marks made durable by batch `epoch`.
+    fn take_durable(&mut self, epoch: u64) -> Vec<SpokeId> {
+        let mut durable = Vec::new();
+        self.in_flight.retain(|&(to, e)| {
+            if e <= epoch {
+                durable.push(to);
+            }
+            e > epoch
+        });
+        for &to in &durable {
+            self.touch(to, false);
+        }
+        durable
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.is_empty()
+    }
+}
+
 impl<S: Segment> Store<S> {
     /// Takes what must be synced to make every change so far durable, without syncing it:
     /// the caller syncs the batch *outside* the hub's lock (group commit: changes made while
@@ -122,22 +197,11 @@ impl<S: Segment> Store<S> {
     /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
     pub fn synced(&mut self, epoch: u64) {
         self.ids_durable.synced(epoch);
-        if self.pending_moves.is_empty() && self.marks_in_flight.is_empty() {
+        if self.moves.is_empty() {
             return;
         }
-        let mut durable = Vec::new();
-        self.marks_in_flight.retain(|&(to, e)| {
-            if e <= epoch {
-                durable.push(to);
-            }
-            e > epoch
-        });
-        let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) =
-            std::mem::take(&mut self.pending_moves)
-                .into_iter()
-                .partition(|p| p.epoch <= epoch);
-        self.pending_moves = wait;
-        for p in due {
+        let durable = self.moves.take_durable(epoch);
+        for p in self.moves.take_due(epoch) {
             self.write_moved(p);
         }
         for to in durable {
@@ -164,7 +228,7 @@ impl<S: Segment> Store<S> {
             counted,
         };
         if S::FILE_BACKED {
-            self.pending_moves.push(p);
+            self.moves.push(p);
         } else {
             self.write_moved(p);
         }
@@ -184,7 +248,7 @@ impl<S: Segment> Store<S> {
             self.needs_full_scan = true;
         }
         if S::FILE_BACKED {
-            self.marks_in_flight.push((p.to, self.epoch));
+            self.moves.written(p.to, self.epoch);
         }
         if p.counted {
             self.lost_live(p.spoke);
@@ -196,23 +260,18 @@ impl<S: Segment> Store<S> {
 
     /// Whether the record at `offset` of `spoke` waits for its `Moved` mark: it is not the job.
     pub(super) fn is_pending_move(&self, spoke: SpokeId, offset: RecordOffset) -> bool {
-        self.pending_moves
-            .iter()
-            .any(|p| p.spoke == spoke && p.offset == offset)
+        self.moves.at.contains(&(spoke, offset))
     }
 
     /// Whether a `Moved` mark waits to be written into `spoke` (it must not be compacted:
     /// the mark's offset would move) or for a record in it (it must not be retired).
     pub(super) fn has_pending_move(&self, spoke: SpokeId) -> bool {
-        self.pending_moves
-            .iter()
-            .any(|p| p.spoke == spoke || p.to == spoke)
-            || self.marks_in_flight.iter().any(|&(to, _)| to == spoke)
+        self.moves.touching.contains_key(&spoke)
     }
 
     /// The spokes holding the new record of a move whose `Moved` mark is not written yet.
     pub(super) fn pending_move_targets(&self) -> Vec<SpokeId> {
-        self.pending_moves.iter().map(|p| p.to).collect()
+        self.moves.pending.iter().map(|p| p.to).collect()
     }
 
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
@@ -237,7 +296,7 @@ impl<S: Segment> Store<S> {
         let issued = self.next_id.saturating_sub(1);
         self.ids_durable.reset_to(&mut self.index, issued)?;
         self.flush_files()?;
-        if !self.pending_moves.is_empty() || !self.marks_in_flight.is_empty() {
+        if !self.moves.is_empty() {
             // Everything is durable now, the new records of pending moves included: their
             // marks are written, synced, and then durable too.
             self.synced(u64::MAX);

@@ -1,0 +1,270 @@
+//! Spans that grow with distance: the far future costs by jobs, not by seconds.
+//!
+//! A record goes to the widest spoke that is not due to be split yet ([`place`]): spans are
+//! the base span (`--spoke-span`) times [`SPAN_FACTOR`]^k for k up to [`SPAN_LEVELS`] - 1 (with
+//! the 1 s default: 1 s, 1 min, 1 h, 60 h), aligned to their own span, so the buckets of one
+//! level nest in those of the next. A spoke wider than the base span is *split* one span before
+//! it starts (`split_at`): each of its far delayed records is moved, as a delayed release moves
+//! a job, to the spoke [`place`] picks for it then (one level or more finer), and the wide
+//! spoke retires once every record is gone. Jobs spread over days thus take a few hundred
+//! files, and a job is copied at most once per level on its way to the near window, where
+//! every spoke has the base span and loading works as before.
+//!
+//! A split runs in bounded steps ([`SPLIT_STEP`] records at the start of a hub call, the store
+//! asking to be called again at once while one is under way), so the hub lock is never held
+//! for a whole wide spoke. Each moved record is a new record (version + 1) in the finer spoke
+//! plus a `Moved` mark on the old one written once the new one is durable (`PendingMove`):
+//! the same protocol as a release, which the power-loss simulator cuts inside. A split cut
+//! short (crash) is redone at the next start from what recovery finds: records already moved
+//! lose to their copies. Records of resident jobs (kicked or buried far jobs) stay where they
+//! are; a wide spoke reached by the horizon before its split ends (the store was down) is
+//! loaded as any spoke.
+
+use super::spoke::spoke_for;
+use super::{Placed, Result, Store};
+use crate::segment::{
+    JobLocation, JobState, Micros, NewRecord, RecordMeta, RecordOffset, Segment, SpokeId, StateSlot,
+};
+
+/// How much wider each level's spokes are than the level below.
+pub const SPAN_FACTOR: u64 = 60;
+
+/// Levels of spans: base × [`SPAN_FACTOR`]^k for k in `0..SPAN_LEVELS`.
+pub const SPAN_LEVELS: u32 = 4;
+
+/// Records moved per split step (one per hub call): about 0.3 ms of the hub lock.
+pub const SPLIT_STEP: usize = 128;
+
+/// When spoke `id` is split: one span before it starts.
+pub fn split_at(id: SpokeId) -> Micros {
+    id.start.saturating_sub(id.span)
+}
+
+/// The spoke a record triggering at `t` goes to at `now`, with base span `base`: the widest
+/// level whose spoke holding `t` is not due to be split yet.
+pub fn place(t: Micros, now: Micros, base: Micros) -> SpokeId {
+    let base = base.max(1);
+    for k in (1..SPAN_LEVELS).rev() {
+        let span = base.saturating_mul(SPAN_FACTOR.saturating_pow(k));
+        let id = spoke_for(t, span);
+        if split_at(id) > now {
+            return id;
+        }
+    }
+    spoke_for(t, base)
+}
+
+/// A split under way.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Split {
+    pub spoke: SpokeId,
+    /// Where the scan continues.
+    pub next: RecordOffset,
+}
+
+impl<S: Segment> Store<S> {
+    /// Whether spoke `id` (far) is wider than the base span and so will be split.
+    pub(super) fn is_wide(&self, id: SpokeId) -> bool {
+        id.span > self.span
+    }
+
+    /// Remembers far spoke `id` for its split if it is wide.
+    pub(super) fn note_wide(&mut self, id: SpokeId) {
+        if self.is_wide(id) {
+            self.splits.insert((split_at(id), id));
+            self.note_deadline(split_at(id));
+        }
+    }
+
+    /// Spoke `id` is loaded or retired: it is not split.
+    pub(super) fn forget_wide(&mut self, id: SpokeId) {
+        self.splits.remove(&(split_at(id), id));
+        if self.splitting.is_some_and(|s| s.spoke == id) {
+            self.splitting = None;
+        }
+    }
+
+    /// When the next split step is due: now while one is under way, else at the first wide
+    /// spoke's split time.
+    pub(super) fn next_split(&self) -> Option<Micros> {
+        if self.splitting.is_some() {
+            return Some(self.now);
+        }
+        self.splits.first().map(|&(at, _)| at)
+    }
+
+    /// One bounded step of splitting: moves up to [`SPLIT_STEP`] records of the wide spoke
+    /// being split (starting the next one due). Returns the records moved into a loaded spoke
+    /// (the split ran late): the scheduler makes their jobs resident. `is_resident`: whether
+    /// the scheduler holds a job (its record then stays).
+    pub fn split_step(&mut self, is_resident: impl Fn(u64) -> bool) -> Vec<(SpokeId, RecordMeta)> {
+        let mut near = Vec::new();
+        let split = match self.splitting {
+            Some(s) => s,
+            None => match self.splits.first() {
+                Some(&(at, id)) if at <= self.now => {
+                    self.splits.remove(&(at, id));
+                    Split { spoke: id, next: 0 }
+                }
+                _ => return near,
+            },
+        };
+        self.splitting = None;
+        if self.spokes.get(&split.spoke).is_none_or(|s| s.loaded) {
+            return near;
+        }
+        let scanned = self
+            .segment(split.spoke)
+            .and_then(|seg| Ok(seg.scan_from(split.next, SPLIT_STEP)?));
+        let (metas, next) = match scanned {
+            Ok(r) => r,
+            Err(e) => {
+                // Loaded as it is when the horizon reaches it, or split after a restart.
+                tracing::warn!(spoke = ?split.spoke, "cannot split spoke: {e}");
+                return near;
+            }
+        };
+        for m in metas {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    self.note_corrupt(&e);
+                    continue;
+                }
+            };
+            if m.slot.state != JobState::Waiting
+                || is_resident(m.id)
+                || self.is_pending_move(split.spoke, m.offset)
+            {
+                continue;
+            }
+            match self.move_far(split.spoke, &m) {
+                Ok((p, slot)) if p.resident => {
+                    let moved = RecordMeta {
+                        offset: p.loc.offset,
+                        slot,
+                        ..m
+                    };
+                    near.push((p.loc.spoke, moved));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Disk full: try again later, from here.
+                    tracing::warn!(spoke = ?split.spoke, "split paused: {e}");
+                    let retry = self.now.saturating_add(crate::segment::SECOND);
+                    self.splits.insert((retry, split.spoke));
+                    self.note_deadline(retry);
+                    return near;
+                }
+            }
+        }
+        match next {
+            Some(next) => {
+                self.splitting = Some(Split {
+                    spoke: split.spoke,
+                    next,
+                });
+                self.note_deadline(self.now);
+            }
+            None => {
+                self.work.spokes_split += 1;
+                self.maybe_retire(split.spoke);
+            }
+        }
+        near
+    }
+
+    /// Moves far record `m` of wide spoke `from` to the spoke its trigger time is placed in
+    /// now: a new record one version up (its slot returned), indexed and counted there, and
+    /// the old one marked `Moved` once the new one is durable.
+    fn move_far(&mut self, from: SpokeId, m: &RecordMeta) -> Result<(Placed, StateSlot)> {
+        let old = JobLocation {
+            spoke: from,
+            offset: m.offset,
+        };
+        let rec = self.read(old)?;
+        let slot = StateSlot {
+            version: m.slot.version.saturating_add(1),
+            ..m.slot
+        };
+        let new = NewRecord {
+            id: rec.id,
+            trigger_at: rec.trigger_at,
+            created_at: rec.created_at,
+            ttr: rec.ttr,
+            tube: &rec.tube,
+            body: &rec.body,
+            slot,
+        };
+        let moved = StateSlot {
+            state: JobState::Moved,
+            ..slot
+        };
+        // Uncounted first: the mark (at once in mem mode) may retire the wide spoke.
+        self.count_far(from, &rec.tube, -1);
+        match self.relocate(old, &new, moved) {
+            Ok(placed) => Ok((placed, slot)),
+            Err(e) => {
+                self.count_far(from, &rec.tube, 1);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spoke::end;
+    use super::*;
+    use crate::segment::SECOND;
+
+    const T0: Micros = 1_700_000_000 * SECOND;
+
+    #[test]
+    fn near_triggers_get_the_base_span() {
+        for d in [0, 1, 59, 60] {
+            let t = T0 + d * SECOND;
+            assert_eq!(place(t, T0, SECOND).span, SECOND, "delay {d} s");
+        }
+    }
+
+    #[test]
+    fn a_placed_spoke_holds_its_trigger_and_is_not_due_to_split() {
+        let mut spans = std::collections::BTreeSet::new();
+        for d in (0..400 * 86_400u64).step_by(997) {
+            let t = T0 + d * SECOND + 123;
+            let id = place(t, T0, SECOND);
+            assert!(id.start <= t && t < end(id), "delay {d} s: {id:?}");
+            assert!(
+                id.span == SECOND || split_at(id) > T0,
+                "delay {d} s: {id:?}"
+            );
+            spans.insert(id.span);
+        }
+        assert_eq!(spans.len(), SPAN_LEVELS as usize, "{spans:?}");
+    }
+
+    #[test]
+    fn spokes_for_a_year_are_few() {
+        let ids: std::collections::BTreeSet<SpokeId> = (0..365 * 86_400u64)
+            .step_by(7)
+            .map(|d| place(T0 + d * SECOND, T0, SECOND))
+            .collect();
+        assert!(ids.len() < 400, "{} spokes", ids.len());
+    }
+
+    #[test]
+    fn placement_at_split_time_is_finer() {
+        // When a wide spoke is split, each of its triggers goes to a narrower spoke.
+        for d in [200u64, 4_000, 90_000, 300_000, 5_000_000] {
+            let t = T0 + d * SECOND;
+            let wide = place(t, T0, SECOND);
+            let finer = place(t, split_at(wide), SECOND);
+            assert!(
+                finer.span < wide.span,
+                "delay {d} s: {wide:?} then {finer:?}"
+            );
+            assert!(finer.start >= wide.start && end(finer) <= end(wide));
+        }
+    }
+}
