@@ -20,10 +20,10 @@ fn far_spokes_need_no_open_file() {
         let y = Yaad::spawn_with_open_files(&args, 256);
         let mut c = y.connect();
         for i in 0..JOBS {
-            // One spoke per job, an hour and more ahead.
+            // One spoke per job: three days apart, a spoke each whatever its span.
             let body = format!("job {i}");
             assert_eq!(
-                c.put(0, 3600 + 7 * i, 60, body.as_bytes()),
+                c.put(0, (i + 1) * 3 * 86_400, 60, body.as_bytes()),
                 format!("INSERTED {}", i + 1),
                 "{mode}: put {i}"
             );
@@ -70,7 +70,8 @@ fn a_system_limit_answers_out_of_memory_and_loses_nothing() {
     let mut acked = Vec::new();
     for i in 0..64u32 {
         let body = format!("job {i}");
-        let reply = c.put(0, 3600 + 7 * i, 60, body.as_bytes());
+        // One spoke per job: three days apart, a spoke each whatever its span.
+        let reply = c.put(0, (i + 1) * 3 * 86_400, 60, body.as_bytes());
         if reply == "OUT_OF_MEMORY" {
             break;
         }
