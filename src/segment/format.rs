@@ -734,7 +734,7 @@ pub fn append_end(bytes: &[u8]) -> u64 {
 }
 
 /// [`append_end`] when [`data_end`] is already known (found without reading the zero tail
-/// through a mapping, see `lazy::file_data_end`): only the last record's bytes are read.
+/// through a mapping, see `file::file_data_end`): only the last record's bytes are read.
 pub fn append_end_from(bytes: &[u8], end: u64) -> u64 {
     let mut pos = end;
     while pos > FILE_HEADER_LEN {

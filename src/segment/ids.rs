@@ -157,7 +157,7 @@ impl IdIndex {
             file.write_all_at(&header_bytes(DEFAULT_BASE), 0)
                 .and_then(|()| super::fsio::sync_file(&file))
                 .map_err(|e| StorageError::io(path, e))?;
-            super::mem::sync_parent_dir(path)?;
+            super::fsio::sync_parent_dir(path)?;
             DEFAULT_BASE
         } else {
             let mut head = [0u8; ID_HEADER_LEN as usize];

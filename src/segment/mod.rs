@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 mod datadir;
 pub mod dump;
+mod file;
 pub mod format;
 pub mod fsio;
 mod ids;

@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::file::{remove_if_exists, write_file_atomically};
 use super::format::{parse_segment_file_name, segment_file_name};
-use super::mem::{remove_if_exists, sync_parent_dir, write_file_atomically};
+use super::fsio::sync_parent_dir;
 use super::{Result, SpokeId, StorageError};
 
 /// The commit record of a mem-mode flush (present only while one rolls forward).
