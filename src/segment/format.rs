@@ -344,7 +344,7 @@ pub fn file_header_error(file: &Path, bytes: &[u8], reason: String) -> StorageEr
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
         }
     } else {
-        corrupted(file, 0, reason)
+        StorageError::corrupted(file, 0, reason)
     }
 }
 
@@ -752,20 +752,12 @@ pub fn append_end_from(bytes: &[u8], end: u64) -> u64 {
     end
 }
 
-fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupted {
-        file: file.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
-}
-
 /// Attaches a file path to a [`Defect`].
 pub fn defect_error(file: &Path, offset: u64, d: Defect) -> StorageError {
     let reason = match d {
         Defect::BadHeader(r) | Defect::Truncated(r) | Defect::BadRecord(r) => r,
     };
-    corrupted(file, offset, reason)
+    StorageError::corrupted(file, offset, reason)
 }
 
 /// Iterates over the records of a whole file image, one `Result` per record or per
@@ -862,26 +854,34 @@ impl<'a> Iterator for Records<'a, '_> {
                 let claimed = pos + record_len(usize::from(h.tube_len), h.body_len.get() as usize);
                 self.pos = self.resync_before(pos, claimed).unwrap_or(claimed);
                 self.end = self.pos;
-                Some(Err(corrupted(self.file, pos, r)))
+                Some(Err(StorageError::corrupted(self.file, pos, r)))
             }
             Err(Defect::Truncated(r)) => match self.resync(pos) {
                 // A torn record with records appended after it (see BadRecord).
                 Some(next) => {
                     self.pos = next;
                     self.end = next;
-                    Some(Err(corrupted(self.file, pos, format!("torn: {r}"))))
+                    Some(Err(StorageError::corrupted(
+                        self.file,
+                        pos,
+                        format!("torn: {r}"),
+                    )))
                 }
                 None => {
                     self.done = true;
                     self.end = data_end(self.bytes, pos);
-                    Some(Err(corrupted(self.file, pos, format!("truncated: {r}"))))
+                    Some(Err(StorageError::corrupted(
+                        self.file,
+                        pos,
+                        format!("truncated: {r}"),
+                    )))
                 }
             },
             Err(Defect::BadHeader(r)) => match self.resync(pos) {
                 Some(next) => {
                     self.pos = next;
                     self.end = next;
-                    Some(Err(corrupted(
+                    Some(Err(StorageError::corrupted(
                         self.file,
                         pos,
                         format!("{r}; skipped {} bytes to the next valid record", next - pos),
@@ -890,7 +890,7 @@ impl<'a> Iterator for Records<'a, '_> {
                 None => {
                     self.done = true;
                     self.end = data_end(self.bytes, pos);
-                    Some(Err(corrupted(
+                    Some(Err(StorageError::corrupted(
                         self.file,
                         pos,
                         format!("{r}; no valid record after it"),
@@ -911,7 +911,7 @@ pub fn plan_update(
     check: Check,
 ) -> Result<(u64, SlotBytes), StorageError> {
     if offset < FILE_HEADER_LEN || !offset.is_multiple_of(RECORD_ALIGN) {
-        return Err(corrupted(
+        return Err(StorageError::corrupted(
             file,
             offset,
             format!("offset {offset} is not a record offset"),

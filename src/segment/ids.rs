@@ -132,14 +132,6 @@ fn header_bytes(base: u64) -> [u8; ID_HEADER_LEN as usize] {
     out
 }
 
-fn corrupted(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupted {
-        file: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
-}
-
 impl IdIndex {
     /// Opens `path` (normally [`super::DataDir::id_index_path`]), creating it if missing.
     pub fn open(path: &Path) -> Result<IdIndex> {
@@ -162,20 +154,32 @@ impl IdIndex {
         } else {
             let mut head = [0u8; ID_HEADER_LEN as usize];
             if len < ID_HEADER_LEN {
-                return Err(corrupted(path, 0, "id index shorter than its header"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "id index shorter than its header",
+                ));
             }
             file.read_exact_at(&mut head, 0)
                 .map_err(|e| StorageError::io(path, e))?;
             let (h, _) = IdFileHeader::read_from_prefix(&head)
-                .map_err(|_| corrupted(path, 0, "id index header too short"))?;
+                .map_err(|_| StorageError::corrupted(path, 0, "id index header too short"))?;
             if h.magic != ID_FILE_MAGIC {
-                return Err(corrupted(path, 0, "not a yaad id index (bad magic)"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "not a yaad id index (bad magic)",
+                ));
             }
             if h.crc.get() != crc32fast::hash(&head[..offset_of!(IdFileHeader, crc)]) {
-                return Err(corrupted(path, 0, "id index header checksum mismatch"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "id index header checksum mismatch",
+                ));
             }
             if h.version.get() != ID_FILE_VERSION || u64::from(h.entry_len.get()) != ID_ENTRY_LEN {
-                return Err(corrupted(
+                return Err(StorageError::corrupted(
                     path,
                     0,
                     format!("unsupported id index version {}", h.version.get()),
@@ -702,10 +706,10 @@ fn decode_entry(path: &Path, at: u64, id: u64, buf: &[u8]) -> Result<Option<JobL
     if buf.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    let (e, _) =
-        IdEntry::read_from_prefix(buf).map_err(|_| corrupted(path, at, "short id entry"))?;
+    let (e, _) = IdEntry::read_from_prefix(buf)
+        .map_err(|_| StorageError::corrupted(path, at, "short id entry"))?;
     if entry_crc(id, &e) != e.crc.get() {
-        return Err(corrupted(
+        return Err(StorageError::corrupted(
             path,
             at,
             format!("id index entry of job {id}: checksum mismatch"),

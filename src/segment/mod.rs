@@ -208,6 +208,15 @@ impl StorageError {
             }
         }
     }
+
+    /// A [`StorageError::Corrupted`]: what failed validation in `file` at `offset`, and why.
+    pub fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupted {
+            file: file.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// The length of an open file (a segment or the id index).

@@ -121,11 +121,7 @@ fn roll_forward(dir: &Path, live: &BTreeSet<SpokeId>) -> Result<()> {
 }
 
 fn parse_record(path: &Path, text: &str) -> Result<BTreeSet<SpokeId>> {
-    let bad = |reason: &str| StorageError::Corrupted {
-        file: path.to_path_buf(),
-        offset: 0,
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| StorageError::corrupted(path, 0, reason);
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         return Err(bad("not a yaad flush record"));
@@ -146,11 +142,8 @@ pub fn recover(dir: &Path) -> Result<()> {
     let record = dir.join(FLUSH_RECORD_FILE);
     match fs::read(&record) {
         Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| StorageError::Corrupted {
-                file: record.clone(),
-                offset: 0,
-                reason: "not text".into(),
-            })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| StorageError::corrupted(&record, 0, "not text"))?;
             let live = parse_record(&record, &text)?;
             roll_forward(dir, &live)
         }
