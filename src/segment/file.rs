@@ -22,7 +22,17 @@ const TAIL_CHUNK: u64 = 64 * 1024;
 
 /// The bytes of `map` up to `end` (a file cut short inside its last record is shorter).
 pub(crate) fn used(map: &[u8], end: u64) -> &[u8] {
-    &map[..usize::try_from(end).unwrap_or(usize::MAX).min(map.len())]
+    &map[..used_len(map, end)]
+}
+
+/// [`used`], writable.
+pub(crate) fn used_mut(map: &mut [u8], end: u64) -> &mut [u8] {
+    let len = used_len(map, end);
+    &mut map[..len]
+}
+
+fn used_len(map: &[u8], end: u64) -> usize {
+    usize::try_from(end).unwrap_or(usize::MAX).min(map.len())
 }
 
 /// Creates a new segment file (never replacing one) holding just the file header.

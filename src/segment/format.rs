@@ -942,6 +942,21 @@ pub fn plan_update(
     ))
 }
 
+/// Persists `slot` for the record at `offset` of `bytes` (a file image up to the end of its
+/// data): the slot [`plan_update`] picks is overwritten in place.
+pub fn write_update(
+    bytes: &mut [u8],
+    offset: RecordOffset,
+    slot: StateSlot,
+    file: &Path,
+    check: Check,
+) -> Result<(), StorageError> {
+    let (at, new) = plan_update(bytes, offset, slot, file, check)?;
+    let at = at as usize;
+    bytes[at..at + SLOT_LEN as usize].copy_from_slice(new.as_bytes());
+    Ok(())
+}
+
 /// Every record's metadata in file order (corrupt ones as `Err`), and the append position.
 pub fn scan_meta(bytes: &[u8], file: &Path) -> (Vec<Result<RecordMeta, StorageError>>, u64) {
     let mut it = scan_records(bytes, file);

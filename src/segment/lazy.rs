@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::MmapMut;
-use zerocopy::IntoBytes;
 
-use super::file::{create_file, file_data_end, open_rw, read_file_header, used};
+use super::file::{create_file, file_data_end, open_rw, read_file_header, used, used_mut};
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, invalid_input,
-    plan_update, read_record, record_at, scan_meta,
+    read_record, record_at, scan_meta, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -186,10 +185,7 @@ impl Segment for LazySegment {
         let end = self.end;
         let path = self.path.clone();
         let map = self.mapping()?;
-        let (at, bytes) = plan_update(used(map, end), offset, slot, &path, Check::All)?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        map[at..at + src.len()].copy_from_slice(src);
+        write_update(used_mut(map, end), offset, slot, &path, Check::All)?;
         self.data_dirty = true;
         Ok(())
     }

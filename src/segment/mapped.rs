@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::MmapMut;
-use zerocopy::IntoBytes;
 
-use super::file::{abandon_created, create_file, nonzero_end, open_rw, read_file_header, used};
+use super::file::{
+    abandon_created, create_file, nonzero_end, open_rw, read_file_header, used, used_mut,
+};
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record_into,
-    invalid_input, plan_update, read_record, record_at, record_len, scan_meta,
+    invalid_input, read_record, record_at, record_len, scan_meta, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -181,17 +182,13 @@ impl Segment for MappedSegment {
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(
-            used(&self.map, self.end),
+        write_update(
+            used_mut(&mut self.map, self.end),
             offset,
             slot,
             &self.path,
             Check::All,
-        )?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        self.map[at..at + src.len()].copy_from_slice(src);
-        Ok(())
+        )
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {

@@ -3,13 +3,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use zerocopy::IntoBytes;
-
 use super::file::{remove_if_exists, write_file_atomically};
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
-    encode_record_into, file_header_error, header_version, invalid_input, plan_update, read_record,
-    record_at, record_len, scan_meta, segment_file_name,
+    encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
+    record_len, scan_meta, segment_file_name, write_update,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -98,11 +96,8 @@ impl Segment for MemSegment {
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(&self.buf, offset, slot, &self.path, self.check(offset))?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        self.buf[at..at + src.len()].copy_from_slice(src);
-        Ok(())
+        let check = self.check(offset);
+        write_update(&mut self.buf, offset, slot, &self.path, check)
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
