@@ -318,66 +318,7 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
-            } => {
-                let len = file_len(file, path)?;
-                let mut block = [0u8; TRIM_BLOCK as usize];
-                // Empty blocks are given back in runs, one system call per run (a hole punch
-                // costs about the same for one block as for sixteen).
-                let mut hole = 0..0;
-                let mut any = false;
-                let mut i = 0;
-                while i < ids.len() {
-                    let Some(at) = entry_offset(*base, ids[i]) else {
-                        i += 1;
-                        continue;
-                    };
-                    let start = at / TRIM_BLOCK * TRIM_BLOCK;
-                    let end = (start + TRIM_BLOCK).min(len);
-                    if at >= end {
-                        break; // past the end of the file, as every later id
-                    }
-                    let bytes = &mut block[..(end - start) as usize];
-                    file.read_exact_at(bytes, start)
-                        .map_err(|e| StorageError::io(path, e))?;
-                    let mut changed = false;
-                    while i < ids.len() {
-                        let Some(at) = entry_offset(*base, ids[i]) else {
-                            i += 1;
-                            continue;
-                        };
-                        if at >= end {
-                            break;
-                        }
-                        let off = (at - start) as usize;
-                        let entry = &mut bytes[off..off + ID_ENTRY_LEN as usize];
-                        if let Ok(Some(loc)) = decode_entry(path, at, ids[i], entry)
-                            && !keep(&loc)
-                        {
-                            entry.fill(0);
-                            changed = true;
-                        }
-                        i += 1;
-                    }
-                    if !changed {
-                        continue;
-                    }
-                    *dirty = true;
-                    any = true;
-                    let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
-                    if whole && bytes.iter().all(|&b| b == 0) {
-                        if hole.end != start {
-                            punch_or_zero(file, path, &hole)?;
-                            hole = start..start;
-                        }
-                        hole.end = end;
-                        continue;
-                    }
-                    file.write_all_at(bytes, start)
-                        .map_err(|e| StorageError::io(path, e))?;
-                }
-                punch_or_zero(file, path, &hole)?;
-                Ok(any)
-            }
+            } => trim_file(file, path, *base, dirty, ids, &keep),
         }
     }
 
@@ -804,6 +745,94 @@ fn punch_or_zero(file: &File, path: &Path, range: &std::ops::Range<u64>) -> Resu
 fn entry_offset(base: u64, id: u64) -> Option<u64> {
     let index = id.checked_sub(base)?;
     index.checked_mul(ID_ENTRY_LEN)?.checked_add(ID_HEADER_LEN)
+}
+
+/// [`IdIndex::trim`] of an index file whose first entry is id `base`; sets `dirty` once it
+/// changes the file.
+fn trim_file(
+    file: &File,
+    path: &Path,
+    base: u64,
+    dirty: &mut bool,
+    ids: &[u64],
+    keep: &impl Fn(&JobLocation) -> bool,
+) -> Result<bool> {
+    let len = file_len(file, path)?;
+    let mut block = [0u8; TRIM_BLOCK as usize];
+    // Empty blocks are given back in runs, one system call per run (a hole punch costs about
+    // the same for one block as for sixteen).
+    let mut hole = 0..0;
+    let mut any = false;
+    let mut i = 0;
+    while i < ids.len() {
+        let Some(at) = entry_offset(base, ids[i]) else {
+            i += 1;
+            continue;
+        };
+        let start = at / TRIM_BLOCK * TRIM_BLOCK;
+        let end = (start + TRIM_BLOCK).min(len);
+        if at >= end {
+            break; // past the end of the file, as every later id
+        }
+        let bytes = &mut block[..(end - start) as usize];
+        file.read_exact_at(bytes, start)
+            .map_err(|e| StorageError::io(path, e))?;
+        let (changed, next) = empty_rejected(bytes, start, path, base, &ids[i..], keep);
+        i += next;
+        if !changed {
+            continue;
+        }
+        *dirty = true;
+        any = true;
+        let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
+        if whole && bytes.iter().all(|&b| b == 0) {
+            if hole.end != start {
+                punch_or_zero(file, path, &hole)?;
+                hole = start..start;
+            }
+            hole.end = end;
+            continue;
+        }
+        file.write_all_at(bytes, start)
+            .map_err(|e| StorageError::io(path, e))?;
+    }
+    punch_or_zero(file, path, &hole)?;
+    Ok(any)
+}
+
+/// Empties, in `block` (the index file's bytes from offset `start`), the entries of the
+/// leading `ids` that lie in it and that `keep` rejects. Returns whether any was emptied and
+/// how many of `ids` were dealt with (those in the block, and ids with no entry before them).
+fn empty_rejected(
+    block: &mut [u8],
+    start: u64,
+    path: &Path,
+    base: u64,
+    ids: &[u64],
+    keep: &impl Fn(&JobLocation) -> bool,
+) -> (bool, usize) {
+    let end = start + block.len() as u64;
+    let mut changed = false;
+    let mut i = 0;
+    while i < ids.len() {
+        let Some(at) = entry_offset(base, ids[i]) else {
+            i += 1;
+            continue;
+        };
+        if at >= end {
+            break;
+        }
+        let off = (at - start) as usize;
+        let entry = &mut block[off..off + ID_ENTRY_LEN as usize];
+        if let Ok(Some(loc)) = decode_entry(path, at, ids[i], entry)
+            && !keep(&loc)
+        {
+            entry.fill(0);
+            changed = true;
+        }
+        i += 1;
+    }
+    (changed, i)
 }
 
 #[cfg(test)]
