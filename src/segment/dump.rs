@@ -101,38 +101,12 @@ pub fn dump_file(
     let spoke = match decode_file_header(bytes) {
         Ok(s) => s,
         Err(reason) => {
-            if opts.json {
-                let v = json!({"type": "error", "file": name, "offset": 0, "error": reason});
-                writeln!(out, "{v}")?;
-            } else {
-                writeln!(out, "{name}: offset 0: {reason}")?;
-            }
+            write_bad_file_header(&name, &reason, opts, out)?;
             return Ok(EXIT_DAMAGED);
         }
     };
     if !opts.check {
-        if opts.json {
-            let v = json!({
-                "type": "file",
-                "file": name,
-                "format_version": header_version(bytes),
-                "spoke_start": iso8601(spoke.start),
-                "spoke_start_us": spoke.start,
-                "spoke_span_us": spoke.span,
-                "file_bytes": bytes.len(),
-            });
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(
-                out,
-                "== {name}: format {}, spoke {} ({}) span {} us, {} bytes",
-                header_version(bytes),
-                iso8601(spoke.start),
-                epoch(spoke.start),
-                spoke.span,
-                bytes.len()
-            )?;
-        }
+        write_file_header(&name, bytes, spoke, opts, out)?;
     }
     let mut good = 0u64;
     let mut bad = 0u64;
@@ -147,19 +121,7 @@ pub fn dump_file(
             }
             Err(e) => {
                 bad += 1;
-                let (offset, reason) = match &e {
-                    StorageError::Corrupted { offset, reason, .. } => (*offset, reason.clone()),
-                    other => (0, other.to_string()),
-                };
-                if opts.json {
-                    let v =
-                        json!({"type": "error", "file": name, "offset": offset, "error": reason});
-                    writeln!(out, "{v}")?;
-                } else if opts.check {
-                    writeln!(out, "{name}: offset {offset}: {reason}")?;
-                } else {
-                    writeln!(out, "@{offset} BAD {reason}")?;
-                }
+                write_damage(&e, &name, opts, out)?;
             }
         }
     }
@@ -172,6 +134,74 @@ pub fn dump_file(
         )?;
     }
     Ok(if bad == 0 { EXIT_OK } else { EXIT_DAMAGED })
+}
+
+/// Why a file is not a segment file (its header failed validation).
+fn write_bad_file_header(
+    file: &str,
+    reason: &str,
+    opts: DumpOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if opts.json {
+        let v = json!({"type": "error", "file": file, "offset": 0, "error": reason});
+        writeln!(out, "{v}")
+    } else {
+        writeln!(out, "{file}: offset 0: {reason}")
+    }
+}
+
+/// The file header's fields: format version, spoke, size.
+fn write_file_header(
+    file: &str,
+    bytes: &[u8],
+    spoke: SpokeId,
+    opts: DumpOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if opts.json {
+        let v = json!({
+            "type": "file",
+            "file": file,
+            "format_version": header_version(bytes),
+            "spoke_start": iso8601(spoke.start),
+            "spoke_start_us": spoke.start,
+            "spoke_span_us": spoke.span,
+            "file_bytes": bytes.len(),
+        });
+        writeln!(out, "{v}")
+    } else {
+        writeln!(
+            out,
+            "== {file}: format {}, spoke {} ({}) span {} us, {} bytes",
+            header_version(bytes),
+            iso8601(spoke.start),
+            epoch(spoke.start),
+            spoke.span,
+            bytes.len()
+        )
+    }
+}
+
+/// A damaged record or region the scanner reported, inline where it was found.
+fn write_damage(
+    e: &StorageError,
+    file: &str,
+    opts: DumpOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let (offset, reason) = match e {
+        StorageError::Corrupted { offset, reason, .. } => (*offset, reason.clone()),
+        other => (0, other.to_string()),
+    };
+    if opts.json {
+        let v = json!({"type": "error", "file": file, "offset": offset, "error": reason});
+        writeln!(out, "{v}")
+    } else if opts.check {
+        writeln!(out, "{file}: offset {offset}: {reason}")
+    } else {
+        writeln!(out, "@{offset} BAD {reason}")
+    }
 }
 
 fn write_record(

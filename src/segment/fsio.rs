@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use super::powercut;
+use super::{Result, StorageError, powercut};
 
 /// `fdatasync`: the file's data (written by `write`/`pwrite` or through a shared mapping) and
 /// the metadata needed to read it back (its length) reach the device.
@@ -48,6 +48,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         p.commit();
     }
     Ok(())
+}
+
+/// [`sync_dir`] of the directory holding `path`, so a created, renamed or removed file name is
+/// durable.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    sync_dir(dir).map_err(|e| StorageError::io(dir, e))
 }
 
 /// Makes every file and name under `dir` durable: an fsync of each (file and directory) when

@@ -132,14 +132,6 @@ fn header_bytes(base: u64) -> [u8; ID_HEADER_LEN as usize] {
     out
 }
 
-fn corrupted(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupted {
-        file: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
-}
-
 impl IdIndex {
     /// Opens `path` (normally [`super::DataDir::id_index_path`]), creating it if missing.
     pub fn open(path: &Path) -> Result<IdIndex> {
@@ -157,25 +149,37 @@ impl IdIndex {
             file.write_all_at(&header_bytes(DEFAULT_BASE), 0)
                 .and_then(|()| super::fsio::sync_file(&file))
                 .map_err(|e| StorageError::io(path, e))?;
-            super::mem::sync_parent_dir(path)?;
+            super::fsio::sync_parent_dir(path)?;
             DEFAULT_BASE
         } else {
             let mut head = [0u8; ID_HEADER_LEN as usize];
             if len < ID_HEADER_LEN {
-                return Err(corrupted(path, 0, "id index shorter than its header"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "id index shorter than its header",
+                ));
             }
             file.read_exact_at(&mut head, 0)
                 .map_err(|e| StorageError::io(path, e))?;
             let (h, _) = IdFileHeader::read_from_prefix(&head)
-                .map_err(|_| corrupted(path, 0, "id index header too short"))?;
+                .map_err(|_| StorageError::corrupted(path, 0, "id index header too short"))?;
             if h.magic != ID_FILE_MAGIC {
-                return Err(corrupted(path, 0, "not a yaad id index (bad magic)"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "not a yaad id index (bad magic)",
+                ));
             }
             if h.crc.get() != crc32fast::hash(&head[..offset_of!(IdFileHeader, crc)]) {
-                return Err(corrupted(path, 0, "id index header checksum mismatch"));
+                return Err(StorageError::corrupted(
+                    path,
+                    0,
+                    "id index header checksum mismatch",
+                ));
             }
             if h.version.get() != ID_FILE_VERSION || u64::from(h.entry_len.get()) != ID_ENTRY_LEN {
-                return Err(corrupted(
+                return Err(StorageError::corrupted(
                     path,
                     0,
                     format!("unsupported id index version {}", h.version.get()),
@@ -314,66 +318,7 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
-            } => {
-                let len = file_len(file, path)?;
-                let mut block = [0u8; TRIM_BLOCK as usize];
-                // Empty blocks are given back in runs, one system call per run (a hole punch
-                // costs about the same for one block as for sixteen).
-                let mut hole = 0..0;
-                let mut any = false;
-                let mut i = 0;
-                while i < ids.len() {
-                    let Some(at) = entry_offset(*base, ids[i]) else {
-                        i += 1;
-                        continue;
-                    };
-                    let start = at / TRIM_BLOCK * TRIM_BLOCK;
-                    let end = (start + TRIM_BLOCK).min(len);
-                    if at >= end {
-                        break; // past the end of the file, as every later id
-                    }
-                    let bytes = &mut block[..(end - start) as usize];
-                    file.read_exact_at(bytes, start)
-                        .map_err(|e| StorageError::io(path, e))?;
-                    let mut changed = false;
-                    while i < ids.len() {
-                        let Some(at) = entry_offset(*base, ids[i]) else {
-                            i += 1;
-                            continue;
-                        };
-                        if at >= end {
-                            break;
-                        }
-                        let off = (at - start) as usize;
-                        let entry = &mut bytes[off..off + ID_ENTRY_LEN as usize];
-                        if let Ok(Some(loc)) = decode_entry(path, at, ids[i], entry)
-                            && !keep(&loc)
-                        {
-                            entry.fill(0);
-                            changed = true;
-                        }
-                        i += 1;
-                    }
-                    if !changed {
-                        continue;
-                    }
-                    *dirty = true;
-                    any = true;
-                    let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
-                    if whole && bytes.iter().all(|&b| b == 0) {
-                        if hole.end != start {
-                            punch_or_zero(file, path, &hole)?;
-                            hole = start..start;
-                        }
-                        hole.end = end;
-                        continue;
-                    }
-                    file.write_all_at(bytes, start)
-                        .map_err(|e| StorageError::io(path, e))?;
-                }
-                punch_or_zero(file, path, &hole)?;
-                Ok(any)
-            }
+            } => trim_file(file, path, *base, dirty, ids, &keep),
         }
     }
 
@@ -702,10 +647,10 @@ fn decode_entry(path: &Path, at: u64, id: u64, buf: &[u8]) -> Result<Option<JobL
     if buf.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    let (e, _) =
-        IdEntry::read_from_prefix(buf).map_err(|_| corrupted(path, at, "short id entry"))?;
+    let (e, _) = IdEntry::read_from_prefix(buf)
+        .map_err(|_| StorageError::corrupted(path, at, "short id entry"))?;
     if entry_crc(id, &e) != e.crc.get() {
-        return Err(corrupted(
+        return Err(StorageError::corrupted(
             path,
             at,
             format!("id index entry of job {id}: checksum mismatch"),
@@ -800,6 +745,94 @@ fn punch_or_zero(file: &File, path: &Path, range: &std::ops::Range<u64>) -> Resu
 fn entry_offset(base: u64, id: u64) -> Option<u64> {
     let index = id.checked_sub(base)?;
     index.checked_mul(ID_ENTRY_LEN)?.checked_add(ID_HEADER_LEN)
+}
+
+/// [`IdIndex::trim`] of an index file whose first entry is id `base`; sets `dirty` once it
+/// changes the file.
+fn trim_file(
+    file: &File,
+    path: &Path,
+    base: u64,
+    dirty: &mut bool,
+    ids: &[u64],
+    keep: &impl Fn(&JobLocation) -> bool,
+) -> Result<bool> {
+    let len = file_len(file, path)?;
+    let mut block = [0u8; TRIM_BLOCK as usize];
+    // Empty blocks are given back in runs, one system call per run (a hole punch costs about
+    // the same for one block as for sixteen).
+    let mut hole = 0..0;
+    let mut any = false;
+    let mut i = 0;
+    while i < ids.len() {
+        let Some(at) = entry_offset(base, ids[i]) else {
+            i += 1;
+            continue;
+        };
+        let start = at / TRIM_BLOCK * TRIM_BLOCK;
+        let end = (start + TRIM_BLOCK).min(len);
+        if at >= end {
+            break; // past the end of the file, as every later id
+        }
+        let bytes = &mut block[..(end - start) as usize];
+        file.read_exact_at(bytes, start)
+            .map_err(|e| StorageError::io(path, e))?;
+        let (changed, next) = empty_rejected(bytes, start, path, base, &ids[i..], keep);
+        i += next;
+        if !changed {
+            continue;
+        }
+        *dirty = true;
+        any = true;
+        let whole = start >= ID_HEADER_LEN && end - start == TRIM_BLOCK;
+        if whole && bytes.iter().all(|&b| b == 0) {
+            if hole.end != start {
+                punch_or_zero(file, path, &hole)?;
+                hole = start..start;
+            }
+            hole.end = end;
+            continue;
+        }
+        file.write_all_at(bytes, start)
+            .map_err(|e| StorageError::io(path, e))?;
+    }
+    punch_or_zero(file, path, &hole)?;
+    Ok(any)
+}
+
+/// Empties, in `block` (the index file's bytes from offset `start`), the entries of the
+/// leading `ids` that lie in it and that `keep` rejects. Returns whether any was emptied and
+/// how many of `ids` were dealt with (those in the block, and ids with no entry before them).
+fn empty_rejected(
+    block: &mut [u8],
+    start: u64,
+    path: &Path,
+    base: u64,
+    ids: &[u64],
+    keep: &impl Fn(&JobLocation) -> bool,
+) -> (bool, usize) {
+    let end = start + block.len() as u64;
+    let mut changed = false;
+    let mut i = 0;
+    while i < ids.len() {
+        let Some(at) = entry_offset(base, ids[i]) else {
+            i += 1;
+            continue;
+        };
+        if at >= end {
+            break;
+        }
+        let off = (at - start) as usize;
+        let entry = &mut block[off..off + ID_ENTRY_LEN as usize];
+        if let Ok(Some(loc)) = decode_entry(path, at, ids[i], entry)
+            && !keep(&loc)
+        {
+            entry.fill(0);
+            changed = true;
+        }
+        i += 1;
+    }
+    (changed, i)
 }
 
 #[cfg(test)]

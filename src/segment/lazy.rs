@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::MmapMut;
-use zerocopy::IntoBytes;
 
+use super::file::{create_file, file_data_end, open_rw, read_file_header, used, used_mut};
 use super::format::{
-    Check, FILE_HEADER_LEN, FORMAT_VERSION, align_up, append_end_from, check_new_record,
-    encode_record, invalid_input, plan_update, read_record, record_at, scan_meta, scan_meta_from,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, invalid_input,
+    read_record, record_at, scan_meta, scan_meta_from, write_update,
 };
 use super::fsio;
-use super::mapped::{create_file, open_rw, read_file_header, used};
-use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -46,9 +44,6 @@ pub struct LazySegment {
     name_dirty: bool,
 }
 
-/// Size of the chunks read backwards when looking for the end of the data.
-const TAIL_CHUNK: u64 = 64 * 1024;
-
 /// The least length a segment is mapped with (address space only: pages past the data are
 /// never touched, so they cost no memory).
 const MIN_MAP_LEN: u64 = 1 << 20;
@@ -57,38 +52,6 @@ const MIN_MAP_LEN: u64 = 1 << 20;
 /// so that appends remap it O(log size) times.
 fn map_len(end: u64) -> u64 {
     end.saturating_mul(2).max(MIN_MAP_LEN)
-}
-
-/// Where the data of an open segment file ends, as [`super::format::append_end`] says. The last non-zero
-/// byte is found with positioned reads from the end (through a mapping, a mapped segment's
-/// preallocated zero tail would be faulted in page by page and stay resident); then only
-/// the last record's pages are read, through a mapping dropped at once.
-pub(super) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
-    let nonzero = nonzero_end(file, path)?;
-    if nonzero == FILE_HEADER_LEN {
-        return Ok(nonzero);
-    }
-    let map = mmap::map(file, path)?;
-    Ok(append_end_from(&map, nonzero))
-}
-
-/// One past the last non-zero byte of the file, rounded up to the record alignment
-/// ([`super::format::data_end`] without mapping the file).
-pub(super) fn nonzero_end(file: &File, path: &Path) -> Result<u64> {
-    let len = file_len(file, path)?;
-    let mut hi = len;
-    let mut buf = vec![0u8; TAIL_CHUNK as usize];
-    while hi > FILE_HEADER_LEN {
-        let lo = hi.saturating_sub(TAIL_CHUNK).max(FILE_HEADER_LEN);
-        let chunk = &mut buf[..(hi - lo) as usize];
-        file.read_exact_at(chunk, lo)
-            .map_err(|e| StorageError::io(path, e))?;
-        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-            return Ok(align_up(lo + i as u64 + 1));
-        }
-        hi = lo;
-    }
-    Ok(FILE_HEADER_LEN)
 }
 
 impl LazySegment {
@@ -224,10 +187,7 @@ impl Segment for LazySegment {
         let end = self.end;
         let path = self.path.clone();
         let map = self.mapping()?;
-        let (at, bytes) = plan_update(used(map, end), offset, slot, &path, Check::All)?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        map[at..at + src.len()].copy_from_slice(src);
+        write_update(used_mut(map, end), offset, slot, &path, Check::All)?;
         self.data_dirty = true;
         Ok(())
     }
@@ -261,7 +221,7 @@ impl Segment for LazySegment {
             self.data_dirty = false;
         }
         if self.name_dirty {
-            sync_parent_dir(&self.path)?;
+            fsio::sync_parent_dir(&self.path)?;
             self.name_dirty = false;
         }
         Ok(())

@@ -1,21 +1,20 @@
 //! `MappedSegment`: the file is mapped when opened and stays mapped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::MmapMut;
-use zerocopy::IntoBytes;
 
+use super::file::{
+    abandon_created, create_file, nonzero_end, open_rw, read_file_header, used, used_mut,
+};
 use super::format::{
-    Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, decode_file_header,
-    encode_file_header, encode_record_into, file_header_error, header_version, invalid_input,
-    plan_update, read_record, record_at, record_len, scan_meta, scan_meta_from, segment_file_name,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record_into,
+    invalid_input, read_record, record_at, record_len, scan_meta, scan_meta_from, write_update,
 };
 use super::fsio;
-use super::lazy::nonzero_end;
-use super::mem::sync_parent_dir;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -49,60 +48,6 @@ pub struct MappedSegment {
     /// The file grew (metadata to sync) or was created (directory entry to sync).
     size_dirty: bool,
     name_dirty: bool,
-}
-
-/// The bytes of `map` up to `end` (a file cut short inside its last record is shorter).
-pub(crate) fn used(map: &[u8], end: u64) -> &[u8] {
-    &map[..usize::try_from(end).unwrap_or(usize::MAX).min(map.len())]
-}
-
-/// Reads the file header of an open segment file without mapping it: its spoke and format
-/// version.
-pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<(SpokeId, u32)> {
-    let mut head = [0u8; FILE_HEADER_LEN as usize];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read_at(&mut head[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StorageError::io(path, e)),
-        }
-    }
-    let spoke = decode_file_header(&head[..got])
-        .map_err(|reason| file_header_error(path, &head[..got], reason))?;
-    Ok((spoke, header_version(&head[..got])))
-}
-
-/// Creates a new segment file (never replacing one) holding just the file header.
-pub(crate) fn create_file(dir: &Path, spoke: SpokeId) -> Result<(PathBuf, File)> {
-    let path = dir.join(segment_file_name(spoke));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| StorageError::io(&path, e))?;
-    if let Err(e) = file.write_all_at(&encode_file_header(spoke), 0) {
-        return Err(abandon_created(&path, StorageError::io(&path, e)));
-    }
-    Ok((path, file))
-}
-
-/// Removes a segment file whose creation failed (disk full, typically) and returns `err`:
-/// a file left behind would make every later create of the spoke fail ("file exists").
-pub(crate) fn abandon_created(path: &Path, err: StorageError) -> StorageError {
-    // Best effort: if even this fails, recovery removes header-less files.
-    let _ = fs::remove_file(path);
-    err
-}
-
-pub(crate) fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| StorageError::io(path, e))
 }
 
 impl MappedSegment {
@@ -239,17 +184,13 @@ impl Segment for MappedSegment {
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(
-            used(&self.map, self.end),
+        write_update(
+            used_mut(&mut self.map, self.end),
             offset,
             slot,
             &self.path,
             Check::All,
-        )?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        self.map[at..at + src.len()].copy_from_slice(src);
-        Ok(())
+        )
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
@@ -276,7 +217,7 @@ impl Segment for MappedSegment {
             self.size_dirty = false;
         }
         if self.name_dirty {
-            sync_parent_dir(&self.path)?;
+            fsio::sync_parent_dir(&self.path)?;
             self.name_dirty = false;
         }
         Ok(())

@@ -1,15 +1,13 @@
 //! `MemSegment`: the segment layout in a heap buffer, written to disk only on `flush`.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use zerocopy::IntoBytes;
-
+use super::file::{remove_if_exists, write_file_atomically};
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
-    encode_record_into, file_header_error, header_version, invalid_input, plan_update, read_record,
-    record_at, record_len, scan_meta, scan_meta_from, segment_file_name,
+    encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
+    record_len, scan_meta, scan_meta_from, segment_file_name, write_update,
 };
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -49,58 +47,6 @@ impl MemSegment {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
-pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace_file(path, bytes, true)
-}
-
-/// Writes `bytes` to `path.tmp` and renames it over `path`, so a reader sees the old file or
-/// the new one whole; `durable`: also fsyncs the file before and the directory after.
-pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            if durable {
-                super::fsio::sync_file(&f)
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|e| StorageError::io(&tmp, e));
-    if let Err(e) = written {
-        // Best effort: a full disk must not also leave a half-written copy behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
-    if durable {
-        sync_parent_dir(path)
-    } else {
-        Ok(())
-    }
-}
-
-/// Removes `path`; returns whether it existed (a file already gone is not an error).
-pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
-}
-
-/// Fsyncs the directory holding `path`, so a created or renamed file name is durable.
-pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    super::fsio::sync_dir(dir).map_err(|e| StorageError::io(dir, e))
 }
 
 impl Segment for MemSegment {
@@ -152,11 +98,8 @@ impl Segment for MemSegment {
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
-        let (at, bytes) = plan_update(&self.buf, offset, slot, &self.path, self.check(offset))?;
-        let at = at as usize;
-        let src = bytes.as_bytes();
-        self.buf[at..at + src.len()].copy_from_slice(src);
-        Ok(())
+        let check = self.check(offset);
+        write_update(&mut self.buf, offset, slot, &self.path, check)
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 mod datadir;
 pub mod dump;
+mod file;
 pub mod format;
 pub mod fsio;
 mod ids;
@@ -208,6 +209,15 @@ impl StorageError {
                 path: path.to_path_buf(),
                 source,
             }
+        }
+    }
+
+    /// A [`StorageError::Corrupted`]: what failed validation in `file` at `offset`, and why.
+    pub fn corrupted(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupted {
+            file: file.to_path_buf(),
+            offset,
+            reason: reason.into(),
         }
     }
 }

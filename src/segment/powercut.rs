@@ -236,67 +236,22 @@ impl Sim {
             _ => rng.f64(),
         };
         let tree = walk(&self.root)?;
-        let mut by_key: HashMap<Key, PathBuf> = HashMap::new();
-        for names in tree.values() {
-            for (key, path) in names.values() {
-                by_key.insert(*key, path.clone());
-            }
-        }
-        // Every name: its durable inode and its current one.
-        let mut names: BTreeMap<(PathBuf, OsString), (Option<Key>, Option<Key>)> = BTreeMap::new();
-        for (rel, listing) in &st.dirs {
-            for (name, key) in listing {
-                names.entry((rel.clone(), name.clone())).or_default().0 = Some(*key);
-            }
-        }
-        for (rel, listing) in &tree {
-            for (name, (key, _)) in listing {
-                names.entry((rel.clone(), name.clone())).or_default().1 = Some(*key);
-            }
-        }
-        // Names changed since their directory's last fsync, grouped by the inodes they share:
-        // a rename changes two names in one step (assumed atomic, as ext4 and xfs journal it),
-        // so each group is taken whole, old or new.
-        let changed: Vec<&(PathBuf, OsString)> = names
-            .iter()
-            .filter(|(_, (d, c))| d != c)
-            .map(|(n, _)| n)
+        let by_key: HashMap<Key, PathBuf> = tree
+            .values()
+            .flat_map(|names| names.values())
+            .map(|(key, path)| (*key, path.clone()))
             .collect();
-        let mut group: HashMap<&(PathBuf, OsString), usize> = HashMap::new();
-        let mut by_inode: HashMap<Key, usize> = HashMap::new();
-        let mut parent: Vec<usize> = (0..changed.len()).collect();
-        fn root(parent: &mut [usize], mut i: usize) -> usize {
-            while parent[i] != i {
-                parent[i] = parent[parent[i]];
-                i = parent[i];
-            }
-            i
-        }
-        for (i, n) in changed.iter().enumerate() {
-            group.insert(n, i);
-            let (d, c) = names[*n];
-            for key in [d, c].into_iter().flatten() {
-                match by_inode.get(&key) {
-                    Some(&j) => {
-                        let (a, b) = (root(&mut parent, i), root(&mut parent, j));
-                        parent[a] = b;
-                    }
-                    None => {
-                        by_inode.insert(key, i);
-                    }
-                }
-            }
-        }
+        let names = names_durable_and_current(&st.dirs, &tree);
+        let mut groups = ChangedNames::new(&names);
         let mut take_new: HashMap<usize, bool> = HashMap::new();
         let rels: BTreeSet<&PathBuf> = tree.keys().chain(st.dirs.keys()).collect();
         for rel in rels {
             fs::create_dir_all(out.join(rel))?;
         }
         for (n, &(d, c)) in &names {
-            let key = match group.get(n) {
+            let key = match groups.group_of(n) {
                 None => d,
-                Some(&i) => {
-                    let g = root(&mut parent, i);
+                Some(g) => {
                     let new = *take_new.entry(g).or_insert_with(|| rng.f64() < bias);
                     if new { c } else { d }
                 }
@@ -444,6 +399,84 @@ pub(super) fn boot_id(dir: &Path) -> Option<Vec<u8>> {
     }
     let dir = fs::canonicalize(dir).ok()?;
     Some(sim_for(&dir)?.boot.clone())
+}
+
+/// A name in the data dir: its directory (relative to the root) and the name in it.
+type Name = (PathBuf, OsString);
+
+/// Every name of the data dir, durable or current: the inode it names durably (as of its
+/// directory's last fsync) and the one it names now.
+fn names_durable_and_current(
+    durable: &Dirs,
+    tree: &BTreeMap<PathBuf, Listing>,
+) -> BTreeMap<Name, (Option<Key>, Option<Key>)> {
+    let mut names: BTreeMap<Name, (Option<Key>, Option<Key>)> = BTreeMap::new();
+    for (rel, listing) in durable {
+        for (name, key) in listing {
+            names.entry((rel.clone(), name.clone())).or_default().0 = Some(*key);
+        }
+    }
+    for (rel, listing) in tree {
+        for (name, (key, _)) in listing {
+            names.entry((rel.clone(), name.clone())).or_default().1 = Some(*key);
+        }
+    }
+    names
+}
+
+/// The names changed since their directory's last fsync, grouped by the inodes they share:
+/// a rename changes two names in one step (assumed atomic, as ext4 and xfs journal it), so
+/// each group is taken whole, old or new.
+struct ChangedNames<'a> {
+    /// Each changed name's index in `parent`.
+    index: HashMap<&'a Name, usize>,
+    /// Union-find over the changed names: a group is the set with the same root.
+    parent: Vec<usize>,
+}
+
+impl<'a> ChangedNames<'a> {
+    fn new(names: &'a BTreeMap<Name, (Option<Key>, Option<Key>)>) -> ChangedNames<'a> {
+        let changed: Vec<&Name> = names
+            .iter()
+            .filter(|(_, (d, c))| d != c)
+            .map(|(n, _)| n)
+            .collect();
+        let mut groups = ChangedNames {
+            index: HashMap::new(),
+            parent: (0..changed.len()).collect(),
+        };
+        let mut by_inode: HashMap<Key, usize> = HashMap::new();
+        for (i, n) in changed.iter().enumerate() {
+            groups.index.insert(n, i);
+            let (d, c) = names[*n];
+            for key in [d, c].into_iter().flatten() {
+                match by_inode.get(&key) {
+                    Some(&j) => {
+                        let (a, b) = (groups.root(i), groups.root(j));
+                        groups.parent[a] = b;
+                    }
+                    None => {
+                        by_inode.insert(key, i);
+                    }
+                }
+            }
+        }
+        groups
+    }
+
+    fn root(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+
+    /// The group of `name` (the same number for every name of it), `None` if unchanged.
+    fn group_of(&mut self, name: &Name) -> Option<usize> {
+        let i = *self.index.get(name)?;
+        Some(self.root(i))
+    }
 }
 
 type Listing = BTreeMap<OsString, (Key, PathBuf)>;

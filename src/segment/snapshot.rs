@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::file::{remove_if_exists, write_file_atomically};
 use super::format::{parse_segment_file_name, segment_file_name};
-use super::mem::{remove_if_exists, sync_parent_dir, write_file_atomically};
+use super::fsio::sync_parent_dir;
 use super::{Result, SpokeId, StorageError};
 
 /// The commit record of a mem-mode flush (present only while one rolls forward).
@@ -120,11 +121,7 @@ fn roll_forward(dir: &Path, live: &BTreeSet<SpokeId>) -> Result<()> {
 }
 
 fn parse_record(path: &Path, text: &str) -> Result<BTreeSet<SpokeId>> {
-    let bad = |reason: &str| StorageError::Corrupted {
-        file: path.to_path_buf(),
-        offset: 0,
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| StorageError::corrupted(path, 0, reason);
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         return Err(bad("not a yaad flush record"));
@@ -145,11 +142,8 @@ pub fn recover(dir: &Path) -> Result<()> {
     let record = dir.join(FLUSH_RECORD_FILE);
     match fs::read(&record) {
         Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| StorageError::Corrupted {
-                file: record.clone(),
-                offset: 0,
-                reason: "not text".into(),
-            })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| StorageError::corrupted(&record, 0, "not text"))?;
             let live = parse_record(&record, &text)?;
             roll_forward(dir, &live)
         }

@@ -25,7 +25,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::mem::{remove_if_exists, replace_file, sync_parent_dir, write_file_atomically};
+use super::file::{remove_if_exists, replace_file, write_file_atomically};
+use super::fsio::sync_parent_dir;
 use super::{Result, SpokeId, StorageError};
 
 /// First bytes of `summary.yaad`.

@@ -52,10 +52,6 @@ pub const COMPACT_AFTER_PAST: Micros = 10 * SECOND;
 /// An fsync of a directory (a parameter, so that tests can make it fail).
 type SyncDir<'a> = &'a dyn Fn(&Path) -> io::Result<()>;
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    crate::segment::fsio::sync_dir(dir)
-}
-
 /// How a compaction failed.
 #[derive(Debug)]
 pub(super) enum CompactError {
@@ -191,7 +187,7 @@ impl<S: Segment> Store<S> {
         resident: Residency<'_>,
         moved: &mut Vec<Moved>,
     ) -> Result<bool, CompactError> {
-        self.compact_spoke_with(id, resident, moved, &sync_dir)
+        self.compact_spoke_with(id, resident, moved, &crate::segment::fsio::sync_dir)
     }
 
     /// [`Store::compact_spoke`], syncing the data dir with `sync_dir`.

@@ -1,0 +1,157 @@
+//! The files of a data dir as files, shared by the segment modes and the small files beside
+//! them: creating and opening a segment file, reading its header and finding the end of its
+//! data without mapping it, and replacing a small file whole.
+//!
+//! Syncs are not here: they go through the durability boundary [`super::fsio`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::format::{
+    FILE_HEADER_LEN, align_up, append_end_from, decode_file_header, encode_file_header,
+    file_header_error, header_version, segment_file_name,
+};
+use super::fsio;
+use super::mmap;
+use super::{Result, SpokeId, StorageError, file_len};
+
+/// Size of the chunks read backwards when looking for the end of the data.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The bytes of `map` up to `end` (a file cut short inside its last record is shorter).
+pub(crate) fn used(map: &[u8], end: u64) -> &[u8] {
+    &map[..used_len(map, end)]
+}
+
+/// [`used`], writable.
+pub(crate) fn used_mut(map: &mut [u8], end: u64) -> &mut [u8] {
+    let len = used_len(map, end);
+    &mut map[..len]
+}
+
+fn used_len(map: &[u8], end: u64) -> usize {
+    usize::try_from(end).unwrap_or(usize::MAX).min(map.len())
+}
+
+/// Creates a new segment file (never replacing one) holding just the file header.
+pub(crate) fn create_file(dir: &Path, spoke: SpokeId) -> Result<(PathBuf, File)> {
+    let path = dir.join(segment_file_name(spoke));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))?;
+    if let Err(e) = file.write_all_at(&encode_file_header(spoke), 0) {
+        return Err(abandon_created(&path, StorageError::io(&path, e)));
+    }
+    Ok((path, file))
+}
+
+/// Removes a segment file whose creation failed (disk full, typically) and returns `err`:
+/// a file left behind would make every later create of the spoke fail ("file exists").
+pub(crate) fn abandon_created(path: &Path, err: StorageError) -> StorageError {
+    // Best effort: if even this fails, recovery removes header-less files.
+    let _ = fs::remove_file(path);
+    err
+}
+
+/// Opens an existing file for reading and writing.
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// Reads the file header of an open segment file without mapping it: its spoke and format
+/// version.
+pub(crate) fn read_file_header(file: &File, path: &Path) -> Result<(SpokeId, u32)> {
+    let mut head = [0u8; FILE_HEADER_LEN as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+    }
+    let spoke = decode_file_header(&head[..got])
+        .map_err(|reason| file_header_error(path, &head[..got], reason))?;
+    Ok((spoke, header_version(&head[..got])))
+}
+
+/// Where the data of an open segment file ends, as [`super::format::append_end`] says. The
+/// last non-zero byte is found with positioned reads from the end (through a mapping, a
+/// mapped segment's preallocated zero tail would be faulted in page by page and stay
+/// resident); then only the last record's pages are read, through a mapping dropped at once.
+pub(crate) fn file_data_end(file: &File, path: &Path) -> Result<u64> {
+    let nonzero = nonzero_end(file, path)?;
+    if nonzero == FILE_HEADER_LEN {
+        return Ok(nonzero);
+    }
+    let map = mmap::map(file, path)?;
+    Ok(append_end_from(&map, nonzero))
+}
+
+/// One past the last non-zero byte of the file, rounded up to the record alignment
+/// ([`super::format::data_end`] without mapping the file).
+pub(crate) fn nonzero_end(file: &File, path: &Path) -> Result<u64> {
+    let len = file_len(file, path)?;
+    let mut hi = len;
+    let mut buf = vec![0u8; TAIL_CHUNK as usize];
+    while hi > FILE_HEADER_LEN {
+        let lo = hi.saturating_sub(TAIL_CHUNK).max(FILE_HEADER_LEN);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.read_exact_at(chunk, lo)
+            .map_err(|e| StorageError::io(path, e))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(align_up(lo + i as u64 + 1));
+        }
+        hi = lo;
+    }
+    Ok(FILE_HEADER_LEN)
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(path, bytes, true)
+}
+
+/// Writes `bytes` to `path.tmp` and renames it over `path`, so a reader sees the old file or
+/// the new one whole; `durable`: also fsyncs the file before and the directory after.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            if durable { fsio::sync_file(&f) } else { Ok(()) }
+        })
+        .map_err(|e| StorageError::io(&tmp, e));
+    if let Err(e) = written {
+        // Best effort: a full disk must not also leave a half-written copy behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    if durable {
+        fsio::sync_parent_dir(path)
+    } else {
+        Ok(())
+    }
+}
+
+/// Removes `path`; returns whether it existed (a file already gone is not an error).
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
