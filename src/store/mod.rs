@@ -106,6 +106,8 @@ pub struct StoreWork {
     pub segments_compacted: u64,
     /// Wide spokes whose records were all moved to finer ones (see `split`).
     pub spokes_split: u64,
+    /// Records moved to finer spokes by splits.
+    pub records_split: u64,
     /// Syncs of the id index by a put whose id was past the durable reservation (see
     /// [`crate::segment::DurableIds`]): the puts outran the sync batches, or none are made.
     pub id_index_syncs: u64,

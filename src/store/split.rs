@@ -138,6 +138,7 @@ impl<S: Segment> Store<S> {
             {
                 continue;
             }
+            self.work.records_split += 1;
             match self.move_far(split.spoke, &m) {
                 Ok((p, slot)) if p.resident => {
                     let moved = RecordMeta {
