@@ -16,8 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::core::{Core, Waiter, Wakeup, WakeupReceiver, now};
+use super::reply::{error_reply, found, reserve_reply, reserved, unit_reply};
 use super::stats::{self, Cmd};
-use crate::hub::{ConnId, HubError, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
+use crate::hub::{ConnId, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
 use crate::observe;
 use crate::protocol::{Command, Decoder, Response};
 use crate::segment::Segment;
@@ -364,52 +365,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
     }
 }
 
-fn reserved(job: JobView) -> Response {
-    Response::Reserved {
-        id: job.id,
-        body: job.body,
-    }
-}
-
 /// The job a peek shows (see [`Core::with_hub_showing`]).
 fn shown_job(job: &Option<JobView>) -> Option<u64> {
     job.as_ref().map(|j| j.id)
-}
-
-fn found(job: Option<JobView>) -> Response {
-    match job {
-        Some(j) => Response::Found {
-            id: j.id,
-            body: j.body,
-        },
-        None => Response::NotFound,
-    }
-}
-
-pub(super) fn reserve_reply(o: ReserveOutcome) -> Response {
-    match o {
-        ReserveOutcome::Reserved(job) => reserved(job),
-        ReserveOutcome::DeadlineSoon => Response::DeadlineSoon,
-        ReserveOutcome::TimedOut | ReserveOutcome::Wait => Response::TimedOut,
-    }
-}
-
-fn unit_reply(r: Result<(), HubError>, ok: Response) -> Response {
-    match r {
-        Ok(()) => ok,
-        Err(e) => error_reply(e),
-    }
-}
-
-fn error_reply(e: HubError) -> Response {
-    match e {
-        HubError::NotFound => Response::NotFound,
-        HubError::NotIgnored => Response::NotIgnored,
-        HubError::Draining => Response::Draining,
-        HubError::OutOfMemory => Response::OutOfMemory,
-        HubError::Internal(msg) => {
-            tracing::error!("internal error: {msg}");
-            Response::InternalError
-        }
-    }
 }

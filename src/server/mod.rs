@@ -8,10 +8,14 @@
 //! (`--threads`). One timer thread sleeps
 //! until the hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
 //! forward; see `core::TimerWake` for why it is a thread).
+//!
+//! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
 pub mod config;
 mod conn;
 mod core;
+mod lock_stats;
+mod reply;
 pub mod stats;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::lock_stats::HOLD_KINDS;
 use crate::hub::{HubStats, JobStats, TubeStats};
 
 /// The commands counted in global stats, in the order of their `cmd-*` keys.
@@ -88,10 +89,11 @@ pub struct ProcessInfo {
     pub os: String,
     pub platform: String,
     pub mode: &'static str,
-    /// Hub lock acquisitions, contended acquisitions, µs held, µs waited (core::LockStats).
+    /// Hub lock acquisitions, contended acquisitions, µs held, µs waited
+    /// (`LockStats::snapshot`).
     pub hub_lock: [u64; 4],
-    /// Per [`super::core::HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
-    pub long_holds: [[u64; 2]; super::core::HOLD_KINDS.len()],
+    /// Per [`HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
+    pub long_holds: [[u64; 2]; HOLD_KINDS.len()],
     /// Group-commit syncs (`-f 0`, `-f MS`): completed, changes they made durable, µs spent.
     pub syncs: [u64; 3],
 }
@@ -218,7 +220,7 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
         p.hub_lock[2],
         p.hub_lock[3]
     );
-    for (kind, [over_1ms, over_5ms]) in super::core::HOLD_KINDS.iter().zip(p.long_holds) {
+    for (kind, [over_1ms, over_5ms]) in HOLD_KINDS.iter().zip(p.long_holds) {
         let _ = write!(
             y,
             "hub-lock-holds-over-1ms-{kind}: {over_1ms}\nhub-lock-holds-over-5ms-{kind}: {over_5ms}\n"
@@ -397,7 +399,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             mode spokes segments-mapped corrupt-records-skipped data-bytes \
             hub-lock-acquisitions hub-lock-contended hub-lock-held-us hub-lock-wait-us";
         let mut want: Vec<String> = want.split_whitespace().map(String::from).collect();
-        for kind in super::super::core::HOLD_KINDS {
+        for kind in HOLD_KINDS {
             want.push(format!("hub-lock-holds-over-1ms-{kind}"));
             want.push(format!("hub-lock-holds-over-5ms-{kind}"));
         }
