@@ -1,7 +1,7 @@
 //! The replies of hub results: what a connection sends, and what the thread that hands a job
 //! to a blocked reserve sends for it (`core::Waiter`).
 
-use crate::hub::{HubError, JobView, ReserveOutcome};
+use crate::hub::{HubError, JobView, ReleaseOutcome, ReserveOutcome};
 use crate::protocol::Response;
 
 /// `RESERVED id bytes` with the job.
@@ -30,6 +30,22 @@ pub fn reserve_reply(o: ReserveOutcome) -> Response {
         ReserveOutcome::Reserved(job) => reserved(job),
         ReserveOutcome::DeadlineSoon => Response::DeadlineSoon,
         ReserveOutcome::TimedOut | ReserveOutcome::Wait => Response::TimedOut,
+    }
+}
+
+/// `release`: `RELEASED`, or `BURIED` when the job was buried instead.
+pub fn released(o: ReleaseOutcome) -> Response {
+    match o {
+        ReleaseOutcome::Released => Response::Released,
+        ReleaseOutcome::Buried => Response::Buried,
+    }
+}
+
+/// The reply `ok` makes of a call's value, else the error's reply.
+pub fn result_reply<T>(r: Result<T, HubError>, ok: impl FnOnce(T) -> Response) -> Response {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => error_reply(e),
     }
 }
 

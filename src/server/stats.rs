@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::lock_stats::HOLD_KINDS;
 use crate::hub::{HubStats, JobStats, TubeStats};
+use crate::protocol::Command;
 
 /// The commands counted in global stats, in the order of their `cmd-*` keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,39 @@ pub enum Cmd {
     PauseTube,
 }
 
+impl Cmd {
+    /// The counter `cmd` bumps. `reserve-job`, `kick-job` and `quit` have none (beanstalkd
+    /// 1.12's stats have no `cmd-*` key for them).
+    pub fn of(cmd: &Command) -> Option<Cmd> {
+        Some(match cmd {
+            Command::Put { .. } => Cmd::Put,
+            Command::Use(_) => Cmd::Use,
+            Command::Reserve => Cmd::Reserve,
+            Command::ReserveWithTimeout(_) => Cmd::ReserveWithTimeout,
+            Command::Delete(_) => Cmd::Delete,
+            Command::Release { .. } => Cmd::Release,
+            Command::Bury { .. } => Cmd::Bury,
+            Command::Touch(_) => Cmd::Touch,
+            Command::Watch(_) => Cmd::Watch,
+            Command::Ignore(_) => Cmd::Ignore,
+            Command::Peek(_) => Cmd::Peek,
+            Command::PeekReady => Cmd::PeekReady,
+            Command::PeekDelayed => Cmd::PeekDelayed,
+            Command::PeekBuried => Cmd::PeekBuried,
+            Command::Kick(_) => Cmd::Kick,
+            Command::StatsJob(_) => Cmd::StatsJob,
+            Command::StatsTube(_) => Cmd::StatsTube,
+            Command::Stats => Cmd::Stats,
+            Command::ListTubes => Cmd::ListTubes,
+            Command::ListTubeUsed => Cmd::ListTubeUsed,
+            Command::ListTubesWatched => Cmd::ListTubesWatched,
+            Command::PauseTube { .. } => Cmd::PauseTube,
+            Command::ReserveJob(_) | Command::KickJob(_) | Command::Quit => return None,
+        })
+    }
+}
+
+/// The `cmd-*` keys of global stats, by [`Cmd`].
 const CMD_KEYS: [&str; 22] = [
     "cmd-put",
     "cmd-peek",
@@ -327,6 +361,67 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
         assert_eq!(y.len(), 265);
         assert!(y.starts_with(b"---\nname: default\ncurrent-jobs-urgent: 6\n"));
         assert!(y.ends_with(b"cmd-pause-tube: 3\npause: 0\npause-time-left: 0\n"));
+    }
+
+    #[test]
+    fn each_command_bumps_the_counter_of_its_own_key() {
+        let tube = || String::from("t");
+        let all = [
+            Command::Put {
+                pri: 0,
+                delay: 0,
+                ttr: 1,
+                body: bytes::Bytes::new(),
+            },
+            Command::Use(tube()),
+            Command::Reserve,
+            Command::ReserveWithTimeout(1),
+            Command::ReserveJob(1),
+            Command::Delete(1),
+            Command::Release {
+                id: 1,
+                pri: 0,
+                delay: 0,
+            },
+            Command::Bury { id: 1, pri: 0 },
+            Command::Touch(1),
+            Command::Watch(tube()),
+            Command::Ignore(tube()),
+            Command::Peek(1),
+            Command::PeekReady,
+            Command::PeekDelayed,
+            Command::PeekBuried,
+            Command::Kick(1),
+            Command::KickJob(1),
+            Command::StatsJob(1),
+            Command::StatsTube(tube()),
+            Command::Stats,
+            Command::ListTubes,
+            Command::ListTubeUsed,
+            Command::ListTubesWatched,
+            Command::PauseTube {
+                tube: tube(),
+                delay: 0,
+            },
+            Command::Quit,
+        ];
+        let mut keys = Vec::new();
+        for cmd in &all {
+            let name = crate::observe::command_name(cmd);
+            match Cmd::of(cmd) {
+                Some(k) => {
+                    assert_eq!(CMD_KEYS[k as usize], format!("cmd-{name}"));
+                    keys.push(k as usize);
+                }
+                None => assert!(
+                    ["reserve-job", "kick-job", "quit"].contains(&name),
+                    "{name}"
+                ),
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), CMD_KEYS.len());
     }
 
     #[test]
