@@ -159,6 +159,7 @@ impl Config {
         }
     }
 
+    /// When changes are made durable, from `-f` and `-F`.
     pub fn durability(&self) -> Durability {
         if self.never_fsync {
             Durability::Never

@@ -56,6 +56,7 @@ where
     // Dropping `conn` disconnects it.
 }
 
+/// One connection's state, owned by its task.
 struct Conn<S: Segment, T> {
     core: Arc<Core<S>>,
     id: ConnId,
@@ -89,6 +90,7 @@ impl<S: Segment, T> Drop for Conn<S, T> {
 }
 
 impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
+    /// Reads, runs and answers commands until the client quits or closes.
     async fn run(&mut self) -> std::io::Result<()> {
         loop {
             while let Some(decoded) = self.decoder.decode(&mut self.input) {
@@ -156,6 +158,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
         }
     }
 
+    /// Writes the pending replies, once the change they depend on is durable (`-f 0`).
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             // A failed sync closes the connection without the replies it covers.

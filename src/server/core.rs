@@ -1,5 +1,6 @@
 //! State shared by every task of a server: the hub behind one mutex, the wake-up channels of
-//! waiting reservers, the timer's re-arm signal and the command counters.
+//! waiting reservers, the timer's re-arm signal, the group commit of the sync thread and the
+//! counters of commands and of the hub lock.
 //!
 //! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
 //! an `.await` or a blocking socket write, so a slow client cannot stall the others. The one
@@ -25,8 +26,9 @@ use crate::hub::time::{SystemTimeSource, TimeSource};
 use crate::hub::{ConnId, Hub, HubError, HubWork, Micros, ReserveOutcome};
 use crate::segment::Segment;
 
-/// Wake-ups of one connection's blocked reserve.
+/// Where the hub's wake-ups of one connection's blocked reserve go ([`Waiter`]).
 pub type WakeupSender = mpsc::UnboundedSender<Wakeup>;
+/// Where the connection's task waits for them.
 pub type WakeupReceiver = mpsc::UnboundedReceiver<Wakeup>;
 
 /// How a blocked reserve ends.
@@ -90,10 +92,12 @@ impl Waiter {
     }
 }
 
+/// What the hub lock guards.
 struct Locked<S: Segment> {
     hub: Hub<S>,
+    /// How each connection's blocked reserve is woken.
     waiters: HashMap<ConnId, Waiter>,
-    /// The deadline the timer task sleeps until (`u64::MAX`: none). Read and written under the
+    /// The deadline the timer thread sleeps until (`u64::MAX`: none). Read and written under the
     /// lock so that a call making the deadline earlier always sees what the timer armed.
     armed: Micros,
 }
@@ -141,7 +145,9 @@ pub struct Core<S: Segment> {
     /// The epoch of the last sync batch that completed, told to the hub ([`Hub::synced`])
     /// when the next batch is taken, in the same hold of the lock.
     synced_epoch: AtomicU64,
+    /// This process's instance id (`stats`: `id`).
     id: String,
+    /// Host name, OS version and machine (`stats`: `hostname`, `os`, `platform`).
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
@@ -646,6 +652,9 @@ impl<S: Segment> Core<S> {
         Ok(target)
     }
 
+    /// The end of every hub call, under the lock: marks moves as synced when nothing syncs
+    /// (`-F`, mem mode), hands retired segments to the reaper, sends the wake-ups the call
+    /// produced and re-arms the timer if the next deadline moved earlier.
     fn after_call(&self, g: &mut Locked<S>) {
         if self.durability == Durability::Never {
             // No sync to wait for (`-F`): moves are marked at once.
@@ -721,7 +730,7 @@ impl<S: Segment> Core<S> {
         self.after_call(&mut g);
     }
 
-    /// The timer task's step: brings the hub to `now` and returns its next deadline, which it
+    /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
     /// records as armed.
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         let mut g = self.lock();
@@ -792,6 +801,7 @@ impl<S: Segment> Core<S> {
         self.with_hub(|h| h.set_draining(true));
     }
 
+    /// The process's figures for `stats`.
     pub fn process_info(&self) -> ProcessInfo {
         let (utime, stime) = stats::rusage();
         ProcessInfo {

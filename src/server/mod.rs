@@ -4,10 +4,12 @@
 //! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
 //! what the `yaad` binary calls: it adds logging, a runtime and the signals.
 //!
-//! Tasks: one per connection (see `conn`), and with `-f MS` one flusher, on one thread per CPU
-//! (`--threads`). One timer thread sleeps
-//! until the hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
-//! forward; see `core::TimerWake` for why it is a thread).
+//! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
+//! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
+//! flusher and with `--statsd` the sampler (`spawn_tasks`). Two threads of their own: the
+//! timer, which sleeps until the hub's next deadline and calls `tick` (woken earlier when a
+//! call brings the deadline forward; see `core::TimerWake` for why it is a thread), and with
+//! `-f 0` or `-f MS` the sync thread (`Core::run_syncs`).
 //!
 //! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
@@ -415,12 +417,13 @@ async fn accept(l: &Listener) -> std::io::Result<Stream> {
 }
 
 /// Resolves once the server is told to stop (at once if it already was).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send: drop it here, inside.
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
+/// The timer thread: sleeps until the hub's next deadline (or until woken because it moved
+/// earlier) and ticks, until `TimerWake::stop`.
 fn timer<S: Segment>(core: &Core<S>) {
     // Linux lets a timed wait end up to the thread's timer slack (50 µs by default) late, to
     // batch wake-ups; this thread's waits end when jobs are due, so it asks for none.

@@ -1,5 +1,6 @@
-//! The YAML bodies of `stats`, `stats-job`, `stats-tube` and the tube lists, with beanstalkd
-//! 1.12's keys in its order. yaad's own keys come only at the end of the global `stats`.
+//! The command counters, and the YAML bodies of `stats`, `stats-job`, `stats-tube` and the tube
+//! lists, with beanstalkd 1.12's keys in its order. yaad's own keys come only at the end of the
+//! global `stats`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,12 +127,13 @@ pub struct ProcessInfo {
     /// Hub lock acquisitions, contended acquisitions, µs held, µs waited
     /// (`LockStats::snapshot`).
     pub hub_lock: [u64; 4],
-    /// Per [`HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
+    /// Per kind of hold (`HOLD_KINDS`): hub lock holds of at least 1 ms and at least 5 ms.
     pub long_holds: [[u64; 2]; HOLD_KINDS.len()],
     /// Group-commit syncs (`-f 0`, `-f MS`): completed, changes they made durable, µs spent.
     pub syncs: [u64; 3],
 }
 
+/// `stats-job`.
 pub fn job_yaml(s: &JobStats) -> Vec<u8> {
     let mut y = String::from("---\n");
     // Writing into a String cannot fail.
@@ -157,6 +159,7 @@ pub fn job_yaml(s: &JobStats) -> Vec<u8> {
     y.into_bytes()
 }
 
+/// `stats-tube`.
 pub fn tube_yaml(s: &TubeStats) -> Vec<u8> {
     let mut y = String::from("---\n");
     let _ = write!(
@@ -194,6 +197,8 @@ pub fn list_yaml<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
     y.into_bytes()
 }
 
+/// `stats`: the hub's figures, the command counters ([`CmdCounters::snapshot`]) and the
+/// process's.
 pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
     let mut y = String::from("---\n");
     let _ = write!(
