@@ -14,30 +14,53 @@ use crate::protocol::{Command, Response};
 
 // Counters `cmd.<command>` (`yaad.cmd.put`) and `error.<REPLY>` (`yaad.error.NOT_FOUND`) are
 // named by `command_metric` and `error_metric` below.
-// Counters: job life-cycle events.
+
+// Counters of job life-cycle events, counted by `reply` from the replies sent.
+/// Jobs stored (an `INSERTED` or `BURIED <id>` reply).
 pub const JOBS_PUT: &str = "jobs.put";
+/// Jobs handed out (a `RESERVED` reply, also after a blocked wait and to `reserve-job`).
 pub const JOBS_RESERVED: &str = "jobs.reserved";
+/// Jobs deleted (a `DELETED` reply).
 pub const JOBS_DELETED: &str = "jobs.deleted";
+/// Jobs released (a `RELEASED` reply).
 pub const JOBS_RELEASED: &str = "jobs.released";
+/// Jobs buried (a `BURIED` reply to `bury` or `release`).
 pub const JOBS_BURIED: &str = "jobs.buried";
+/// Jobs kicked (the count of a `KICKED n` reply, 1 per `kick-job`).
 pub const JOBS_KICKED: &str = "jobs.kicked";
-/// Timeouts are the hub's running total sampled once a second, so `jobs.timed_out` lags by up
-/// to a second.
+/// Reservations whose TTR ran out. Not counted from replies: [`sample`] sends the growth of
+/// the hub's running total once a second, so `jobs.timed_out` lags by up to a second.
 pub const JOBS_TIMED_OUT: &str = "jobs.timed_out";
-/// Gauges: jobs per state, sampled once a second.
+
+// Gauges, set by `sample` once a second.
+/// Ready jobs.
 pub const JOBS_READY: &str = "jobs.ready";
+/// Reserved jobs now (the counter `jobs.reserved` counts reservations).
 pub const JOBS_RESERVED_NOW: &str = "jobs.reserved_now";
+/// Delayed jobs.
 pub const JOBS_DELAYED: &str = "jobs.delayed";
+/// Buried jobs now (the counter `jobs.buried` counts buryings).
 pub const JOBS_BURIED_NOW: &str = "jobs.buried_now";
-/// Gauges: server and storage state, sampled once a second.
+/// Open client connections.
 pub const CONNECTIONS: &str = "connections";
+/// Spokes (time buckets) in the hub.
 pub const SPOKES: &str = "spokes";
-pub const SEGMENTS_MAPPED: &str = "segments.mapped";
+/// Segments open now: the loaded spokes' and the recently used far ones (mapped in mapped mode).
+pub const SEGMENTS_OPEN: &str = "segments.open";
+/// Bytes of the live segment files (the sum of every spoke's segment size).
 pub const DATA_DIR_BYTES: &str = "data_dir.bytes";
-/// Timers (histograms, milliseconds): command latency, flush, rotation, recovery.
+
+// Timers (histograms, milliseconds).
+/// Time to execute one command and build its reply (a blocking reserve: until it starts to
+/// wait; not the socket write).
 pub const CMD_LATENCY: &str = "cmd.latency";
+/// Time of one successful sync of the data files by the sync thread (`-f 0` and `-f MS`;
+/// one sync covers every change made before it started).
 pub const FLUSH_DURATION: &str = "flush.duration";
+/// Time of one timer step (`tick`: expiring reservations, promoting delayed jobs, retiring
+/// spokes).
 pub const ROTATION_DURATION: &str = "rotation.duration";
+/// Time to open the data dir and recover its jobs at start-up (sent once).
 pub const RECOVERY_DURATION: &str = "recovery.duration";
 
 /// How log lines are printed.
@@ -221,9 +244,6 @@ pub fn command(name: &'static str, start: Option<Instant>) {
     }
 }
 
-/// Seconds since the epoch of the last disk-full warning (one per minute at most).
-static LAST_OUT_OF_ROOM_WARNING: AtomicU64 = AtomicU64::new(0);
-
 /// Counts one reply: error replies by word, successful job changes by kind.
 pub fn reply(resp: &Response) {
     if !enabled() {
@@ -245,6 +265,9 @@ pub fn reply(resp: &Response) {
     };
     metrics::counter!(name).increment(n);
 }
+
+/// Seconds since the epoch of the last [`warn_out_of_room`] warning (one per minute at most).
+static LAST_OUT_OF_ROOM_WARNING: AtomicU64 = AtomicU64::new(0);
 
 /// Warns (once a minute at most) that a change is refused for want of room: the disk is full,
 /// or a system limit was reached (`e` says which).
@@ -278,7 +301,7 @@ pub struct Sample {
     pub buried: u64,
     pub connections: u64,
     pub spokes: u64,
-    pub segments_mapped: u64,
+    pub segments_open: u64,
     pub data_bytes: u64,
     /// The hub's running total of TTR expiries.
     pub timeouts: u64,
@@ -292,7 +315,7 @@ pub fn sample(s: &Sample, previous: Option<&Sample>) {
     metrics::gauge!(JOBS_BURIED_NOW).set(s.buried as f64);
     metrics::gauge!(CONNECTIONS).set(s.connections as f64);
     metrics::gauge!(SPOKES).set(s.spokes as f64);
-    metrics::gauge!(SEGMENTS_MAPPED).set(s.segments_mapped as f64);
+    metrics::gauge!(SEGMENTS_OPEN).set(s.segments_open as f64);
     metrics::gauge!(DATA_DIR_BYTES).set(s.data_bytes as f64);
     let before = previous.map_or(0, |p| p.timeouts);
     let timed_out = s.timeouts.saturating_sub(before);

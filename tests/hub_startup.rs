@@ -561,8 +561,10 @@ fn a_checkpoint_recomputes_a_bounded_number_of_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let mut hub: Hub<Counting<LazySegment>> = open(tmp.path(), START);
     let c = hub.connect();
+    // Three days apart: a far spoke per job, whatever its span.
+    let delay = |i: u32| (i + 1) * 3 * 24 * HOUR;
     for i in 0..3 * n {
-        hub.put(c, 0, HOUR + i, 60, b"far", START).unwrap();
+        hub.put(c, 0, delay(i), 60, b"far", START).unwrap();
     }
     let listed = |hub: &mut Hub<Counting<LazySegment>>| {
         hub.checkpoint().map(|p| {
@@ -586,7 +588,7 @@ fn a_checkpoint_recomputes_a_bounded_number_of_entries() {
     // time, then a checkpoint with nothing to do writes nothing.
     let c = hub.connect();
     for i in 0..3 * n {
-        hub.put(c, 0, HOUR + i, 60, b"far", START).unwrap();
+        hub.put(c, 0, delay(i), 60, b"far", START).unwrap();
     }
     assert_eq!(listed(&mut hub), Some(N));
     assert_eq!(listed(&mut hub), Some(2 * N));

@@ -322,7 +322,7 @@ async fn stats_counters_and_lengths(mode: Mode) {
     let mut want: Vec<String> = [
         "mode",
         "spokes",
-        "segments-mapped",
+        "segments-open",
         "corrupt-records-skipped",
         "data-bytes",
         "hub-lock-acquisitions",

@@ -195,7 +195,7 @@ pub struct HubStats {
     pub draining: bool,
     pub spokes: u64,
     /// Spokes whose segment is open: loaded (near and past) and recently used far ones.
-    pub segments_mapped: u64,
+    pub segments_open: u64,
     pub corrupt_records_skipped: u64,
     /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
     pub data_bytes: u64,

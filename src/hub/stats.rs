@@ -99,7 +99,7 @@ impl<S: Segment> Hub<S> {
             total_connections: self.total_connections,
             draining: self.draining,
             spokes: store.spokes,
-            segments_mapped: store.spokes_open,
+            segments_open: store.spokes_open,
             corrupt_records_skipped: store.corrupt_records_skipped,
             data_bytes: store.data_bytes,
             resident_jobs: self.jobs.len() as u64,

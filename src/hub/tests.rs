@@ -593,7 +593,7 @@ fn at_most_max_open_far_spokes_stay_open() {
     }
     assert_eq!(hub.store.spokes.len(), 100);
     assert_eq!(hub.store.open_far.len(), MAX_OPEN_FAR_SPOKES);
-    assert_eq!(hub.stats(T0).segments_mapped, MAX_OPEN_FAR_SPOKES as u64);
+    assert_eq!(hub.stats(T0).segments_open, MAX_OPEN_FAR_SPOKES as u64);
 }
 
 #[test]

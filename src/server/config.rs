@@ -110,7 +110,8 @@ pub struct Config {
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
 
-    /// Width of a spoke's time bucket, in milliseconds.
+    /// Width of a near spoke's time bucket, in milliseconds (far spokes are 60, 3,600 or
+    /// 216,000 times wider).
     #[arg(long = "spoke-span", value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub spoke_span_ms: u64,
 
@@ -159,6 +160,7 @@ impl Config {
         }
     }
 
+    /// When changes are made durable, from `-f` and `-F`.
     pub fn durability(&self) -> Durability {
         if self.never_fsync {
             Durability::Never

@@ -16,8 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::core::{Core, Waiter, Wakeup, WakeupReceiver, now};
+use super::reply::{found, released, reserve_reply, reserved, result_reply, unit_reply};
 use super::stats::{self, Cmd};
-use crate::hub::{ConnId, HubError, JobView, ReleaseOutcome, ReserveOutcome, SECOND};
+use crate::hub::{ConnId, Hub, HubError, JobView, ReserveOutcome, SECOND};
 use crate::observe;
 use crate::protocol::{Command, Decoder, Response};
 use crate::segment::Segment;
@@ -55,6 +56,7 @@ where
     // Dropping `conn` disconnects it.
 }
 
+/// One connection's state, owned by its task.
 struct Conn<S: Segment, T> {
     core: Arc<Core<S>>,
     id: ConnId,
@@ -88,6 +90,7 @@ impl<S: Segment, T> Drop for Conn<S, T> {
 }
 
 impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
+    /// Reads, runs and answers commands until the client quits or closes.
     async fn run(&mut self) -> std::io::Result<()> {
         loop {
             while let Some(decoded) = self.decoder.decode(&mut self.input) {
@@ -155,6 +158,7 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
         }
     }
 
+    /// Writes the pending replies, once the change they depend on is durable (`-f 0`).
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             // A failed sync closes the connection without the replies it covers.
@@ -198,161 +202,119 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
         }
     }
 
+    /// Runs one command: counts it ([`Cmd::of`]), calls the hub, and says what to send.
     fn execute(&mut self, cmd: Command) -> Step {
+        if let Some(k) = Cmd::of(&cmd) {
+            self.core.counters.count(k);
+        }
         let c = self.id;
         let core = &*self.core;
-        let count = |k| core.counters.count(k);
         let reply = match cmd {
+            Command::Reserve => return self.reserve(None),
+            Command::ReserveWithTimeout(t) => return self.reserve(Some(u64::from(t) * SECOND)),
+            Command::Quit => return Step::Close,
+            // Changes: the reply waits until they are durable (`-f 0`).
             Command::Put {
                 pri,
                 delay,
                 ttr,
                 body,
-            } => {
-                count(Cmd::Put);
-                match core.with_hub_change(&mut self.change, |h| {
-                    h.put(c, pri, delay, ttr, &body, now())
-                }) {
-                    Ok(id) => Response::Inserted(id),
-                    Err(e) => error_reply(e),
-                }
+            } => result_reply(
+                self.make_change(|h| h.put(c, pri, delay, ttr, &body, now())),
+                Response::Inserted,
+            ),
+            // A change: a delayed or buried job is persisted as ready first.
+            Command::ReserveJob(id) => {
+                result_reply(self.make_change(|h| h.reserve_job(c, id, now())), reserved)
             }
+            Command::Delete(id) => unit_reply(
+                self.make_change(|h| h.delete(c, id, now())),
+                Response::Deleted,
+            ),
+            Command::Release { id, pri, delay } => result_reply(
+                self.make_change(|h| h.release(c, id, pri, delay, now())),
+                released,
+            ),
+            Command::Bury { id, pri } => unit_reply(
+                self.make_change(|h| h.bury(c, id, pri, now())),
+                Response::Buried,
+            ),
+            Command::Kick(bound) => result_reply(
+                self.make_change(|h| Ok(h.kick(c, bound, now()))),
+                Response::Kicked,
+            ),
+            Command::KickJob(id) => unit_reply(
+                self.make_change(|h| h.kick_job(id, now())),
+                Response::KickedJob,
+            ),
+            // Reads that show a job: the reply waits until the job's last change is durable.
+            Command::Peek(id) => self.peek(|h| h.peek(id)),
+            Command::PeekReady => self.peek(|h| h.peek_ready(c)),
+            Command::PeekDelayed => self.peek(|h| h.peek_delayed(c)),
+            Command::PeekBuried => self.peek(|h| h.peek_buried(c)),
+            Command::StatsJob(id) => self.stats_job(id),
+            // The rest changes nothing that is persisted.
             Command::Use(tube) => {
-                count(Cmd::Use);
                 core.with_hub(|h| h.use_tube(c, &tube));
                 Response::Using(tube)
             }
-            Command::Reserve => {
-                count(Cmd::Reserve);
-                return self.reserve(None);
-            }
-            Command::ReserveWithTimeout(t) => {
-                count(Cmd::ReserveWithTimeout);
-                return self.reserve(Some(u64::from(t) * SECOND));
-            }
-            // A change: a delayed or buried job is persisted as ready first.
-            Command::ReserveJob(id) => {
-                match core.with_hub_change(&mut self.change, |h| h.reserve_job(c, id, now())) {
-                    Ok(job) => reserved(job),
-                    Err(e) => error_reply(e),
-                }
-            }
-            Command::Delete(id) => {
-                count(Cmd::Delete);
-                unit_reply(
-                    core.with_hub_change(&mut self.change, |h| h.delete(c, id, now())),
-                    Response::Deleted,
-                )
-            }
-            Command::Release { id, pri, delay } => {
-                count(Cmd::Release);
-                match core
-                    .with_hub_change(&mut self.change, |h| h.release(c, id, pri, delay, now()))
-                {
-                    Ok(ReleaseOutcome::Released) => Response::Released,
-                    Ok(ReleaseOutcome::Buried) => Response::Buried,
-                    Err(e) => error_reply(e),
-                }
-            }
-            Command::Bury { id, pri } => {
-                count(Cmd::Bury);
-                unit_reply(
-                    core.with_hub_change(&mut self.change, |h| h.bury(c, id, pri, now())),
-                    Response::Buried,
-                )
-            }
             Command::Touch(id) => {
-                count(Cmd::Touch);
                 unit_reply(core.with_hub(|h| h.touch(c, id, now())), Response::Touched)
             }
-            Command::Watch(tube) => {
-                count(Cmd::Watch);
-                Response::Watching(core.with_hub(|h| h.watch(c, &tube)))
-            }
+            Command::Watch(tube) => Response::Watching(core.with_hub(|h| h.watch(c, &tube))),
             Command::Ignore(tube) => {
-                count(Cmd::Ignore);
-                match core.with_hub(|h| h.ignore(c, &tube)) {
-                    Ok(n) => Response::Watching(n),
-                    Err(e) => error_reply(e),
-                }
+                result_reply(core.with_hub(|h| h.ignore(c, &tube)), Response::Watching)
             }
-            Command::Peek(id) => {
-                count(Cmd::Peek);
-                found(core.with_hub_showing(&mut self.change, |h| h.peek(id), shown_job))
-            }
-            Command::PeekReady => {
-                count(Cmd::PeekReady);
-                found(core.with_hub_showing(&mut self.change, |h| h.peek_ready(c), shown_job))
-            }
-            Command::PeekDelayed => {
-                count(Cmd::PeekDelayed);
-                found(core.with_hub_showing(&mut self.change, |h| h.peek_delayed(c), shown_job))
-            }
-            Command::PeekBuried => {
-                count(Cmd::PeekBuried);
-                found(core.with_hub_showing(&mut self.change, |h| h.peek_buried(c), shown_job))
-            }
-            Command::Kick(bound) => {
-                count(Cmd::Kick);
-                match core.with_hub_change(&mut self.change, |h| Ok(h.kick(c, bound, now()))) {
-                    Ok(n) => Response::Kicked(n),
-                    Err(e) => error_reply(e),
-                }
-            }
-            Command::KickJob(id) => unit_reply(
-                core.with_hub_change(&mut self.change, |h| h.kick_job(id, now())),
-                Response::KickedJob,
-            ),
-            Command::StatsJob(id) => {
-                count(Cmd::StatsJob);
-                let stats = core.with_hub_showing(
-                    &mut self.change,
-                    |h| h.stats_job(id, now()),
-                    |s| s.as_ref().map(|s| s.id),
-                );
-                match stats {
-                    Some(s) => Response::Ok(stats::job_yaml(&s)),
-                    None => Response::NotFound,
-                }
-            }
-            Command::StatsTube(tube) => {
-                count(Cmd::StatsTube);
-                match core.with_hub(|h| h.stats_tube(&tube, now())) {
-                    Some(s) => Response::Ok(stats::tube_yaml(&s)),
-                    None => Response::NotFound,
-                }
-            }
-            Command::Stats => {
-                count(Cmd::Stats);
-                let hub = core.with_hub(|h| h.stats(now()));
-                let cmds = core.counters.snapshot();
-                Response::Ok(stats::global_yaml(&hub, &cmds, &core.process_info()))
-            }
+            Command::StatsTube(tube) => match core.with_hub(|h| h.stats_tube(&tube, now())) {
+                Some(s) => Response::Ok(stats::tube_yaml(&s)),
+                None => Response::NotFound,
+            },
+            Command::Stats => global_stats(core),
             Command::ListTubes => {
-                count(Cmd::ListTubes);
                 Response::Ok(stats::list_yaml(&core.with_hub(|h| h.list_tubes())))
             }
-            Command::ListTubeUsed => {
-                count(Cmd::ListTubeUsed);
-                Response::Using(core.with_hub(|h| h.used_tube(c).to_string()))
-            }
+            Command::ListTubeUsed => Response::Using(core.with_hub(|h| h.used_tube(c).to_string())),
             Command::ListTubesWatched => {
-                count(Cmd::ListTubesWatched);
                 Response::Ok(stats::list_yaml(&core.with_hub(|h| h.watched(c))))
             }
-            Command::PauseTube { tube, delay } => {
-                count(Cmd::PauseTube);
-                unit_reply(
-                    core.with_hub(|h| h.pause_tube(&tube, delay, now())),
-                    Response::Paused,
-                )
-            }
-            Command::Quit => return Step::Close,
+            Command::PauseTube { tube, delay } => unit_reply(
+                core.with_hub(|h| h.pause_tube(&tube, delay, now())),
+                Response::Paused,
+            ),
         };
         Step::Reply(reply)
     }
 
-    /// `timeout`: None blocks forever; Some(µs) from now.
+    /// A call that changes persisted state (see [`Core::with_hub_change`]): the pending
+    /// replies wait for it.
+    fn make_change<R>(
+        &mut self,
+        f: impl FnOnce(&mut Hub<S>) -> Result<R, HubError>,
+    ) -> Result<R, HubError> {
+        self.core.with_hub_change(&mut self.change, f)
+    }
+
+    /// A peek: `FOUND` with the job `f` finds, which the reply waits for like a change of its
+    /// own (see [`Core::with_hub_showing`]).
+    fn peek(&mut self, f: impl FnOnce(&mut Hub<S>) -> Option<JobView>) -> Response {
+        found(self.core.with_hub_showing(&mut self.change, f, shown_job))
+    }
+
+    /// `stats-job`: shows the job's figures, so the reply waits like a peek's.
+    fn stats_job(&mut self, id: u64) -> Response {
+        let figures = self.core.with_hub_showing(
+            &mut self.change,
+            |h| h.stats_job(id, now()),
+            |s| s.as_ref().map(|s| s.id),
+        );
+        match figures {
+            Some(s) => Response::Ok(stats::job_yaml(&s)),
+            None => Response::NotFound,
+        }
+    }
+
+    /// `reserve` (`timeout` None) and `reserve-with-timeout` (`timeout`: µs from now): the
+    /// reply of a job handed out now, or a wait.
     fn reserve(&mut self, timeout: Option<u64>) -> Step {
         // With no reply pending, all earlier ones are sent (`write_out` empties `out` only
         // once its bytes are written).
@@ -364,52 +326,14 @@ impl<S: Segment, T: AsyncRead + AsyncWrite + Unpin> Conn<S, T> {
     }
 }
 
-fn reserved(job: JobView) -> Response {
-    Response::Reserved {
-        id: job.id,
-        body: job.body,
-    }
+/// `stats`: the hub's figures, the command counters (this `stats` counted) and the process's.
+fn global_stats<S: Segment>(core: &Core<S>) -> Response {
+    let hub = core.with_hub(|h| h.stats(now()));
+    let cmds = core.counters.snapshot();
+    Response::Ok(stats::global_yaml(&hub, &cmds, &core.process_info()))
 }
 
 /// The job a peek shows (see [`Core::with_hub_showing`]).
 fn shown_job(job: &Option<JobView>) -> Option<u64> {
     job.as_ref().map(|j| j.id)
-}
-
-fn found(job: Option<JobView>) -> Response {
-    match job {
-        Some(j) => Response::Found {
-            id: j.id,
-            body: j.body,
-        },
-        None => Response::NotFound,
-    }
-}
-
-pub(super) fn reserve_reply(o: ReserveOutcome) -> Response {
-    match o {
-        ReserveOutcome::Reserved(job) => reserved(job),
-        ReserveOutcome::DeadlineSoon => Response::DeadlineSoon,
-        ReserveOutcome::TimedOut | ReserveOutcome::Wait => Response::TimedOut,
-    }
-}
-
-fn unit_reply(r: Result<(), HubError>, ok: Response) -> Response {
-    match r {
-        Ok(()) => ok,
-        Err(e) => error_reply(e),
-    }
-}
-
-fn error_reply(e: HubError) -> Response {
-    match e {
-        HubError::NotFound => Response::NotFound,
-        HubError::NotIgnored => Response::NotIgnored,
-        HubError::Draining => Response::Draining,
-        HubError::OutOfMemory => Response::OutOfMemory,
-        HubError::Internal(msg) => {
-            tracing::error!("internal error: {msg}");
-            Response::InternalError
-        }
-    }
 }

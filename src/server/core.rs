@@ -1,5 +1,6 @@
 //! State shared by every task of a server: the hub behind one mutex, the wake-up channels of
-//! waiting reservers, the timer's re-arm signal and the command counters.
+//! waiting reservers, the timer's re-arm signal, the group commit of the sync thread and the
+//! counters of commands and of the hub lock.
 //!
 //! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
 //! an `.await` or a blocking socket write, so a slow client cannot stall the others. The one
@@ -18,13 +19,16 @@ use rustix::net::{SendFlags, send};
 use tokio::sync::mpsc;
 
 use super::config::{Durability, Mode};
+use super::lock_stats::{HOLD_KINDS, LONG_HOLDS, LockStats, hold_kind};
+use super::reply::reserve_reply;
 use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
 use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome, StoreWork};
 use crate::segment::Segment;
 
-/// Wake-ups of one connection's blocked reserve.
+/// Where the hub's wake-ups of one connection's blocked reserve go ([`Waiter`]).
 pub type WakeupSender = mpsc::UnboundedSender<Wakeup>;
+/// Where the connection's task waits for them.
 pub type WakeupReceiver = mpsc::UnboundedReceiver<Wakeup>;
 
 /// How a blocked reserve ends.
@@ -71,7 +75,7 @@ impl Waiter {
     fn wake(&mut self, outcome: ReserveOutcome, change: u64, durable: bool) {
         let wakeup = match (&self.socket, std::mem::take(&mut self.idle)) {
             (Some(socket), true) if durable && !matches!(outcome, ReserveOutcome::Wait) => {
-                let resp = super::conn::reserve_reply(outcome);
+                let resp = reserve_reply(outcome);
                 crate::observe::reply(&resp);
                 let mut reply = Vec::with_capacity(64);
                 resp.encode(&mut reply);
@@ -88,10 +92,12 @@ impl Waiter {
     }
 }
 
+/// What the hub lock guards.
 struct Locked<S: Segment> {
     hub: Hub<S>,
+    /// How each connection's blocked reserve is woken.
     waiters: HashMap<ConnId, Waiter>,
-    /// The deadline the timer task sleeps until (`u64::MAX`: none). Read and written under the
+    /// The deadline the timer thread sleeps until (`u64::MAX`: none). Read and written under the
     /// lock so that a call making the deadline earlier always sees what the timer armed.
     armed: Micros,
 }
@@ -139,7 +145,9 @@ pub struct Core<S: Segment> {
     /// The epoch of the last sync batch that completed, told to the hub ([`Hub::synced`])
     /// when the next batch is taken, in the same hold of the lock.
     synced_epoch: AtomicU64,
+    /// This process's instance id (`stats`: `id`).
     id: String,
+    /// Host name, OS version and machine (`stats`: `hostname`, `os`, `platform`).
     host: (String, String, String),
     /// Destroys the segments of retired spokes, outside the hub lock (see [`Core::set_reaper`]).
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
@@ -196,62 +204,6 @@ impl SyncQueue {
     }
 }
 
-/// Counters of the hub lock, always on (two clock reads per acquisition, ~50 ns): how often it
-/// is taken, how often a caller found it held, and the total time it was held and waited for.
-/// `held_ns` over wall time is the lock's utilisation; near 100 % it would be the ceiling.
-#[derive(Default)]
-pub struct LockStats {
-    pub acquisitions: AtomicU64,
-    pub contended: AtomicU64,
-    pub held_ns: AtomicU64,
-    pub wait_ns: AtomicU64,
-    /// Holds of at least 1 ms and of at least 5 ms, by [`HOLD_KINDS`]: what a lateness tail
-    /// can be blamed on (`stats`: `hub-lock-holds-over-1ms-KIND`, `...-over-5ms-KIND`).
-    pub long_holds: [[AtomicU64; 2]; HOLD_KINDS.len()],
-}
-
-/// What a long hub-lock hold did, named after the first of the hub's slow kinds of work
-/// ([`StoreWork`]) counted during it: a segment created in the call (`create`), a far spoke
-/// loaded (`load`), a segment compacted (`compact`), a spoke retired (`retire`); `other` did
-/// none of these (preempted holder, page faults, a write blocked by writeback, a big call).
-pub const HOLD_KINDS: [&str; 5] = ["create", "load", "compact", "retire", "other"];
-
-/// The index in [`HOLD_KINDS`] of a hold during which the hub's work went from `a` to `b`.
-fn hold_kind(a: &StoreWork, b: &StoreWork) -> usize {
-    [
-        b.spokes_created > a.spokes_created,
-        b.spokes_loaded > a.spokes_loaded,
-        b.segments_compacted > a.segments_compacted,
-        b.spokes_retired > a.spokes_retired,
-    ]
-    .iter()
-    .position(|&did| did)
-    .unwrap_or(HOLD_KINDS.len() - 1)
-}
-
-/// Holds at least this long are counted in [`LockStats::long_holds`] (index 0; index 1:
-/// [`LONG_HOLDS`]`[1]`): the delivery timing target is a lateness p99 of 1 ms and a max of 5 ms.
-const LONG_HOLDS: [Duration; 2] = [Duration::from_millis(1), Duration::from_millis(5)];
-
-impl LockStats {
-    /// `[acquisitions, contended, held µs, wait µs]`.
-    pub fn snapshot(&self) -> [u64; 4] {
-        [
-            self.acquisitions.load(Ordering::Relaxed),
-            self.contended.load(Ordering::Relaxed),
-            self.held_ns.load(Ordering::Relaxed) / 1000,
-            self.wait_ns.load(Ordering::Relaxed) / 1000,
-        ]
-    }
-
-    /// [`LockStats::long_holds`]: per kind, holds of at least 1 ms and of at least 5 ms.
-    pub fn long_holds(&self) -> [[u64; 2]; HOLD_KINDS.len()] {
-        self.long_holds
-            .each_ref()
-            .map(|k| k.each_ref().map(|n| n.load(Ordering::Relaxed)))
-    }
-}
-
 /// Hub-lock holds longer than this are logged (debug level) with what the hub did meanwhile.
 const SLOW_HOLD: Duration = Duration::from_micros(500);
 
@@ -294,11 +246,7 @@ impl<S: Segment> Drop for HubGuard<'_, S> {
         }
         let (before, w) = (self.before, self.guard.hub.work());
         let kind = hold_kind(&before, &w);
-        for (limit, n) in LONG_HOLDS.iter().zip(&self.stats.long_holds[kind]) {
-            if held >= *limit {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.stats.count_long_hold(kind, held);
         if !self.debug {
             return;
         }
@@ -704,6 +652,9 @@ impl<S: Segment> Core<S> {
         Ok(target)
     }
 
+    /// The end of every hub call, under the lock: marks moves as synced when nothing syncs
+    /// (`-F`, mem mode), hands retired segments to the reaper, sends the wake-ups the call
+    /// produced and re-arms the timer if the next deadline moved earlier.
     fn after_call(&self, g: &mut Locked<S>) {
         if self.durability == Durability::Never {
             // No sync to wait for (`-F`): moves are marked at once.
@@ -779,7 +730,7 @@ impl<S: Segment> Core<S> {
         self.after_call(&mut g);
     }
 
-    /// The timer task's step: brings the hub to `now` and returns its next deadline, which it
+    /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
     /// records as armed.
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         let mut g = self.lock();
@@ -850,6 +801,7 @@ impl<S: Segment> Core<S> {
         self.with_hub(|h| h.set_draining(true));
     }
 
+    /// The process's figures for `stats`.
     pub fn process_info(&self) -> ProcessInfo {
         let (utime, stime) = stats::rusage();
         ProcessInfo {

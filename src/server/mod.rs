@@ -4,14 +4,20 @@
 //! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
 //! what the `yaad` binary calls: it adds logging, a runtime and the signals.
 //!
-//! Tasks: one per connection (see `conn`), and with `-f MS` one flusher, on one thread per CPU
-//! (`--threads`). One timer thread sleeps
-//! until the hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
-//! forward; see `core::TimerWake` for why it is a thread).
+//! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
+//! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
+//! flusher and with `--statsd` the sampler (`spawn_tasks`). Two threads of their own: the
+//! timer, which sleeps until the hub's next deadline and calls `tick` (woken earlier when a
+//! call brings the deadline forward; see `core::TimerWake` for why it is a thread), and with
+//! `-f 0` or `-f MS` the sync thread (`Core::run_syncs`).
+//!
+//! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
 pub mod config;
 mod conn;
 mod core;
+mod lock_stats;
+mod reply;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -205,27 +211,66 @@ enum Listener {
 async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, ServerError> {
     let listen = cfg.listen_addr().map_err(ServerError::Config)?;
     let mode = cfg.storage_mode();
-    let (data_dir, scratch) = match cfg.data_dir() {
-        Some(dir) => (dir, None),
-        None if cfg.restore => {
-            return Err(ServerError::Config(
-                "-r/--restore needs the data dir to restore from (-b DIR)".into(),
-            ));
-        }
-        None => {
-            let scratch = tempfile::Builder::new().prefix("yaad-mem-").tempdir()?;
-            (scratch.path().to_path_buf(), Some(scratch))
-        }
-    };
-    let shown_dir = match scratch {
-        Some(_) => "none (nothing kept)".to_string(),
-        None => data_dir.display().to_string(),
-    };
+    let (data_dir, scratch) = data_dir(&cfg)?;
     // Before the hub opens the data dir, so that the simulator sees every sync of this process.
     let powercut = match scratch {
         Some(_) => None,
         None => powercut::from_env(&data_dir)
             .map_err(|e| ServerError::Config(format!("power-loss simulator: {e}")))?,
+    };
+    let hub = open_hub::<S>(&cfg, data_dir, scratch.is_some())?;
+    // Mem mode writes files only when drained or stopped, whatever -f says.
+    let durability = match mode {
+        Mode::Mem => Durability::Never,
+        Mode::Mapped | Mode::Lazy => cfg.durability(),
+    };
+    let mut core = Core::new(hub, durability, cfg.max_job_size, mode);
+    // Segment files of past spokes are removed on a blocking thread, not under the hub lock.
+    let runtime = tokio::runtime::Handle::current();
+    core.set_reaper(move |segs: Vec<S>| {
+        runtime.spawn_blocking(move || self::core::destroy_all(segs));
+    });
+    let core = Arc::new(core);
+    let (listener, addr) = bind(listen).await?;
+    let (tx, rx) = watch::channel(false);
+    let tasks = spawn_tasks(&core, listener, rx, mode, cfg.max_connections)?;
+    Ok(Server {
+        addr,
+        shutdown: tx,
+        control: core,
+        tasks,
+        scratch,
+        _powercut: powercut,
+    })
+}
+
+/// The data dir of `cfg`, or a private scratch dir (removed with the server) for a mem-mode
+/// server without `-b`.
+fn data_dir(cfg: &Config) -> Result<(PathBuf, Option<tempfile::TempDir>), ServerError> {
+    match cfg.data_dir() {
+        Some(dir) => Ok((dir, None)),
+        None if cfg.restore => Err(ServerError::Config(
+            "-r/--restore needs the data dir to restore from (-b DIR)".into(),
+        )),
+        None => {
+            let scratch = tempfile::Builder::new().prefix("yaad-mem-").tempdir()?;
+            Ok((scratch.path().to_path_buf(), Some(scratch)))
+        }
+    }
+}
+
+/// Opens (and recovers) the hub in `data_dir` (`scratch`: a private dir, shown as none), and
+/// logs what it found and how long that took.
+fn open_hub<S: Segment>(
+    cfg: &Config,
+    data_dir: PathBuf,
+    scratch: bool,
+) -> Result<Hub<S>, ServerError> {
+    let mode = cfg.storage_mode();
+    let shown_dir = if scratch {
+        "none (nothing kept)".to_string()
+    } else {
+        data_dir.display().to_string()
     };
     let hub_cfg = HubConfig {
         data_dir,
@@ -247,19 +292,12 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         recovery_ms = recovery.as_millis() as u64,
         "recovered"
     );
-    // Mem mode writes files only when drained or stopped, whatever -f says.
-    let durability = match mode {
-        Mode::Mem => Durability::Never,
-        Mode::Mapped | Mode::Lazy => cfg.durability(),
-    };
-    let mut core = Core::new(hub, durability, cfg.max_job_size, mode);
-    // Segment files of past spokes are removed on a blocking thread, not under the hub lock.
-    let runtime = tokio::runtime::Handle::current();
-    core.set_reaper(move |segs: Vec<S>| {
-        runtime.spawn_blocking(move || self::core::destroy_all(segs));
-    });
-    let core = Arc::new(core);
-    let (listener, addr) = match listen {
+    Ok(hub)
+}
+
+/// Binds the listener (a Unix socket replaces a stale file of its path).
+async fn bind(listen: ListenAddr) -> Result<(Listener, BoundAddr), ServerError> {
+    Ok(match listen {
         ListenAddr::Tcp(a) => {
             let l = TcpListener::bind(a).await?;
             let bound = l.local_addr()?;
@@ -272,49 +310,53 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
             let l = UnixListener::bind(&path)?;
             (Listener::Unix(l), BoundAddr::Unix(path))
         }
-    };
-    let (tx, rx) = watch::channel(false);
+    })
+}
+
+/// Starts the threads and tasks of a server, each ending once `shutdown` says so: the timer,
+/// the sync thread and the flusher (as `core.durability` asks), the checkpointer (persisted
+/// modes), the id index trimmer, the statsd sampler (`--statsd`) and the accept loop.
+fn spawn_tasks<S: Segment + Send + 'static>(
+    core: &Arc<Core<S>>,
+    listener: Listener,
+    shutdown: watch::Receiver<bool>,
+    mode: Mode,
+    max_connections: usize,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut tasks = vec![spawn_thread(
         "yaad-timer",
         core.clone(),
-        rx.clone(),
+        shutdown.clone(),
         timer,
         |c| c.timer.stop(),
     )?];
-    if durability != Durability::Never {
+    if core.durability != Durability::Never {
         // The sync thread of `-f 0` and `-f MS` (`Core::run_syncs`).
         tasks.push(spawn_thread(
             "yaad-sync",
             core.clone(),
-            rx.clone(),
+            shutdown.clone(),
             Core::run_syncs,
             Core::stop_syncs,
         )?);
     }
-    if let Durability::Interval(ms) = durability {
-        tasks.push(tokio::spawn(flusher(core.clone(), ms, rx.clone())));
+    if let Durability::Interval(ms) = core.durability {
+        tasks.push(tokio::spawn(flusher(core.clone(), ms, shutdown.clone())));
     }
     if mode != Mode::Mem {
-        tasks.push(tokio::spawn(checkpointer(core.clone(), rx.clone())));
+        tasks.push(tokio::spawn(checkpointer(core.clone(), shutdown.clone())));
     }
-    tasks.push(tokio::spawn(index_trimmer(core.clone(), rx.clone())));
+    tasks.push(tokio::spawn(index_trimmer(core.clone(), shutdown.clone())));
     if observe::enabled() {
-        tasks.push(tokio::spawn(sampler(core.clone(), rx.clone())));
+        tasks.push(tokio::spawn(sampler(core.clone(), shutdown.clone())));
     }
     tasks.push(tokio::spawn(accept_loop(
         core.clone(),
         listener,
-        rx,
-        cfg.max_connections,
+        shutdown,
+        max_connections,
     )));
-    Ok(Server {
-        addr,
-        shutdown: tx,
-        control: core,
-        tasks,
-        scratch,
-        _powercut: powercut,
-    })
+    Ok(tasks)
 }
 
 async fn accept_loop<S: Segment + Send + 'static>(
@@ -374,12 +416,13 @@ async fn accept(l: &Listener) -> std::io::Result<Stream> {
 }
 
 /// Resolves once the server is told to stop (at once if it already was).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send: drop it here, inside.
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Sleeps until the hub's next deadline (or until woken because it moved earlier) and ticks.
+/// The timer thread: sleeps until the hub's next deadline (or until woken because it moved
+/// earlier) and ticks, until `TimerWake::stop`.
 fn timer<S: Segment>(core: &Core<S>) {
     // Linux lets a timed wait end up to the thread's timer slack (50 µs by default) late, to
     // batch wake-ups; this thread's waits end when jobs are due, so it asks for none.
@@ -499,7 +542,7 @@ async fn sampler<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<b
                     buried: st.current_jobs_buried,
                     connections: st.current_connections,
                     spokes: st.spokes,
-                    segments_mapped: st.segments_mapped,
+                    segments_open: st.segments_open,
                     data_bytes: st.data_bytes,
                     timeouts: st.job_timeouts,
                 };

@@ -1,10 +1,13 @@
-//! The YAML bodies of `stats`, `stats-job`, `stats-tube` and the tube lists, with beanstalkd
-//! 1.12's keys in its order. yaad's own keys come only at the end of the global `stats`.
+//! The command counters, and the YAML bodies of `stats`, `stats-job`, `stats-tube` and the tube
+//! lists, with beanstalkd 1.12's keys in its order. yaad's own keys come only at the end of the
+//! global `stats`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::lock_stats::HOLD_KINDS;
 use crate::hub::{HubStats, JobStats, TubeStats};
+use crate::protocol::Command;
 
 /// The commands counted in global stats, in the order of their `cmd-*` keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,39 @@ pub enum Cmd {
     PauseTube,
 }
 
+impl Cmd {
+    /// The counter `cmd` bumps. `reserve-job`, `kick-job` and `quit` have none (beanstalkd
+    /// 1.12's stats have no `cmd-*` key for them).
+    pub fn of(cmd: &Command) -> Option<Cmd> {
+        Some(match cmd {
+            Command::Put { .. } => Cmd::Put,
+            Command::Use(_) => Cmd::Use,
+            Command::Reserve => Cmd::Reserve,
+            Command::ReserveWithTimeout(_) => Cmd::ReserveWithTimeout,
+            Command::Delete(_) => Cmd::Delete,
+            Command::Release { .. } => Cmd::Release,
+            Command::Bury { .. } => Cmd::Bury,
+            Command::Touch(_) => Cmd::Touch,
+            Command::Watch(_) => Cmd::Watch,
+            Command::Ignore(_) => Cmd::Ignore,
+            Command::Peek(_) => Cmd::Peek,
+            Command::PeekReady => Cmd::PeekReady,
+            Command::PeekDelayed => Cmd::PeekDelayed,
+            Command::PeekBuried => Cmd::PeekBuried,
+            Command::Kick(_) => Cmd::Kick,
+            Command::StatsJob(_) => Cmd::StatsJob,
+            Command::StatsTube(_) => Cmd::StatsTube,
+            Command::Stats => Cmd::Stats,
+            Command::ListTubes => Cmd::ListTubes,
+            Command::ListTubeUsed => Cmd::ListTubeUsed,
+            Command::ListTubesWatched => Cmd::ListTubesWatched,
+            Command::PauseTube { .. } => Cmd::PauseTube,
+            Command::ReserveJob(_) | Command::KickJob(_) | Command::Quit => return None,
+        })
+    }
+}
+
+/// The `cmd-*` keys of global stats, by [`Cmd`].
 const CMD_KEYS: [&str; 22] = [
     "cmd-put",
     "cmd-peek",
@@ -88,14 +124,16 @@ pub struct ProcessInfo {
     pub os: String,
     pub platform: String,
     pub mode: &'static str,
-    /// Hub lock acquisitions, contended acquisitions, µs held, µs waited (core::LockStats).
+    /// Hub lock acquisitions, contended acquisitions, µs held, µs waited
+    /// (`LockStats::snapshot`).
     pub hub_lock: [u64; 4],
-    /// Per [`super::core::HOLD_KINDS`]: hub lock holds of at least 1 ms and at least 5 ms.
-    pub long_holds: [[u64; 2]; super::core::HOLD_KINDS.len()],
+    /// Per kind of hold (`HOLD_KINDS`): hub lock holds of at least 1 ms and at least 5 ms.
+    pub long_holds: [[u64; 2]; HOLD_KINDS.len()],
     /// Group-commit syncs (`-f 0`, `-f MS`): completed, changes they made durable, µs spent.
     pub syncs: [u64; 3],
 }
 
+/// `stats-job`.
 pub fn job_yaml(s: &JobStats) -> Vec<u8> {
     let mut y = String::from("---\n");
     // Writing into a String cannot fail.
@@ -121,6 +159,7 @@ pub fn job_yaml(s: &JobStats) -> Vec<u8> {
     y.into_bytes()
 }
 
+/// `stats-tube`.
 pub fn tube_yaml(s: &TubeStats) -> Vec<u8> {
     let mut y = String::from("---\n");
     let _ = write!(
@@ -158,6 +197,8 @@ pub fn list_yaml<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
     y.into_bytes()
 }
 
+/// `stats`: the hub's figures, the command counters ([`CmdCounters::snapshot`]) and the
+/// process's.
 pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
     let mut y = String::from("---\n");
     let _ = write!(
@@ -205,12 +246,12 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
     // yaad's own figures.
     let _ = write!(
         y,
-        "mode: {}\nspokes: {}\nsegments-mapped: {}\ncorrupt-records-skipped: {}\ndata-bytes: {}\n\
+        "mode: {}\nspokes: {}\nsegments-open: {}\ncorrupt-records-skipped: {}\ndata-bytes: {}\n\
          hub-lock-acquisitions: {}\nhub-lock-contended: {}\nhub-lock-held-us: {}\n\
          hub-lock-wait-us: {}\n",
         p.mode,
         h.spokes,
-        h.segments_mapped,
+        h.segments_open,
         h.corrupt_records_skipped,
         h.data_bytes,
         p.hub_lock[0],
@@ -218,7 +259,7 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
         p.hub_lock[2],
         p.hub_lock[3]
     );
-    for (kind, [over_1ms, over_5ms]) in super::core::HOLD_KINDS.iter().zip(p.long_holds) {
+    for (kind, [over_1ms, over_5ms]) in HOLD_KINDS.iter().zip(p.long_holds) {
         let _ = write!(
             y,
             "hub-lock-holds-over-1ms-{kind}: {over_1ms}\nhub-lock-holds-over-5ms-{kind}: {over_5ms}\n"
@@ -328,6 +369,67 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
     }
 
     #[test]
+    fn each_command_bumps_the_counter_of_its_own_key() {
+        let tube = || String::from("t");
+        let all = [
+            Command::Put {
+                pri: 0,
+                delay: 0,
+                ttr: 1,
+                body: bytes::Bytes::new(),
+            },
+            Command::Use(tube()),
+            Command::Reserve,
+            Command::ReserveWithTimeout(1),
+            Command::ReserveJob(1),
+            Command::Delete(1),
+            Command::Release {
+                id: 1,
+                pri: 0,
+                delay: 0,
+            },
+            Command::Bury { id: 1, pri: 0 },
+            Command::Touch(1),
+            Command::Watch(tube()),
+            Command::Ignore(tube()),
+            Command::Peek(1),
+            Command::PeekReady,
+            Command::PeekDelayed,
+            Command::PeekBuried,
+            Command::Kick(1),
+            Command::KickJob(1),
+            Command::StatsJob(1),
+            Command::StatsTube(tube()),
+            Command::Stats,
+            Command::ListTubes,
+            Command::ListTubeUsed,
+            Command::ListTubesWatched,
+            Command::PauseTube {
+                tube: tube(),
+                delay: 0,
+            },
+            Command::Quit,
+        ];
+        let mut keys = Vec::new();
+        for cmd in &all {
+            let name = crate::observe::command_name(cmd);
+            match Cmd::of(cmd) {
+                Some(k) => {
+                    assert_eq!(CMD_KEYS[k as usize], format!("cmd-{name}"));
+                    keys.push(k as usize);
+                }
+                None => assert!(
+                    ["reserve-job", "kick-job", "quit"].contains(&name),
+                    "{name}"
+                ),
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), CMD_KEYS.len());
+    }
+
+    #[test]
     fn list_yaml_format() {
         assert_eq!(list_yaml(&["default"]), b"---\n- default\n");
         assert_eq!(list_yaml(&["a", "b"]), b"---\n- a\n- b\n");
@@ -351,7 +453,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             total_connections: 13,
             draining: false,
             spokes: 14,
-            segments_mapped: 15,
+            segments_open: 15,
             corrupt_records_skipped: 16,
             data_bytes: 17,
             resident_jobs: 0,
@@ -374,7 +476,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             platform: "x86_64".into(),
             mode: "mem",
             hub_lock: [18, 19, 20, 21],
-            long_holds: [[22, 23], [0, 0], [0, 0], [0, 0], [24, 0]],
+            long_holds: [[22, 23], [0, 0], [0, 0], [0, 0], [0, 0], [24, 0]],
             syncs: [25, 26, 27],
         };
         let y = String::from_utf8(global_yaml(&h, &c.snapshot(), &p)).unwrap();
@@ -394,10 +496,10 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             current-waiting total-connections pid version rusage-utime rusage-stime uptime \
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
-            mode spokes segments-mapped corrupt-records-skipped data-bytes \
+            mode spokes segments-open corrupt-records-skipped data-bytes \
             hub-lock-acquisitions hub-lock-contended hub-lock-held-us hub-lock-wait-us";
         let mut want: Vec<String> = want.split_whitespace().map(String::from).collect();
-        for kind in super::super::core::HOLD_KINDS {
+        for kind in HOLD_KINDS {
             want.push(format!("hub-lock-holds-over-1ms-{kind}"));
             want.push(format!("hub-lock-holds-over-5ms-{kind}"));
         }

@@ -106,7 +106,7 @@ impl Checkpoints {
 
     /// Removes the summary (durably) and makes every pending one of this generation or
     /// older stale, so none can be written after this.
-    fn withdraw(&mut self, dir: &DataDir) -> Result<(), StorageError> {
+    pub(super) fn withdraw(&mut self, dir: &DataDir) -> Result<(), StorageError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         Summary::remove(&dir.summary_path())?;
         w.done = w.done.max(self.generation);

@@ -634,8 +634,12 @@ impl<S: Segment> Store<S> {
     /// so the next open scans every segment.
     pub fn distrust_files(&mut self) {
         self.needs_full_scan = true;
-        // Withdraws a clean summary now and makes the next checkpoint remove any other.
-        if let Err(e) = self.note_change(None) {
+        // Removes any summary now, and makes every checkpoint taken before stale: one taken
+        // before the failed sync must not be written after it.
+        let withdrawn = self
+            .note_change(None)
+            .and_then(|()| self.ckpt.withdraw(&self.dir));
+        if let Err(e) = withdrawn {
             tracing::warn!("cannot remove the start-up summary: {e}");
         }
     }
