@@ -1462,3 +1462,53 @@ fn powercut_lazy_f0() {
 fn powercut_lazy_fms() {
     power_cuts::<LazySegment>(false, false);
 }
+
+/// A deleted job came back after `kill -9`: a far job kicked (reserved by id) then released
+/// with a delay left its old record live-looking, waiting for its `Moved` mark; a checkpoint
+/// listed that record's spoke in the summary (only the new record's spoke was in the journal),
+/// so recovery did not read it, and the job, deleted meanwhile, was loaded back from it. Found
+/// by `powercut_lazy_fms` (YAAD_POWERCUT_SEED=7951444292422024926).
+#[test]
+fn regress_deleted_job_back_from_an_old_record_a_summary_vouched_for() {
+    use Op::*;
+    let ops = vec![
+        Put {
+            conn: 0,
+            pri: 0,
+            delay: 6,
+            ttr: 0,
+        },
+        ReserveJob {
+            conn: 2,
+            pick: 14101987044,
+        },
+        ReserveWait {
+            conn: 0,
+            timeout: None,
+        },
+        Disconnect { conn: 2 },
+        Release {
+            conn: 0,
+            pick: 2592164405437599651,
+            pri: 1,
+            delay: 1,
+        },
+        Delete {
+            conn: 2,
+            pick: 16483345576855424366,
+        },
+        Checkpoint { write_now: true },
+        Put {
+            conn: 1,
+            pri: 0,
+            delay: 13156,
+            ttr: 3,
+        },
+        Reopen {
+            span: 3000000,
+            how: Restart::Kill,
+        },
+        AdvanceToEvent { before: true },
+    ];
+    run::<yaad::segment::LazySegment>(false, 250000, ops, Some(false)).unwrap();
+}

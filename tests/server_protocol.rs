@@ -332,7 +332,7 @@ async fn stats_counters_and_lengths(mode: Mode) {
     ]
     .map(String::from)
     .to_vec();
-    for kind in ["create", "load", "compact", "retire", "other"] {
+    for kind in ["create", "load", "compact", "retire", "split", "other"] {
         want.push(format!("hub-lock-holds-over-1ms-{kind}"));
         want.push(format!("hub-lock-holds-over-5ms-{kind}"));
     }

@@ -190,10 +190,11 @@ impl<S: Segment> Store<S> {
         }
         self.refresh_entries();
         self.ckpt.advance();
-        // A spoke holding the new record of a move whose Moved mark is not written yet may win
-        // against a scanned record: recovery must read it, so it is in the new journal.
-        let moved_to = self.pending_move_targets();
-        for spoke in moved_to {
+        // The spokes of a move whose Moved mark is not written yet must be read by recovery:
+        // the one holding the new record may win against a scanned record, and the one holding
+        // the old record looks live (a summary would vouch for it, and a restart would bring
+        // back a job deleted since). So they are in the new journal.
+        for spoke in self.pending_move_spokes() {
             if let Err(e) = self.note_change(Some(spoke)) {
                 tracing::warn!("checkpoint: {e}");
             }

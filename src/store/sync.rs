@@ -269,9 +269,14 @@ impl<S: Segment> Store<S> {
         self.moves.touching.contains_key(&spoke)
     }
 
-    /// The spokes holding the new record of a move whose `Moved` mark is not written yet.
-    pub(super) fn pending_move_targets(&self) -> Vec<SpokeId> {
-        self.moves.pending.iter().map(|p| p.to).collect()
+    /// The spokes of the moves whose `Moved` mark is not written yet: those holding the old
+    /// record (it looks live) and those holding the new one.
+    pub(super) fn pending_move_spokes(&self) -> Vec<SpokeId> {
+        self.moves
+            .pending
+            .iter()
+            .flat_map(|p| [p.spoke, p.to])
+            .collect()
     }
 
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
