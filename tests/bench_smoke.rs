@@ -272,6 +272,10 @@ fn refusals_are_counted_and_tolerated_on_request() {
     assert_eq!(json["refused"], 5, "{json}");
     assert_eq!(json["refused_by_reply"]["JOB_TOO_BIG"], 5, "{json}");
     assert_eq!(json["units"], 0);
+    assert_eq!(
+        json["commands"], 5,
+        "a refused put is a command sent: {json}"
+    );
 }
 
 #[test]

@@ -192,8 +192,9 @@ impl Report {
         }
     }
 
+    /// Commands answered as expected (the latency histograms) plus refused puts.
     fn commands(&self) -> u64 {
-        self.tally.ops.iter().map(|h| h.count()).sum()
+        self.tally.ops.iter().map(|h| h.count()).sum::<u64>() + self.tally.refused_total()
     }
 
     /// Human-readable summary.
