@@ -16,6 +16,7 @@
 #   BODY     body bytes [100]
 #   SERVERS  which servers, in this order ["beanstalkd-b beanstalkd yaad-mapped yaad-lazy yaad-mem"]
 #   IDLE     seconds without a reply before a connection is abandoned [30]
+#   STOP_WAIT seconds the server may take to exit after SIGTERM before SIGKILL [120]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]  SOCKET [tcp]
 #   YAAD_ARGS  extra flags of every yaad server []
 #   NO_BUILD=1 skip `cargo build --release --bins`     OUT  results dir [target/bench/horizon-TIME]
@@ -35,6 +36,7 @@ PIPELINE=${PIPELINE:-1}
 BODY=${BODY:-100}
 SERVERS=${SERVERS:-beanstalkd-b beanstalkd yaad-mapped yaad-lazy yaad-mem}
 IDLE=${IDLE:-30}
+STOP_WAIT=${STOP_WAIT:-120}
 OUT=${OUT:-target/bench/horizon-$(date -u +%Y%m%dT%H%M%SZ)}
 RANGES=("$@")
 ((${#RANGES[@]})) || RANGES=(30d)
@@ -109,11 +111,20 @@ for preset in "${RANGES[@]}"; do
             rows+=("$preset|$label|$pass|$units|$wall|$refused|$errors|$delayed|$state|$files|$disk|$apparent|$maps|$base|$rss|$hwm|$held")
             [[ $state == ok ]] || break
         done
+        # Time SIGTERM to exit, up to STOP_WAIT s (stop_server then sends SIGKILL).
         began=$(now_s)
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for ((waited = 0; waited < STOP_WAIT * 10; waited++)); do
+            server_alive || break
+            sleep 0.1
+        done
+        if server_alive; then
+            stopped="> $STOP_WAIT (killed)"
+            kill -KILL "$SERVER_PID" 2>/dev/null || true
+        else
+            stopped=$(awk -v a="$began" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }')
+        fi
         stop_server
-        # stop_server sends SIGKILL after 30 s.
-        stopped=$(awk -v a="$began" -v b="$(now_s)" \
-            'BEGIN { if (b - a >= 30) print "killed at 30"; else printf "%.1f", b - a }')
         rows[-1]="${rows[-1]}|$stopped"
     done
 done
@@ -149,6 +160,6 @@ done
     echo "(OUT_OF_MEMORY, BURIED, ...); jobs held = the server's current-jobs-delayed + -ready after the pass;"
     echo "RAM bytes/job = (VmRSS after the pass − VmRSS at start) ÷ jobs accepted so far;"
     echo "state: ok, crashed (exit N), wedged (no answer to stats in 10 s); stop s = SIGTERM to exit"
-    echo "(SIGKILL after 30 s)."
+    echo "(SIGKILL after STOP_WAIT = $STOP_WAIT s)."
 } | tee "$OUT/table.md"
 echo "raw results: $OUT/runs.jsonl" >&2
