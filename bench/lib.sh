@@ -191,3 +191,57 @@ while chunk := s.recv(65536):
 now_s() {
     date +%s.%N
 }
+
+# Is the server process still running (not exited, not a zombie waiting to be reaped)?
+server_alive() {
+    local state
+    state=$(awk '$1 == "State:" { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+# The server's exit status once it has exited on its own (after server_alive said no); the
+# server is reaped, so stop_server afterwards only removes its directory.
+server_exit_status() {
+    local rc=0
+    wait "$SERVER_PID" 2>/dev/null || rc=$?
+    echo "$rc"
+}
+
+# Memory mappings of the server (lines of /proc/PID/maps); "-" when it is gone.
+server_maps() {
+    if [[ -r /proc/$SERVER_PID/maps ]]; then wc -l <"/proc/$SERVER_PID/maps"; else echo -; fi
+}
+
+# Regular files in the server's data directory (any depth).
+dir_files() {
+    { find "$SERVER_DIR" -type f 2>/dev/null || true; } | wc -l
+}
+
+# Apparent size of the data directory in KiB (file lengths; dir_kib counts allocated blocks).
+dir_apparent_kib() {
+    { du -sk --apparent-size "$SERVER_DIR" 2>/dev/null || true; } | awk '{ print $1 }'
+}
+
+# server_config NAME: "label|kind|flags" (for start_server; DIR is the fresh data directory) of
+# a server named as memory.sh names them: beanstalkd-b, beanstalkd, yaad-mapped, yaad-lazy,
+# yaad-mem.
+server_config() {
+    case $1 in
+        beanstalkd-b) echo "beanstalkd -b|beanstalkd|-b DIR" ;;
+        beanstalkd) echo "beanstalkd|beanstalkd|" ;;
+        yaad-mapped | yaad-lazy | yaad-mem) echo "yaad ${1#yaad-}|$1|" ;;
+        *) die "unknown server $1 (beanstalkd-b, beanstalkd, yaad-mapped, yaad-lazy, yaad-mem)" ;;
+    esac
+}
+
+# health: "ok" when the server runs and answers `stats` within 10 s, "crashed (exit N)" when it
+# has exited (it is reaped), "wedged" when it runs but does not answer.
+health() {
+    if ! server_alive; then
+        echo "crashed (exit $(server_exit_status))"
+    elif [[ -z $(server_stat pid) ]]; then
+        echo wedged
+    else
+        echo ok
+    fi
+}

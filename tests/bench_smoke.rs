@@ -257,6 +257,28 @@ fn unexpected_replies_fail_the_run() {
 }
 
 #[test]
+fn refusals_are_counted_and_tolerated_on_request() {
+    let Some(server) = Beanstalkd::start("refusals_are_counted_and_tolerated_on_request") else {
+        return;
+    };
+    // The same JOB_TOO_BIG refusals as above: counted by reply, an error only without the flag.
+    let args = ["put", "--count", "5", "--conns", "2", "--body", "70000"];
+    let (code, json) = bench(&server.addr, &args);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["refused"], 5, "{json}");
+    let with_flag: Vec<&str> = args.iter().copied().chain(["--refusals-ok"]).collect();
+    let (code, json) = bench(&server.addr, &with_flag);
+    clean(code, &json);
+    assert_eq!(json["refused"], 5, "{json}");
+    assert_eq!(json["refused_by_reply"]["JOB_TOO_BIG"], 5, "{json}");
+    assert_eq!(json["units"], 0);
+    assert_eq!(
+        json["commands"], 5,
+        "a refused put is a command sent: {json}"
+    );
+}
+
+#[test]
 fn unix_socket_address() {
     if !Path::new(BEANSTALKD).exists() {
         eprintln!("unix_socket_address: skipped: {BEANSTALKD} is not installed");

@@ -127,6 +127,10 @@ pub struct Options {
     /// Abandon a connection that gets no reply for this many seconds (counted as an error).
     #[arg(long, default_value_t = 10.0)]
     pub idle_timeout: f64,
+    /// Count puts the server refuses (OUT_OF_MEMORY, DRAINING, JOB_TOO_BIG, BURIED, ...) under
+    /// `refused` without making them errors: for loads meant to find a server's limits.
+    #[arg(long)]
+    pub refusals_ok: bool,
     /// Runtime threads (1: a single-threaded runtime, the cheapest per operation).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -188,8 +192,9 @@ impl Report {
         }
     }
 
+    /// Commands answered as expected (the latency histograms) plus refused puts.
     fn commands(&self) -> u64 {
-        self.tally.ops.iter().map(|h| h.count()).sum()
+        self.tally.ops.iter().map(|h| h.count()).sum::<u64>() + self.tally.refused_total()
     }
 
     /// Human-readable summary.
@@ -218,6 +223,19 @@ impl Report {
             self.tally.errors,
             self.tally.timeouts
         ));
+        if !self.tally.refused.is_empty() {
+            let kinds: Vec<String> = self
+                .tally
+                .refused
+                .iter()
+                .map(|(word, n)| format!("{word} {n}"))
+                .collect();
+            lines.push(format!(
+                "refused puts: {} ({})",
+                self.tally.refused_total(),
+                kinds.join(", ")
+            ));
+        }
         for (op, name) in [
             (Op::Put, "put"),
             (Op::Reserve, "reserve"),
@@ -255,6 +273,8 @@ impl Report {
             "per_s": self.per_s().round(),
             "commands": self.commands(),
             "errors": self.tally.errors,
+            "refused": self.tally.refused_total(),
+            "refused_by_reply": self.tally.refused,
             "empty_reserves": self.tally.timeouts,
             "client_cpu_s": self.cpu_us as f64 / 1e6,
             "client_cpu_us_per_command":
@@ -360,6 +380,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 body: opts.body,
                 delay: opts.delay.unwrap_or(DelayRange::ZERO),
                 seed,
+                refusals_ok: opts.refusals_ok,
             };
             let tasks = spawn_all(conns, &plan, opts.count, start, |_| NoHooks);
             let tally = join_watched(tasks, idle).await;
@@ -380,6 +401,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                     body: opts.body,
                     delay: opts.background_delay,
                     seed: seed ^ 0xB6,
+                    refusals_ok: false,
                 };
                 let tasks = spawn_all(conns, &plan, Some(opts.background), began, |_| NoHooks);
                 let t = join_watched(tasks, idle).await;
@@ -416,6 +438,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 body: opts.body,
                 delay: DelayRange::ZERO,
                 seed,
+                refusals_ok: opts.refusals_ok,
             };
             let produce = Plan {
                 chain: Chain::Put,

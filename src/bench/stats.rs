@@ -1,5 +1,6 @@
 //! Counters and latency histograms a connection collects, merged at the end of a run.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -89,6 +90,10 @@ pub struct Tally {
     pub errors: u64,
     /// `reserve-with-timeout` that answered TIMED_OUT.
     pub timeouts: u64,
+    /// Puts the server answered with something other than INSERTED (`OUT_OF_MEMORY`,
+    /// `DRAINING`, `JOB_TOO_BIG`, beanstalkd's `BURIED <id>`, ...), by the reply's first word.
+    /// They are errors too unless the run tolerates refusals.
+    pub refused: BTreeMap<String, u64>,
     /// The first few error messages.
     pub messages: Vec<String>,
     /// Latency per command (send → reply), indexed by [`Op`].
@@ -107,6 +112,16 @@ impl Tally {
         }
     }
 
+    /// A put answered by `reply` (a line other than INSERTED).
+    pub fn refusal(&mut self, reply: &str) {
+        *self.refused.entry(refusal_word(reply)).or_default() += 1;
+    }
+
+    /// Refused puts of every kind.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().sum()
+    }
+
     /// One unit completed at `now`, having taken `us`.
     pub fn unit_done(&mut self, now: Instant, us: u64) {
         self.units += 1;
@@ -119,6 +134,9 @@ impl Tally {
         self.last_unit = self.last_unit.max(other.last_unit);
         self.errors += other.errors;
         self.timeouts += other.timeouts;
+        for (word, n) in &other.refused {
+            *self.refused.entry(word.clone()).or_default() += n;
+        }
         for m in &other.messages {
             if self.messages.len() < KEPT_ERRORS {
                 self.messages.push(m.clone());
@@ -129,6 +147,19 @@ impl Tally {
         }
         self.unit.merge(&other.unit);
     }
+}
+
+/// The key a refusal is counted under: the reply's first word (`BURIED 17` → `BURIED`), at most
+/// 32 characters, `?` when empty.
+fn refusal_word(reply: &str) -> String {
+    let word: String = reply
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .chars()
+        .take(32)
+        .collect();
+    word
 }
 
 /// CPU time used so far by this process (all threads, user + system), in microseconds; 0 where
@@ -184,6 +215,23 @@ mod tests {
         total.merge(&t);
         assert_eq!(total.errors, 20);
         assert_eq!(total.messages.len(), KEPT_ERRORS);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_first_word() {
+        let mut t = Tally::default();
+        t.refusal("OUT_OF_MEMORY");
+        t.refusal("BURIED 17");
+        t.refusal("BURIED 18");
+        t.refusal("");
+        let mut total = Tally::default();
+        total.merge(&t);
+        total.merge(&t);
+        assert_eq!(total.refused_total(), 8);
+        assert_eq!(total.refused["OUT_OF_MEMORY"], 2);
+        assert_eq!(total.refused["BURIED"], 4);
+        assert_eq!(total.refused["?"], 2);
+        assert_eq!(refusal_word(&"X".repeat(100)).len(), 32);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Plan {
     pub body: usize,
     pub delay: DelayRange,
     pub seed: u64,
+    /// A put answered with something other than INSERTED is counted as refused
+    /// ([`Tally::refused`]) but not as an error.
+    pub refusals_ok: bool,
 }
 
 /// Extension points for the timing mode; the defaults suit the plain modes.
@@ -285,6 +288,14 @@ pub async fn drive<H: Hooks>(
                 (Op::Delete, Reply::Deleted) => {
                     tally.ops[Op::Delete as usize].record(us);
                     tally.unit_done(now, now.duration_since(e.unit_start).as_micros() as u64);
+                    None
+                }
+                (Op::Put, reply) => {
+                    let text = conn.describe(reply);
+                    tally.refusal(&text);
+                    if !plan.refusals_ok {
+                        tally.error(format!("Put: unexpected reply {text}"));
+                    }
                     None
                 }
                 (op, reply) => {
