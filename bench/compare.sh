@@ -164,6 +164,6 @@ done
             }
         }'
     echo "ratio = median units/s ÷ the beanstalkd row of the same group and conns."
-    echo "targets (issue 6): mem ≥ 1.5×, mapped default flush ≥ 1.2×, -f 0 ≥ 5×"
+    echo "targets: mem ≥ 1.5×, mapped default flush ≥ 1.2×, -f 0 ≥ 5×"
 } | tee "$OUT/table.txt"
 echo "raw results: $OUT/runs.jsonl" >&2

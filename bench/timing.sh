@@ -8,7 +8,7 @@
 #   BACKGROUND: far-delayed jobs loaded first [1000000]
 # Environment: COUNT [20000]  RATE jobs/s [2000]  DELAY s [1..3]  CONNS consumers [4]
 #   SERVER_ARGS extra server flags []  NO_BUILD=1  PORT [11390]  SOCKET [tcp|unix]
-# Target (issue 6): lateness p99 ≤ 1 ms and max ≤ 5 ms with 1M other jobs delayed, none early.
+# Target: lateness p99 ≤ 1 ms and max ≤ 5 ms with 1M other jobs delayed, none early.
 # yaad over TCP: also prints its hub-lock holds of ≥ 1 ms / ≥ 5 ms during the timing phase (after
 # the background load), by kind (`stats` keys hub-lock-holds-over-*; see src/server/core.rs).
 set -euo pipefail

@@ -1,4 +1,4 @@
-//! Disk full (issue 5), end to end on a small tmpfs: puts answer `OUT_OF_MEMORY` (as
+//! Disk full, end to end on a small tmpfs: puts answer `OUT_OF_MEMORY` (as
 //! beanstalkd does), every acknowledged job stays intact and readable, the server keeps
 //! answering, a delayed release or a bury on a full disk loses nothing, compaction on a full
 //! disk keeps the old segment, and yaad recovers by itself when space frees; a restart (on

@@ -1,4 +1,4 @@
-//! Mem-mode flush is all-or-nothing (issue 5): a crash at every step of a snapshot flush,
+//! Mem-mode flush is all-or-nothing: a crash at every step of a snapshot flush,
 //! then `DataDir::open`, leaves exactly the old snapshot or exactly the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
