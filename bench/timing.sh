@@ -7,6 +7,7 @@
 #   KIND: beanstalkd, beanstalkd-b, yaad-mem, yaad-mapped, yaad-lazy
 #   BACKGROUND: far-delayed jobs loaded first [1000000]
 # Environment: COUNT [20000]  RATE jobs/s [2000]  DELAY s [1..3]  CONNS consumers [4]
+#   BG_DELAY the background jobs' delays, s [3600..7200] (60..2592000: spread over 30 days)
 #   SERVER_ARGS extra server flags []  NO_BUILD=1  PORT [11390]  SOCKET [tcp|unix]
 # Target: lateness p99 ≤ 1 ms and max ≤ 5 ms with 1M other jobs delayed, none early.
 # yaad over TCP: also prints its hub-lock holds of ≥ 1 ms / ≥ 5 ms during the timing phase (after
@@ -22,6 +23,7 @@ COUNT=${COUNT:-20000}
 RATE=${RATE:-2000}
 DELAY=${DELAY:-1..3}
 CONNS=${CONNS:-4}
+BG_DELAY=${BG_DELAY:-3600..7200}
 SERVER_ARGS=${SERVER_ARGS:-}
 
 # Prints yaad's `hub-lock-holds-over-*` stats lines ("key: n"); nothing for other servers.
@@ -44,7 +46,7 @@ trap 'rm -f "$before"; stop_server' EXIT
 status=0
 set +e
 "$BENCH" timing --addr "$ADDR" --tube timing --count "$COUNT" --rate "$RATE" --delay "$DELAY" \
-    --conns "$CONNS" --background "$BACKGROUND" | while IFS= read -r line; do
+    --conns "$CONNS" --background "$BACKGROUND" --background-delay "$BG_DELAY" | while IFS= read -r line; do
     printf '%s\n' "$line"
     if [[ $line == background:* ]]; then hold_stats >"$before"; fi
 done
