@@ -24,8 +24,8 @@ $yaad = $argv[1];
 $beanstalkd = $argv[2] ?? 'beanstalkd';
 
 // Keys yaad's `stats` adds to beanstalkd's (README "Differences").
-const YAAD_BASE_STATS = ['mode', 'spokes', 'segments-mapped', 'corrupt-records-skipped', 'data-bytes', 'hub-lock-acquisitions', 'hub-lock-contended', 'hub-lock-held-us', 'hub-lock-wait-us'];
-const YAAD_HOLD_KINDS = ['create', 'load', 'compact', 'retire', 'other'];
+const YAAD_BASE_STATS = ['mode', 'spokes', 'segments-open', 'corrupt-records-skipped', 'data-bytes', 'hub-lock-acquisitions', 'hub-lock-contended', 'hub-lock-held-us', 'hub-lock-wait-us'];
+const YAAD_HOLD_KINDS = ['create', 'load', 'compact', 'retire', 'split', 'other'];
 define('YAAD_EXTRA_STATS', array_merge(array_merge(YAAD_BASE_STATS, ...array_map(
     fn($k) => ["hub-lock-holds-over-1ms-$k", "hub-lock-holds-over-5ms-$k"],
     YAAD_HOLD_KINDS
