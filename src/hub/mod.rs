@@ -587,6 +587,7 @@ impl<S: Segment> Hub<S> {
         for (id, m) in self.store.split_step(|i| jobs.contains_key(&i)) {
             self.make_resident(id, m);
         }
+        self.store.write_due_marks(crate::store::MARKS_PER_CALL);
         self.settle();
     }
 

@@ -41,7 +41,7 @@ use spoke::Spoke;
 pub use spoke::spoke_for;
 pub use spoke::{DelayedJob, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
 use sync::Moves;
-pub use sync::{SyncBatch, SyncFile};
+pub use sync::{MARKS_PER_CALL, SyncBatch, SyncFile};
 
 /// Default spoke span: 1 s, chosen by measurement (`tests/span_bench.rs`, NOTES.md "Hub").
 ///
@@ -201,6 +201,8 @@ pub struct Store<S: Segment> {
     pub(crate) retired_unsynced: Vec<SyncFile>,
     /// The sync batch being filled: changes made now are in the batch of this number.
     epoch: u64,
+    /// The newest sync batch known durable ([`Store::synced`]).
+    durable_epoch: u64,
     /// `Moved` marks waiting for the record that replaces theirs to be durable, and those
     /// written but not durable yet: the spoke holding the replacing record is neither retired
     /// nor compacted before they are (else a power cut could keep the old record live and
@@ -262,6 +264,7 @@ impl<S: Segment> Store<S> {
             work: StoreWork::default(),
             retired_unsynced: Vec::new(),
             epoch: 1,
+            durable_epoch: 0,
             moves: Moves::default(),
         };
         if S::FILE_BACKED && !clean {
@@ -474,7 +477,8 @@ impl<S: Segment> Store<S> {
             .next()
             .map(|(id, _)| id.start.saturating_sub(horizon).saturating_add(1));
         let retire = self.retire.iter().map(|&id| spoke::end(id)).min();
-        [retire, far_load, self.next_split()]
+        let marks = self.marks_due().then_some(self.now);
+        [retire, far_load, self.next_split(), marks]
             .into_iter()
             .flatten()
             .min()

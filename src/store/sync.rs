@@ -7,7 +7,7 @@
 //! only once the batch holding its new record is durable ([`PendingMove`]), and the spoke of
 //! the new record is neither retired nor compacted until the mark is durable too.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -62,6 +62,10 @@ impl SyncBatch {
     }
 }
 
+/// `Moved` marks written per call once their replacement is durable: each is a slot write,
+/// and a split leaves one per record moved.
+pub const MARKS_PER_CALL: usize = 256;
+
 /// A `Moved` mark not written yet: the old record of a moved job (a delayed release, or a
 /// duplicate found by recovery) is marked only once the sync batch `epoch`, which holds its
 /// replacement, has completed. Written at once, the mark could reach the disk before the
@@ -86,24 +90,29 @@ pub(super) struct PendingMove {
 /// do not walk them all.
 #[derive(Default)]
 pub(super) struct Moves {
-    /// In epoch order.
-    pending: Vec<PendingMove>,
-    /// Marks written into the batch of the given epoch, not durable yet, by their `to`.
-    in_flight: Vec<(SpokeId, u64)>,
+    /// In epoch order (a split adds thousands, written a few hundred per call from the front).
+    pending: VecDeque<PendingMove>,
+    /// Marks written into the batch of the given epoch, not durable yet: how many per
+    /// (epoch, `to` spoke).
+    in_flight: BTreeMap<(u64, SpokeId), usize>,
     /// The records of `pending`.
     at: HashSet<(SpokeId, RecordOffset)>,
-    /// Per spoke: entries of `pending` whose record is in it or whose `to` it is, and entries
+    /// Per spoke: entries of `pending` whose record is in it or whose `to` it is, and marks
     /// of `in_flight` to it.
     touching: HashMap<SpokeId, usize>,
 }
 
 impl Moves {
     fn touch(&mut self, spoke: SpokeId, add: bool) {
+        self.touch_by(spoke, add, 1);
+    }
+
+    fn touch_by(&mut self, spoke: SpokeId, add: bool, by: usize) {
         let n = self.touching.entry(spoke).or_insert(0);
         if add {
-            *n += 1;
+            *n += by;
         } else {
-            *n = n.saturating_sub(1);
+            *n = n.saturating_sub(by);
             if *n == 0 {
                 self.touching.remove(&spoke);
             }
@@ -114,45 +123,62 @@ impl Moves {
         self.at.insert((p.spoke, p.offset));
         self.touch(p.spoke, true);
         self.touch(p.to, true);
-        self.pending.push(p);
+        self.pending.push_back(p);
     }
 
-    /// The pending marks whose replacement is in batch `epoch` or earlier.
-    fn take_due(&mut self, epoch: u64) -> Vec<PendingMove> {
-        let (due, wait): (Vec<PendingMove>, Vec<PendingMove>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.epoch <= epoch);
-        self.pending = wait;
-        for p in &due {
+    /// Up to `max` pending marks whose replacement is in batch `epoch` or earlier (a prefix:
+    /// marks are pushed in epoch order).
+    fn take_due(&mut self, epoch: u64, max: usize) -> Vec<PendingMove> {
+        let mut due = Vec::new();
+        while due.len() < max {
+            match self.pending.front() {
+                Some(p) if p.epoch <= epoch => {}
+                _ => break,
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
             self.at.remove(&(p.spoke, p.offset));
             self.touch(p.spoke, false);
             self.touch(p.to, false);
+            due.push(p);
         }
         due
     }
 
     fn written(&mut self, to: SpokeId, epoch: u64) {
-        self.in_flight.push((to, epoch));
+        *self.in_flight.entry((epoch, to)).or_insert(0) += 1;
         self.touch(to, true);
     }
 
     /// The `to` spokes of the marks made durable by batch `epoch`.
     fn take_durable(&mut self, epoch: u64) -> Vec<SpokeId> {
-        let mut durable = Vec::new();
-        self.in_flight.retain(|&(to, e)| {
-            if e <= epoch {
-                durable.push(to);
+        let done = match epoch.checked_add(1) {
+            Some(next) => {
+                let rest = self
+                    .in_flight
+                    .split_off(&(next, SpokeId { start: 0, span: 0 }));
+                std::mem::replace(&mut self.in_flight, rest)
             }
-            e > epoch
-        });
-        for &to in &durable {
-            self.touch(to, false);
+            None => std::mem::take(&mut self.in_flight),
+        };
+        let mut durable = Vec::with_capacity(done.len());
+        for ((_, to), n) in done {
+            self.touch_by(to, false, n);
+            durable.push(to);
         }
+        durable.sort_unstable();
+        durable.dedup();
         durable
     }
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Whether a pending mark's replacement is in batch `epoch` or earlier.
+    fn any_due(&self, epoch: u64) -> bool {
+        self.pending.front().is_some_and(|p| p.epoch <= epoch)
     }
 }
 
@@ -195,18 +221,37 @@ impl<S: Segment> Store<S> {
 
     /// Sync batch `epoch` (and every earlier one) is durable: writes the `Moved` marks that
     /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
+    ///
+    /// At most [`MARKS_PER_CALL`] marks are written here (a split leaves thousands per batch);
+    /// the rest by the next calls ([`Store::write_due_marks`]). `u64::MAX` writes them all.
     pub fn synced(&mut self, epoch: u64) {
         self.ids_durable.synced(epoch);
+        self.durable_epoch = self.durable_epoch.max(epoch);
         if self.moves.is_empty() {
             return;
         }
         let durable = self.moves.take_durable(epoch);
-        for p in self.moves.take_due(epoch) {
-            self.write_moved(p);
-        }
+        let max = if epoch == u64::MAX {
+            usize::MAX
+        } else {
+            MARKS_PER_CALL
+        };
+        self.write_due_marks(max);
         for to in durable {
             self.maybe_retire(to);
         }
+    }
+
+    /// Writes up to `max` `Moved` marks whose replacement is durable (see [`Store::synced`]).
+    pub fn write_due_marks(&mut self, max: usize) {
+        for p in self.moves.take_due(self.durable_epoch, max) {
+            self.write_moved(p);
+        }
+    }
+
+    /// Whether `Moved` marks are due to be written ([`Store::write_due_marks`]).
+    pub(super) fn marks_due(&self) -> bool {
+        self.moves.any_due(self.durable_epoch)
     }
 
     /// Marks the record at `at` `Moved` (see [`PendingMove`]), replaced by a record in spoke
