@@ -247,6 +247,10 @@ impl<S: Segment> Store<S> {
         for p in self.moves.take_due(self.durable_epoch, max) {
             self.write_moved(p);
         }
+        if self.marks_due() {
+            // The rest at the next call: a caller's timer armed for later must come back now.
+            self.note_deadline(self.now);
+        }
     }
 
     /// Whether `Moved` marks are due to be written ([`Store::write_due_marks`]).
@@ -315,13 +319,10 @@ impl<S: Segment> Store<S> {
     }
 
     /// The spokes of the moves whose `Moved` mark is not written yet: those holding the old
-    /// record (it looks live) and those holding the new one.
+    /// record (it looks live) and those holding the new one; also those of marks written but
+    /// not durable (one entry per spoke, not per move: a split leaves thousands of moves).
     pub(super) fn pending_move_spokes(&self) -> Vec<SpokeId> {
-        self.moves
-            .pending
-            .iter()
-            .flat_map(|p| [p.spoke, p.to])
-            .collect()
+        self.moves.touching.keys().copied().collect()
     }
 
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
