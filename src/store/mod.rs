@@ -36,7 +36,7 @@ pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
 pub use recovery::Recovery;
 use split::Split;
-pub use split::{SPAN_FACTOR, SPAN_LEVELS, SPLIT_STEP, place};
+pub use split::place;
 use spoke::Spoke;
 pub use spoke::spoke_for;
 pub use spoke::{DelayedJob, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
