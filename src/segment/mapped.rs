@@ -8,11 +8,13 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use super::file::{
-    abandon_created, create_file, nonzero_end, open_rw, read_file_header, used, used_mut,
+    abandon_created, check_can_free, create_file, nonzero_end, open_rw, punch_hole,
+    read_file_header, used, used_mut,
 };
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record_into,
-    invalid_input, read_record, record_at, record_len, scan_meta, scan_meta_from, write_update,
+    invalid_input, read_record, record_at, record_len, record_len_at, scan_meta, scan_meta_from,
+    write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -121,8 +123,14 @@ impl Segment for MappedSegment {
         let (spoke, version) = read_file_header(&file, path)?;
         // Found by reads, not through the mapping: its zero tail would stay resident.
         let nonzero = nonzero_end(&file, path)?;
-        let map = mmap::map(&file, path)?;
+        let mut map = mmap::map(&file, path)?;
         let end = append_end_from(&map, nonzero);
+        if end > map.len() as u64 {
+            // A last record (or freed run) cut short still claims its whole length, and
+            // appends go after it: the file covers it, as in the other modes.
+            mmap::reserve(&file, path, end)?;
+            map = mmap::map(&file, path)?;
+        }
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
@@ -191,6 +199,38 @@ impl Segment for MappedSegment {
             &self.path,
             Check::All,
         )
+    }
+
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        record_len_at(used(&self.map, self.end), offset, &self.path)
+    }
+
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        check_can_free(&self.path, self.version)?;
+        write_freed(
+            used_mut(&mut self.map, self.end),
+            offset,
+            run,
+            &self.path,
+            Check::All,
+        )
+    }
+
+    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+        let to = to.min(self.end);
+        let file = self.file()?;
+        punch_hole(&file, &self.path, from, to)
+    }
+
+    fn drop_pages(&mut self, from: u64, to: u64) {
+        let (from, to) = (from as usize, to.min(self.end) as usize);
+        if let Err(e) = mmap::drop_pages(&self.map, from, to) {
+            tracing::debug!(path = %self.path.display(), "madvise: {e}");
+        }
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {

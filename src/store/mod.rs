@@ -19,6 +19,7 @@
 
 mod checkpoint;
 mod compact;
+mod free;
 mod recovery;
 mod split;
 mod spoke;
@@ -208,6 +209,8 @@ pub struct Store<S: Segment> {
     /// nor compacted before they are (else a power cut could keep the old record live and
     /// lose the new one's file).
     moves: Moves,
+    /// Runs of dead records of loaded spokes, freed as they grow (see `free`).
+    frees: free::Frees,
 }
 
 impl<S: Segment> Store<S> {
@@ -266,6 +269,7 @@ impl<S: Segment> Store<S> {
             epoch: 1,
             durable_epoch: 0,
             moves: Moves::default(),
+            frees: free::Frees::default(),
         };
         if S::FILE_BACKED && !clean {
             // After a crash the segments may hold changes acknowledged before it that only
@@ -378,7 +382,7 @@ impl<S: Segment> Store<S> {
         if indexed.is_err() {
             self.needs_full_scan = true;
         }
-        self.mark_moved(from, moved, loc.spoke, true);
+        self.mark_moved(from, moved, loc, true);
         if !resident {
             self.count_far(loc.spoke, rec.tube, 1);
         }
@@ -397,6 +401,7 @@ impl<S: Segment> Store<S> {
     /// counts the record dead.
     pub fn delete(&mut self, loc: JobLocation, slot: StateSlot) -> Result<()> {
         self.update(loc, slot)?;
+        self.record_dead(loc);
         self.lost_live(loc.spoke);
         Ok(())
     }
