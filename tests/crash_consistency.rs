@@ -109,7 +109,7 @@ impl Segment for Recording {
         log_write(self.0.path(), false);
         r
     }
-    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
         let r = self.0.punch(from, to);
         log_write(self.0.path(), false);
         r

@@ -62,7 +62,7 @@ impl<S: Segment> Segment for Counting<S> {
     fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
         self.0.free_run(offset, run)
     }
-    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
         self.0.punch(from, to)
     }
     fn version(&self) -> u32 {

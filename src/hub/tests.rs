@@ -519,7 +519,7 @@ impl Segment for FullDisk {
     fn free_run(&mut self, offset: RecordOffset, run: u64) -> crate::segment::Result<()> {
         self.0.free_run(offset, run)
     }
-    fn punch(&mut self, from: u64, to: u64) -> crate::segment::Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> crate::segment::Result<u64> {
         self.0.punch(from, to)
     }
     fn version(&self) -> u32 {

@@ -212,11 +212,12 @@ impl Segment for LazySegment {
         Ok(())
     }
 
-    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
         let to = to.min(self.end);
         let path = self.path.clone();
         let file = self.file()?;
-        punch_hole(file, &path, from, to)
+        punch_hole(file, &path, from, to)?;
+        Ok(to.saturating_sub(from))
     }
 
     fn drop_pages(&mut self, from: u64, to: u64) {

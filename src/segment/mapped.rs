@@ -23,9 +23,13 @@ use super::{
     file_len,
 };
 
-/// Size a new mapped segment file starts with; it doubles whenever a record does not fit
-/// (or, when the disk has no room for that, grows by a multiple of this size).
+/// Size a new mapped segment file starts with; it grows by half its length (at least this,
+/// at most [`GROW_MAX`]) whenever a record does not fit (or, when the disk has no room for
+/// that, by a multiple of this size).
 pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
+
+/// The most a mapped segment file grows by at once.
+pub const GROW_MAX: u64 = 4 << 20;
 
 /// A segment whose whole file is mapped for its lifetime.
 ///
@@ -74,9 +78,13 @@ impl MappedSegment {
             return Ok(());
         }
         let file = self.file()?;
-        let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
-        // Doubling keeps growth rare; on a nearly full disk, grow by just what the record
-        // needs instead, so puts go on while there is room for them.
+        // By half the length (at most GROW_MAX): growth stays rare while the disk reserved and
+        // not used yet stays under a third of the file, and under GROW_MAX for a file that
+        // grows without end (the spoke of now under churn, whose dead runs are holes).
+        let step = (len / 2).clamp(INITIAL_FILE_LEN, GROW_MAX);
+        let new_len = need.max(len.saturating_add(step));
+        // On a nearly full disk, grow by just what the record needs instead, so puts go on
+        // while there is room for them.
         let just_enough = need
             .div_ceil(INITIAL_FILE_LEN)
             .saturating_mul(INITIAL_FILE_LEN);
@@ -216,10 +224,11 @@ impl Segment for MappedSegment {
         )
     }
 
-    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
         let to = to.min(self.end);
         let file = self.file()?;
-        punch_hole(&file, &self.path, from, to)
+        punch_hole(&file, &self.path, from, to)?;
+        Ok(to.saturating_sub(from))
     }
 
     fn drop_pages(&mut self, from: u64, to: u64) {

@@ -176,10 +176,10 @@ impl Segment for MemSegment {
         write_freed(self.buf.bytes_mut(), offset, run, &self.path, check)
     }
 
-    fn punch(&mut self, from: u64, to: u64) -> Result<()> {
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
         match &mut self.buf {
             // Small: nothing worth giving back.
-            Buf::Heap(_) => Ok(()),
+            Buf::Heap(_) => Ok(0),
             Buf::Anon(a) => a
                 .release(
                     usize::try_from(from).unwrap_or(usize::MAX),

@@ -80,20 +80,22 @@ impl AnonBuf {
     }
 
     /// Gives the whole pages inside `from..to` back to the system: they read as zeros after.
-    pub(crate) fn release(&mut self, from: usize, to: usize) -> std::io::Result<()> {
+    /// Returns the bytes given back.
+    pub(crate) fn release(&mut self, from: usize, to: usize) -> std::io::Result<u64> {
         let page = rustix::param::page_size();
         let from = from.div_ceil(page) * page;
         let to = to.min(self.len) / page * page;
         if to <= from {
-            return Ok(());
+            return Ok(0);
         }
         // SAFETY: MADV_DONTNEED on a private anonymous mapping only replaces the pages of the
         // range with zero-filled ones on their next access; `&mut self` proves no slice of the
         // mapping is alive, so no reader sees the bytes change under it.
         unsafe {
             self.map
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)?;
         }
+        Ok((to - from) as u64)
     }
 }
 

@@ -274,8 +274,9 @@ pub trait Segment: Sized {
     /// Gives back the bytes `from..to` (page-aligned, inside freed runs whose `Freed` slot is
     /// durable, never a run's first record header): holes punched in the file (mapped, lazy;
     /// their pages also leave the page cache and the mapping), pages returned to the system
-    /// (mem). They read as zeros afterwards and are never written again.
-    fn punch(&mut self, from: u64, to: u64) -> Result<()>;
+    /// (mem). They read as zeros afterwards and are never written again. Returns how many
+    /// bytes were given back (a small mem segment, on the heap, gives back none).
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64>;
     /// Lets the whole pages inside `from..to` (dead records) leave this process's resident
     /// memory now, before they can be punched: a file mapping drops them (the page cache keeps
     /// the bytes); a mode that holds no mapping of them does nothing.

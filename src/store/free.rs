@@ -66,8 +66,8 @@ pub(super) struct Frees {
     punches: VecDeque<Punch>,
     /// [`FREE_MIN`], or what a test sets.
     min: u64,
-    /// Bytes punched so far.
-    pub punched: u64,
+    /// Bytes given back per spoke (holes in its file, pages of its mem segment).
+    punched: HashMap<SpokeId, u64>,
     /// Runs freed so far (`Freed` slots written).
     pub runs_freed: u64,
 }
@@ -79,7 +79,7 @@ impl Default for Frees {
             blocked: HashMap::new(),
             punches: VecDeque::new(),
             min: FREE_MIN,
-            punched: 0,
+            punched: HashMap::new(),
             runs_freed: 0,
         }
     }
@@ -146,6 +146,7 @@ impl Frees {
     /// records and punches (their offsets mean nothing in another file).
     fn forget(&mut self, spoke: SpokeId) {
         self.runs.remove(&spoke);
+        self.punched.remove(&spoke);
         self.blocked.retain(|(s, _), _| *s != spoke);
         self.punches.retain(|p| p.spoke != spoke);
     }
@@ -268,11 +269,16 @@ impl<S: Segment> Store<S> {
                 continue;
             };
             match s.seg.punch(p.from, p.to) {
-                Ok(()) => self.frees.punched += p.to - p.from,
+                Ok(n) => *self.frees.punched.entry(p.spoke).or_insert(0) += n,
                 // The bytes stay allocated; nothing else depends on the hole.
                 Err(e) => tracing::debug!(spoke = ?p.spoke, "cannot punch a freed run: {e}"),
             }
         }
+    }
+
+    /// Bytes given back by punching, in the segments of live spokes.
+    pub(super) fn bytes_given_back(&self) -> u64 {
+        self.frees.punched.values().sum()
     }
 
     /// Forgets the runs of spoke `id`: it is retired, or compaction replaced its file.

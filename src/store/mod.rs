@@ -130,7 +130,8 @@ pub struct StoreStats {
     /// Spokes whose segment is open: loaded ones and the recently used far ones.
     pub spokes_open: u64,
     pub corrupt_records_skipped: u64,
-    /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
+    /// Bytes held by every segment (the job data in the data dir; mem mode: in memory): their
+    /// lengths less what freed runs gave back.
     pub data_bytes: u64,
 }
 
@@ -462,7 +463,12 @@ impl<S: Segment> Store<S> {
             spokes_open: self.spokes.values().filter(|s| s.loaded).count() as u64
                 + self.open_far.len() as u64,
             corrupt_records_skipped: self.corrupt_records,
-            data_bytes: self.spokes.values().map(|s| s.seg.byte_size()).sum(),
+            data_bytes: self
+                .spokes
+                .values()
+                .map(|s| s.seg.byte_size())
+                .sum::<u64>()
+                .saturating_sub(self.bytes_given_back()),
         }
     }
 
