@@ -5,7 +5,6 @@
 //! Syncs are not here: they go through the durability boundary [`super::fsio`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -129,8 +128,8 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
+        .and_then(|f| {
+            write_sparse(&f, bytes)?;
             if durable { fsio::sync_file(&f) } else { Ok(()) }
         })
         .map_err(|e| StorageError::io(&tmp, e));
@@ -145,6 +144,40 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(
     } else {
         Ok(())
     }
+}
+
+/// Chunks of a file image that [`write_sparse`] writes, or leaves as a hole when all zero.
+const SPARSE_CHUNK: usize = 64 * 1024;
+
+/// Writes `bytes` into the new, empty `file`, leaving all-zero chunks as holes: a memory-mode
+/// segment whose freed runs gave their pages back is mostly zeros, which need no disk.
+pub(crate) fn write_sparse(file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    for (i, chunk) in bytes.chunks(SPARSE_CHUNK).enumerate() {
+        if chunk.iter().any(|&b| b != 0) {
+            file.write_all_at(chunk, (i * SPARSE_CHUNK) as u64)?;
+        }
+    }
+    file.set_len(bytes.len() as u64)
+}
+
+/// Reads the whole of `file` through `fill(offset, chunk)`, skipping all-zero chunks (holes
+/// or zeros alike), so that a mostly empty image costs no memory where it lands.
+pub(crate) fn read_sparse(
+    file: &File,
+    len: u64,
+    mut fill: impl FnMut(usize, &[u8]),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; SPARSE_CHUNK];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(SPARSE_CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            fill(at as usize, &buf[..n]);
+        }
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Removes `path`; returns whether it existed (a file already gone is not an error).

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::file::{check_can_free, remove_if_exists, write_file_atomically};
+use super::file::{check_can_free, read_sparse, remove_if_exists, write_file_atomically};
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
@@ -90,6 +90,28 @@ impl Buf {
     }
 }
 
+/// A segment file's image: read whole onto the heap when small, else into anonymous memory
+/// chunk by chunk, its all-zero chunks (freed runs, a mapped file's zero tail) left untouched
+/// so that they cost no memory.
+fn read_image(path: &Path) -> Result<Buf> {
+    let io = |e| StorageError::io(path, e);
+    let file = fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len <= ANON_FROM as u64 {
+        let mut v = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut &file, &mut v).map_err(io)?;
+        return Ok(Buf::Heap(v));
+    }
+    let len = usize::try_from(len).map_err(|_| invalid_input(path, "file too large".into()))?;
+    let mut a = AnonBuf::with_bytes(&[], len).map_err(io)?;
+    a.grow(len).map_err(io)?;
+    read_sparse(&file, len as u64, |at, chunk| {
+        a.bytes_mut()[at..at + chunk.len()].copy_from_slice(chunk);
+    })
+    .map_err(io)?;
+    Ok(Buf::Anon(a))
+}
+
 impl MemSegment {
     fn check(&self, offset: RecordOffset) -> Check {
         if offset >= self.own_from {
@@ -122,19 +144,20 @@ impl Segment for MemSegment {
     }
 
     fn open(path: &Path) -> Result<Self> {
-        let mut buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let spoke =
-            decode_file_header(&buf).map_err(|reason| file_header_error(path, &buf, reason))?;
+        let mut buf = read_image(path)?;
+        let spoke = decode_file_header(buf.bytes())
+            .map_err(|reason| file_header_error(path, buf.bytes(), reason))?;
         // A file written by the mapped mode has a zero tail: drop it (not the last record's
         // own zero bytes, nor what a torn last record claims: the buffer grows to cover it).
-        let end = append_end(&buf);
-        buf.resize(end as usize, 0);
-        let version = header_version(&buf);
-        let buf = if buf.len() > ANON_FROM {
-            Buf::Anon(AnonBuf::with_bytes(&buf, buf.len()).map_err(|e| StorageError::io(path, e))?)
-        } else {
-            Buf::Heap(buf)
-        };
+        let end = append_end(buf.bytes());
+        match &mut buf {
+            Buf::Heap(v) => v.resize(end as usize, 0),
+            Buf::Anon(a) if end as usize <= a.len() => a.cut_zero_tail(end as usize),
+            Buf::Anon(a) => a
+                .grow(end as usize)
+                .map_err(|e| StorageError::io(path, e))?,
+        }
+        let version = header_version(buf.bytes());
         Ok(MemSegment {
             path: path.to_path_buf(),
             spoke,

@@ -79,6 +79,17 @@ impl AnonBuf {
         Ok(())
     }
 
+    /// Shortens the buffer to `len` bytes, which must be followed only by zeros (a zero tail
+    /// dropped): later growth then shows zeros there, as it must.
+    pub(crate) fn cut_zero_tail(&mut self, len: usize) {
+        debug_assert!(
+            self.map[len.min(self.len)..self.len]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        self.len = self.len.min(len);
+    }
+
     /// Gives the whole pages inside `from..to` back to the system: they read as zeros after.
     /// Returns the bytes given back.
     pub(crate) fn release(&mut self, from: usize, to: usize) -> std::io::Result<u64> {

@@ -68,11 +68,10 @@ fn discard_staged(dir: &Path) -> Result<()> {
 /// Writes the new image of `spoke`'s segment as a staged file and fsyncs it. Not visible
 /// to a restore until [`commit`] succeeds.
 pub fn stage(dir: &Path, spoke: SpokeId, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
     let path = staged_path(dir, spoke);
     let written = fs::File::create(&path)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
+        .and_then(|f| {
+            super::file::write_sparse(&f, bytes)?;
             super::fsio::sync_file(&f)
         })
         .map_err(|e| StorageError::io(&path, e));
