@@ -149,6 +149,17 @@ fn golden_timelines() {
     }
 }
 
+/// The README's sample is the golden output.
+#[test]
+fn readme_shows_the_golden_timeline() {
+    let readme = include_str!("../README.md");
+    let golden = std::fs::read_to_string(golden_path("timeline-auto.txt")).unwrap();
+    assert!(
+        readme.contains(&format!("```\n{golden}```\n")),
+        "README.md's timeline sample differs from tests/golden/timeline-auto.txt"
+    );
+}
+
 /// The data dir holds what the picture settles: the moved job's old record (marked) and a
 /// deleted job's record are there, and not counted.
 #[test]
