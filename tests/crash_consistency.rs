@@ -101,6 +101,22 @@ impl Segment for Recording {
         log_write(self.0.path(), false);
         r
     }
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        self.0.record_len(offset)
+    }
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        let r = self.0.free_run(offset, run);
+        log_write(self.0.path(), false);
+        r
+    }
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
+        let r = self.0.punch(from, to);
+        log_write(self.0.path(), false);
+        r
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
         self.0.scan()
     }

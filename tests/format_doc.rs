@@ -117,8 +117,8 @@ fn code_tables() -> BTreeMap<String, (usize, Layout)> {
     m.insert(
         "SlotBytes".to_string(),
         layout!(
-            SlotBytes, version, priority, reserves, timeouts, releases, buries, kicks, state,
-            reserved, crc
+            SlotBytes, version, priority, reserves, timeouts, releases, buries, kicks, state, run,
+            crc
         ),
     );
     m.insert(
@@ -193,7 +193,7 @@ fn doc_states_the_versions_the_code_writes_and_reads() {
     assert!(doc.contains(&stated), "the doc must say: {stated}");
     let row = format!(
         "| format_version | 8 | 4 | `u32` | format version: `{FORMAT_VERSION}` written; \
-         `{OLDEST_READ_VERSION}` and `{FORMAT_VERSION}` read |"
+         `{OLDEST_READ_VERSION}` to `{FORMAT_VERSION}` read |"
     );
     assert!(doc.contains(&row), "the doc must have the row: {row}");
 }

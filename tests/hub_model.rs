@@ -222,7 +222,7 @@ impl Model {
 
     fn put(&mut self, id: u64, c: usize, pri: u32, delay: u32, ttr: u32) -> (u64, Vec<u8>) {
         self.next_id = id + 1;
-        let body = format!("body-{}", self.body_seq).into_bytes();
+        let body = body_for(self.body_seq);
         self.body_seq += 1;
         let trigger = self.now + u64::from(delay) * SECOND;
         self.jobs.insert(
@@ -745,6 +745,16 @@ struct Harness<S: Segment> {
     _dir: tempfile::TempDir,
 }
 
+/// The body of the `seq`-th put: every third one spans pages (10,000 bytes), so that runs of
+/// dead records hold whole pages and get punched (the harness frees at once: `set_free_min`).
+fn body_for(seq: u64) -> Vec<u8> {
+    let mut b = format!("body-{seq}").into_bytes();
+    if seq.is_multiple_of(3) {
+        b.resize(10_000, b'.');
+    }
+    b
+}
+
 impl<S: Segment> Harness<S> {
     fn new(mem: bool, span: u64) -> Self {
         let dir = scratch();
@@ -755,6 +765,7 @@ impl<S: Segment> Harness<S> {
             restore: mem,
         };
         let mut hub = Hub::<S>::open(cfg.clone(), START).unwrap();
+        hub.set_free_min(0);
         let conns = (0..CONNS).map(|_| hub.connect()).collect();
         Harness {
             hub: Some(hub),
@@ -786,6 +797,7 @@ impl<S: Segment> Harness<S> {
             let _ = std::fs::remove_file(self.cfg.data_dir.join(SUMMARY_FILE));
         }
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).unwrap();
+        hub.set_free_min(0);
         self.conns = (0..CONNS).map(|_| hub.connect()).collect();
         self.hub = Some(hub);
         self.armed = u64::MAX;
@@ -1127,7 +1139,7 @@ fn run<S: Segment>(
                 delay,
                 ttr,
             } => {
-                let body = format!("body-{}", m.body_seq).into_bytes();
+                let body = body_for(m.body_seq);
                 let c = h.conns[conn];
                 let got = h.hub().put(c, pri, delay, ttr, &body, now)?;
                 if m.restarted {

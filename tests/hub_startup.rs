@@ -56,6 +56,18 @@ impl<S: Segment> Segment for Counting<S> {
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
         self.0.update(offset, slot)
     }
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        self.0.record_len(offset)
+    }
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        self.0.free_run(offset, run)
+    }
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
+        self.0.punch(from, to)
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
         SCANS.with(|c| c.set(c.get() + 1));
         self.0.scan()

@@ -106,6 +106,79 @@ fn scan_in_steps<S: Segment>() {
     }
 }
 
+/// A freed run: stepped over by scans (one `Freed` record for the run), its pages given back
+/// once punched (file modes: the blocks leave the file), the records around it intact, and
+/// the same after a reopen; appends go on after the data.
+fn free_run_and_punch<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = S::create(dir.path(), SPOKE).unwrap();
+    // 2 MiB of 16 KiB bodies (past the size where mem mode gives pages back).
+    let body = |id: u64| body_of(id, 16 * 1024);
+    let offs: Vec<u64> = (1..=130u64)
+        .map(|id| s.append(&new_rec(id, b"default", &body(id))).unwrap())
+        .collect();
+    // Jobs 2..=129 die; 1 and 130 stay.
+    for (i, &o) in offs.iter().enumerate().skip(1).take(128) {
+        s.update(o, slot(2, JobState::Deleted, 0)).unwrap();
+        assert!(s.record_len(o).unwrap() > 16 * 1024, "record {i}");
+    }
+    let (start, end) = (offs[1], offs[128] + s.record_len(offs[128]).unwrap());
+    s.free_run(start, end - start).unwrap();
+    s.flush().unwrap();
+    let allocated = |dir: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(seg_path(dir)).map_or(0, |m| m.blocks() * 512)
+    };
+    let before = allocated(dir.path());
+    let (lo, hi) = ((start + 128).div_ceil(4096) * 4096, end / 4096 * 4096);
+    s.punch(lo, hi).unwrap();
+    let seen = |s: &mut S| -> Vec<(u64, JobState)> {
+        s.scan()
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                let m = m.unwrap();
+                (m.id, m.slot.state)
+            })
+            .collect()
+    };
+    let want = vec![
+        (1, JobState::Waiting),
+        (2, JobState::Freed),
+        (130, JobState::Waiting),
+    ];
+    assert_eq!(seen(&mut s), want);
+    check_same(
+        &s.read(offs[0]).unwrap(),
+        &new_rec(1, b"default", &body(1)),
+        offs[0],
+    );
+    check_same(
+        &s.read(offs[129]).unwrap(),
+        &new_rec(130, b"default", &body(130)),
+        offs[129],
+    );
+    let last = s.append(&new_rec(131, b"default", b"after")).unwrap();
+    assert!(last >= offs[129] + s.record_len(offs[129]).unwrap());
+    s.flush().unwrap();
+    if S::FILE_BACKED {
+        let after = allocated(dir.path());
+        assert!(
+            after + (hi - lo) / 2 <= before,
+            "punching {} bytes left {after} of {before} allocated",
+            hi - lo
+        );
+    }
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    let mut want = want;
+    want.push((131, JobState::Waiting));
+    assert_eq!(seen(&mut s), want);
+    // Appends after a reopen go after the data, never into the run.
+    let next = s.append(&new_rec(132, b"default", b"x")).unwrap();
+    assert!(next > last);
+}
+
 fn flip(path: &Path, at: u64) {
     let mut b = fs::read(path).unwrap();
     b[at as usize] ^= 0x04;
@@ -520,6 +593,10 @@ macro_rules! segment_suite {
             #[test]
             fn scan_in_steps() {
                 super::scan_in_steps::<$ty>();
+            }
+            #[test]
+            fn free_run_and_punch() {
+                super::free_run_and_punch::<$ty>();
             }
         }
     };

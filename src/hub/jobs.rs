@@ -652,7 +652,7 @@ impl<S: Segment> Hub<S> {
     /// resident.
     pub(super) fn make_resident(&mut self, spoke: SpokeId, m: RecordMeta) {
         let phase = match m.slot.state {
-            JobState::Deleted | JobState::Moved => return,
+            JobState::Deleted | JobState::Moved | JobState::Freed => return,
             JobState::Waiting => Phase::Delayed,
             JobState::Ready => Phase::Ready,
             // Recovered buried jobs keep id order, before any buried from now on.

@@ -723,6 +723,11 @@ impl<S: Segment> Hub<S> {
         self.store.take_sync_batch()
     }
 
+    /// Sets how many dead bytes the store gathers before it frees them (tests: 0, at once).
+    pub fn set_free_min(&mut self, bytes: u64) {
+        self.store.set_free_min(bytes);
+    }
+
     /// Sync batch `epoch` and every earlier one are durable ([`Store::synced`]).
     pub fn synced(&mut self, epoch: u64) {
         self.store.synced(epoch);

@@ -513,6 +513,18 @@ impl Segment for FullDisk {
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> crate::segment::Result<()> {
         self.0.update(offset, slot)
     }
+    fn record_len(&mut self, offset: RecordOffset) -> crate::segment::Result<u64> {
+        self.0.record_len(offset)
+    }
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> crate::segment::Result<()> {
+        self.0.free_run(offset, run)
+    }
+    fn punch(&mut self, from: u64, to: u64) -> crate::segment::Result<u64> {
+        self.0.punch(from, to)
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
     fn scan(&mut self) -> crate::segment::Result<Vec<crate::segment::Result<RecordMeta>>> {
         self.0.scan()
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::format::{
     FILE_HEADER_LEN, RecordView, decode_file_header, header_version, scan_records,
 };
-use super::{Micros, SpokeId, StorageError, parse_segment_file_name};
+use super::{JobState, Micros, SpokeId, StorageError, parse_segment_file_name};
 
 pub mod timeline;
 
@@ -214,6 +214,30 @@ fn write_record(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let h = v.header;
+    if v.slot.state == JobState::Freed {
+        // Its tube and body are not read (they may be holes): the run is what it says.
+        return if opts.json {
+            let obj = json!({
+                "type": "freed",
+                "file": file,
+                "offset": v.offset,
+                "id": h.id.get(),
+                "state": v.slot.state.name(),
+                "version": v.slot.version,
+                "run": v.len(),
+            });
+            writeln!(out, "{obj}")
+        } else {
+            writeln!(
+                out,
+                "@{} id={} state=freed v={} run={} (dead records, not read)",
+                v.offset,
+                h.id.get(),
+                v.slot.version,
+                v.len()
+            )
+        };
+    }
     let shown = if opts.body || v.body.len() <= PREVIEW_LEN {
         v.body
     } else {

@@ -155,3 +155,30 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
         Err(e) => Err(StorageError::io(path, e)),
     }
 }
+
+/// Refuses a freed run in a file whose format version predates them.
+pub(crate) fn check_can_free(path: &Path, version: u32) -> Result<()> {
+    if version < super::format::FREED_RUNS_SINCE {
+        return Err(super::format::invalid_input(
+            path,
+            format!("format version {version} files cannot hold freed runs"),
+        ));
+    }
+    Ok(())
+}
+
+/// Punches a hole over `from..to` of `file` (its length unchanged): the blocks go back to the
+/// filesystem and the pages leave the page cache and every mapping of them.
+pub(crate) fn punch_hole(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    use rustix::fs::{FallocateFlags, fallocate};
+    fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        from,
+        to - from,
+    )
+    .map_err(|e| StorageError::io(path, e.into()))
+}

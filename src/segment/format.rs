@@ -35,7 +35,11 @@ pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
 /// The format version this code writes; it reads this one and those back to
 /// [`OLDEST_READ_VERSION`] (version 1 files, whose 16-byte slots had no counters, are refused
 /// with a message saying so).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The first format version whose files may hold freed runs ([`JobState::Freed`]): yaad frees
+/// dead space only in files of this version or later, which older readers refuse.
+pub const FREED_RUNS_SINCE: u32 = 4;
 
 /// The oldest format version this yaad reads (and appends to, in its own layout).
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -96,9 +100,10 @@ pub struct SlotBytes {
     pub kicks: U32,
     /// [`JobState`] as one byte.
     pub state: u8,
-    /// Zero.
-    pub reserved: [u8; 7],
-    /// CRC-32 of the record's `header_crc` (4 bytes LE) followed by bytes 0..12 of this slot.
+    /// State `Freed`: the length of the freed run from the record's offset, a 56-bit
+    /// little-endian integer ([`freed_run`]); zero in every other state.
+    pub run: [u8; 7],
+    /// CRC-32 of the record's `header_crc` (4 bytes LE) followed by bytes 0..36 of this slot.
     pub crc: U32,
 }
 
@@ -156,7 +161,7 @@ const _: () = {
     assert!(offset_of!(SlotBytes, buries) == 20);
     assert!(offset_of!(SlotBytes, kicks) == 24);
     assert!(offset_of!(SlotBytes, state) == 28);
-    assert!(offset_of!(SlotBytes, reserved) == 29);
+    assert!(offset_of!(SlotBytes, run) == 29);
     assert!(offset_of!(SlotBytes, crc) == 36);
 
     assert!(size_of::<RecordHeader>() == 128);
@@ -194,6 +199,7 @@ impl JobState {
             3 => Some(JobState::Buried),
             4 => Some(JobState::Deleted),
             5 => Some(JobState::Moved),
+            6 => Some(JobState::Freed),
             _ => None,
         }
     }
@@ -206,6 +212,7 @@ impl JobState {
             JobState::Buried => "buried",
             JobState::Deleted => "deleted",
             JobState::Moved => "moved",
+            JobState::Freed => "freed",
         }
     }
 }
@@ -406,11 +413,54 @@ pub fn encode_slot(header_crc: u32, slot: StateSlot) -> SlotBytes {
         buries: U32::new(c.buries),
         kicks: U32::new(c.kicks),
         state: slot.state as u8,
-        reserved: [0; 7],
+        run: [0; 7],
         crc: U32::new(0),
     };
     s.crc = U32::new(crc_slot(header_crc, &s));
     s
+}
+
+/// The longest freed run a slot can state (56 bits).
+pub const MAX_FREED_RUN: u64 = (1 << 56) - 1;
+
+/// Encodes a `Freed` slot of version `version` for the record whose header CRC is
+/// `header_crc`: it and the records after it up to `run` bytes from its offset are dead, and
+/// their bytes past the header may be holes. `run` is at most [`MAX_FREED_RUN`].
+pub fn encode_freed_slot(header_crc: u32, version: u32, run: u64) -> SlotBytes {
+    let mut s = encode_slot(
+        header_crc,
+        StateSlot {
+            version,
+            state: JobState::Freed,
+            priority: 0,
+            counters: JobCounters::default(),
+        },
+    );
+    s.run
+        .copy_from_slice(&run.min(MAX_FREED_RUN).to_le_bytes()[..7]);
+    s.crc = U32::new(crc_slot(header_crc, &s));
+    s
+}
+
+/// The run a header's current slot states if it is `Freed` (all CRCs checked).
+pub fn current_freed_run(h: &RecordHeader) -> Option<u64> {
+    current_slot(h)
+        .filter(|(_, s)| s.state == JobState::Freed)
+        .map(|(c, _)| freed_run(slot_bytes(h, c)))
+}
+
+fn slot_bytes(h: &RecordHeader, c: SlotChoice) -> &SlotBytes {
+    match c {
+        SlotChoice::A => &h.slot_a,
+        SlotChoice::B => &h.slot_b,
+    }
+}
+
+/// The run length a `Freed` slot states (see [`encode_freed_slot`]).
+pub fn freed_run(s: &SlotBytes) -> u64 {
+    let mut b = [0u8; 8];
+    b[..7].copy_from_slice(&s.run);
+    u64::from_le_bytes(b)
 }
 
 /// Decodes a slot; `None` if its CRC, state byte or version says it was never (fully) written.
@@ -546,12 +596,16 @@ pub struct RecordView<'a> {
     /// The slot holding the current state.
     pub slot_choice: SlotChoice,
     pub slot: StateSlot,
+    /// Bytes from `offset` to where the next record is looked for: the record's length,
+    /// padding included, or for a `Freed` record its whole run (then `tube` and `body` are
+    /// empty: their bytes may be holes).
+    pub extent: u64,
 }
 
 impl RecordView<'_> {
-    /// Total bytes of the record, padding included.
+    /// Bytes from the record's offset to where the next one is looked for ([`Self::extent`]).
     pub fn len(&self) -> u64 {
-        record_len(self.tube.len(), self.body.len())
+        self.extent
     }
 
     /// Never true: a record always has its header.
@@ -659,6 +713,9 @@ pub fn decode_record_checked(
     let tl = usize::from(h.tube_len);
     let bl = h.body_len.get() as usize;
     let hl = RECORD_HEADER_LEN as usize;
+    if let Some(view) = freed_view(bytes, offset, h, check)? {
+        return Ok(view);
+    }
     let end = start
         .checked_add(hl + tl)
         .and_then(|e| e.checked_add(bl))
@@ -695,7 +752,100 @@ pub fn decode_record_checked(
         body,
         slot_choice,
         slot,
+        extent: record_len(tl, bl),
     })
+}
+
+/// The view of the record with header `h` at `offset` if its current slot is `Freed`: its
+/// tube and body are not read (they may be holes), its extent is the run.
+fn freed_view<'a>(
+    bytes: &'a [u8],
+    offset: RecordOffset,
+    h: &'a RecordHeader,
+    check: Check,
+) -> std::result::Result<Option<RecordView<'a>>, Defect> {
+    let Some((slot_choice, slot)) = current_slot_with(h, check) else {
+        return Ok(None);
+    };
+    if slot.state != JobState::Freed {
+        return Ok(None);
+    }
+    let run = freed_run(slot_bytes(h, slot_choice));
+    if run < RECORD_HEADER_LEN || !run.is_multiple_of(RECORD_ALIGN) {
+        return Err(Defect::BadRecord(format!(
+            "job {}: freed run of {run} bytes is not a run of records",
+            h.id.get()
+        )));
+    }
+    if offset
+        .checked_add(run)
+        .is_none_or(|e| e > bytes.len() as u64)
+    {
+        return Err(Defect::Truncated(format!(
+            "freed run of {run} bytes runs past the end of the data ({} bytes left)",
+            bytes.len() as u64 - offset
+        )));
+    }
+    Ok(Some(RecordView {
+        offset,
+        header: h,
+        tube: &[],
+        body: &[],
+        slot_choice,
+        slot,
+        extent: run,
+    }))
+}
+
+/// Writes a `Freed` slot for the record at `offset` of `bytes` (a file image up to the end of
+/// its data), one version above its current one: the record and those after it up to `run`
+/// bytes from `offset` are dead (the caller knows), and their bytes past the record header
+/// may be punched out once this slot is durable. The slot [`plan_update`] picks is
+/// overwritten; both slots of a record lie in one sector, so a torn write leaves the old one.
+pub fn write_freed(
+    bytes: &mut [u8],
+    offset: RecordOffset,
+    run: u64,
+    file: &Path,
+    check: Check,
+) -> Result<(), StorageError> {
+    if run < RECORD_HEADER_LEN
+        || !run.is_multiple_of(RECORD_ALIGN)
+        || run > MAX_FREED_RUN
+        || offset
+            .checked_add(run)
+            .is_none_or(|e| e > bytes.len() as u64)
+    {
+        return Err(invalid_input(
+            file,
+            format!("freed run of {run} bytes at offset {offset} does not fit the data"),
+        ));
+    }
+    let h = decode_header_at(bytes, offset).map_err(|d| defect_error(file, offset, d))?;
+    let version = current_slot_with(h, check)
+        .map_or(0, |(_, s)| s.version)
+        .checked_add(1)
+        .ok_or_else(|| invalid_input(file, format!("record at {offset}: slot version overflow")))?;
+    let slot = StateSlot {
+        version,
+        state: JobState::Freed,
+        priority: 0,
+        counters: JobCounters::default(),
+    };
+    let (at, _) = plan_update(bytes, offset, slot, file, check)?;
+    let new = encode_freed_slot(h.header_crc.get(), version, run);
+    let at = at as usize;
+    bytes[at..at + SLOT_LEN as usize].copy_from_slice(new.as_bytes());
+    Ok(())
+}
+
+/// The length of the record at `offset` of `bytes`, padding included, from its header.
+pub fn record_len_at(bytes: &[u8], offset: RecordOffset, file: &Path) -> Result<u64, StorageError> {
+    let h = decode_header_at(bytes, offset).map_err(|d| defect_error(file, offset, d))?;
+    Ok(record_len(
+        usize::from(h.tube_len),
+        h.body_len.get() as usize,
+    ))
 }
 
 /// Attaches a file path to a [`Defect`].

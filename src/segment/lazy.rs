@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use memmap2::MmapMut;
 
-use super::file::{create_file, file_data_end, open_rw, read_file_header, used, used_mut};
+use super::file::{
+    check_can_free, create_file, file_data_end, open_rw, punch_hole, read_file_header, used,
+    used_mut,
+};
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, invalid_input,
-    read_record, record_at, scan_meta, scan_meta_from, write_update,
+    read_record, record_at, record_len_at, scan_meta, scan_meta_from, write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -190,6 +193,44 @@ impl Segment for LazySegment {
         write_update(used_mut(map, end), offset, slot, &path, Check::All)?;
         self.data_dirty = true;
         Ok(())
+    }
+
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        record_len_at(used(map, end), offset, &path)
+    }
+
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        check_can_free(&self.path, self.version)?;
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping()?;
+        write_freed(used_mut(map, end), offset, run, &path, Check::All)?;
+        self.data_dirty = true;
+        Ok(())
+    }
+
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
+        let to = to.min(self.end);
+        let path = self.path.clone();
+        let file = self.file()?;
+        punch_hole(file, &path, from, to)?;
+        Ok(to.saturating_sub(from))
+    }
+
+    fn drop_pages(&mut self, from: u64, to: u64) {
+        if let Some(map) = &self.map {
+            let (from, to) = (from as usize, to.min(self.end) as usize);
+            if let Err(e) = mmap::drop_pages(map, from, to) {
+                tracing::debug!(path = %self.path.display(), "madvise: {e}");
+            }
+        }
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use super::file::{
-    abandon_created, create_file, nonzero_end, open_rw, read_file_header, used, used_mut,
+    abandon_created, check_can_free, create_file, nonzero_end, open_rw, punch_hole,
+    read_file_header, used, used_mut,
 };
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record_into,
-    invalid_input, read_record, record_at, record_len, scan_meta, scan_meta_from, write_update,
+    invalid_input, read_record, record_at, record_len, record_len_at, scan_meta, scan_meta_from,
+    write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -21,9 +23,13 @@ use super::{
     file_len,
 };
 
-/// Size a new mapped segment file starts with; it doubles whenever a record does not fit
-/// (or, when the disk has no room for that, grows by a multiple of this size).
+/// Size a new mapped segment file starts with; it grows by half its length (at least this,
+/// at most [`GROW_MAX`]) whenever a record does not fit (or, when the disk has no room for
+/// that, by a multiple of this size).
 pub const INITIAL_FILE_LEN: u64 = 64 * 1024;
+
+/// The most a mapped segment file grows by at once.
+pub const GROW_MAX: u64 = 4 << 20;
 
 /// A segment whose whole file is mapped for its lifetime.
 ///
@@ -72,9 +78,13 @@ impl MappedSegment {
             return Ok(());
         }
         let file = self.file()?;
-        let new_len = need.max(len.saturating_mul(2)).max(INITIAL_FILE_LEN);
-        // Doubling keeps growth rare; on a nearly full disk, grow by just what the record
-        // needs instead, so puts go on while there is room for them.
+        // By half the length (at most GROW_MAX): growth stays rare while the disk reserved and
+        // not used yet stays under a third of the file, and under GROW_MAX for a file that
+        // grows without end (the spoke of now under churn, whose dead runs are holes).
+        let step = (len / 2).clamp(INITIAL_FILE_LEN, GROW_MAX);
+        let new_len = need.max(len.saturating_add(step));
+        // On a nearly full disk, grow by just what the record needs instead, so puts go on
+        // while there is room for them.
         let just_enough = need
             .div_ceil(INITIAL_FILE_LEN)
             .saturating_mul(INITIAL_FILE_LEN);
@@ -121,8 +131,14 @@ impl Segment for MappedSegment {
         let (spoke, version) = read_file_header(&file, path)?;
         // Found by reads, not through the mapping: its zero tail would stay resident.
         let nonzero = nonzero_end(&file, path)?;
-        let map = mmap::map(&file, path)?;
+        let mut map = mmap::map(&file, path)?;
         let end = append_end_from(&map, nonzero);
+        if end > map.len() as u64 {
+            // A last record (or freed run) cut short still claims its whole length, and
+            // appends go after it: the file covers it, as in the other modes.
+            mmap::reserve(&file, path, end)?;
+            map = mmap::map(&file, path)?;
+        }
         Ok(MappedSegment {
             path: path.to_path_buf(),
             spoke,
@@ -191,6 +207,39 @@ impl Segment for MappedSegment {
             &self.path,
             Check::All,
         )
+    }
+
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        record_len_at(used(&self.map, self.end), offset, &self.path)
+    }
+
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        check_can_free(&self.path, self.version)?;
+        write_freed(
+            used_mut(&mut self.map, self.end),
+            offset,
+            run,
+            &self.path,
+            Check::All,
+        )
+    }
+
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
+        let to = to.min(self.end);
+        let file = self.file()?;
+        punch_hole(&file, &self.path, from, to)?;
+        Ok(to.saturating_sub(from))
+    }
+
+    fn drop_pages(&mut self, from: u64, to: u64) {
+        let (from, to) = (from as usize, to.min(self.end) as usize);
+        if let Err(e) = mmap::drop_pages(&self.map, from, to) {
+            tracing::debug!(path = %self.path.display(), "madvise: {e}");
+        }
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {

@@ -3,12 +3,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::file::{remove_if_exists, write_file_atomically};
+use super::file::{check_can_free, remove_if_exists, write_file_atomically};
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
-    record_len, scan_meta, scan_meta_from, segment_file_name, write_update,
+    record_len, record_len_at, scan_meta, scan_meta_from, segment_file_name, write_freed,
+    write_update,
 };
+use super::mmap::AnonBuf;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
 };
@@ -22,7 +24,7 @@ pub struct MemSegment {
     path: PathBuf,
     spoke: SpokeId,
     /// The file image: header and records, no zero tail (`len()` is the append position).
-    buf: Vec<u8>,
+    buf: Buf,
     /// The file's format version: where appended records go ([`record_at`]).
     version: u32,
     /// Where the records this process appended start: those below came from a file and are
@@ -30,6 +32,62 @@ pub struct MemSegment {
     /// buffer, which nothing else writes, so reads and updates check only their header
     /// ([`Check::Header`]).
     own_from: u64,
+}
+
+/// A segment's bytes: on the heap while small; past [`ANON_FROM`] in anonymous memory, whose
+/// pages of freed runs go back to the system ([`Segment::punch`]). Small segments stay on the
+/// heap so that many of them (a past spoke per second kept by one buried job) do not use up
+/// the process's mappings.
+#[derive(Debug)]
+enum Buf {
+    Heap(Vec<u8>),
+    Anon(AnonBuf),
+}
+
+/// Size from which a segment's bytes move to anonymous memory.
+const ANON_FROM: usize = 1 << 20;
+
+impl Buf {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buf::Heap(v) => v,
+            Buf::Anon(a) => a.bytes(),
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Buf::Heap(v) => v,
+            Buf::Anon(a) => a.bytes_mut(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Buf::Heap(v) => v.len(),
+            Buf::Anon(a) => a.len(),
+        }
+    }
+
+    /// Grows to `len` bytes (zeros), moving to anonymous memory past [`ANON_FROM`].
+    fn grow(&mut self, len: usize, path: &Path) -> Result<()> {
+        match self {
+            Buf::Heap(v) if len <= ANON_FROM => {
+                if len > v.len() {
+                    v.resize(len, 0);
+                }
+                Ok(())
+            }
+            Buf::Heap(v) => {
+                let mut a = AnonBuf::with_bytes(v, len.saturating_mul(2))
+                    .map_err(|e| StorageError::io(path, e))?;
+                a.grow(len).map_err(|e| StorageError::io(path, e))?;
+                *self = Buf::Anon(a);
+                Ok(())
+            }
+            Buf::Anon(a) => a.grow(len).map_err(|e| StorageError::io(path, e)),
+        }
+    }
 }
 
 impl MemSegment {
@@ -59,7 +117,7 @@ impl Segment for MemSegment {
             spoke,
             own_from: buf.len() as u64,
             version: FORMAT_VERSION,
-            buf,
+            buf: Buf::Heap(buf),
         })
     }
 
@@ -71,11 +129,17 @@ impl Segment for MemSegment {
         // own zero bytes, nor what a torn last record claims: the buffer grows to cover it).
         let end = append_end(&buf);
         buf.resize(end as usize, 0);
+        let version = header_version(&buf);
+        let buf = if buf.len() > ANON_FROM {
+            Buf::Anon(AnonBuf::with_bytes(&buf, buf.len()).map_err(|e| StorageError::io(path, e))?)
+        } else {
+            Buf::Heap(buf)
+        };
         Ok(MemSegment {
             path: path.to_path_buf(),
             spoke,
             own_from: end,
-            version: header_version(&buf),
+            version,
             buf,
         })
     }
@@ -88,22 +152,49 @@ impl Segment for MemSegment {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
         let offset = record_at(self.version, self.buf.len() as u64);
         let len = record_len(rec.tube.len(), rec.body.len()) as usize;
-        self.buf.resize(offset as usize + len, 0);
-        encode_record_into(offset, rec, &mut self.buf[offset as usize..]);
+        self.buf.grow(offset as usize + len, &self.path)?;
+        encode_record_into(offset, rec, &mut self.buf.bytes_mut()[offset as usize..]);
         Ok(offset)
     }
 
     fn read(&mut self, offset: RecordOffset) -> Result<Record> {
-        read_record(&self.buf, offset, &self.path, self.check(offset))
+        read_record(self.buf.bytes(), offset, &self.path, self.check(offset))
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
         let check = self.check(offset);
-        write_update(&mut self.buf, offset, slot, &self.path, check)
+        write_update(self.buf.bytes_mut(), offset, slot, &self.path, check)
+    }
+
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        record_len_at(self.buf.bytes(), offset, &self.path)
+    }
+
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()> {
+        check_can_free(&self.path, self.version)?;
+        let check = self.check(offset);
+        write_freed(self.buf.bytes_mut(), offset, run, &self.path, check)
+    }
+
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64> {
+        match &mut self.buf {
+            // Small: nothing worth giving back.
+            Buf::Heap(_) => Ok(0),
+            Buf::Anon(a) => a
+                .release(
+                    usize::try_from(from).unwrap_or(usize::MAX),
+                    usize::try_from(to).unwrap_or(usize::MAX),
+                )
+                .map_err(|e| StorageError::io(&self.path, e)),
+        }
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
-        Ok(scan_meta(&self.buf, &self.path).0)
+        Ok(scan_meta(self.buf.bytes(), &self.path).0)
     }
 
     fn scan_from(
@@ -111,11 +202,11 @@ impl Segment for MemSegment {
         from: RecordOffset,
         max: usize,
     ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
-        Ok(scan_meta_from(&self.buf, &self.path, from, max))
+        Ok(scan_meta_from(self.buf.bytes(), &self.path, from, max))
     }
 
     fn flush(&mut self) -> Result<()> {
-        write_file_atomically(&self.path, &self.buf)
+        write_file_atomically(&self.path, self.buf.bytes())
     }
 
     fn byte_size(&self) -> u64 {
@@ -127,7 +218,7 @@ impl Segment for MemSegment {
     }
 
     fn image(&self) -> Option<&[u8]> {
-        Some(&self.buf)
+        Some(self.buf.bytes())
     }
 
     fn destroy(self) -> Result<()> {

@@ -1,4 +1,5 @@
-//! The only place that maps files: mapping a segment file and reserving its disk blocks.
+//! The only place that maps memory: mapping a segment file, reserving its disk blocks, and the
+//! anonymous buffers of large memory-mode segments.
 //!
 //! Mapping a file is `unsafe` because the compiler cannot know what else writes or
 //! shrinks it. yaad's rules that make it sound (see `storage-format.md`, "What the format
@@ -22,6 +23,99 @@ use std::path::Path;
 use memmap2::MmapMut;
 
 use super::{Result, StorageError};
+
+/// A growable buffer of anonymous memory (no file) whose pages can be given back one range
+/// at a time: a memory-mode segment large enough to hold many dead records. Unused capacity
+/// costs address space only; pages given back read as zeros.
+#[derive(Debug)]
+pub(crate) struct AnonBuf {
+    map: MmapMut,
+    len: usize,
+}
+
+impl AnonBuf {
+    /// A buffer holding `bytes`, with room for `capacity` bytes before it has to move.
+    pub(crate) fn with_bytes(bytes: &[u8], capacity: usize) -> std::io::Result<AnonBuf> {
+        let mut map = memmap2::MmapOptions::new()
+            .len(capacity.max(bytes.len()).max(1))
+            .map_anon()?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        Ok(AnonBuf {
+            map,
+            len: bytes.len(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map[..self.len]
+    }
+
+    /// Grows the buffer to `len` bytes (new bytes are zero), moving it to a larger mapping
+    /// (twice the size) when it is full: the pages move, nothing is copied, and pages given
+    /// back stay given back. Never shrinks.
+    pub(crate) fn grow(&mut self, len: usize) -> std::io::Result<()> {
+        if len <= self.len {
+            return Ok(());
+        }
+        if len > self.map.len() {
+            let cap = len.max(self.map.len().saturating_mul(2));
+            // SAFETY: an anonymous mapping has no file to run past; `&mut self` proves no
+            // slice of the old mapping is alive while it moves; every byte of the new length
+            // is backed (new pages read as zeros).
+            unsafe {
+                self.map
+                    .remap(cap, memmap2::RemapOptions::new().may_move(true))?;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Gives the whole pages inside `from..to` back to the system: they read as zeros after.
+    /// Returns the bytes given back.
+    pub(crate) fn release(&mut self, from: usize, to: usize) -> std::io::Result<u64> {
+        let page = rustix::param::page_size();
+        let from = from.div_ceil(page) * page;
+        let to = to.min(self.len) / page * page;
+        if to <= from {
+            return Ok(0);
+        }
+        // SAFETY: MADV_DONTNEED on a private anonymous mapping only replaces the pages of the
+        // range with zero-filled ones on their next access; `&mut self` proves no slice of the
+        // mapping is alive, so no reader sees the bytes change under it.
+        unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)?;
+        }
+        Ok((to - from) as u64)
+    }
+}
+
+/// Drops the whole pages inside `from..to` of a shared file mapping from this process (its
+/// resident memory): the bytes stay in the page cache, dirty ones are still written back, and
+/// touching them again maps them again. For dead records, whose pages stay resident until the
+/// hole that frees them can be punched.
+pub(crate) fn drop_pages(map: &MmapMut, from: usize, to: usize) -> std::io::Result<()> {
+    let page = rustix::param::page_size();
+    let from = from.div_ceil(page) * page;
+    let to = to.min(map.len()) / page * page;
+    if to <= from {
+        return Ok(());
+    }
+    // SAFETY: on a shared file mapping MADV_DONTNEED only unmaps the pages: their contents,
+    // dirty or not, stay in the page cache (one copy per file), so every later read through
+    // this mapping or the file sees the same bytes. Nothing is freed that a reference into
+    // the mapping could still point at.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) }
+}
 
 /// Size of the zero writes that reserve disk blocks where `posix_fallocate` is unsupported.
 const ZERO_CHUNK: u64 = 1 << 20;

@@ -64,6 +64,9 @@ pub enum JobState {
     Deleted = 4,
     /// Superseded by a newer record of the same id elsewhere (release with delay).
     Moved = 5,
+    /// Dead, and the start of a freed run: the bytes up to the end of the run (in the slot)
+    /// hold only dead records and may be holes (format version 4, see `store::free`).
+    Freed = 6,
 }
 
 /// The mutable part of a record: rewritten in place by [`Segment::update`].
@@ -262,6 +265,26 @@ pub trait Segment: Sized {
     fn read(&mut self, offset: RecordOffset) -> Result<Record>;
     /// Persists a new state slot for the record at `offset` (older of its two slots).
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()>;
+    /// The length of the record at `offset`, padding included (from its header).
+    fn record_len(&mut self, offset: RecordOffset) -> Result<u64>;
+    /// Marks the record at `offset` the start of a freed run of `run` bytes (a `Freed` slot,
+    /// [`format::write_freed`]): the caller knows that every record from `offset` to
+    /// `offset + run` is dead. Files of a version before [`format::FREED_RUNS_SINCE`] refuse.
+    fn free_run(&mut self, offset: RecordOffset, run: u64) -> Result<()>;
+    /// Gives back the bytes `from..to` (page-aligned, inside freed runs whose `Freed` slot is
+    /// durable, never a run's first record header): holes punched in the file (mapped, lazy;
+    /// their pages also leave the page cache and the mapping), pages returned to the system
+    /// (mem). They read as zeros afterwards and are never written again. Returns how many
+    /// bytes were given back (a small mem segment, on the heap, gives back none).
+    fn punch(&mut self, from: u64, to: u64) -> Result<u64>;
+    /// Lets the whole pages inside `from..to` (dead records) leave this process's resident
+    /// memory now, before they can be punched: a file mapping drops them (the page cache keeps
+    /// the bytes); a mode that holds no mapping of them does nothing.
+    fn drop_pages(&mut self, from: u64, to: u64) {
+        let _ = (from, to);
+    }
+    /// The file's format version (where records go, whether runs can be freed).
+    fn version(&self) -> u32;
     /// Every record in append order, one `Result` per record; corrupt ones are `Err` and skipped.
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>>;
     /// Up to `max` records from `from` (a position returned by an earlier call; 0: the first

@@ -649,6 +649,14 @@ impl<S: Segment> Core<S> {
             .fetch_add(target.saturating_sub(from), Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
+        if matches!(self.durability, Durability::Interval(_)) {
+            // What waited for this batch (Moved marks, punches of freed runs) goes on now, not
+            // at the next periodic sync: an idle server would otherwise hold it indefinitely.
+            // Under `-f 0` the next batch, never far off, does it.
+            let mut g = self.lock();
+            g.hub.synced(batch.epoch);
+            self.after_call(&mut g);
+        }
         Ok(target)
     }
 

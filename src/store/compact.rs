@@ -256,7 +256,10 @@ impl<S: Segment> Store<S> {
         let mut records = 0u64;
         for m in metas.into_iter().flatten() {
             records += 1;
-            if matches!(m.slot.state, JobState::Deleted | JobState::Moved) {
+            if matches!(
+                m.slot.state,
+                JobState::Deleted | JobState::Moved | JobState::Freed
+            ) {
                 continue;
             }
             // A resident job whose current record is elsewhere: this one is a stale copy.
@@ -350,6 +353,8 @@ impl<S: Segment> Store<S> {
             }
         };
         let _ = fs::remove_file(&keep_old);
+        // The new file has no dead records, and offsets of the old one mean nothing in it.
+        self.forget_runs(id);
         match self.spokes.get_mut(&id) {
             Some(s) => {
                 let old = std::mem::replace(&mut s.seg, new);

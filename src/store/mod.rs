@@ -19,6 +19,7 @@
 
 mod checkpoint;
 mod compact;
+mod free;
 mod recovery;
 mod split;
 mod spoke;
@@ -129,7 +130,8 @@ pub struct StoreStats {
     /// Spokes whose segment is open: loaded ones and the recently used far ones.
     pub spokes_open: u64,
     pub corrupt_records_skipped: u64,
-    /// Bytes used by every segment (the job data in the data dir; mem mode: in memory).
+    /// Bytes held by every segment (the job data in the data dir; mem mode: in memory): their
+    /// lengths less what freed runs gave back.
     pub data_bytes: u64,
 }
 
@@ -208,6 +210,8 @@ pub struct Store<S: Segment> {
     /// nor compacted before they are (else a power cut could keep the old record live and
     /// lose the new one's file).
     moves: Moves,
+    /// Runs of dead records of loaded spokes, freed as they grow (see `free`).
+    frees: free::Frees,
 }
 
 impl<S: Segment> Store<S> {
@@ -266,6 +270,7 @@ impl<S: Segment> Store<S> {
             epoch: 1,
             durable_epoch: 0,
             moves: Moves::default(),
+            frees: free::Frees::default(),
         };
         if S::FILE_BACKED && !clean {
             // After a crash the segments may hold changes acknowledged before it that only
@@ -378,7 +383,7 @@ impl<S: Segment> Store<S> {
         if indexed.is_err() {
             self.needs_full_scan = true;
         }
-        self.mark_moved(from, moved, loc.spoke, true);
+        self.mark_moved(from, moved, loc, true);
         if !resident {
             self.count_far(loc.spoke, rec.tube, 1);
         }
@@ -397,6 +402,7 @@ impl<S: Segment> Store<S> {
     /// counts the record dead.
     pub fn delete(&mut self, loc: JobLocation, slot: StateSlot) -> Result<()> {
         self.update(loc, slot)?;
+        self.record_dead(loc);
         self.lost_live(loc.spoke);
         Ok(())
     }
@@ -457,7 +463,12 @@ impl<S: Segment> Store<S> {
             spokes_open: self.spokes.values().filter(|s| s.loaded).count() as u64
                 + self.open_far.len() as u64,
             corrupt_records_skipped: self.corrupt_records,
-            data_bytes: self.spokes.values().map(|s| s.seg.byte_size()).sum(),
+            data_bytes: self
+                .spokes
+                .values()
+                .map(|s| s.seg.byte_size())
+                .sum::<u64>()
+                .saturating_sub(self.bytes_given_back()),
         }
     }
 

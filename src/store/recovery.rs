@@ -363,7 +363,7 @@ impl<S: Segment> Store<S> {
                     }
                 };
                 out.found_id = out.found_id.max(m.id);
-                if m.slot.state == JobState::Moved {
+                if matches!(m.slot.state, JobState::Moved | JobState::Freed) {
                     continue;
                 }
                 let tube = match tube_idx.get(&m.tube) {
@@ -465,7 +465,10 @@ impl<S: Segment> Store<S> {
             prev = Some(r.id);
             let sid = order[r.spoke as usize];
             if first {
-                winner = Some(sid);
+                winner = Some(JobLocation {
+                    spoke: sid,
+                    offset: r.offset,
+                });
             } else {
                 if r.state != JobState::Deleted
                     && let Some(w) = winner
@@ -508,14 +511,14 @@ impl<S: Segment> Store<S> {
     /// A loser `r` of spoke `sid` still marked live: a move whose `Moved` mark was lost
     /// (crash). Marked once the winner's segment `winner`, which may hold it only in the page
     /// cache, is synced.
-    fn mark_lost_move(&mut self, sid: SpokeId, r: &Seen, winner: SpokeId) {
+    fn mark_lost_move(&mut self, sid: SpokeId, r: &Seen, winner: JobLocation) {
         let slot = StateSlot {
             version: r.version.saturating_add(1),
             state: JobState::Moved,
             priority: 0,
             counters: Default::default(),
         };
-        self.unflushed.insert(winner);
+        self.unflushed.insert(winner.spoke);
         let at = JobLocation {
             spoke: sid,
             offset: r.offset,

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Result, Store, SyncFile};
+use crate::segment::format::{FREED_RUNS_SINCE, record_len};
 use crate::segment::{
     JobLocation, JobState, Micros, Record, RecordMeta, Segment, SpokeId, StateSlot, StorageError,
 };
@@ -209,6 +210,7 @@ impl<S: Segment> Store<S> {
         self.retire.remove(&id);
         self.compact_due.remove(&id);
         self.compact_later.remove(&id);
+        self.forget_runs(id);
         let unsynced = self.unflushed.remove(&id);
         self.open_far.retain(|&s| s != id);
         self.uncount_far(id);
@@ -453,18 +455,29 @@ impl<S: Segment> Store<S> {
         self.work.spokes_loaded += 1;
         self.work.records_loaded += metas.len() as u64;
         let mut live = Vec::with_capacity(metas.len());
+        let mut dead = Vec::new();
         for m in metas {
             match m {
                 Err(e) => self.note_corrupt(&e),
                 Ok(m) => {
                     self.index_trim.push(m.id);
-                    if !matches!(m.slot.state, JobState::Deleted | JobState::Moved)
-                        && !self.is_pending_move(id, m.offset)
-                    {
-                        live.push(m);
+                    match m.slot.state {
+                        JobState::Deleted | JobState::Moved => {
+                            dead.push((m.offset, record_len(m.tube.len(), m.body_len as usize)));
+                        }
+                        JobState::Freed => {}
+                        _ if self.is_pending_move(id, m.offset) => {}
+                        _ => live.push(m),
                     }
                 }
             }
+        }
+        if self
+            .spokes
+            .get(&id)
+            .is_some_and(|s| s.seg.version() >= FREED_RUNS_SINCE)
+        {
+            self.note_dead_found(id, &dead);
         }
         live
     }

@@ -79,6 +79,9 @@ pub(super) struct PendingMove {
     /// The spoke of the record that replaces it: not retired before the mark is written
     /// (its file gone, the old record would be the job again).
     pub to: SpokeId,
+    /// Where that record is in `to`: while the mark is not durable it stays a record (a
+    /// tombstone if the job is deleted meanwhile), never inside a freed run.
+    new: RecordOffset,
     epoch: u64,
     /// The old record still counts as live in its spoke (a release), so the spoke is neither
     /// retired nor compacted before the mark is written.
@@ -92,9 +95,12 @@ pub(super) struct PendingMove {
 pub(super) struct Moves {
     /// In epoch order (a split adds thousands, written a few hundred per call from the front).
     pending: VecDeque<PendingMove>,
-    /// Marks written into the batch of the given epoch, not durable yet: how many per
-    /// (epoch, `to` spoke).
-    in_flight: BTreeMap<(u64, SpokeId), usize>,
+    /// Marks written into the batch of the given epoch, not durable yet: the replacing
+    /// records per (epoch, `to` spoke).
+    in_flight: BTreeMap<(u64, SpokeId), Vec<RecordOffset>>,
+    /// The replacing records of `pending` and `in_flight` marks (how many marks each): an older
+    /// record of their job may still look live after a power cut, so they must stay records.
+    replacing: HashMap<(SpokeId, RecordOffset), u32>,
     /// The records of `pending`.
     at: HashSet<(SpokeId, RecordOffset)>,
     /// Per spoke: entries of `pending` whose record is in it or whose `to` it is, and marks
@@ -123,7 +129,24 @@ impl Moves {
         self.at.insert((p.spoke, p.offset));
         self.touch(p.spoke, true);
         self.touch(p.to, true);
+        *self.replacing.entry((p.to, p.new)).or_insert(0) += 1;
         self.pending.push_back(p);
+    }
+
+    /// A mark no longer keeps its replacing record a record (durable, or never to be written).
+    fn release(&mut self, to: SpokeId, new: RecordOffset) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.replacing.entry((to, new))
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Whether the record at `at` replaces one whose `Moved` mark is not durable yet.
+    pub(super) fn replaces(&self, at: (SpokeId, RecordOffset)) -> bool {
+        self.replacing.contains_key(&at)
     }
 
     /// Up to `max` pending marks whose replacement is in batch `epoch` or earlier (a prefix:
@@ -146,13 +169,14 @@ impl Moves {
         due
     }
 
-    fn written(&mut self, to: SpokeId, epoch: u64) {
-        *self.in_flight.entry((epoch, to)).or_insert(0) += 1;
+    fn written(&mut self, to: SpokeId, new: RecordOffset, epoch: u64) {
+        self.in_flight.entry((epoch, to)).or_default().push(new);
         self.touch(to, true);
     }
 
-    /// The `to` spokes of the marks made durable by batch `epoch`.
-    fn take_durable(&mut self, epoch: u64) -> Vec<SpokeId> {
+    /// The `to` spokes of the marks made durable by batch `epoch`, and their replacing
+    /// records, which need not stay records any more.
+    fn take_durable(&mut self, epoch: u64) -> (Vec<SpokeId>, Vec<(SpokeId, RecordOffset)>) {
         let done = match epoch.checked_add(1) {
             Some(next) => {
                 let rest = self
@@ -163,13 +187,20 @@ impl Moves {
             None => std::mem::take(&mut self.in_flight),
         };
         let mut durable = Vec::with_capacity(done.len());
-        for ((_, to), n) in done {
-            self.touch_by(to, false, n);
+        let mut released = Vec::new();
+        for ((_, to), news) in done {
+            self.touch_by(to, false, news.len());
             durable.push(to);
+            for new in news {
+                self.release(to, new);
+                if !self.replaces((to, new)) {
+                    released.push((to, new));
+                }
+            }
         }
         durable.sort_unstable();
         durable.dedup();
-        durable
+        (durable, released)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -227,10 +258,11 @@ impl<S: Segment> Store<S> {
     pub fn synced(&mut self, epoch: u64) {
         self.ids_durable.synced(epoch);
         self.durable_epoch = self.durable_epoch.max(epoch);
+        self.punch_due(self.durable_epoch);
         if self.moves.is_empty() {
             return;
         }
-        let durable = self.moves.take_durable(epoch);
+        let (durable, released) = self.moves.take_durable(epoch);
         let max = if epoch == u64::MAX {
             usize::MAX
         } else {
@@ -239,6 +271,9 @@ impl<S: Segment> Store<S> {
         self.write_due_marks(max);
         for to in durable {
             self.maybe_retire(to);
+        }
+        for at in released {
+            self.unblock_dead(at);
         }
     }
 
@@ -265,14 +300,15 @@ impl<S: Segment> Store<S> {
         &mut self,
         at: JobLocation,
         slot: StateSlot,
-        to: SpokeId,
+        to: JobLocation,
         counted: bool,
     ) {
         let p = PendingMove {
             spoke: at.spoke,
             offset: at.offset,
             slot,
-            to,
+            to: to.spoke,
+            new: to.offset,
             epoch: self.epoch,
             counted,
         };
@@ -286,18 +322,28 @@ impl<S: Segment> Store<S> {
     fn write_moved(&mut self, p: PendingMove) {
         if !self.spokes.contains_key(&p.spoke) {
             // Retired meanwhile: the file holds no live record any more.
+            if S::FILE_BACKED {
+                self.moves.release(p.to, p.new);
+                if !self.moves.replaces((p.to, p.new)) {
+                    self.unblock_dead((p.to, p.new));
+                }
+            }
             return;
         }
         let at = JobLocation {
             spoke: p.spoke,
             offset: p.offset,
         };
-        if self.update(at, p.slot).is_err() {
-            // Both records stay live: only a full scan settles them.
-            self.needs_full_scan = true;
-        }
-        if S::FILE_BACKED {
-            self.moves.written(p.to, self.epoch);
+        match self.update(at, p.slot) {
+            Ok(()) => {
+                self.record_dead(at);
+                if S::FILE_BACKED {
+                    self.moves.written(p.to, p.new, self.epoch);
+                }
+            }
+            // Both records stay live: only a full scan settles them (and the new one is never
+            // freed: it stays in `replacing`).
+            Err(_) => self.needs_full_scan = true,
         }
         if p.counted {
             self.lost_live(p.spoke);
@@ -354,6 +400,7 @@ impl<S: Segment> Store<S> {
             self.flush_files()?;
             self.synced(u64::MAX);
         }
+        self.punch_due(u64::MAX);
         if let Err(e) = self.write_clean_summary() {
             // Only start-up time depends on it: the next open scans every segment.
             tracing::warn!("cannot write the start-up summary: {e}");

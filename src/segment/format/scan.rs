@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::{
     Defect, FILE_HEADER_LEN, HEADER_CRC_COVERS, RECORD_ALIGN, RECORD_HEADER_LEN, RECORD_MAGIC,
-    RecordHeader, RecordView, align_up, crc_header_bytes, decode_header_at, decode_record_at,
-    header_version, record_at, record_len,
+    RecordHeader, RecordView, align_up, crc_header_bytes, current_freed_run, decode_header_at,
+    decode_record_at, header_version, record_at, record_len,
 };
 use crate::segment::{RecordMeta, RecordOffset, StorageError};
 
@@ -71,7 +71,14 @@ fn claimed_record_len(bytes: &[u8], offset: RecordOffset) -> Option<u64> {
     }
     let tube_len = usize::from(head[offset_of!(RecordHeader, tube_len)]);
     let body_len = field(offset_of!(RecordHeader, body_len)) as usize;
-    Some(record_len(tube_len, body_len))
+    let len = record_len(tube_len, body_len);
+    // A freed run claims its whole length: the records it covers (their bytes may be holes,
+    // so zeros) are not where appends go.
+    let run = decode_header_at(bytes, offset)
+        .ok()
+        .and_then(current_freed_run)
+        .unwrap_or(0);
+    Some(len.max(run))
 }
 
 /// Iterates over the records of a whole file image, one `Result` per record or per
@@ -82,7 +89,9 @@ fn claimed_record_len(bytes: &[u8], offset: RecordOffset) -> Option<u64> {
 /// - header invalid (magic or CRC): `Err` at that offset, then resume at the next
 ///   8-aligned offset holding a valid header; if there is none, the rest is one bad region;
 /// - an all-zero header with only zeros after it: the clean end of the records;
-/// - a valid header whose record runs past the end of the data: `Err`, then stop.
+/// - a valid header whose record runs past the end of the data: `Err`, then stop;
+/// - a record whose current slot is `Freed`: yielded (dead), and the scan continues after its
+///   run, without reading the bytes in between (they may be holes).
 pub struct Records<'a, 'p> {
     bytes: &'a [u8],
     file: &'p Path,
