@@ -229,7 +229,7 @@ impl DirRead {
             let mut damaged = 0u64;
             for r in scan_records(&bytes, path) {
                 match r {
-                    Ok(v) if v.slot.state == JobState::Moved => {}
+                    Ok(v) if matches!(v.slot.state, JobState::Moved | JobState::Freed) => {}
                     Ok(v) => {
                         found.push((v.header.id.get(), v.slot, v.header.trigger_at.get(), v.tube))
                     }
@@ -302,7 +302,7 @@ impl Picture {
             JobState::Waiting | JobState::Ready => self.ready += 1,
             JobState::Buried => self.buried += 1,
             // Not current records (see current_records).
-            JobState::Deleted | JobState::Moved => {}
+            JobState::Deleted | JobState::Moved | JobState::Freed => {}
         }
     }
 
