@@ -1,7 +1,8 @@
 //! `yaad-dump`: prints segment files for people (or as JSON lines) and checks their CRCs.
 //!
 //! Files are read into memory, never mapped (a live daemon may be writing them), and go
-//! through the same scanner as recovery ([`super::format::scan_records`]).
+//! through the same scanner as recovery ([`super::format::scan_records`]). [`timeline`] draws
+//! how many jobs trigger in each bucket of time from now on.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -13,6 +14,8 @@ use super::format::{
     FILE_HEADER_LEN, RecordView, decode_file_header, header_version, scan_records,
 };
 use super::{JobState, Micros, SpokeId, StorageError, parse_segment_file_name};
+
+pub mod timeline;
 
 /// What to print.
 #[derive(Clone, Copy, Debug, Default)]
