@@ -2,8 +2,8 @@
 # Far puts: N delayed puts (100-byte bodies, 10 connections) with delays uniform over a range,
 # into each server on a fresh data directory, one after another in the same run. Per server:
 # jobs accepted per second, puts refused (OUT_OF_MEMORY and the like: counted, the run goes
-# on), whether the server survived, files and bytes in its data directory, its memory mappings,
-# VmRSS after the puts and the RSS growth per job held.
+# on), the server's CPU time per put accepted, whether the server survived, files and bytes in
+# its data directory, its memory mappings, VmRSS after the puts and the RSS growth per job held.
 #
 # Usage: bench/horizon.sh [RANGE...]        (default: 30d)
 #   RANGE: a preset or A..B seconds (yaad-bench --delay)
@@ -14,7 +14,9 @@
 #            (a second pass puts into spokes the first one made)
 #   CONNS    connections [10]                PIPELINE commands in flight per connection [1]
 #   BODY     body bytes [100]
-#   SERVERS  which servers, in this order ["beanstalkd-b beanstalkd yaad-mapped yaad-lazy yaad-mem"]
+#   SERVERS  which servers, in this order ["beanstalkd-b beanstalkd yaad-mapped yaad-lazy yaad-mem"];
+#            null adds the canned-reply server (the machine's ceiling for the load; build it
+#            with cargo build --release --example null-server)
 #   IDLE     seconds without a reply before a connection is abandoned [30]
 #   STOP_WAIT seconds the server may take to exit after SIGTERM before SIGKILL [120]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]  SOCKET [tcp]
@@ -72,9 +74,11 @@ for preset in "${RANGES[@]}"; do
         state=ok
         for ((pass = 1; pass <= PASSES; pass++)); do
             echo "$preset ($delay s): $N puts into $label, pass $pass/$PASSES" >&2
+            cpu_before=$(server_cpu_s)
             json=$("$BENCH" put --addr "$ADDR" --count "$N" --delay "$delay" --conns "$CONNS" \
                 --pipeline "$PIPELINE" --body "$BODY" --refusals-ok --idle-timeout "$IDLE" |
                 tail -n 1) || true
+            cpu_after=$(server_cpu_s)
             if [[ $(echo "$json" | jq -r type 2>/dev/null) != object ]]; then
                 json='{"errors": 1, "fatal": "yaad-bench printed no JSON line"}'
             fi
@@ -84,13 +88,21 @@ for preset in "${RANGES[@]}"; do
                 jq -r '[.units // 0, .wall_s // 0, .refused // 0, .errors // 1] | @tsv')
             fatal=$(echo "$json" | jq -r '.fatal // empty')
             held=$((held + units))
+            cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" -v u="$units" \
+                'BEGIN { if (u > 0 && a != "-" && b != "-") printf "%.1f", (b - a) * 1e6 / u; else print "-" }')
             # Let the periodic flush and checkpoint run before reading memory and disk.
             sleep 1
-            state=$(health)
+            if [[ $kind == null ]]; then
+                # No stats: alive is all it can say.
+                state=ok
+                server_alive || state="crashed (exit $(server_exit_status))"
+            else
+                state=$(health)
+            fi
             [[ -z $fatal ]] || state="$state; bench: $fatal"
             delayed=-
             rss=- hwm=- maps=-
-            if [[ $state == ok* ]]; then
+            if [[ $state == ok* && $kind != null ]]; then
                 # Jobs whose delay ran out during the run are ready, not lost.
                 d=$(server_stat current-jobs-delayed)
                 r=$(server_stat current-jobs-ready)
@@ -103,12 +115,12 @@ for preset in "${RANGES[@]}"; do
                 tail -n 5 "$SERVER_DIR.log" >&2 || true
             fi
             files=- disk=- apparent=-
-            if [[ $kind != beanstalkd || -n $flags ]]; then
+            if [[ $kind != beanstalkd && $kind != null || -n $flags ]]; then
                 files=$(dir_files)
                 disk=$(dir_kib 2>/dev/null) || true
                 apparent=$(dir_apparent_kib)
             fi
-            rows+=("$preset|$label|$pass|$units|$wall|$refused|$errors|$delayed|$state|$files|$disk|$apparent|$maps|$base|$rss|$hwm|$held")
+            rows+=("$preset|$label|$pass|$units|$wall|$refused|$errors|$delayed|$state|$files|$disk|$apparent|$maps|$base|$rss|$hwm|$held|$cpu")
             [[ $state == ok ]] || break
         done
         # Time SIGTERM to exit, up to STOP_WAIT s (stop_server then sends SIGKILL).
@@ -143,20 +155,21 @@ done
             return x s
         }
         BEGIN {
-            print "| range | server | pass | accepted/s | refused | jobs held | state | files | disk MiB (du) | apparent MiB | mappings | RSS MiB | peak MiB | RAM bytes/job | stop s |"
-            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            print "| range | server | pass | accepted/s | server µs/put | refused | jobs held | state | files | disk MiB (du) | apparent MiB | mappings | RSS MiB | peak MiB | RAM bytes/job | stop s |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         }
         {
             rate = $5 > 0 ? sprintf("%.0f", $4 / $5) : "-"
-            per_job = ($15 != "-" && $15 != "" && $17 > 0) ? sprintf("%.0f", ($15 - $14) * 1024 / $17) : "-"
+            per_job = ($15 != "-" && $15 != "" && $14 != "-" && $17 > 0) ? sprintf("%.0f", ($15 - $14) * 1024 / $17) : "-"
             state = $9
             if ($7 > 0) state = state "; errors " $7
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
-                $1, $2, $3, num(rate), num($6), num($8), state, num($10), mib($11), mib($12), num($13), \
-                mib($15), mib($16), num(per_job), ($18 == "" ? "" : $18)
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
+                $1, $2, $3, num(rate), $18, num($6), num($8), state, num($10), mib($11), mib($12), \
+                num($13), mib($15), mib($16), num(per_job), ($19 == "" ? "" : $19)
         }'
     echo
-    echo "accepted/s = puts answered INSERTED ÷ the wall time of the pass; refused = puts answered otherwise"
+    echo "accepted/s = puts answered INSERTED ÷ the wall time of the pass; server µs/put = the server's CPU"
+    echo "time (user + system, /proc/PID/stat) during the pass ÷ puts accepted; refused = puts answered otherwise"
     echo "(OUT_OF_MEMORY, BURIED, ...); jobs held = the server's current-jobs-delayed + -ready after the pass;"
     echo "RAM bytes/job = (VmRSS after the pass − VmRSS at start) ÷ jobs accepted so far;"
     echo "state: ok, crashed (exit N), wedged (no answer to stats in 10 s); stop s = SIGTERM to exit"

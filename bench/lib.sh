@@ -224,13 +224,14 @@ dir_apparent_kib() {
 
 # server_config NAME: "label|kind|flags" (for start_server; DIR is the fresh data directory) of
 # a server named as memory.sh names them: beanstalkd-b, beanstalkd, yaad-mapped, yaad-lazy,
-# yaad-mem.
+# yaad-mem; null is the canned-reply server (bench/null_server.rs: no stats, keeps nothing).
 server_config() {
     case $1 in
+        null) echo "null server|null|" ;;
         beanstalkd-b) echo "beanstalkd -b|beanstalkd|-b DIR" ;;
         beanstalkd) echo "beanstalkd|beanstalkd|" ;;
         yaad-mapped | yaad-lazy | yaad-mem) echo "yaad ${1#yaad-}|$1|" ;;
-        *) die "unknown server $1 (beanstalkd-b, beanstalkd, yaad-mapped, yaad-lazy, yaad-mem)" ;;
+        *) die "unknown server $1 (beanstalkd-b, beanstalkd, yaad-mapped, yaad-lazy, yaad-mem, null)" ;;
     esac
 }
 

@@ -203,8 +203,9 @@ fn persisted(mode: &str, flags: &[&str]) {
     let Some(fs) = Tmpfs::mount("2m") else { return };
     let dir: PathBuf = fs.path().join("data");
     let filler_path = fs.path().join("filler");
-    // Space given back later: a quarter of the disk.
-    filler(&filler_path, Some(512 * 1024));
+    // Space given back later: 3/8 of the disk (a mapped file grows by a quarter of its length
+    // when a record does not fit, so the near spoke's file takes a good part of it first).
+    filler(&filler_path, Some(768 * 1024));
     let mut m = Model::default();
     let y = spawn(mode, &dir, flags);
     let mut c = y.connect();

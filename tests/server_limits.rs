@@ -128,3 +128,26 @@ fn the_open_file_limit_is_raised_to_the_hard_one() {
     assert_eq!(limits(y.child.id()), ("300".into(), "300".into()));
     y.wait_log("leaves room for fewer than -c 1000 connections");
 }
+
+/// Far segments kept open follow the open-file limit: with room for 350 (a limit of 1,000
+/// files, 100 connections), puts into 200 far spokes keep all 200 open. A fixed bound of 64
+/// made nearly every put with trigger times spread over a year (~340 spokes) reopen its file.
+#[test]
+fn far_segments_open_follow_the_open_file_limit() {
+    const SPOKES: u32 = 200;
+    for mode in ["mapped", "lazy"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let y = Yaad::spawn_with_open_files(&["--mode", mode, "-c", "100", "-b", data], 1000);
+        let mut c = y.connect();
+        for i in 0..SPOKES {
+            // One spoke per job: three days apart, a spoke each whatever its span.
+            let reply = c.put(0, (i + 1) * 3 * 86_400, 60, b"far");
+            assert!(reply.starts_with("INSERTED"), "{mode}: put {i}: {reply}");
+        }
+        let open: u32 = c.stat("stats", "segments-open").unwrap().parse().unwrap();
+        let spokes: u32 = c.stat("stats", "spokes").unwrap().parse().unwrap();
+        assert!(spokes >= SPOKES, "{mode}: {spokes} spokes");
+        assert!(open >= SPOKES, "{mode}: {open} segments open of {spokes}");
+    }
+}

@@ -37,7 +37,7 @@ pub use ids::{
 };
 pub use journal::ChangeJournal;
 pub use lazy::LazySegment;
-pub use mapped::{INITIAL_FILE_LEN, MappedSegment};
+pub use mapped::{INITIAL_FILE_LEN, MappedSegment, grown_len};
 pub use mem::MemSegment;
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 

@@ -789,18 +789,26 @@ impl<S: Segment> Core<S> {
         }
     }
 
-    /// The periodic sync (`-f MS`): syncs only if a change was made since the last one.
+    /// The periodic sync (`-f MS`): syncs only if a change was made since the last one, or
+    /// the store has work of its own to make durable (a split's copies and `Moved` marks,
+    /// retirements: [`crate::store::Store::has_unsynced_work`]), which then counts as a
+    /// change so the sync thread syncs it as any other.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
         if self.untrusted() {
             // Said once, when the files stopped being trusted.
             return Ok(());
         }
-        let last = self.changes.load(Ordering::Relaxed);
-        if self.synced.load(Ordering::Acquire) < last {
-            self.durable(last).await
-        } else {
-            Ok(())
+        let mut last = self.changes.load(Ordering::Relaxed);
+        if self.synced.load(Ordering::Acquire) >= last {
+            let g = self.lock();
+            if !g.hub.store.has_unsynced_work() {
+                return Ok(());
+            }
+            // Numbered under the lock, as every change.
+            last = self.changes.load(Ordering::Relaxed) + 1;
+            self.changes.store(last, Ordering::Relaxed);
         }
+        self.durable(last).await
     }
 
     /// Drain mode (SIGUSR1): puts are refused from now on.
@@ -833,5 +841,73 @@ impl<S: Segment> Core<S> {
                 self.sync_ns.load(Ordering::Relaxed) / 1000,
             ],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::{HubConfig, SECOND};
+    use crate::segment::{MappedSegment, SpokeId, segment_file_name};
+
+    /// A split in an idle server waited for a client change to be synced: the periodic sync
+    /// did nothing without one, so the split's `Moved` marks were never written and the wide
+    /// file it emptied stayed on disk. Two periodic syncs, with no client change, now retire it
+    /// (the hub is driven with its own times; nothing waits for the clock).
+    #[tokio::test]
+    async fn the_periodic_sync_syncs_a_split_without_client_changes() {
+        // On an hour: a job 300 s out goes to the 1-minute spoke [T0 + 300 s, T0 + 360 s),
+        // split one span before it starts.
+        const T0: Micros = 1_700_000_000 / 3600 * 3600 * SECOND;
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::<MappedSegment>::open(HubConfig::new(dir.path()), T0).unwrap();
+        let core = Arc::new(Core::new(
+            hub,
+            Durability::Interval(50),
+            65_535,
+            Mode::Mapped,
+        ));
+        let syncer = {
+            let core = core.clone();
+            std::thread::spawn(move || core.run_syncs())
+        };
+        let mut seq = 0;
+        core.with_hub_change(&mut seq, |h| {
+            let c = h.connect();
+            h.put(c, 0, 300, 60, b"far", T0)
+        })
+        .unwrap();
+        let wide = dir.path().join(segment_file_name(SpokeId {
+            start: T0 + 300 * SECOND,
+            span: 60 * SECOND,
+        }));
+        assert!(wide.exists(), "the job went to a 1-minute spoke");
+        core.sync_if_changed().await.unwrap();
+
+        // The split: the record is copied into a 1 s spoke, its mark waits for a sync.
+        let split = T0 + 240 * SECOND;
+        for _ in 0..4 {
+            core.tick(split);
+        }
+        assert!(core.with_hub(|h| h.work().spokes_split) > 0, "split");
+        for _ in 0..2 {
+            core.sync_if_changed().await.unwrap();
+            core.tick(split);
+        }
+        assert!(!wide.exists(), "the split wide file is retired");
+        // One more tells the store the marks are durable; then the periodic sync rests.
+        core.sync_if_changed().await.unwrap();
+        assert!(!core.with_hub(|h| h.store.has_unsynced_work()));
+        let syncs = core.syncs.load(Ordering::Relaxed);
+        core.sync_if_changed().await.unwrap();
+        assert_eq!(
+            core.syncs.load(Ordering::Relaxed),
+            syncs,
+            "nothing left to sync"
+        );
+        core.stop_syncs();
+        syncer.join().unwrap();
     }
 }

@@ -31,7 +31,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use self::config::{Config, Durability, ListenAddr, Mode};
 use self::core::{Core, now};
-use crate::hub::{Hub, HubConfig, HubError};
+use crate::hub::{Hub, HubConfig, HubError, MAX_OPEN_FAR_SPOKES};
 use crate::observe;
 use crate::segment::powercut;
 use crate::segment::{LazySegment, MappedSegment, MemSegment, Segment};
@@ -278,7 +278,9 @@ fn open_hub<S: Segment>(
         restore: cfg.restore,
     };
     let opened = std::time::Instant::now();
-    let hub = Hub::<S>::open(hub_cfg, now())?;
+    let mut hub = Hub::<S>::open(hub_cfg, now())?;
+    hub.store
+        .set_max_open_far(open_far_limit(cfg.max_connections));
     let recovery = opened.elapsed();
     observe::finish(observe::RECOVERY_DURATION, Some(opened));
     let st = hub.stats(now());
@@ -599,13 +601,40 @@ fn raise_open_file_limit(max_connections: usize) {
     }
     // Segments, the id index, the listener and the runtime use about 200 more.
     if let Some(soft) = soft
-        && (max_connections as u64).saturating_add(200) > soft
+        && (max_connections as u64).saturating_add(FILES_BESIDES) > soft
     {
         tracing::warn!(
             "the open-file limit ({soft}) leaves room for fewer than -c {max_connections} \
              connections: raise it (ulimit -n) or lower -c"
         );
     }
+}
+
+/// Open files a yaad process holds besides its connections and far segments: the loaded
+/// spokes' segments, the id index, journals, listeners, the runtime (the same ~200 as the
+/// warning of [`raise_open_file_limit`]).
+const FILES_BESIDES: u64 = 200;
+
+/// The most far segments kept open whatever the limit: with spans growing with distance a
+/// year of trigger times is a few hundred far spokes; in lazy mode each open one holds a
+/// mapping too, and these stay far below `vm.max_map_count` (65,530).
+const MAX_OPEN_FAR_CEILING: usize = 1024;
+
+/// How many far segments stay open: half of what the open-file limit leaves after
+/// `max_connections` and [`FILES_BESIDES`] (a sync batch holds the files it took until it
+/// ends, so up to as many again), between [`MAX_OPEN_FAR_SPOKES`] and
+/// [`MAX_OPEN_FAR_CEILING`]. A far put whose segment is not open opens and later closes it.
+fn open_far_limit(max_connections: usize) -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = soft
+        .saturating_sub(max_connections as u64)
+        .saturating_sub(FILES_BESIDES)
+        / 2;
+    usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .clamp(MAX_OPEN_FAR_SPOKES, MAX_OPEN_FAR_CEILING)
 }
 
 /// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.

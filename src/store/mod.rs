@@ -20,6 +20,7 @@
 mod checkpoint;
 mod compact;
 mod free;
+mod lru;
 mod recovery;
 mod split;
 mod spoke;
@@ -35,6 +36,7 @@ use crate::segment::{
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
+use lru::SpokeLru;
 pub use recovery::Recovery;
 use split::Split;
 pub use split::place;
@@ -194,7 +196,9 @@ pub struct Store<S: Segment> {
     /// records of one job, a far job without its index entry): no summary is written.
     needs_full_scan: bool,
     /// Far spokes opened recently, least recently used first.
-    pub(crate) open_far: Vec<SpokeId>,
+    pub(crate) open_far: SpokeLru,
+    /// At most this many far segments stay open ([`Store::set_max_open_far`]).
+    max_open_far: usize,
     corrupt_records: u64,
     work: StoreWork,
     /// Files of past spokes retired with changes not synced yet whose segment was handed out
@@ -263,7 +267,8 @@ impl<S: Segment> Store<S> {
             dir_dirty: false,
             ckpt,
             needs_full_scan: false,
-            open_far: Vec::new(),
+            open_far: SpokeLru::new(),
+            max_open_far: MAX_OPEN_FAR_SPOKES,
             corrupt_records: 0,
             work: StoreWork::default(),
             retired_unsynced: Vec::new(),

@@ -29,8 +29,9 @@ use crate::segment::{
 /// Number of spokes ahead of the current one that are kept loaded.
 pub const NEAR_SPOKES: u64 = 2;
 
-/// At most this many far segments stay open at once (the least recently used is closed: lazy
-/// mode then holds neither a file descriptor nor a mapping for it).
+/// By default at most this many far segments stay open at once (the least recently used is
+/// closed: lazy mode then holds neither a file descriptor nor a mapping for it); the server
+/// raises it from its open-file limit ([`Store::set_max_open_far`]).
 pub const MAX_OPEN_FAR_SPOKES: usize = 64;
 
 pub(crate) struct Spoke<S> {
@@ -212,7 +213,7 @@ impl<S: Segment> Store<S> {
         self.compact_later.remove(&id);
         self.forget_runs(id);
         let unsynced = self.unflushed.remove(&id);
-        self.open_far.retain(|&s| s != id);
+        self.open_far.remove(&id);
         self.uncount_far(id);
         self.forget_wide(id);
         if let Some(s) = self.spokes.remove(&id) {
@@ -249,10 +250,23 @@ impl<S: Segment> Store<S> {
         if self.spokes.get(&id).is_none_or(|s| s.loaded) {
             return;
         }
-        self.open_far.retain(|&s| s != id);
-        self.open_far.push(id);
-        while self.open_far.len() > MAX_OPEN_FAR_SPOKES {
-            let old = self.open_far.remove(0);
+        self.open_far.touch(id);
+        self.close_far_beyond(self.max_open_far);
+    }
+
+    /// Sets how many far segments may stay open at once (the default is
+    /// [`MAX_OPEN_FAR_SPOKES`]; the server derives it from its open-file limit), closing the
+    /// least recently used beyond it.
+    pub fn set_max_open_far(&mut self, max: usize) {
+        self.max_open_far = max.max(1);
+        self.close_far_beyond(self.max_open_far);
+    }
+
+    fn close_far_beyond(&mut self, max: usize) {
+        while self.open_far.len() > max {
+            let Some(old) = self.open_far.pop_oldest() else {
+                break;
+            };
             if let Some(s) = self.spokes.get_mut(&old) {
                 // Closing only releases memory; if it fails the segment just stays open.
                 let _ = s.seg.close();
@@ -438,7 +452,7 @@ impl<S: Segment> Store<S> {
         }
         self.uncount_far(id);
         self.forget_wide(id);
-        self.open_far.retain(|&x| x != id);
+        self.open_far.remove(&id);
         let Some(s) = self.spokes.get_mut(&id) else {
             return Vec::new();
         };

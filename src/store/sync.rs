@@ -250,6 +250,22 @@ impl<S: Segment> Store<S> {
         }
     }
 
+    /// Whether something written is not durable yet, or waits for a sync to go on: files
+    /// changed since the last batch (records a split copied, `Moved` marks, retirements) or
+    /// `Moved` marks pending or in flight. The server's periodic sync syncs when this is true
+    /// even if no client changed anything: a split's marks, and the retirement of the wide
+    /// file it emptied, wait for the batch holding the copies and then for their own. Once
+    /// nothing is written any more it turns false within two batches (the second tells the
+    /// store the first is durable).
+    pub fn has_unsynced_work(&self) -> bool {
+        S::FILE_BACKED
+            && (!self.unflushed.is_empty()
+                || self.index_dirty
+                || self.dir_dirty
+                || !self.retired_unsynced.is_empty()
+                || !self.moves.is_empty())
+    }
+
     /// Sync batch `epoch` (and every earlier one) is durable: writes the `Moved` marks that
     /// waited for it (into the next batch). `u64::MAX`: every change so far is durable.
     ///
