@@ -44,8 +44,9 @@ enum Buf {
     Anon(AnonBuf),
 }
 
-/// Size from which a segment's bytes move to anonymous memory.
-const ANON_FROM: usize = 1 << 20;
+/// Size from which a segment's bytes move to anonymous memory (no copy and no doubling slack
+/// as it grows; a mapping each).
+const ANON_FROM: usize = 64 << 10;
 
 impl Buf {
     fn bytes(&self) -> &[u8] {
