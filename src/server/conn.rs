@@ -111,13 +111,9 @@ impl<S: Segment, T: Socket> Conn<S, T> {
                     Err(resp) => Step::Reply(resp),
                     Ok(cmd) => {
                         let started = observe::start();
-                        // Named only when metrics are on (a string match per command).
-                        let name = match started {
-                            Some(_) => observe::command_metric(&cmd),
-                            None => "",
-                        };
+                        let index = observe::command_index(&cmd);
                         let step = self.execute(cmd);
-                        observe::command(name, started);
+                        observe::command(index, started);
                         step
                     }
                 };

@@ -456,8 +456,10 @@ impl<S: Segment> Core<S> {
                 st.contended.fetch_add(1, Ordering::Relaxed);
                 let asked = Instant::now();
                 let g = self.locked.lock().unwrap_or_else(|e| e.into_inner());
-                let waited = asked.elapsed().as_nanos() as u64;
-                st.wait_ns.fetch_add(waited, Ordering::Relaxed);
+                let waited = asked.elapsed();
+                st.wait_ns
+                    .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                crate::observe::record(crate::observe::Timer::HubLockWait, waited);
                 g
             }
         };
@@ -706,11 +708,12 @@ impl<S: Segment> Core<S> {
             return Err((target, e));
         }
         self.synced_epoch.store(batch.epoch, Ordering::Release);
-        crate::observe::finish(crate::observe::FLUSH_DURATION, started);
+        crate::observe::finish(crate::observe::Timer::Sync, started);
+        let changes = target.saturating_sub(from);
+        crate::observe::count(crate::observe::Event::SyncChanges, changes);
         self.sync_ns
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.sync_changes
-            .fetch_add(target.saturating_sub(from), Ordering::Relaxed);
+        self.sync_changes.fetch_add(changes, Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
         Ok(target)
@@ -718,8 +721,9 @@ impl<S: Segment> Core<S> {
 
     /// The end of every hub call, under the lock: marks moves as synced when nothing syncs
     /// (`-F`, mem mode), hands retired segments to the reaper, sends the wake-ups the call
-    /// produced and re-arms the timer if the next deadline moved earlier.
-    fn after_call(&self, g: &mut Locked<S>) {
+    /// produced and re-arms the timer if the next deadline moved earlier. Returns how many
+    /// jobs the wake-ups handed out.
+    fn after_call(&self, g: &mut Locked<S>) -> usize {
         if self.durability == Durability::Never {
             // No sync to wait for (`-F`): moves are marked at once.
             g.hub.synced(u64::MAX);
@@ -729,9 +733,13 @@ impl<S: Segment> Core<S> {
         {
             reap(g.hub.take_retired());
         }
+        let mut handed_out = 0;
         for (c, outcome) in g.hub.take_wakeups() {
             let change = match &outcome {
-                ReserveOutcome::Reserved(job) => g.hub.job_change(job.id),
+                ReserveOutcome::Reserved(job) => {
+                    handed_out += 1;
+                    g.hub.job_change(job.id)
+                }
                 _ => 0,
             };
             if let Some(w) = g.waiters.get_mut(&c) {
@@ -746,6 +754,7 @@ impl<S: Segment> Core<S> {
                 self.timer.wake();
             }
         }
+        handed_out
     }
 
     /// Registers a connection and how its wake-ups reach it.
@@ -795,11 +804,19 @@ impl<S: Segment> Core<S> {
     }
 
     /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
-    /// records as armed.
+    /// records as armed. When it hands out jobs to blocked reserves, records their delivery
+    /// lateness: from the deadline the timer slept until to the replies handed out.
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         let mut g = self.lock();
+        let due = g.armed;
         g.hub.tick(now);
-        self.after_call(&mut g);
+        if self.after_call(&mut g) > 0 && due <= now && crate::observe::enabled() {
+            let late = self::now().saturating_sub(due);
+            crate::observe::record(
+                crate::observe::Timer::DeliveryLateness,
+                Duration::from_micros(late),
+            );
+        }
         let next = g.hub.next_deadline();
         g.armed = next.unwrap_or(Micros::MAX);
         next
