@@ -9,12 +9,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::sync::Notify;
 
 use super::config::{Durability, Mode};
@@ -80,11 +80,12 @@ pub enum Wakeup {
 /// before it allocates a buffer, so an idle connection holds none; the thread that hands out a
 /// job to a blocked reserve writes its reply on the same socket ([`Waiter`]), without a second
 /// file descriptor.
-pub trait Socket: Send + Sync + 'static {
+pub trait Socket: AsFd + Send + Sync + 'static {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
-    /// Reads what is there without waiting (`WouldBlock`: nothing).
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+    /// Runs the non-blocking read `f` if the socket is readable (`WouldBlock` otherwise); `f`
+    /// answering `WouldBlock` clears the readiness, so the next read waits for more data.
+    fn try_io_read(&self, f: &mut dyn FnMut() -> std::io::Result<()>) -> std::io::Result<()>;
     /// Writes what the socket takes now (`WouldBlock`: nothing).
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
 }
@@ -98,8 +99,11 @@ macro_rules! socket {
             fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
                 <$t>::poll_write_ready(self, cx)
             }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-                <$t>::try_read_buf(self, buf)
+            fn try_io_read(
+                &self,
+                f: &mut dyn FnMut() -> std::io::Result<()>,
+            ) -> std::io::Result<()> {
+                <$t>::try_io(self, tokio::io::Interest::READABLE, f)
             }
             fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
                 <$t>::try_write(self, buf)
