@@ -6,10 +6,11 @@
 //!
 //! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
 //! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
-//! flusher and with `--statsd` or `--metrics-addr` the sampler (and the metrics endpoint) (`spawn_tasks`). Two threads of their own: the
-//! timer, which sleeps until the hub's next deadline and calls `tick` (woken earlier when a
-//! call brings the deadline forward; see `core::TimerWake` for why it is a thread), and with
-//! `-f 0` or `-f MS` the sync thread (`Core::run_syncs`).
+//! flusher and with `--statsd` or `--metrics-addr` the sampler (`spawn_tasks`; with
+//! `--metrics-addr` also the endpoint, started by `run`). Two threads of their own: the timer,
+//! which sleeps until the hub's next deadline and calls `tick` (woken earlier when a call
+//! brings the deadline forward; see `core::TimerWake` for why it is a thread), and with `-f 0`
+//! or `-f MS` the sync thread (`Core::run_syncs`).
 //!
 //! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
