@@ -1,19 +1,70 @@
-//! Observability: `tracing` logs and statsd metrics through the `metrics` facade.
+//! Observability: `tracing` logs, and metrics through the `metrics` facade to statsd
+//! (`--statsd`) and to a Prometheus endpoint (`--metrics-addr`), or both.
 //!
 //! Every metric name yaad emits is a constant here, so the README's table, the code and the
-//! tests name the same things. Without `--statsd` no recorder is installed and each metric
-//! call is a no-op, so the hot path pays nothing.
+//! tests name the same things. The names are statsd's (`jobs.put`, histograms in
+//! milliseconds); [`prometheus_name`] says what each becomes in Prometheus (`yaad_jobs_put_total`,
+//! seconds), and the Prometheus recorder renames through it. Without either flag no recorder
+//! is installed and each metric call is a no-op, so the hot path pays nothing. With one, the
+//! handles of the per-command metrics are registered once ([`Handles`]): a command costs a
+//! few atomic adds, no lookup and no allocation.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram, HistogramFn, Key, KeyName, Label, Metadata, Recorder};
+use metrics::{SharedString, Unit};
 use tracing_subscriber::EnvFilter;
 
 use crate::protocol::{Command, Response};
 
-// Counters `cmd.<command>` (`yaad.cmd.put`) and `error.<REPLY>` (`yaad.error.NOT_FOUND`) are
-// named by `command_metric` and `error_metric` below.
+/// The wire names of the commands, in [`command_index`] order. statsd counts each as
+/// `cmd.<name>` (`yaad.cmd.put`), Prometheus as `yaad_commands_total{command="<name>"}`.
+pub const COMMANDS: [&str; 25] = [
+    "put",
+    "use",
+    "reserve",
+    "reserve-with-timeout",
+    "reserve-job",
+    "delete",
+    "release",
+    "bury",
+    "touch",
+    "watch",
+    "ignore",
+    "peek",
+    "peek-ready",
+    "peek-delayed",
+    "peek-buried",
+    "kick",
+    "kick-job",
+    "stats-job",
+    "stats-tube",
+    "stats",
+    "list-tubes",
+    "list-tube-used",
+    "list-tubes-watched",
+    "pause-tube",
+    "quit",
+];
+
+/// The error replies counted, in [`error_index`] order. statsd counts each as
+/// `error.<REPLY>` (`yaad.error.NOT_FOUND`), Prometheus as `yaad_errors_total{reply="<REPLY>"}`.
+pub const ERRORS: [&str; 11] = [
+    "BAD_FORMAT",
+    "UNKNOWN_COMMAND",
+    "EXPECTED_CRLF",
+    "JOB_TOO_BIG",
+    "DRAINING",
+    "NOT_FOUND",
+    "NOT_IGNORED",
+    "TIMED_OUT",
+    "DEADLINE_SOON",
+    "OUT_OF_MEMORY",
+    "INTERNAL_ERROR",
+];
 
 // Counters of job life-cycle events, counted by `reply` from the replies sent.
 /// Jobs stored (an `INSERTED` or `BURIED <id>` reply).
@@ -31,6 +82,9 @@ pub const JOBS_KICKED: &str = "jobs.kicked";
 /// Reservations whose TTR ran out. Not counted from replies: [`sample`] sends the growth of
 /// the hub's running total once a second, so `jobs.timed_out` lags by up to a second.
 pub const JOBS_TIMED_OUT: &str = "jobs.timed_out";
+/// Changes made durable by the syncs of `-f 0` and `-f MS` (changes per sync: this over the
+/// count of `sync.duration`).
+pub const SYNC_CHANGES: &str = "sync.changes";
 
 // Gauges, set by `sample` once a second.
 /// Ready jobs.
@@ -41,6 +95,9 @@ pub const JOBS_RESERVED_NOW: &str = "jobs.reserved_now";
 pub const JOBS_DELAYED: &str = "jobs.delayed";
 /// Buried jobs now (the counter `jobs.buried` counts buryings).
 pub const JOBS_BURIED_NOW: &str = "jobs.buried_now";
+/// Jobs of one tube in one state (labels `tube`, `state`). Prometheus only: statsd has no
+/// labels ([`STATSD_SKIPS`]).
+pub const TUBE_JOBS: &str = "tube.jobs";
 /// Open client connections.
 pub const CONNECTIONS: &str = "connections";
 /// Spokes (time buckets) in the hub.
@@ -50,7 +107,7 @@ pub const SEGMENTS_OPEN: &str = "segments.open";
 /// Bytes of the live segment files (the sum of every spoke's segment size).
 pub const DATA_DIR_BYTES: &str = "data_dir.bytes";
 
-// Timers (histograms, milliseconds).
+// Timers: histograms of milliseconds (Prometheus: seconds).
 /// Time to execute one command and build its reply (a blocking reserve: until it starts to
 /// wait; not the socket write).
 pub const CMD_LATENCY: &str = "cmd.latency";
@@ -62,6 +119,60 @@ pub const FLUSH_DURATION: &str = "flush.duration";
 pub const ROTATION_DURATION: &str = "rotation.duration";
 /// Time to open the data dir and recover its jobs at start-up (sent once).
 pub const RECOVERY_DURATION: &str = "recovery.duration";
+/// Time a caller waited for the hub lock, one value per wait (an uncontended lock: none).
+pub const HUB_LOCK_WAIT: &str = "hub_lock.wait";
+/// Delivery lateness: for each timer step that hands out jobs to blocked reserves, the time
+/// from the deadline the timer woke for (the earliest trigger time due) to the replies handed
+/// out. Jobs nobody was waiting for are late through no fault of the server: not counted.
+pub const DELIVERY_LATENESS: &str = "delivery.lateness";
+
+/// The metrics not sent to statsd (it has no labels).
+pub const STATSD_SKIPS: [&str; 1] = [TUBE_JOBS];
+
+/// What a statsd-named metric is called in Prometheus: its name and, for the metrics one
+/// Prometheus name stands for, the label that tells them apart (`cmd.put`:
+/// `yaad_commands_total` with `command="put"`). `None`: not a metric of yaad's.
+pub fn prometheus_name(statsd: &str) -> Option<(&'static str, Option<(&'static str, &str)>)> {
+    let (name, label) = match statsd {
+        JOBS_PUT => ("yaad_jobs_put_total", None),
+        JOBS_RESERVED => ("yaad_jobs_reserved_total", None),
+        JOBS_DELETED => ("yaad_jobs_deleted_total", None),
+        JOBS_RELEASED => ("yaad_jobs_released_total", None),
+        JOBS_BURIED => ("yaad_jobs_buried_total", None),
+        JOBS_KICKED => ("yaad_jobs_kicked_total", None),
+        JOBS_TIMED_OUT => ("yaad_jobs_timed_out_total", None),
+        SYNC_CHANGES => ("yaad_sync_changes_total", None),
+        JOBS_READY => ("yaad_jobs", Some(("state", "ready"))),
+        JOBS_RESERVED_NOW => ("yaad_jobs", Some(("state", "reserved"))),
+        JOBS_DELAYED => ("yaad_jobs", Some(("state", "delayed"))),
+        JOBS_BURIED_NOW => ("yaad_jobs", Some(("state", "buried"))),
+        TUBE_JOBS => ("yaad_tube_jobs", None),
+        CONNECTIONS => ("yaad_connections", None),
+        SPOKES => ("yaad_spokes", None),
+        SEGMENTS_OPEN => ("yaad_segments_open", None),
+        DATA_DIR_BYTES => ("yaad_data_dir_bytes", None),
+        CMD_LATENCY => ("yaad_command_duration_seconds", None),
+        FLUSH_DURATION => ("yaad_sync_duration_seconds", None),
+        ROTATION_DURATION => ("yaad_tick_duration_seconds", None),
+        RECOVERY_DURATION => ("yaad_recovery_duration_seconds", None),
+        HUB_LOCK_WAIT => ("yaad_hub_lock_wait_seconds", None),
+        DELIVERY_LATENESS => ("yaad_delivery_lateness_seconds", None),
+        _ => {
+            if let Some(c) = statsd.strip_prefix("cmd.")
+                && COMMANDS.contains(&c)
+            {
+                return Some(("yaad_commands_total", Some(("command", c))));
+            }
+            if let Some(r) = statsd.strip_prefix("error.")
+                && ERRORS.contains(&r)
+            {
+                return Some(("yaad_errors_total", Some(("reply", r))));
+            }
+            return None;
+        }
+    };
+    Some((name, label))
+}
 
 /// How log lines are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,35 +202,296 @@ pub fn init_tracing(verbosity: u8, format: LogFormat) {
     };
 }
 
-/// Errors starting the statsd exporter.
-#[derive(Debug)]
-pub struct StatsdSetupError(pub String);
+/// Where metrics go: `--statsd` (address and name prefix) and `--metrics-addr`.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsConfig {
+    pub statsd: Option<(String, String)>,
+    pub prometheus: Option<String>,
+}
 
-impl std::fmt::Display for StatsdSetupError {
+/// A metrics destination that could not be set up; the message names its flag.
+#[derive(Debug)]
+pub struct MetricsSetupError(pub String);
+
+impl std::fmt::Display for MetricsSetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "statsd: {}", self.0)
+        f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for StatsdSetupError {}
+impl std::error::Error for MetricsSetupError {}
 
-/// Sends every metric to the statsd server at `addr` (`host:port`), names prefixed with
-/// `prefix` (`yaad.cmd.put`). Histograms are sent as timers (`|ms`).
-pub fn init_statsd(addr: &str, prefix: &str) -> Result<(), StatsdSetupError> {
-    let resolved = addr
-        .to_socket_addrs()
-        .map_err(|e| StatsdSetupError(format!("cannot resolve {addr:?}: {e}")))?
+/// The first address `addr` (`host:port`) resolves to; errors name `flag`.
+fn resolve(flag: &str, addr: &str) -> Result<SocketAddr, MetricsSetupError> {
+    addr.to_socket_addrs()
+        .map_err(|e| MetricsSetupError(format!("{flag} {addr:?}: cannot resolve: {e}")))?
         .next()
-        .ok_or_else(|| StatsdSetupError(format!("{addr:?} resolves to no address")))?;
-    let recorder =
-        metrics_exporter_statsd::StatsdBuilder::from(resolved.ip().to_string(), resolved.port())
+        .ok_or_else(|| MetricsSetupError(format!("{flag} {addr:?} resolves to no address")))
+}
+
+/// The upper bounds of the Prometheus histograms' buckets, in seconds: 50 µs to 10 s.
+const BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the metrics recorder `cfg` asks for (none: metric calls stay no-ops): statsd lines
+/// to `--statsd` (histograms as timers, `|ms`), and `/metrics` served on `--metrics-addr`
+/// (bound now: a port in use is an error here). With both, every metric call goes to both.
+/// Must be called inside a tokio runtime when `cfg.prometheus` is set (the endpoint is a task).
+pub fn init_metrics(cfg: &MetricsConfig) -> Result<(), MetricsSetupError> {
+    let mut fanout = metrics_util::layers::FanoutBuilder::default();
+    if let Some((addr, prefix)) = &cfg.statsd {
+        let to = resolve("--statsd", addr)?;
+        let statsd = metrics_exporter_statsd::StatsdBuilder::from(to.ip().to_string(), to.port())
             .histogram_is_timer()
             .build(Some(prefix))
-            .map_err(|e| StatsdSetupError(e.to_string()))?;
-    metrics::set_global_recorder(recorder)
-        .map_err(|_| StatsdSetupError("a metrics recorder is already installed".into()))?;
-    ENABLED.store(true, Ordering::Relaxed);
+            .map_err(|e| MetricsSetupError(format!("--statsd {addr:?}: {e}")))?;
+        let skips = metrics_util::layers::FilterLayer::from_patterns(STATSD_SKIPS);
+        fanout = fanout.add_recorder(metrics_util::layers::Layer::layer(&skips, statsd));
+    }
+    if let Some(addr) = &cfg.prometheus {
+        let at = resolve("--metrics-addr", addr)?;
+        let matcher = metrics_exporter_prometheus::Matcher::Suffix("_seconds".into());
+        let (recorder, endpoint) = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(at)
+            .set_buckets_for_metric(matcher, &BUCKETS)
+            .map_err(|e| MetricsSetupError(format!("--metrics-addr: {e}")))?
+            // A tube's gauges go when the tube does (every gauge is set once a second).
+            .idle_timeout(
+                metrics_util::MetricKindMask::GAUGE,
+                Some(Duration::from_secs(5)),
+            )
+            .build()
+            .map_err(|e| MetricsSetupError(format!("--metrics-addr {addr:?}: {e}")))?;
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = endpoint.await {
+                tracing::error!("--metrics-addr {addr}: the metrics endpoint stopped: {e:?}");
+            }
+        });
+        fanout = fanout.add_recorder(PrometheusNames(recorder));
+        PER_TUBE.store(true, Ordering::Relaxed);
+    }
+    if cfg.statsd.is_none() && cfg.prometheus.is_none() {
+        return Ok(());
+    }
+    metrics::set_global_recorder(fanout.build())
+        .map_err(|_| MetricsSetupError("a metrics recorder is already installed".into()))?;
+    let _ = HANDLES.set(Handles::register());
+    describe();
     Ok(())
+}
+
+/// The Prometheus side of the recorder: renames each metric by [`prometheus_name`] and records
+/// the histograms, which are milliseconds, in seconds.
+struct PrometheusNames<R>(R);
+
+/// A histogram of milliseconds recorded as seconds.
+struct MillisToSeconds(Histogram);
+
+impl HistogramFn for MillisToSeconds {
+    fn record(&self, ms: f64) {
+        self.0.record(ms / 1000.0);
+    }
+}
+
+/// `key` under its Prometheus name, its own labels kept (a name yaad does not know: as is).
+fn prometheus_key(key: &Key) -> Key {
+    let Some((name, label)) = prometheus_name(key.name()) else {
+        return key.clone();
+    };
+    let mut labels: Vec<Label> = key.labels().cloned().collect();
+    if let Some((k, v)) = label {
+        labels.push(Label::new(k, v.to_string()));
+    }
+    Key::from_parts(name, labels)
+}
+
+impl<R: Recorder> PrometheusNames<R> {
+    fn name(key: KeyName) -> KeyName {
+        match prometheus_name(key.as_str()) {
+            Some((name, _)) => KeyName::from_const_str(name),
+            None => key,
+        }
+    }
+}
+
+impl<R: Recorder> Recorder for PrometheusNames<R> {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe_counter(Self::name(key), unit, help);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe_gauge(Self::name(key), unit, help);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe_histogram(Self::name(key), unit, help);
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.0.register_counter(&prometheus_key(key), metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Gauge {
+        self.0.register_gauge(&prometheus_key(key), metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        let seconds = self.0.register_histogram(&prometheus_key(key), metadata);
+        Histogram::from_arc(Arc::new(MillisToSeconds(seconds)))
+    }
+}
+
+/// The Prometheus `# HELP` lines (statsd has none), one per Prometheus name.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("cmd.put", "Commands received, by wire name.");
+    describe_counter!("error.NOT_FOUND", "Error replies sent, by reply word.");
+    describe_counter!(JOBS_PUT, "Jobs stored.");
+    describe_counter!(JOBS_RESERVED, "Jobs handed out.");
+    describe_counter!(JOBS_DELETED, "Jobs deleted.");
+    describe_counter!(JOBS_RELEASED, "Jobs released.");
+    describe_counter!(JOBS_BURIED, "Jobs buried.");
+    describe_counter!(JOBS_KICKED, "Jobs kicked.");
+    describe_counter!(JOBS_TIMED_OUT, "Reservations whose TTR ran out.");
+    describe_counter!(SYNC_CHANGES, "Changes made durable by syncs.");
+    describe_gauge!(JOBS_READY, "Jobs by state, sampled once a second.");
+    describe_gauge!(TUBE_JOBS, "Jobs by tube and state, sampled once a second.");
+    describe_gauge!(CONNECTIONS, "Open client connections.");
+    describe_gauge!(SPOKES, "Spokes (time buckets) in the hub.");
+    describe_gauge!(SEGMENTS_OPEN, "Segments open now.");
+    describe_gauge!(
+        DATA_DIR_BYTES,
+        Unit::Bytes,
+        "Bytes of the live segment files."
+    );
+    describe_histogram!(CMD_LATENCY, Unit::Seconds, "Time to execute a command.");
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "Time of one sync of the data files."
+    );
+    describe_histogram!(ROTATION_DURATION, Unit::Seconds, "Time of one timer step.");
+    describe_histogram!(
+        RECOVERY_DURATION,
+        Unit::Seconds,
+        "Time to recover at start-up."
+    );
+    describe_histogram!(
+        HUB_LOCK_WAIT,
+        Unit::Seconds,
+        "Time waited for the hub lock."
+    );
+    describe_histogram!(
+        DELIVERY_LATENESS,
+        Unit::Seconds,
+        "Time from a due deadline to the jobs handed out to blocked reserves."
+    );
+}
+
+/// The handles of the metrics recorded per command or per event, registered once when the
+/// recorder is installed: recording through them costs no lookup and no allocation.
+struct Handles {
+    commands: Vec<Counter>,
+    errors: Vec<Counter>,
+    /// By [`Event`].
+    events: Vec<Counter>,
+    /// By [`Timer`].
+    timers: Vec<Histogram>,
+}
+
+impl Handles {
+    fn register() -> Handles {
+        Handles {
+            commands: COMMANDS
+                .iter()
+                .map(|c| metrics::counter!(format!("cmd.{c}")))
+                .collect(),
+            errors: ERRORS
+                .iter()
+                .map(|r| metrics::counter!(format!("error.{r}")))
+                .collect(),
+            events: Event::NAMES.iter().map(|&n| metrics::counter!(n)).collect(),
+            timers: Timer::NAMES
+                .iter()
+                .map(|&n| metrics::histogram!(n))
+                .collect(),
+        }
+    }
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+/// Set when Prometheus is on: the sampler then also reads every tube's figures.
+static PER_TUBE: AtomicBool = AtomicBool::new(false);
+
+/// Whether a recorder is installed (metric calls are no-ops otherwise).
+pub fn enabled() -> bool {
+    HANDLES.get().is_some()
+}
+
+/// Whether the per-tube gauges are wanted (Prometheus is on).
+pub fn per_tube() -> bool {
+    PER_TUBE.load(Ordering::Relaxed)
+}
+
+/// Counted events, by index in [`Event::NAMES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    JobsPut,
+    JobsReserved,
+    JobsDeleted,
+    JobsReleased,
+    JobsBuried,
+    JobsKicked,
+    JobsTimedOut,
+    SyncChanges,
+}
+
+impl Event {
+    const NAMES: [&str; 8] = [
+        JOBS_PUT,
+        JOBS_RESERVED,
+        JOBS_DELETED,
+        JOBS_RELEASED,
+        JOBS_BURIED,
+        JOBS_KICKED,
+        JOBS_TIMED_OUT,
+        SYNC_CHANGES,
+    ];
+}
+
+/// Counts `n` events of a kind.
+pub fn count(e: Event, n: u64) {
+    if let Some(h) = HANDLES.get() {
+        h.events[e as usize].increment(n);
+    }
+}
+
+/// Timers, by index in [`Timer::NAMES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    Command,
+    Sync,
+    Tick,
+    Recovery,
+    HubLockWait,
+    DeliveryLateness,
+}
+
+impl Timer {
+    const NAMES: [&str; 6] = [
+        CMD_LATENCY,
+        FLUSH_DURATION,
+        ROTATION_DURATION,
+        RECOVERY_DURATION,
+        HUB_LOCK_WAIT,
+        DELIVERY_LATENESS,
+    ];
+}
+
+/// Records `d` in a timer.
+pub fn record(t: Timer, d: Duration) {
+    if let Some(h) = HANDLES.get() {
+        h.timers[t as usize].record(millis(d));
+    }
 }
 
 /// Milliseconds as a float, the unit of every timer.
@@ -127,143 +499,101 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Set once a recorder is installed: without it the hot path skips even `Instant::now()`.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Whether `--statsd` installed a recorder (metric calls are no-ops otherwise).
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
 /// The start of something to time, or `None` when no recorder is installed.
 pub fn start() -> Option<Instant> {
     enabled().then(Instant::now)
 }
 
-/// Records the time since `start` (if any) in the timer `name`.
-pub fn finish(name: &'static str, start: Option<Instant>) {
-    if let Some(t) = start {
-        metrics::histogram!(name).record(millis(t.elapsed()));
+/// Records the time since `start` (if any) in a timer.
+pub fn finish(t: Timer, start: Option<Instant>) {
+    if let Some(s) = start {
+        record(t, s.elapsed());
+    }
+}
+
+/// The index of a command in [`COMMANDS`].
+pub fn command_index(cmd: &Command) -> usize {
+    match cmd {
+        Command::Put { .. } => 0,
+        Command::Use(_) => 1,
+        Command::Reserve => 2,
+        Command::ReserveWithTimeout(_) => 3,
+        Command::ReserveJob(_) => 4,
+        Command::Delete(_) => 5,
+        Command::Release { .. } => 6,
+        Command::Bury { .. } => 7,
+        Command::Touch(_) => 8,
+        Command::Watch(_) => 9,
+        Command::Ignore(_) => 10,
+        Command::Peek(_) => 11,
+        Command::PeekReady => 12,
+        Command::PeekDelayed => 13,
+        Command::PeekBuried => 14,
+        Command::Kick(_) => 15,
+        Command::KickJob(_) => 16,
+        Command::StatsJob(_) => 17,
+        Command::StatsTube(_) => 18,
+        Command::Stats => 19,
+        Command::ListTubes => 20,
+        Command::ListTubeUsed => 21,
+        Command::ListTubesWatched => 22,
+        Command::PauseTube { .. } => 23,
+        Command::Quit => 24,
     }
 }
 
 /// The wire name of a command (`reserve-with-timeout`).
 pub fn command_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Put { .. } => "put",
-        Command::Use(_) => "use",
-        Command::Reserve => "reserve",
-        Command::ReserveWithTimeout(_) => "reserve-with-timeout",
-        Command::ReserveJob(_) => "reserve-job",
-        Command::Delete(_) => "delete",
-        Command::Release { .. } => "release",
-        Command::Bury { .. } => "bury",
-        Command::Touch(_) => "touch",
-        Command::Watch(_) => "watch",
-        Command::Ignore(_) => "ignore",
-        Command::Peek(_) => "peek",
-        Command::PeekReady => "peek-ready",
-        Command::PeekDelayed => "peek-delayed",
-        Command::PeekBuried => "peek-buried",
-        Command::Kick(_) => "kick",
-        Command::KickJob(_) => "kick-job",
-        Command::StatsJob(_) => "stats-job",
-        Command::StatsTube(_) => "stats-tube",
-        Command::Stats => "stats",
-        Command::ListTubes => "list-tubes",
-        Command::ListTubeUsed => "list-tube-used",
-        Command::ListTubesWatched => "list-tubes-watched",
-        Command::PauseTube { .. } => "pause-tube",
-        Command::Quit => "quit",
-    }
+    COMMANDS[command_index(cmd)]
 }
 
-/// Statsd has no labels, so each command has a name of its own (`cmd.put`).
-pub fn command_metric(cmd: &Command) -> &'static str {
-    macro_rules! names {
-        ($($wire:literal),* $(,)?) => {
-            match command_name(cmd) {
-                $($wire => concat!("cmd.", $wire),)*
-                _ => "cmd.unknown",
-            }
-        };
-    }
-    names!(
-        "put",
-        "use",
-        "reserve",
-        "reserve-with-timeout",
-        "reserve-job",
-        "delete",
-        "release",
-        "bury",
-        "touch",
-        "watch",
-        "ignore",
-        "peek",
-        "peek-ready",
-        "peek-delayed",
-        "peek-buried",
-        "kick",
-        "kick-job",
-        "stats-job",
-        "stats-tube",
-        "stats",
-        "list-tubes",
-        "list-tube-used",
-        "list-tubes-watched",
-        "pause-tube",
-        "quit",
-    )
-}
-
-/// The error counter of a reply (`error.NOT_FOUND`), `None` for a successful reply.
-pub fn error_metric(resp: &Response) -> Option<&'static str> {
+/// The index in [`ERRORS`] of an error reply, `None` for a successful reply.
+pub fn error_index(resp: &Response) -> Option<usize> {
     Some(match resp {
-        Response::BadFormat => "error.BAD_FORMAT",
-        Response::UnknownCommand => "error.UNKNOWN_COMMAND",
-        Response::ExpectedCrlf => "error.EXPECTED_CRLF",
-        Response::JobTooBig => "error.JOB_TOO_BIG",
-        Response::Draining => "error.DRAINING",
-        Response::NotFound => "error.NOT_FOUND",
-        Response::NotIgnored => "error.NOT_IGNORED",
-        Response::TimedOut => "error.TIMED_OUT",
-        Response::DeadlineSoon => "error.DEADLINE_SOON",
-        Response::OutOfMemory => "error.OUT_OF_MEMORY",
-        Response::InternalError => "error.INTERNAL_ERROR",
+        Response::BadFormat => 0,
+        Response::UnknownCommand => 1,
+        Response::ExpectedCrlf => 2,
+        Response::JobTooBig => 3,
+        Response::Draining => 4,
+        Response::NotFound => 5,
+        Response::NotIgnored => 6,
+        Response::TimedOut => 7,
+        Response::DeadlineSoon => 8,
+        Response::OutOfMemory => 9,
+        Response::InternalError => 10,
         _ => return None,
     })
 }
 
-/// Counts one command (its [`command_metric`] name) and records its latency (from `start`,
-/// see [`start`]).
-pub fn command(name: &'static str, start: Option<Instant>) {
-    if let Some(t) = start {
-        metrics::counter!(name).increment(1);
-        metrics::histogram!(CMD_LATENCY).record(millis(t.elapsed()));
+/// Counts one command (an index in [`COMMANDS`]) and records its latency (from `start`, see
+/// [`start`]).
+pub fn command(index: usize, start: Option<Instant>) {
+    if let (Some(h), Some(t)) = (HANDLES.get(), start) {
+        h.commands[index].increment(1);
+        h.timers[Timer::Command as usize].record(millis(t.elapsed()));
     }
 }
 
 /// Counts one reply: error replies by word, successful job changes by kind.
 pub fn reply(resp: &Response) {
-    if !enabled() {
+    let Some(h) = HANDLES.get() else {
+        return;
+    };
+    if let Some(i) = error_index(resp) {
+        h.errors[i].increment(1);
         return;
     }
-    if let Some(name) = error_metric(resp) {
-        metrics::counter!(name).increment(1);
-        return;
-    }
-    let (name, n) = match resp {
-        Response::Inserted(_) | Response::InsertedBuried(_) => (JOBS_PUT, 1),
-        Response::Reserved { .. } => (JOBS_RESERVED, 1),
-        Response::Deleted => (JOBS_DELETED, 1),
-        Response::Released => (JOBS_RELEASED, 1),
-        Response::Buried => (JOBS_BURIED, 1),
-        Response::Kicked(n) => (JOBS_KICKED, *n),
-        Response::KickedJob => (JOBS_KICKED, 1),
+    let (e, n) = match resp {
+        Response::Inserted(_) | Response::InsertedBuried(_) => (Event::JobsPut, 1),
+        Response::Reserved { .. } => (Event::JobsReserved, 1),
+        Response::Deleted => (Event::JobsDeleted, 1),
+        Response::Released => (Event::JobsReleased, 1),
+        Response::Buried => (Event::JobsBuried, 1),
+        Response::Kicked(n) => (Event::JobsKicked, *n),
+        Response::KickedJob => (Event::JobsKicked, 1),
         _ => return,
     };
-    metrics::counter!(name).increment(n);
+    h.events[e as usize].increment(n);
 }
 
 /// Seconds since the epoch of the last [`warn_out_of_room`] warning (one per minute at most).
@@ -320,7 +650,17 @@ pub fn sample(s: &Sample, previous: Option<&Sample>) {
     let before = previous.map_or(0, |p| p.timeouts);
     let timed_out = s.timeouts.saturating_sub(before);
     if timed_out > 0 {
-        metrics::counter!(JOBS_TIMED_OUT).increment(timed_out);
+        count(Event::JobsTimedOut, timed_out);
+    }
+}
+
+/// Sends one tube's jobs by state (`[ready, reserved, delayed, buried]`).
+pub fn sample_tube(tube: &str, jobs: [u64; 4]) {
+    for (state, n) in ["ready", "reserved", "delayed", "buried"]
+        .into_iter()
+        .zip(jobs)
+    {
+        metrics::gauge!(TUBE_JOBS, "tube" => tube.to_string(), "state" => state).set(n as f64);
     }
 }
 
@@ -331,12 +671,68 @@ mod tests {
     #[test]
     fn every_command_and_error_has_a_metric_name() {
         assert_eq!(
-            command_metric(&Command::ReserveWithTimeout(1)),
-            "cmd.reserve-with-timeout"
+            command_name(&Command::ReserveWithTimeout(1)),
+            "reserve-with-timeout"
         );
-        assert_eq!(command_metric(&Command::PeekBuried), "cmd.peek-buried");
-        assert_eq!(error_metric(&Response::NotFound), Some("error.NOT_FOUND"));
-        assert_eq!(error_metric(&Response::Deleted), None);
+        assert_eq!(command_name(&Command::PeekBuried), "peek-buried");
+        assert_eq!(command_name(&Command::Quit), "quit");
+        assert_eq!(
+            error_index(&Response::NotFound).map(|i| ERRORS[i]),
+            Some("NOT_FOUND")
+        );
+        assert_eq!(
+            error_index(&Response::InternalError).map(|i| ERRORS[i]),
+            Some("INTERNAL_ERROR")
+        );
+        assert_eq!(error_index(&Response::Deleted), None);
+        // Every reply word in ERRORS is the reply's own.
+        for (i, word) in ERRORS.iter().enumerate() {
+            let resp = [
+                Response::BadFormat,
+                Response::UnknownCommand,
+                Response::ExpectedCrlf,
+                Response::JobTooBig,
+                Response::Draining,
+                Response::NotFound,
+                Response::NotIgnored,
+                Response::TimedOut,
+                Response::DeadlineSoon,
+                Response::OutOfMemory,
+                Response::InternalError,
+            ];
+            assert_eq!(error_index(&resp[i]), Some(i));
+            assert_eq!(resp[i].to_bytes(), format!("{word}\r\n").into_bytes());
+        }
+    }
+
+    #[test]
+    fn prometheus_names() {
+        assert_eq!(
+            prometheus_name("jobs.put"),
+            Some(("yaad_jobs_put_total", None))
+        );
+        assert_eq!(
+            prometheus_name("cmd.put"),
+            Some(("yaad_commands_total", Some(("command", "put"))))
+        );
+        assert_eq!(
+            prometheus_name("error.NOT_FOUND"),
+            Some(("yaad_errors_total", Some(("reply", "NOT_FOUND"))))
+        );
+        assert_eq!(
+            prometheus_name("cmd.latency"),
+            Some(("yaad_command_duration_seconds", None))
+        );
+        assert_eq!(prometheus_name("cmd.bogus"), None);
+        assert_eq!(prometheus_name("jobs.bogus"), None);
+        let key = prometheus_key(&Key::from_static_name("jobs.ready"));
+        assert_eq!(key.name(), "yaad_jobs");
+        assert_eq!(
+            key.labels()
+                .map(|l| (l.key(), l.value()))
+                .collect::<Vec<_>>(),
+            [("state", "ready")]
+        );
     }
 
     #[test]

@@ -60,13 +60,20 @@ fn statsd_lines_arrive() {
     ];
     let give_up = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 65536];
-    // The first sample may predate the connection: wait for one taken after it.
+    // The first sample may predate the connection: wait for one taken after it. One taken
+    // between the put and the delete shows a ready job: wait for the next.
     let connected = |seen: &HashMap<String, (String, Vec<f64>)>| {
         seen.get("t.connections")
             .is_some_and(|(_, v)| v.contains(&1.0))
     };
+    let none_ready = |seen: &HashMap<String, (String, Vec<f64>)>| {
+        seen.get("t.jobs.ready")
+            .is_some_and(|(_, v)| v.last() == Some(&0.0))
+    };
     while Instant::now() < give_up
-        && !(wanted.iter().all(|(n, _)| seen.contains_key(*n)) && connected(&seen))
+        && !(wanted.iter().all(|(n, _)| seen.contains_key(*n))
+            && connected(&seen)
+            && none_ready(&seen))
     {
         let Ok(n) = udp.recv(&mut buf) else { continue };
         for line in String::from_utf8_lossy(&buf[..n]).lines() {

@@ -98,6 +98,10 @@ pub struct Config {
     #[arg(long = "statsd-prefix", value_name = "PREFIX", default_value = "yaad")]
     pub statsd_prefix: String,
 
+    /// Serve metrics in the Prometheus text format at http://HOST:PORT/metrics.
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
     /// Log line format on stderr.
     #[arg(long = "log-format", value_enum, default_value_t = crate::observe::LogFormat::Text)]
     pub log_format: crate::observe::LogFormat,
@@ -171,6 +175,17 @@ impl Config {
         }
     }
 
+    /// Where metrics go, from `--statsd`, `--statsd-prefix` and `--metrics-addr`.
+    pub fn metrics(&self) -> crate::observe::MetricsConfig {
+        crate::observe::MetricsConfig {
+            statsd: self
+                .statsd
+                .clone()
+                .map(|addr| (addr, self.statsd_prefix.clone())),
+            prometheus: self.metrics_addr.clone(),
+        }
+    }
+
     /// The address to bind, from `-l` and `-p`.
     pub fn listen_addr(&self) -> Result<ListenAddr, String> {
         if let Some(path) = self.listen.strip_prefix("unix:") {
@@ -231,6 +246,8 @@ mod tests {
             "10",
             "-s",
             "h:1",
+            "--metrics-addr",
+            "127.0.0.1:9",
             "-VV",
             "--spoke-span",
             "250",
@@ -244,6 +261,7 @@ mod tests {
         assert_eq!(c.durability(), Durability::EveryChange);
         assert_eq!(c.max_job_size, 10);
         assert_eq!(c.statsd.as_deref(), Some("h:1"));
+        assert_eq!(c.metrics_addr.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(c.verbose, 2);
         assert_eq!(c.spoke_span_ms, 250);
         assert_eq!(c.max_connections, 7);

@@ -4,19 +4,18 @@
 //!
 //! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
 //! an `.await` or a blocking socket write, so a slow client cannot stall the others. The one
-//! write under it is the non-blocking `send` of a blocked reserve's reply ([`Waiter`]), which
+//! write under it is the non-blocking write of a blocked reserve's reply ([`Waiter`]), which
 //! never waits for the client: what the socket does not take at once, the connection writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
-use std::task::{Poll, Waker};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rustix::net::{SendFlags, send};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::config::{Durability, Mode};
 use super::lock_stats::{HOLD_KINDS, LONG_HOLDS, LockStats, hold_kind};
@@ -26,10 +25,42 @@ use crate::hub::time::{SystemTimeSource, TimeSource};
 use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome, StoreWork};
 use crate::segment::Segment;
 
-/// Where the hub's wake-ups of one connection's blocked reserve go ([`Waiter`]).
-pub type WakeupSender = mpsc::UnboundedSender<Wakeup>;
-/// Where the connection's task waits for them.
-pub type WakeupReceiver = mpsc::UnboundedReceiver<Wakeup>;
+/// The wake-ups of one connection's blocked reserve, from the hub ([`Waiter`]) to the
+/// connection's task. A queue that holds no allocation while empty and a [`Notify`], rather
+/// than a channel: a tokio channel allocates a block of 32 slots (about 2 KB) up front, which
+/// every idle connection would hold.
+#[derive(Default)]
+pub struct Wakeups {
+    queue: Mutex<VecDeque<Wakeup>>,
+    ready: Notify,
+}
+
+impl Wakeups {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Wakeup>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, w: Wakeup) {
+        self.queue().push_back(w);
+        self.ready.notify_one();
+    }
+
+    /// The next wake-up, if one is queued.
+    pub fn try_recv(&self) -> Option<Wakeup> {
+        self.queue().pop_front()
+    }
+
+    /// Waits for the next wake-up.
+    pub async fn recv(&self) -> Wakeup {
+        loop {
+            if let Some(w) = self.try_recv() {
+                return w;
+            }
+            // A wake-up sent since the check left a permit: this returns at once.
+            self.ready.notified().await;
+        }
+    }
+}
 
 /// How a blocked reserve ends.
 pub enum Wakeup {
@@ -44,26 +75,65 @@ pub enum Wakeup {
     Sent { reply: Vec<u8>, sent: usize },
 }
 
+/// A client socket as a connection and the hub's wake-ups use it: through a shared reference,
+/// readiness first, then a non-blocking read or write. The connection waits for readiness
+/// before it allocates a buffer, so an idle connection holds none; the thread that hands out a
+/// job to a blocked reserve writes its reply on the same socket ([`Waiter`]), without a second
+/// file descriptor.
+pub trait Socket: AsFd + Send + Sync + 'static {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Runs the non-blocking read `f` if the socket is readable (`WouldBlock` otherwise); `f`
+    /// answering `WouldBlock` clears the readiness, so the next read waits for more data.
+    fn try_io_read(&self, f: &mut dyn FnMut() -> std::io::Result<()>) -> std::io::Result<()>;
+    /// Writes what the socket takes now (`WouldBlock`: nothing).
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+macro_rules! socket {
+    ($t:ty) => {
+        impl Socket for $t {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
+            }
+            fn try_io_read(
+                &self,
+                f: &mut dyn FnMut() -> std::io::Result<()>,
+            ) -> std::io::Result<()> {
+                <$t>::try_io(self, tokio::io::Interest::READABLE, f)
+            }
+            fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+        }
+    };
+}
+socket!(tokio::net::TcpStream);
+socket!(tokio::net::UnixStream);
+
 /// A connection as the hub's wake-ups reach it.
 ///
 /// A job that becomes due is handed out by the timer thread (or by the task of the put that
 /// made it ready). Waking the connection's task to write the reply costs a second thread
 /// wake-up on the way to the client, and on a busy machine each wake-up can be late; so when
 /// the connection is `idle` (blocked in a reserve with every earlier reply sent) the reply is
-/// sent right there on a second handle of its socket. The task, blocked until its wake-up
-/// arrives, writes nothing meanwhile, so replies stay in order. With `-f 0` that happens only
-/// if the change that last wrote the job is durable already (usually: a job made ready by
-/// time or a timeout); if not (a put or kick in flight), the task replies once it is.
+/// sent right there on its socket. The task, blocked until its wake-up arrives, writes nothing
+/// meanwhile, so replies stay in order. With `-f 0` that happens only if the change that last
+/// wrote the job is durable already (usually: a job made ready by time or a timeout); if not (a
+/// put or kick in flight), the task replies once it is.
 pub struct Waiter {
-    tx: WakeupSender,
-    socket: Option<OwnedFd>,
+    wakeups: Arc<Wakeups>,
+    socket: Arc<dyn Socket>,
     idle: bool,
 }
 
 impl Waiter {
-    pub fn new(tx: WakeupSender, socket: Option<OwnedFd>) -> Self {
+    pub fn new(wakeups: Arc<Wakeups>, socket: Arc<dyn Socket>) -> Self {
         Waiter {
-            tx,
+            wakeups,
             socket,
             idle: false,
         }
@@ -73,22 +143,20 @@ impl Waiter {
     /// change it shows (`change`, see [`Wakeup::Outcome`]) is `durable` already; otherwise the
     /// connection replies once it is.
     fn wake(&mut self, outcome: ReserveOutcome, change: u64, durable: bool) {
-        let wakeup = match (&self.socket, std::mem::take(&mut self.idle)) {
-            (Some(socket), true) if durable && !matches!(outcome, ReserveOutcome::Wait) => {
-                let resp = reserve_reply(outcome);
-                crate::observe::reply(&resp);
-                let mut reply = Vec::with_capacity(64);
-                resp.encode(&mut reply);
-                // Non-blocking (the socket is): a full socket buffer or an error leaves the
-                // rest to the connection, which meets the error itself.
-                let sent =
-                    send(socket, &reply, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0);
-                Wakeup::Sent { reply, sent }
-            }
-            _ => Wakeup::Outcome { outcome, change },
+        let idle = std::mem::take(&mut self.idle);
+        let wakeup = if idle && durable && !matches!(outcome, ReserveOutcome::Wait) {
+            let resp = reserve_reply(outcome);
+            crate::observe::reply(&resp);
+            let mut reply = Vec::with_capacity(64);
+            resp.encode(&mut reply);
+            // Non-blocking: a full socket buffer or an error leaves the rest to the
+            // connection, which meets the error itself.
+            let sent = self.socket.try_write(&reply).unwrap_or(0);
+            Wakeup::Sent { reply, sent }
+        } else {
+            Wakeup::Outcome { outcome, change }
         };
-        // A closed receiver means the connection is going away; disconnect follows.
-        let _ = self.tx.send(wakeup);
+        self.wakeups.send(wakeup);
     }
 }
 
@@ -392,8 +460,10 @@ impl<S: Segment> Core<S> {
                 st.contended.fetch_add(1, Ordering::Relaxed);
                 let asked = Instant::now();
                 let g = self.locked.lock().unwrap_or_else(|e| e.into_inner());
-                let waited = asked.elapsed().as_nanos() as u64;
-                st.wait_ns.fetch_add(waited, Ordering::Relaxed);
+                let waited = asked.elapsed();
+                st.wait_ns
+                    .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                crate::observe::record(crate::observe::Timer::HubLockWait, waited);
                 g
             }
         };
@@ -642,11 +712,12 @@ impl<S: Segment> Core<S> {
             return Err((target, e));
         }
         self.synced_epoch.store(batch.epoch, Ordering::Release);
-        crate::observe::finish(crate::observe::FLUSH_DURATION, started);
+        crate::observe::finish(crate::observe::Timer::Sync, started);
+        let changes = target.saturating_sub(from);
+        crate::observe::count(crate::observe::Event::SyncChanges, changes);
         self.sync_ns
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.sync_changes
-            .fetch_add(target.saturating_sub(from), Ordering::Relaxed);
+        self.sync_changes.fetch_add(changes, Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(target, Ordering::Release);
         if matches!(self.durability, Durability::Interval(_)) {
@@ -662,8 +733,9 @@ impl<S: Segment> Core<S> {
 
     /// The end of every hub call, under the lock: marks moves as synced when nothing syncs
     /// (`-F`, mem mode), hands retired segments to the reaper, sends the wake-ups the call
-    /// produced and re-arms the timer if the next deadline moved earlier.
-    fn after_call(&self, g: &mut Locked<S>) {
+    /// produced and re-arms the timer if the next deadline moved earlier. Returns how many
+    /// jobs the wake-ups handed out.
+    fn after_call(&self, g: &mut Locked<S>) -> usize {
         if self.durability == Durability::Never {
             // No sync to wait for (`-F`): moves are marked at once.
             g.hub.synced(u64::MAX);
@@ -673,9 +745,13 @@ impl<S: Segment> Core<S> {
         {
             reap(g.hub.take_retired());
         }
+        let mut handed_out = 0;
         for (c, outcome) in g.hub.take_wakeups() {
             let change = match &outcome {
-                ReserveOutcome::Reserved(job) => g.hub.job_change(job.id),
+                ReserveOutcome::Reserved(job) => {
+                    handed_out += 1;
+                    g.hub.job_change(job.id)
+                }
                 _ => 0,
             };
             if let Some(w) = g.waiters.get_mut(&c) {
@@ -690,6 +766,7 @@ impl<S: Segment> Core<S> {
                 self.timer.wake();
             }
         }
+        handed_out
     }
 
     /// Registers a connection and how its wake-ups reach it.
@@ -739,11 +816,19 @@ impl<S: Segment> Core<S> {
     }
 
     /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
-    /// records as armed.
+    /// records as armed. When it hands out jobs to blocked reserves, records their delivery
+    /// lateness: from the deadline the timer slept until to the replies handed out.
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         let mut g = self.lock();
+        let due = g.armed;
         g.hub.tick(now);
-        self.after_call(&mut g);
+        if self.after_call(&mut g) > 0 && due <= now && crate::observe::enabled() {
+            let late = self::now().saturating_sub(due);
+            crate::observe::record(
+                crate::observe::Timer::DeliveryLateness,
+                Duration::from_micros(late),
+            );
+        }
         let next = g.hub.next_deadline();
         g.armed = next.unwrap_or(Micros::MAX);
         next

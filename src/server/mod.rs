@@ -6,10 +6,11 @@
 //!
 //! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
 //! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
-//! flusher and with `--statsd` the sampler (`spawn_tasks`). Two threads of their own: the
-//! timer, which sleeps until the hub's next deadline and calls `tick` (woken earlier when a
-//! call brings the deadline forward; see `core::TimerWake` for why it is a thread), and with
-//! `-f 0` or `-f MS` the sync thread (`Core::run_syncs`).
+//! flusher and with `--statsd` or `--metrics-addr` the sampler (`spawn_tasks`; with
+//! `--metrics-addr` also the endpoint, started by `run`). Two threads of their own: the timer,
+//! which sleeps until the hub's next deadline and calls `tick` (woken earlier when a call
+//! brings the deadline forward; see `core::TimerWake` for why it is a thread), and with `-f 0`
+//! or `-f MS` the sync thread (`Core::run_syncs`).
 //!
 //! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
@@ -282,7 +283,7 @@ fn open_hub<S: Segment>(
     hub.store
         .set_max_open_far(open_far_limit(cfg.max_connections));
     let recovery = opened.elapsed();
-    observe::finish(observe::RECOVERY_DURATION, Some(opened));
+    observe::record(observe::Timer::Recovery, recovery);
     let st = hub.stats(now());
     tracing::info!(
         mode = mode.name(),
@@ -317,7 +318,8 @@ async fn bind(listen: ListenAddr) -> Result<(Listener, BoundAddr), ServerError> 
 
 /// Starts the threads and tasks of a server, each ending once `shutdown` says so: the timer,
 /// the sync thread and the flusher (as `core.durability` asks), the checkpointer (persisted
-/// modes), the id index trimmer, the statsd sampler (`--statsd`) and the accept loop.
+/// modes), the id index trimmer, the metrics sampler (`--statsd`, `--metrics-addr`) and the
+/// accept loop.
 fn spawn_tasks<S: Segment + Send + 'static>(
     core: &Arc<Core<S>>,
     listener: Listener,
@@ -434,7 +436,7 @@ fn timer<S: Segment>(core: &Core<S>) {
     while !core.timer.stopped() {
         let started = observe::start();
         let next = core.tick(now());
-        observe::finish(observe::ROTATION_DURATION, started);
+        observe::finish(observe::Timer::Tick, started);
         core.timer.wait(next);
     }
 }
@@ -528,7 +530,8 @@ async fn index_trimmer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Rece
     }
 }
 
-/// With `--statsd`: sends the gauges (and the timeouts since the last sample) once a second.
+/// With metrics on: sends the gauges (and the timeouts since the last sample) once a second,
+/// with Prometheus also every tube's.
 async fn sampler<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -550,8 +553,26 @@ async fn sampler<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<b
                 };
                 observe::sample(&s, previous.as_ref());
                 previous = Some(s);
+                if observe::per_tube() {
+                    sample_tubes(&core);
+                }
             }
             _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Sends every tube's jobs by state, one hold of the hub lock per tube.
+fn sample_tubes<S: Segment>(core: &Core<S>) {
+    for tube in core.with_hub(|h| h.list_tubes()) {
+        if let Some(t) = core.with_hub(|h| h.stats_tube(&tube, now())) {
+            let jobs = [
+                t.current_jobs_ready,
+                t.current_jobs_reserved,
+                t.current_jobs_delayed,
+                t.current_jobs_buried,
+            ];
+            observe::sample_tube(&t.name, jobs);
         }
     }
 }
@@ -640,11 +661,6 @@ fn open_far_limit(max_connections: usize) -> usize {
 /// The `yaad` binary: logging, runtime, server, signals. Returns when SIGTERM/SIGINT stopped it.
 pub fn run(cfg: Config) -> Result<(), ServerError> {
     observe::init_tracing(cfg.verbose, cfg.log_format);
-    if let Some(addr) = &cfg.statsd {
-        observe::init_statsd(addr, &cfg.statsd_prefix)
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        tracing::info!(statsd = %addr, prefix = %cfg.statsd_prefix, "sending metrics");
-    }
     raise_open_file_limit(cfg.max_connections);
     // `--threads 1`: one event loop (the cheapest per request; every hub call takes one lock).
     let rt = match cfg.threads {
@@ -665,6 +681,14 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mode = cfg.storage_mode();
+        // Before the start: recovery time is a metric too.
+        observe::init_metrics(&cfg.metrics()).map_err(|e| ServerError::Config(e.to_string()))?;
+        if let Some(addr) = &cfg.statsd {
+            tracing::info!(statsd = %addr, prefix = %cfg.statsd_prefix, "sending metrics");
+        }
+        if let Some(addr) = &cfg.metrics_addr {
+            tracing::info!(metrics_addr = %addr, "serving metrics at /metrics");
+        }
         let server = start(cfg).await?;
         tracing::info!(addr = ?server.addr(), mode = mode.name(), "yaad listening");
         loop {
