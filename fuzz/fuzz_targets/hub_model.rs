@@ -133,6 +133,9 @@ enum Body {
     Empty,
     /// Text then this many zero bytes (binary bodies may end in zeros).
     ZeroTail(u8),
+    /// Text then this many KiB of filler: records spanning pages, so that runs of dead
+    /// records get punched (the harness frees at once).
+    Pages(u8),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -350,6 +353,7 @@ impl<S: Segment> Harness<S> {
         self.pending = None;
         self.cfg.spoke_span = span;
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).expect("reopen");
+        hub.set_free_min(0);
         self.conns = [hub.connect(), hub.connect()];
         self.hub = Some(hub);
     }
@@ -561,6 +565,7 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
         restore: mem,
     };
     let mut hub = Hub::<S>::open(cfg.clone(), START).expect("open");
+    hub.set_free_min(0);
     let conns = [hub.connect(), hub.connect()];
     let mut h = Harness {
         hub: Some(hub),
@@ -596,6 +601,10 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
                     Body::Empty => Vec::new(),
                     Body::ZeroTail(n) => {
                         text.resize(text.len() + usize::from(n % 40), 0);
+                        text
+                    }
+                    Body::Pages(k) => {
+                        text.resize(text.len() + 1024 * usize::from(k % 24), b'.');
                         text
                     }
                 };
