@@ -45,7 +45,9 @@ fn allocated(dir: &Path) -> u64 {
         .sum()
 }
 
-fn churn<S: Segment>() {
+/// `outside`: as the server with a sync thread, punches are taken from the hub after each
+/// sync and made outside it (`Hub::take_punches`).
+fn churn<S: Segment>(outside: bool) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = HubConfig {
         data_dir: dir.path().to_path_buf(),
@@ -54,6 +56,9 @@ fn churn<S: Segment>() {
     };
     let mut now = START;
     let mut hub: Hub<S> = Hub::open(cfg, now).unwrap();
+    if outside {
+        hub.set_punch_outside();
+    }
     let c = hub.connect();
     let mut rng = fastrand::Rng::with_seed(20);
     // Live jobs and their bodies' lengths; buried ones.
@@ -96,6 +101,7 @@ fn churn<S: Segment>() {
             if S::FILE_BACKED {
                 sync(&mut hub);
             }
+            hub.take_punches().into_iter().for_each(|p| p.run());
             hub.tick(now);
             if rng.u8(..4) == 0 {
                 buried -= hub.kick(c, 2, now).min(buried as u64) as usize;
@@ -125,15 +131,25 @@ fn churn<S: Segment>() {
 
 #[test]
 fn churn_is_bounded_by_live_jobs_mapped() {
-    churn::<MappedSegment>();
+    churn::<MappedSegment>(false);
 }
 
 #[test]
 fn churn_is_bounded_by_live_jobs_lazy() {
-    churn::<LazySegment>();
+    churn::<LazySegment>(false);
 }
 
 #[test]
 fn churn_is_bounded_by_live_jobs_mem() {
-    churn::<MemSegment>();
+    churn::<MemSegment>(false);
+}
+
+#[test]
+fn churn_is_bounded_with_punches_made_outside_the_hub_mapped() {
+    churn::<MappedSegment>(true);
+}
+
+#[test]
+fn churn_is_bounded_with_punches_made_outside_the_hub_lazy() {
+    churn::<LazySegment>(true);
 }

@@ -723,6 +723,17 @@ impl<S: Segment> Hub<S> {
         self.store.take_sync_batch()
     }
 
+    /// Punches of freed runs are made by the caller outside its lock from now on
+    /// ([`Store::set_punch_outside`]).
+    pub fn set_punch_outside(&mut self) {
+        self.store.set_punch_outside();
+    }
+
+    /// The punches of freed runs due, to make outside the lock ([`Store::take_punches`]).
+    pub fn take_punches(&mut self) -> Vec<crate::store::PunchJob> {
+        self.store.take_punches()
+    }
+
     /// Sets how many dead bytes the store gathers before it frees them (tests: 0, at once).
     pub fn set_free_min(&mut self, bytes: u64) {
         self.store.set_free_min(bytes);

@@ -200,6 +200,21 @@ pub(crate) fn check_can_free(path: &Path, version: u32) -> Result<()> {
     Ok(())
 }
 
+/// [`punch_hole`] without a path for errors (a hole punched outside the hub lock).
+pub fn punch_file(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    use rustix::fs::{FallocateFlags, fallocate};
+    fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        from,
+        to - from,
+    )
+    .map_err(Into::into)
+}
+
 /// Punches a hole over `from..to` of `file` (its length unchanged): the blocks go back to the
 /// filesystem and the pages leave the page cache and every mapping of them.
 pub(crate) fn punch_hole(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 mod datadir;
 pub mod dump;
 mod file;
+pub use file::punch_file;
 pub mod format;
 pub mod fsio;
 mod ids;

@@ -24,6 +24,7 @@ use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
 use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome, StoreWork};
 use crate::segment::Segment;
+use crate::store::PunchJob;
 
 /// The wake-ups of one connection's blocked reserve, from the hub ([`Waiter`]) to the
 /// connection's task. A queue that holds no allocation while empty and a [`Notify`], rather
@@ -404,6 +405,11 @@ pub fn now() -> Micros {
 
 impl<S: Segment> Core<S> {
     pub fn new(hub: Hub<S>, durability: Durability, max_job_size: u32, mode: Mode) -> Self {
+        let mut hub = hub;
+        if durability != Durability::Never {
+            // The sync thread makes the punches of freed runs, outside the hub lock.
+            hub.set_punch_outside();
+        }
         Core {
             locked: Mutex::new(Locked {
                 hub,
@@ -688,7 +694,7 @@ impl<S: Segment> Core<S> {
             let target = self.changes.load(Ordering::Relaxed);
             return Err((target, std::io::Error::other("a sync failed before")));
         }
-        let (batch, from, target) = {
+        let (batch, from, target, punches) = {
             let mut g = self.lock();
             // The Moved marks that waited for the last batch go into this one.
             g.hub.synced(self.synced_epoch.load(Ordering::Acquire));
@@ -696,8 +702,10 @@ impl<S: Segment> Core<S> {
                 g.hub.take_sync_batch(),
                 self.synced.load(Ordering::Acquire),
                 self.changes.load(Ordering::Relaxed),
+                g.hub.take_punches(),
             )
         };
+        punches.into_iter().for_each(PunchJob::run);
         self.hold.pass();
         let started = crate::observe::start();
         let clock = Instant::now();
@@ -724,9 +732,13 @@ impl<S: Segment> Core<S> {
             // What waited for this batch (Moved marks, punches of freed runs) goes on now, not
             // at the next periodic sync: an idle server would otherwise hold it indefinitely.
             // Under `-f 0` the next batch, never far off, does it.
-            let mut g = self.lock();
-            g.hub.synced(batch.epoch);
-            self.after_call(&mut g);
+            let punches = {
+                let mut g = self.lock();
+                g.hub.synced(batch.epoch);
+                self.after_call(&mut g);
+                g.hub.take_punches()
+            };
+            punches.into_iter().for_each(PunchJob::run);
         }
         Ok(target)
     }
@@ -843,6 +855,8 @@ impl<S: Segment> Core<S> {
         let mut g = self.lock();
         let target = self.changes.load(Ordering::Relaxed);
         let flushed = g.hub.flush();
+        // Everything is durable: the holes can go (under the lock: a flush is rare).
+        g.hub.take_punches().into_iter().for_each(PunchJob::run);
         if let Err(e) = &flushed
             && self.mode != Mode::Mem
         {

@@ -48,6 +48,24 @@ struct Run {
     holes: Vec<(u64, u64)>,
 }
 
+/// A punch to make outside the hub lock: on the segment's own open file, so that a file
+/// retired or replaced by compaction meanwhile is the one punched (harmless: its records are
+/// gone), never another file that took its name.
+pub struct PunchJob {
+    file: std::sync::Arc<std::fs::File>,
+    from: u64,
+    to: u64,
+}
+
+impl PunchJob {
+    /// Punches the hole (errors only cost the disk space: logged at debug level).
+    pub fn run(self) {
+        if let Err(e) = crate::segment::punch_file(&self.file, self.from, self.to) {
+            tracing::debug!("cannot punch a freed run: {e}");
+        }
+    }
+}
+
 /// A punch that waits for the `Freed` slot of its run to be durable.
 #[derive(Clone, Copy, Debug)]
 struct Punch {
@@ -69,6 +87,9 @@ pub(super) struct Frees {
     min: u64,
     /// Bytes given back per spoke (holes in its file, pages of its mem segment).
     punched: HashMap<SpokeId, u64>,
+    /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
+    /// when it asked for that ([`Store::set_punch_outside`]).
+    outside: Option<Vec<PunchJob>>,
     /// Runs freed so far (`Freed` slots written).
     pub runs_freed: u64,
 }
@@ -81,6 +102,7 @@ impl Default for Frees {
             punches: VecDeque::new(),
             min: FREE_MIN,
             punched: HashMap::new(),
+            outside: None,
             runs_freed: 0,
         }
     }
@@ -284,12 +306,43 @@ impl<S: Segment> Store<S> {
             let Some(s) = self.spokes.get_mut(&p.spoke) else {
                 continue;
             };
+            if let (Some(out), Some(file)) = (&mut self.frees.outside, s.seg.sync_handle()) {
+                let to = p.to.min(s.seg.byte_size());
+                if to > p.from {
+                    out.push(PunchJob {
+                        file,
+                        from: p.from,
+                        to,
+                    });
+                    *self.frees.punched.entry(p.spoke).or_insert(0) += to - p.from;
+                }
+                continue;
+            }
             match s.seg.punch(p.from, p.to) {
                 Ok(n) => *self.frees.punched.entry(p.spoke).or_insert(0) += n,
                 // The bytes stay allocated; nothing else depends on the hole.
                 Err(e) => tracing::debug!(spoke = ?p.spoke, "cannot punch a freed run: {e}"),
             }
         }
+    }
+
+    /// From now on, punches of file-backed segments are handed out by [`Store::take_punches`]
+    /// for the caller to make outside its lock (a punch walks the page cache of its range and
+    /// takes the file's locks against page faults: in the hub call it held up every
+    /// connection). The caller must take them after every call that can make a batch durable.
+    pub fn set_punch_outside(&mut self) {
+        if S::FILE_BACKED {
+            self.frees.outside.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The punches due, to make outside the lock ([`Store::set_punch_outside`]).
+    pub fn take_punches(&mut self) -> Vec<PunchJob> {
+        self.frees
+            .outside
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Bytes given back by punching, in the segments of live spokes.

@@ -36,7 +36,7 @@ use crate::segment::{
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
-pub use free::FREE_MIN;
+pub use free::{FREE_MIN, PunchJob};
 use lru::SpokeLru;
 pub use recovery::Recovery;
 use split::Split;
