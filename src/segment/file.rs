@@ -218,15 +218,5 @@ pub fn punch_file(file: &File, from: u64, to: u64) -> std::io::Result<()> {
 /// Punches a hole over `from..to` of `file` (its length unchanged): the blocks go back to the
 /// filesystem and the pages leave the page cache and every mapping of them.
 pub(crate) fn punch_hole(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
-    if to <= from {
-        return Ok(());
-    }
-    use rustix::fs::{FallocateFlags, fallocate};
-    fallocate(
-        file,
-        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-        from,
-        to - from,
-    )
-    .map_err(|e| StorageError::io(path, e.into()))
+    punch_file(file, from, to).map_err(|e| StorageError::io(path, e))
 }
