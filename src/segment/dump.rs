@@ -80,7 +80,14 @@ fn files_of(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !std::fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut segs: Vec<(SpokeId, PathBuf)> = std::fs::read_dir(path)?
+    let mut segs = segment_files_in(path)?;
+    segs.sort();
+    Ok(segs.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The `seg-*.yaad` files of directory `dir` with the spokes their names state, unsorted.
+fn segment_files_in(dir: &Path) -> std::io::Result<Vec<(SpokeId, PathBuf)>> {
+    Ok(std::fs::read_dir(dir)?
         .filter_map(|e| {
             let e = e.ok()?;
             Some((
@@ -88,9 +95,7 @@ fn files_of(path: &Path) -> std::io::Result<Vec<PathBuf>> {
                 e.path(),
             ))
         })
-        .collect();
-    segs.sort();
-    Ok(segs.into_iter().map(|(_, p)| p).collect())
+        .collect())
 }
 
 /// Dumps one file image; returns its exit status, or the output error.

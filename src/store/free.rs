@@ -90,8 +90,6 @@ pub(super) struct Frees {
     /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
     /// when it asked for that ([`Store::set_punch_outside`]).
     outside: Option<Vec<PunchJob>>,
-    /// Runs freed so far (`Freed` slots written).
-    pub runs_freed: u64,
 }
 
 impl Default for Frees {
@@ -103,7 +101,6 @@ impl Default for Frees {
             min: FREE_MIN,
             punched: HashMap::new(),
             outside: None,
-            runs_freed: 0,
         }
     }
 }
@@ -261,7 +258,6 @@ impl<S: Segment> Store<S> {
             return;
         }
         self.unflushed.insert(spoke);
-        self.frees.runs_freed += 1;
         let epoch = self.epoch;
         for &(from, to) in &step.punches {
             // Out of resident memory at once; out of the file once the slot is durable.

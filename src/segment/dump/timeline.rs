@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use super::{EXIT_DAMAGED, EXIT_ERROR, EXIT_OK, escape, iso8601};
 use crate::segment::format::{FILE_HEADER_LEN, decode_file_header, scan_records};
-use crate::segment::{JobState, Micros, SECOND, SpokeId, parse_segment_file_name};
+use crate::segment::{JobState, Micros, SECOND, SpokeId};
 
 pub const MINUTE: Micros = 60 * SECOND;
 pub const HOUR: Micros = 60 * MINUTE;
@@ -273,15 +273,7 @@ fn segment_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
             "not a directory (--timeline reads a data dir)",
         ));
     }
-    let mut segs: Vec<(SpokeId, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            Some((
-                parse_segment_file_name(&e.file_name().to_string_lossy())?,
-                e.path(),
-            ))
-        })
-        .collect();
+    let mut segs = super::segment_files_in(dir)?;
     segs.sort_by_key(|(s, _)| (s.start, Reverse(s.span)));
     Ok(segs.into_iter().map(|(_, p)| p).collect())
 }
