@@ -745,11 +745,14 @@ struct Harness<S: Segment> {
     _dir: tempfile::TempDir,
 }
 
-/// The body of the `seq`-th put: every third one spans pages (10,000 bytes), so that runs of
-/// dead records hold whole pages and get punched (the harness frees at once: `set_free_min`).
+/// The body of the `seq`-th put: every third one spans pages (10,000 or 20,000 bytes, the
+/// larger past mapped mode's `PWRITE_FROM`), so that runs of dead records hold whole pages and
+/// get punched (the harness frees at once: `set_free_min`).
 fn body_for(seq: u64) -> Vec<u8> {
     let mut b = format!("body-{seq}").into_bytes();
-    if seq.is_multiple_of(3) {
+    if seq.is_multiple_of(6) {
+        b.resize(20_000, b'.');
+    } else if seq.is_multiple_of(3) {
         b.resize(10_000, b'.');
     }
     b

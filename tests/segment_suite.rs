@@ -274,10 +274,12 @@ fn update_persists<S: Segment>() {
 fn grows_past_first_size<S: Segment>() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = S::create(dir.path(), SPOKE).unwrap();
-    // 160 records of 8 KiB: well past any first file size, several doublings.
+    // 160 records of 8 and 20 KiB: well past any first file size, several growths, and
+    // records on both sides of mapped mode's `PWRITE_FROM`.
+    let len = |id: u64| if id.is_multiple_of(2) { 20 * 1024 } else { 8 * 1024 };
     let mut offs = vec![];
     for id in 1..=160 {
-        let b = body_of(id, 8 * 1024);
+        let b = body_of(id, len(id));
         offs.push(s.append(&new_rec(id, b"big", &b)).unwrap());
         if id.is_multiple_of(40) {
             // Reads and updates between appends must see the grown segment.
@@ -294,7 +296,7 @@ fn grows_past_first_size<S: Segment>() {
     for (i, &o) in offs.iter().enumerate() {
         let id = i as u64 + 1;
         let r = s.read(o).unwrap();
-        assert_eq!(r.body, body_of(id, 8 * 1024));
+        assert_eq!(r.body, body_of(id, len(id)));
         let want = if id.is_multiple_of(40) { 2 } else { 1 };
         assert_eq!(r.slot.version, want, "job {id}");
     }

@@ -12,9 +12,9 @@ use super::file::{
     read_file_header, used, used_mut,
 };
 use super::format::{
-    Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record_into,
-    invalid_input, read_record, record_at, record_len, record_len_at, scan_meta, scan_meta_from,
-    write_freed, write_update,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record,
+    encode_record_into, invalid_input, read_record, record_at, record_len, record_len_at,
+    scan_meta, scan_meta_from, write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -47,6 +47,14 @@ pub fn grown_len(len: u64, need: u64) -> u64 {
         .div_ceil(INITIAL_FILE_LEN)
         .saturating_mul(INITIAL_FILE_LEN)
 }
+
+/// Records at least this long are appended with `pwrite` rather than stored through the
+/// mapping. A store into a fresh page of a shared file mapping takes a write fault and an
+/// `ext4_page_mkwrite` per 4 KiB page, and leaves the pages mapped into the process until
+/// they are dropped; `pwrite` copies into the page cache without touching the mapping. For a
+/// small record one store is cheaper than the system call, so they keep going through the
+/// mapping.
+pub const PWRITE_FROM: u64 = 16 * 1024;
 
 /// A segment whose whole file is mapped for its lifetime.
 ///
@@ -203,7 +211,18 @@ impl Segment for MappedSegment {
         let offset = record_at(self.version, self.end);
         let end = offset + record_len(rec.tube.len(), rec.body.len());
         self.grow_to_fit(end)?;
-        encode_record_into(offset, rec, &mut self.map[offset as usize..end as usize]);
+        if end - offset >= PWRITE_FROM {
+            // The file is reserved up to the mapping's length, so the write finds its blocks.
+            let file = self.file()?;
+            if let Err(e) = file.write_all_at(&encode_record(offset, rec), offset) {
+                // A write cut short leaves the start of the record past `end`: zero what it
+                // wrote, so the zero tail still marks the end of the data.
+                self.map[offset as usize..end as usize].fill(0);
+                return Err(StorageError::io(&self.path, e));
+            }
+        } else {
+            encode_record_into(offset, rec, &mut self.map[offset as usize..end as usize]);
+        }
         self.end = end;
         Ok(offset)
     }
