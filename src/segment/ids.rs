@@ -4,10 +4,11 @@
 //! File mode: `ids.yaad` in the data dir, a 64-byte [`IdFileHeader`] then one 32-byte
 //! [`IdEntry`] per id at `64 + (id - base) * 32`, read and written with positioned I/O
 //! (never mapped: it costs page cache, not resident memory). An all-zero entry is "no job".
-//! Memory mode: a hash map. The index is derived data: recovery rebuilds it from the
+//! Memory mode: sorted chunks of packed locations, ~16 bytes per job ([`mem`]). The index is derived data: recovery rebuilds it from the
 //! segment scans, and a reader checks the record it points at has the id it looked up.
 
-use std::collections::HashMap;
+mod mem;
+
 use std::fs::{File, OpenOptions};
 use std::mem::{offset_of, size_of};
 use std::os::unix::fs::FileExt;
@@ -100,7 +101,7 @@ enum Inner {
         dirty: bool,
     },
     Mem {
-        map: HashMap<u64, JobLocation>,
+        map: mem::MemIds,
         high_water: u64,
     },
 }
@@ -197,11 +198,11 @@ impl IdIndex {
         })
     }
 
-    /// An index held in a hash map (memory mode: nothing on disk).
+    /// An index held in memory (memory mode: nothing on disk).
     pub fn in_memory() -> IdIndex {
         IdIndex {
             inner: Inner::Mem {
-                map: HashMap::new(),
+                map: mem::MemIds::default(),
                 high_water: 0,
             },
         }
@@ -211,7 +212,7 @@ impl IdIndex {
     /// [`StorageError::Corrupted`]; recovery rewrites entries from the segment scans.
     pub fn get(&self, id: u64) -> Result<Option<JobLocation>> {
         match &self.inner {
-            Inner::Mem { map, .. } => Ok(map.get(&id).copied()),
+            Inner::Mem { map, .. } => Ok(map.get(id)),
             Inner::File {
                 path, file, base, ..
             } => {
@@ -233,7 +234,7 @@ impl IdIndex {
     pub fn set(&mut self, id: u64, loc: JobLocation) -> Result<()> {
         match &mut self.inner {
             Inner::Mem { map, high_water } => {
-                map.insert(id, loc);
+                map.set(id, loc)?;
                 *high_water = (*high_water).max(id);
                 Ok(())
             }
@@ -272,7 +273,7 @@ impl IdIndex {
     pub fn remove(&mut self, id: u64) -> Result<()> {
         match &mut self.inner {
             Inner::Mem { map, .. } => {
-                map.remove(&id);
+                map.remove(id);
                 Ok(())
             }
             Inner::File {
@@ -305,13 +306,14 @@ impl IdIndex {
     pub fn trim(&mut self, ids: &[u64], keep: impl Fn(&JobLocation) -> bool) -> Result<bool> {
         match &mut self.inner {
             Inner::Mem { map, .. } => {
-                let before = map.len();
-                for id in ids {
-                    if map.get(id).is_some_and(|loc| !keep(loc)) {
+                let mut emptied = false;
+                for &id in ids {
+                    if map.get(id).is_some_and(|loc| !keep(&loc)) {
                         map.remove(id);
+                        emptied = true;
                     }
                 }
-                Ok(map.len() < before)
+                Ok(emptied)
             }
             Inner::File {
                 path,
