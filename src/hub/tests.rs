@@ -786,6 +786,42 @@ fn a_loaded_spoke_is_compacted_only_once_long_past() {
     assert!(segment_files(dir.path()).is_empty());
 }
 
+/// A wide spoke retired after its split is handed out with deferred removal, not destroyed in
+/// the hub call (unlinking a large fallocated file held the hub lock for milliseconds): no
+/// record is placed in a wide spoke once its split time has come.
+#[test]
+fn deferred_removal_hands_out_split_spokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_deferred_removal(true);
+    let c = hub.connect();
+    let delay = 2 * 86_400;
+    let id = hub.put(c, 0, delay, 5, b"far", T0).unwrap();
+    let mut now = T0;
+    let mut handed_out = 0;
+    while now < T0 + u64::from(delay) * SECOND {
+        now = hub.next_deadline().expect("a job left, so a deadline");
+        hub.tick(now);
+        let batch = hub.take_sync_batch();
+        batch.sync().unwrap();
+        hub.synced(batch.epoch);
+        for s in hub.take_retired() {
+            handed_out += 1;
+            s.destroy().unwrap();
+        }
+    }
+    assert!(hub.work().spokes_split > 0, "nothing was split");
+    assert_eq!(
+        handed_out,
+        hub.work().spokes_split,
+        "every split spoke handed out"
+    );
+    assert!(matches!(
+        hub.reserve(c, Some(now), now),
+        ReserveOutcome::Reserved(v) if v.id == id
+    ));
+}
+
 /// With deferred removal, a past spoke's segment is handed out instead of destroyed in the
 /// call; a far spoke emptied by deletes (whose name a put may need again at once) is not.
 #[test]

@@ -227,7 +227,7 @@ impl<S: Segment> Store<S> {
             if !S::FILE_BACKED {
                 // Mem mode: the file belongs to the last snapshot; the next flush drops it.
                 drop(s.seg);
-            } else if self.deferred_removal && end(id) <= self.now {
+            } else if self.deferred_removal && self.never_placed_again(id) {
                 // Removed later, maybe after the next sync: until then the file must hold its
                 // last changes (a Deleted slot) durably.
                 if unsynced {
@@ -243,6 +243,14 @@ impl<S: Segment> Store<S> {
                 let _ = s.seg.destroy();
             }
         }
+    }
+
+    /// Whether no record can be placed in spoke `id` from now on, so that its file may be
+    /// removed after the hub call without a new file of the same name appearing meanwhile:
+    /// it is entirely past, or it is wide and its split time has come ([`super::split::place`]
+    /// never picks it again).
+    fn never_placed_again(&self, id: SpokeId) -> bool {
+        end(id) <= self.now || (self.is_wide(id) && super::split::split_at(id) <= self.now)
     }
 
     /// Marks far spoke `id` as recently used; closes the least recently used beyond the limit.
