@@ -276,7 +276,13 @@ fn grows_past_first_size<S: Segment>() {
     let mut s = S::create(dir.path(), SPOKE).unwrap();
     // 160 records of 8 and 20 KiB: well past any first file size, several growths, and
     // records on both sides of mapped mode's `PWRITE_FROM`.
-    let len = |id: u64| if id.is_multiple_of(2) { 20 * 1024 } else { 8 * 1024 };
+    let len = |id: u64| {
+        if id.is_multiple_of(2) {
+            20 * 1024
+        } else {
+            8 * 1024
+        }
+    };
     let mut offs = vec![];
     for id in 1..=160 {
         let b = body_of(id, len(id));
