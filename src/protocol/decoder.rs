@@ -760,6 +760,84 @@ mod tests {
         assert_eq!(one(&line), Err(BadFormat));
     }
 
+    #[test]
+    fn named_commands() {
+        let put = |verb: &str, name: &str| {
+            let mut l = format!("{verb} {name} 1 2 3 4\r\n").into_bytes();
+            l.extend(b"body\r\n");
+            l
+        };
+        for (verb, replace) in [("put-named", false), ("put-replace", true)] {
+            assert_eq!(
+                one(&put(verb, "order-1")),
+                Ok(Command::PutNamed {
+                    name: "order-1".into(),
+                    replace,
+                    pri: 1,
+                    delay: 2,
+                    ttr: 3,
+                    body: Bytes::from_static(b"body"),
+                })
+            );
+            // A bad name, and a name followed by junk: BAD_FORMAT; the body is then a line.
+            for bad in ["-x", "a*", "", &"n".repeat(201)] {
+                let mut d = Decoder::new(65535);
+                assert_eq!(
+                    decode_all(&mut d, &put(verb, bad)),
+                    vec![Err(BadFormat), Err(UnknownCommand)],
+                    "{verb} {bad:?}"
+                );
+            }
+            // The longest name with the widest numbers fits: its line is longer than 224.
+            let max = u32::MAX;
+            let name = "n".repeat(MAX_JOB_NAME_LEN);
+            let mut l = format!("{verb} {name} {max} {max} {max} 0\r\n").into_bytes();
+            assert!(l.len() > MAX_LINE_LEN && l.len() <= MAX_NAMED_LINE_LEN);
+            l.extend(b"\r\n");
+            assert!(matches!(one(&l), Ok(Command::PutNamed { name: n, .. }) if n == name));
+            // Incomplete, not malformed, until the longer limit; then BAD_FORMAT.
+            let mut d = Decoder::new(65535);
+            let mut buf = BytesMut::from(&format!("{verb} {}", "n".repeat(300))[..]);
+            assert_eq!(d.decode(&mut buf), None);
+            buf.extend(std::iter::repeat_n(b'n', MAX_NAMED_LINE_LEN));
+            assert_eq!(d.decode(&mut buf), Some(Err(BadFormat)));
+        }
+        assert_eq!(
+            one(b"delete-name a\r\n"),
+            Ok(Command::DeleteName("a".into()))
+        );
+        assert_eq!(
+            one(b"peek-name a.b\r\n"),
+            Ok(Command::PeekName("a.b".into()))
+        );
+        assert_eq!(
+            one(b"kick-name (x)\r\n"),
+            Ok(Command::KickName("(x)".into()))
+        );
+        assert_eq!(
+            one(b"touch-name $y\r\n"),
+            Ok(Command::TouchName("$y".into()))
+        );
+        for bad in [
+            &b"delete-name -a\r\n"[..],
+            b"peek-name a b\r\n",
+            b"kick-name \r\n",
+        ] {
+            assert_eq!(
+                one(bad),
+                Err(BadFormat),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(one(b"touch-name\r\n"), Err(UnknownCommand));
+        // Other lines keep beanstalkd's limit.
+        let mut l = b"peek-name ".to_vec();
+        l.extend([b'n'; 220]);
+        l.extend(b"\r\n");
+        assert_eq!(one(&l), Err(BadFormat));
+    }
+
     fn delete_line(len: usize) -> Vec<u8> {
         let mut l = b"delete ".to_vec();
         l.extend(std::iter::repeat_n(b'0', len - 10));
