@@ -514,6 +514,26 @@ mod tests {
         names_survive_a_restart::<LazySegment>();
     }
 
+    /// A far job replaced by name into the same far spoke was listed twice by peek-delayed
+    /// and kick (its old record reads Waiting until its Moved mark is written after a sync),
+    /// old body first.
+    #[test]
+    fn a_replaced_far_job_is_listed_once_with_its_new_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = open::<LazySegment>(dir.path(), T0);
+        let c = hub.connect();
+        let put = |h: &mut Hub<LazySegment>, replace, b: &[u8]| {
+            h.put_named(c, b"x", replace, 1, FAR, 5, b, T0).unwrap()
+        };
+        let PutNamed::Inserted(id) = put(&mut hub, false, b"old") else {
+            panic!()
+        };
+        assert_eq!(put(&mut hub, true, b"new"), PutNamed::Replaced(id));
+        let v = hub.peek_delayed(c).unwrap();
+        assert_eq!((v.id, &v.body[..]), (id, &b"new"[..]));
+        assert_eq!(hub.kick(c, 10, T0), 1);
+    }
+
     /// Two names sharing a key (forced: the overflow map is what answers for the second).
     #[test]
     fn a_key_collision_keeps_both_names() {

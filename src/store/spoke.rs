@@ -383,9 +383,12 @@ impl<S: Segment> Store<S> {
             let metas = self.segment(sid)?.scan()?;
             self.touch_far(sid);
             for m in metas.into_iter().flatten() {
+                // A moved job's old record (a replace by name, a split) still reads Waiting
+                // until its Moved mark is written: the job is its new record.
                 if m.slot.state == JobState::Waiting
                     && m.tube == tube.as_bytes()
                     && !is_resident(m.id)
+                    && !self.is_pending_move(sid, m.offset)
                 {
                     out.push((
                         (m.trigger_at, m.id),
