@@ -273,3 +273,54 @@ fn wait_for_checkpoint(dir: &std::path::Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The named commands reach statsd under their wire names (`cmd.put-named` …), a replace as
+/// `jobs.replaced`, an insert as `jobs.put`.
+#[test]
+fn statsd_names_of_the_named_commands() {
+    use std::collections::HashMap;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let statsd = udp.local_addr().unwrap().to_string();
+    let y = Yaad::spawn(&["--statsd", &statsd, "--statsd-prefix", "t"]);
+    let mut c = y.connect();
+    assert_eq!(put(&mut c, "put-named", "a", 0, "x"), "INSERTED 1");
+    assert_eq!(put(&mut c, "put-replace", "a", 0, "y"), "REPLACED 1");
+    assert_eq!(c.with_body("peek-name a").0, "FOUND 1 1");
+    assert_eq!(c.cmd("kick-name a"), "NOT_FOUND");
+    assert_eq!(c.cmd("touch-name a"), "NOT_FOUND");
+    assert_eq!(c.cmd("delete-name a"), "DELETED");
+    let wanted = [
+        ("t.cmd.put-named", 1.0),
+        ("t.cmd.put-replace", 1.0),
+        ("t.cmd.peek-name", 1.0),
+        ("t.cmd.kick-name", 1.0),
+        ("t.cmd.touch-name", 1.0),
+        ("t.cmd.delete-name", 1.0),
+        ("t.jobs.put", 1.0),
+        ("t.jobs.replaced", 1.0),
+        ("t.jobs.deleted", 1.0),
+        ("t.error.NOT_FOUND", 2.0),
+    ];
+    let mut seen: HashMap<String, f64> = HashMap::new();
+    let give_up = Instant::now() + common::HANG_GUARD;
+    let mut buf = [0u8; 65536];
+    while Instant::now() < give_up && !wanted.iter().all(|(n, v)| seen.get(*n) == Some(v)) {
+        let Ok(n) = udp.recv(&mut buf) else { continue };
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            // name:value|c
+            if let Some((name, rest)) = line.split_once(':')
+                && let Some(v) = rest.strip_suffix("|c")
+            {
+                *seen.entry(name.to_string()).or_default() += v.parse::<f64>().unwrap();
+            }
+        }
+    }
+    for (name, v) in wanted {
+        assert_eq!(seen.get(name), Some(&v), "{name}; got {seen:?}");
+    }
+}
