@@ -324,3 +324,37 @@ fn statsd_names_of_the_named_commands() {
         assert_eq!(seen.get(name), Some(&v), "{name}; got {seen:?}");
     }
 }
+
+/// yaad-bench's named mode: `put-delete --named` runs put-named → delete-name without an
+/// unexpected reply, and leaves no job behind.
+#[test]
+fn bench_named_mode() {
+    let y = Yaad::spawn(&[]);
+    let mut c = y.connect(); // once yaad listens
+    let addr = format!("127.0.0.1:{}", y.port);
+    for extra in [&[][..], &["--named"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_yaad-bench"))
+            .args([
+                "put-delete",
+                "--addr",
+                &addr,
+                "--count",
+                "300",
+                "--conns",
+                "3",
+            ])
+            .args(["--pipeline", "4"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{extra:?}: {stdout}");
+        let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            (last["units"].as_u64(), last["errors"].as_u64()),
+            (Some(300), Some(0))
+        );
+    }
+    assert_eq!(c.stat("stats", "current-jobs-ready").as_deref(), Some("0"));
+    assert_eq!(c.stat("stats", "cmd-delete").as_deref(), Some("300"));
+}
