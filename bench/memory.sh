@@ -11,6 +11,7 @@
 #   last put, so the once-a-second checkpoint has run; the log says how many segments the
 #   restart scanned)
 #   SERVER_ARGS extra server flags []  NO_BUILD=1 skip the build  PORT [11390]  SOCKET [tcp|unix]
+#   NAMED [0]: 1 = named jobs (put-named, a name of its own per job; yaad only)
 # Examples:
 #   bench/memory.sh beanstalkd 1000000    # the reference (~300 bytes per job)
 #   RESTART=1 bench/memory.sh yaad-lazy 10000000
@@ -32,8 +33,10 @@ build
 start_kind "$KIND" $SERVER_ARGS
 sleep 0.2
 base=$(status_kib VmRSS)
+named=()
+[[ ${NAMED:-0} == 1 ]] && named=(--named)
 json=$("$BENCH" put --addr "$ADDR" --count "$N" --body "$BODY" --delay "$DELAY" \
-    --conns "$CONNS" --pipeline "$PIPELINE" | tail -n 1) || true
+    --conns "$CONNS" --pipeline "$PIPELINE" "${named[@]}" | tail -n 1) || true
 errors=$(echo "$json" | jq -r '.errors // 1')
 secs=$(echo "$json" | jq -r '.elapsed_s // 0')
 delayed=$(server_stat current-jobs-delayed)

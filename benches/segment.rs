@@ -44,6 +44,7 @@ fn record(id: u64) -> NewRecord<'static> {
         created_at: 1_700_000_000_000_000,
         ttr: 60,
         tube: b"default",
+        name: &[],
         body: &BODY,
         slot: StateSlot {
             version: 1,

@@ -22,7 +22,7 @@ use crate::protocol::{Command, Response};
 
 /// The wire names of the commands, in [`command_index`] order. statsd counts each as
 /// `cmd.<name>` (`yaad.cmd.put`), Prometheus as `yaad_commands_total{command="<name>"}`.
-pub const COMMANDS: [&str; 25] = [
+pub const COMMANDS: [&str; 31] = [
     "put",
     "use",
     "reserve",
@@ -48,6 +48,12 @@ pub const COMMANDS: [&str; 25] = [
     "list-tubes-watched",
     "pause-tube",
     "quit",
+    "put-named",
+    "put-replace",
+    "delete-name",
+    "peek-name",
+    "kick-name",
+    "touch-name",
 ];
 
 /// The error replies counted, in [`error_index`] order. statsd counts each as
@@ -71,6 +77,8 @@ pub const ERRORS: [&str; 11] = [
 pub const JOBS_PUT: &str = "jobs.put";
 /// Jobs handed out (a `RESERVED` reply, also after a blocked wait and to `reserve-job`).
 pub const JOBS_RESERVED: &str = "jobs.reserved";
+/// Named jobs given a new body and schedule (a `REPLACED <id>` reply to `put-replace`).
+pub const JOBS_REPLACED: &str = "jobs.replaced";
 /// Jobs deleted (a `DELETED` reply).
 pub const JOBS_DELETED: &str = "jobs.deleted";
 /// Jobs released (a `RELEASED` reply).
@@ -140,6 +148,7 @@ pub fn prometheus_name(statsd: &str) -> Option<(&'static str, Option<(&'static s
         JOBS_RELEASED => ("yaad_jobs_released_total", None),
         JOBS_BURIED => ("yaad_jobs_buried_total", None),
         JOBS_KICKED => ("yaad_jobs_kicked_total", None),
+        JOBS_REPLACED => ("yaad_jobs_replaced_total", None),
         JOBS_TIMED_OUT => ("yaad_jobs_timed_out_total", None),
         SYNC_CHANGES => ("yaad_sync_changes_total", None),
         JOBS_READY => ("yaad_jobs", Some(("state", "ready"))),
@@ -350,6 +359,7 @@ fn describe() {
     describe_counter!(JOBS_RELEASED, "Jobs released.");
     describe_counter!(JOBS_BURIED, "Jobs buried.");
     describe_counter!(JOBS_KICKED, "Jobs kicked.");
+    describe_counter!(JOBS_REPLACED, "Named jobs replaced by put-replace.");
     describe_counter!(JOBS_TIMED_OUT, "Reservations whose TTR ran out.");
     describe_counter!(SYNC_CHANGES, "Changes made durable by syncs.");
     describe_gauge!(JOBS_READY, "Jobs by state, sampled once a second.");
@@ -443,10 +453,11 @@ pub enum Event {
     JobsKicked,
     JobsTimedOut,
     SyncChanges,
+    JobsReplaced,
 }
 
 impl Event {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         JOBS_PUT,
         JOBS_RESERVED,
         JOBS_DELETED,
@@ -455,6 +466,7 @@ impl Event {
         JOBS_KICKED,
         JOBS_TIMED_OUT,
         SYNC_CHANGES,
+        JOBS_REPLACED,
     ];
 }
 
@@ -539,6 +551,12 @@ pub fn command_index(cmd: &Command) -> usize {
         Command::ListTubesWatched => 22,
         Command::PauseTube { .. } => 23,
         Command::Quit => 24,
+        Command::PutNamed { replace: false, .. } => 25,
+        Command::PutNamed { replace: true, .. } => 26,
+        Command::DeleteName(_) => 27,
+        Command::PeekName(_) => 28,
+        Command::KickName(_) => 29,
+        Command::TouchName(_) => 30,
     }
 }
 
@@ -591,6 +609,7 @@ pub fn reply(resp: &Response) {
         Response::Buried => (Event::JobsBuried, 1),
         Response::Kicked(n) => (Event::JobsKicked, *n),
         Response::KickedJob => (Event::JobsKicked, 1),
+        Response::Replaced(_) => (Event::JobsReplaced, 1),
         _ => return,
     };
     h.events[e as usize].increment(n);

@@ -339,6 +339,7 @@ fn append(seg: &mut MappedSegment, id: u64, version: u32, state: JobState, trigg
         created_at: START,
         ttr: 10,
         tube: b"default",
+        name: &[],
         body: b"x",
         slot: slot(version, state),
     })

@@ -102,6 +102,7 @@ fn code_tables() -> BTreeMap<String, (usize, Layout)> {
             magic,
             tube_len,
             flags,
+            name_len,
             reserved,
             id,
             trigger_at,

@@ -4,18 +4,22 @@
 //! (`powercut_*`): at random moments, also inside syncs, compaction, checkpoints, retires and
 //! mem-mode flushes, the power-loss simulator builds what the disk may hold, a hub recovers it
 //! in a new boot, and every job must be in a state it had since the last completed sync.
+//! Named jobs too: put-named (insert, exists, replace, busy) and delete, kick, touch and peek
+//! by name, with names in `stats-job` and across every restart and cut.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use yaad::hub::{
-    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, JobView, PendingCheckpoint,
+    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, JobView, PendingCheckpoint, PutNamed,
     ReleaseOutcome, ReserveOutcome, SECOND, URGENT_PRIORITY,
 };
 use yaad::segment::powercut::{self, Registration};
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, SUMMARY_FILE, Segment};
 
 const TUBES: [&str; 3] = ["default", "t1", "t2"];
+/// Job names: few, so that puts meet live names often.
+const NAMES: [&str; 3] = ["n1", "n2", "order-3"];
 const CONNS: usize = 3;
 const START: u64 = 1_700_000_000 * SECOND;
 
@@ -37,6 +41,8 @@ struct MJob {
     trigger: u64,
     state: MState,
     body: Vec<u8>,
+    /// Its name in its tube, if it was put with one.
+    name: Option<String>,
     reserves: u64,
     timeouts: u64,
     releases: u64,
@@ -240,6 +246,7 @@ impl Model {
                     MState::Delayed
                 },
                 body: body.clone(),
+                name: None,
                 reserves: 0,
                 timeouts: 0,
                 releases: 0,
@@ -249,6 +256,57 @@ impl Model {
             },
         );
         (id, body)
+    }
+
+    /// The live job named `name` in the tube `c` uses.
+    fn named(&self, c: usize, name: &str) -> Option<u64> {
+        let tube = &self.conns[c].using;
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.tube == *tube && j.name.as_deref() == Some(name))
+            .map(|(&id, _)| id)
+    }
+
+    /// `put-named` / `put-replace` of `name` into the tube `c` uses; `id` is the id the hub
+    /// gave a new job (used only if one is inserted).
+    #[allow(clippy::too_many_arguments)]
+    fn put_named(
+        &mut self,
+        id: u64,
+        c: usize,
+        name: &str,
+        replace: bool,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+    ) -> PutNamed {
+        let Some(old) = self.named(c, name) else {
+            self.put(id, c, pri, delay, ttr);
+            self.jobs.get_mut(&id).expect("just put").name = Some(name.into());
+            return PutNamed::Inserted(id);
+        };
+        if !replace {
+            return PutNamed::Exists(old);
+        }
+        if matches!(self.jobs[&old].state, MState::Reserved { .. }) {
+            return PutNamed::Busy(old);
+        }
+        let body = body_for(self.body_seq);
+        self.body_seq += 1;
+        let now = self.now;
+        let j = self.jobs.get_mut(&old).expect("found above");
+        j.pri = pri;
+        j.ttr = ttr.max(1);
+        j.delay = delay;
+        j.trigger = now + u64::from(delay) * SECOND;
+        j.state = if delay == 0 {
+            MState::Ready
+        } else {
+            MState::Delayed
+        };
+        j.body = body;
+        j.save();
+        PutNamed::Replaced(old)
     }
 
     fn reserve(&mut self, c: usize, timeout: Option<u64>) -> ReserveOutcome {
@@ -611,6 +669,20 @@ enum Op {
     },
     /// The periodic sync of `-f MS` (persisted modes), a SIGUSR1 flush (mem mode).
     Sync,
+    PutNamed {
+        conn: usize,
+        name: usize,
+        replace: bool,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+    },
+    /// A command by name: 0 delete, 1 kick, 2 touch, 3 peek.
+    ByName {
+        conn: usize,
+        name: usize,
+        what: u8,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -683,6 +755,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (span(), prop_oneof![Just(Restart::Clean), Just(Restart::Kill), Just(Restart::KillNoSummary)])
             .prop_map(|(span, how)| Op::Reopen { span, how }),
         2 => any::<bool>().prop_map(|write_now| Op::Checkpoint { write_now }),
+        4 => (conn.clone(), 0..NAMES.len(), any::<bool>(), pri(), delay(), 0..4u32)
+            .prop_map(|(conn, name, replace, pri, delay, ttr)| Op::PutNamed { conn, name, replace, pri, delay, ttr }),
+        3 => (conn.clone(), 0..NAMES.len(), 0..4u8)
+            .prop_map(|(conn, name, what)| Op::ByName { conn, name, what }),
     ]
 }
 
@@ -941,6 +1017,7 @@ fn check_job<S: Segment>(h: &mut Harness<S>, m: &Model, id: u64) -> Result<(), T
             prop_assert_eq!(s.ttr, u64::from(j.ttr));
             prop_assert_eq!(s.delay, u64::from(j.delay), "job {}", id);
             prop_assert_eq!(s.age, (now - j.created) / SECOND);
+            prop_assert_eq!(&s.name, &j.name, "job {} name", id);
             prop_assert_eq!(s.time_left, left / SECOND);
             prop_assert_eq!(
                 (s.reserves, s.timeouts, s.releases, s.buries, s.kicks),
@@ -964,6 +1041,7 @@ struct Durable {
     time_left: u64,
     counters: [u64; 5],
     body: Vec<u8>,
+    name: Option<String>,
 }
 
 fn durable_form(j: &MJob, now: u64) -> Durable {
@@ -981,6 +1059,7 @@ fn durable_form(j: &MJob, now: u64) -> Durable {
         time_left: left / SECOND,
         counters: j.saved,
         body: j.body.clone(),
+        name: j.name.clone(),
     }
 }
 
@@ -997,6 +1076,7 @@ fn recovered<S: Segment>(hub: &mut Hub<S>, id: u64, now: u64) -> Option<Durable>
         time_left: s.time_left,
         counters: [s.reserves, s.timeouts, s.releases, s.buries, s.kicks],
         body,
+        name: s.name,
     })
 }
 
@@ -1308,6 +1388,63 @@ fn run<S: Segment>(
                 continue;
             }
             Op::Sync => {}
+            Op::PutNamed {
+                conn,
+                name,
+                replace,
+                pri,
+                delay,
+                ttr,
+            } => {
+                let body = body_for(m.body_seq);
+                let c = h.conns[conn];
+                let name = NAMES[name];
+                let got =
+                    h.hub()
+                        .put_named(c, name.as_bytes(), replace, pri, delay, ttr, &body, now)?;
+                let id = match got {
+                    PutNamed::Inserted(id) => {
+                        if m.restarted {
+                            prop_assert!(id >= m.next_id);
+                            m.restarted = false;
+                        } else {
+                            prop_assert_eq!(id, m.next_id);
+                        }
+                        id
+                    }
+                    _ => m.next_id,
+                };
+                prop_assert_eq!(got, m.put_named(id, conn, name, replace, pri, delay, ttr));
+            }
+            Op::ByName { conn, name, what } => {
+                let c = h.conns[conn];
+                let name = NAMES[name];
+                let id = m.named(conn, name);
+                let hub = h.hub.as_mut().unwrap();
+                match what {
+                    0 => {
+                        let got = hub.delete_named(c, name.as_bytes(), now);
+                        let want = id.map_or(Err(HubError::NotFound), |id| m.delete(conn, id));
+                        prop_assert_eq!(got, want);
+                    }
+                    1 => {
+                        let got = hub.kick_named(c, name.as_bytes(), now);
+                        let want = id.map_or(Err(HubError::NotFound), |id| m.kick_job(id));
+                        prop_assert_eq!(got, want);
+                    }
+                    2 => {
+                        let got = hub.touch_named(c, name.as_bytes(), now);
+                        let want = id.map_or(Err(HubError::NotFound), |id| m.touch(conn, id));
+                        prop_assert_eq!(got, want);
+                    }
+                    _ => {
+                        let got = hub
+                            .job_named(c, name.as_bytes())?
+                            .and_then(|id| hub.peek(id));
+                        prop_assert_eq!(got, m.view(id));
+                    }
+                }
+            }
             Op::Checkpoint { write_now } => {
                 // The server trims the id index once a second too: all of it, or a few ids.
                 h.hub().trim_index(if write_now { usize::MAX } else { 3 });

@@ -118,8 +118,8 @@ fn readme_lists_exactly_the_metrics_observe_sends() {
     }
     assert_eq!(
         code.iter().filter(|n| n.starts_with("cmd.")).count(),
-        26,
-        "25 commands and cmd.latency"
+        32,
+        "25 beanstalkd commands, 6 of named jobs and cmd.latency"
     );
     let sent: BTreeSet<String> = code
         .iter()

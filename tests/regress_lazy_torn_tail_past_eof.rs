@@ -25,6 +25,7 @@ fn job(id: u64, body: &[u8]) -> NewRecord<'_> {
         created_at: SPOKE.start,
         ttr: 1,
         tube: b"default",
+        name: &[],
         body,
         slot: StateSlot {
             version: 1,

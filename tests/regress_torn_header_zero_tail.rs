@@ -24,6 +24,7 @@ fn job<'a>(id: u64, tube: &'a [u8], body: &'a [u8]) -> NewRecord<'a> {
         created_at: SPOKE.start,
         ttr: 1,
         tube,
+        name: &[],
         body,
         slot: StateSlot {
             version: 1,

@@ -29,6 +29,7 @@ fn work<S: Segment>(dir: &Path) {
                 created_at: SPOKE.start,
                 ttr: 1,
                 tube: b"crash",
+                name: &[],
                 body: &body,
                 slot: StateSlot {
                     version: 1,
@@ -125,6 +126,7 @@ fn job(id: u64, body: &[u8]) -> NewRecord<'_> {
         created_at: SPOKE.start,
         ttr: 1,
         tube: b"torn",
+        name: &[],
         body,
         slot: StateSlot {
             version: 1,

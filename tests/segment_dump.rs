@@ -42,6 +42,7 @@ fn data_dir() -> (tempfile::TempDir, std::path::PathBuf, Vec<u64>) {
                 created_at: SPOKE.start,
                 ttr: 10,
                 tube: b"default",
+                name: &[],
                 body: body.as_bytes(),
                 slot: StateSlot {
                     version: 1,

@@ -1,7 +1,8 @@
 //! Golden files: segment files and an id index written by each format version this yaad reads,
 //! and `yaad-dump`'s expected output beside them. `tests/golden/` holds those of today's
-//! version ([`FORMAT_VERSION`], 4: with a freed run), `tests/golden/v3/` and `tests/golden/v2/`
-//! those of versions 3 and 2 (still read, and appended to in their own layout);
+//! version ([`FORMAT_VERSION`], 5: with a freed run and a named job), `tests/golden/v4/`,
+//! `tests/golden/v3/` and `tests/golden/v2/` those of versions 4, 3 and 2 (still read, and
+//! appended to in their own layout);
 //! `tests/golden/v1/` keeps a version 1 file, which today's code must refuse clearly.
 //!
 //! The golden files are never rewritten by the normal tests. If one of these tests fails, the
@@ -15,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use yaad::segment::dump::{DumpOptions, EXIT_DAMAGED, run};
 use yaad::segment::format::{
-    FILE_HEADER_LEN, FORMAT_VERSION, FREED_RUNS_SINCE, OLDEST_READ_VERSION, RECORD_HEADER_LEN,
-    encode_file_header, record_at, scan_records,
+    FILE_HEADER_LEN, FORMAT_VERSION, FREED_RUNS_SINCE, NAMES_SINCE, OLDEST_READ_VERSION,
+    RECORD_HEADER_LEN, encode_file_header, record_at, scan_records,
 };
 use yaad::segment::{
     IdIndex, JobCounters, JobLocation, JobState, LazySegment, MappedSegment, MemSegment, NewRecord,
@@ -24,14 +25,15 @@ use yaad::segment::{
 };
 
 /// Each format version with golden files, and the directory holding them.
-const GOLDEN: [(u32, &str); 3] = [
+const GOLDEN: [(u32, &str); 4] = [
     (FORMAT_VERSION, "tests/golden"),
+    (4, "tests/golden/v4"),
     (3, "tests/golden/v3"),
     (2, "tests/golden/v2"),
 ];
 
 /// Jobs of the golden records in every version; from [`FREED_RUNS_SINCE`] two more, deleted
-/// and freed as one run (one record in a scan).
+/// and freed as one run (one record in a scan); from [`NAMES_SINCE`] a named one.
 const JOBS: usize = 5;
 const CLEAN: SpokeId = SpokeId {
     start: 1_700_000_000_000_000,
@@ -87,6 +89,7 @@ fn write_golden<S: Segment>(seg: &mut S, base_id: u64) -> Vec<u64> {
             created_at: t0 - 3_000_000 + i as u64,
             ttr: *ttr,
             tube,
+            name: &[],
             body,
             slot: slot(1, JobState::Waiting, *pri),
         };
@@ -107,6 +110,7 @@ fn write_golden<S: Segment>(seg: &mut S, base_id: u64) -> Vec<u64> {
                     created_at: t0 - 3_000_000 + i,
                     ttr: 10,
                     tube: b"default",
+                    name: &[],
                     body: b"freed",
                     slot: slot(1, JobState::Waiting, 2),
                 };
@@ -118,6 +122,20 @@ fn write_golden<S: Segment>(seg: &mut S, base_id: u64) -> Vec<u64> {
         let end = run[1] + seg.record_len(run[1]).unwrap();
         seg.free_run(run[0], end - run[0]).unwrap();
         offs.push(run[0]);
+    }
+    if seg.version() >= NAMES_SINCE {
+        // A named job: its name between the tube and the body.
+        let rec = NewRecord {
+            id: base_id + 7,
+            trigger_at: t0 + 77,
+            created_at: t0 - 3_000_000 + 7,
+            ttr: 20,
+            tube: b"orders",
+            name: b"reminder-123",
+            body: b"cancel me",
+            slot: slot(1, JobState::Waiting, 3),
+        };
+        offs.push(seg.append(&rec).unwrap());
     }
     offs
 }
@@ -270,7 +288,8 @@ fn v3_places_a_record_after_a_gap() {
     let records: Vec<(u64, u64)> = scan_records(&golden, Path::new("golden"))
         .map(|r| r.map(|v| (v.offset, v.offset + v.len())).unwrap())
         .collect();
-    assert_eq!(records.len(), JOBS + 1);
+    // The jobs, the freed run (one record in a scan) and the named job.
+    assert_eq!(records.len(), JOBS + 2);
     let mut gaps = 0;
     let mut end = FILE_HEADER_LEN;
     for &(offset, next) in &records {
@@ -335,7 +354,11 @@ fn golden_files_read_back_the_same() {
 
         // And through the Segment API, in every mode.
         let (_, offs) = image(version, CLEAN, 1);
-        let clean: Vec<_> = offs.iter().zip(1..).map(|(&o, id)| (o, Some(id))).collect();
+        let mut clean: Vec<_> = offs.iter().zip(1..).map(|(&o, id)| (o, Some(id))).collect();
+        if version >= NAMES_SINCE {
+            // The named job comes after the run's two ids.
+            clean.last_mut().unwrap().1 = Some(8);
+        }
         let (_, d) = image(version, DAMAGED, 11);
         let mut damaged = vec![
             (d[0], Some(11)),
@@ -343,7 +366,11 @@ fn golden_files_read_back_the_same() {
             (d[2], None),
             (d[3], Some(14)),
         ];
-        if version >= FREED_RUNS_SINCE {
+        if version >= NAMES_SINCE {
+            // The cut falls in the named job's record, after the freed run: the record is
+            // grown with zeros at open and fails its body checksum.
+            damaged.extend([(d[4], Some(15)), (d[5], Some(16)), (d[6], None)]);
+        } else if version >= FREED_RUNS_SINCE {
             // The cut falls in the freed run, past the moved job's record: opening grows the
             // segment to the run's end (with zeros, as for any record cut short), and the run's
             // bytes are never read, so it scans whole (yaad-dump, reading the file as it is,

@@ -28,6 +28,7 @@ fn allocated_disk_stays_within_a_quarter_of_the_data() {
             created_at: SPOKE.start,
             ttr: 1,
             tube: b"default",
+            name: &[],
             body: &body,
             slot: StateSlot {
                 version: 1,

@@ -31,6 +31,7 @@ fn new_rec<'a>(id: u64, tube: &'a [u8], body: &'a [u8]) -> NewRecord<'a> {
         created_at: SPOKE.start - 5_000_000,
         ttr: 30 + id as u32,
         tube,
+        name: &[],
         body,
         slot: slot(1, JobState::Waiting, 100 + id as u32),
     }

@@ -195,6 +195,7 @@ impl<S: Segment> Run<S> {
                     created_at: SPOKE.start,
                     ttr: 1,
                     tube: &tube,
+                    name: &[],
                     body: &body,
                     slot,
                 };

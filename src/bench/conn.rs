@@ -116,6 +116,7 @@ impl Conn {
     /// Queues `put <pri> <delay> <ttr> <len>`; `body` appends exactly `len` bytes.
     pub fn queue_put(
         &mut self,
+        name: Option<(u64, u64)>,
         pri: u32,
         delay: u32,
         ttr: u32,
@@ -123,7 +124,14 @@ impl Conn {
         body: impl FnOnce(&mut Vec<u8>),
     ) {
         let w = &mut self.wbuf;
-        w.extend_from_slice(b"put ");
+        match name {
+            None => w.extend_from_slice(b"put "),
+            Some((seed, n)) => {
+                w.extend_from_slice(b"put-named ");
+                push_name(w, seed, n);
+                w.push(b' ');
+            }
+        }
         push_u64(w, u64::from(pri));
         w.push(b' ');
         push_u64(w, u64::from(delay));
@@ -154,6 +162,13 @@ impl Conn {
     pub fn queue_delete(&mut self, id: u64) {
         self.wbuf.extend_from_slice(b"delete ");
         push_u64(&mut self.wbuf, id);
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    /// Queues `delete-name <name>` for the name [`Conn::queue_put`] made of (`seed`, `n`).
+    pub fn queue_delete_name(&mut self, seed: u64, n: u64) {
+        self.wbuf.extend_from_slice(b"delete-name ");
+        push_name(&mut self.wbuf, seed, n);
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
@@ -241,6 +256,14 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// A bench job name: `b<seed>.<n>` (seed in decimal: the name charset has no other need).
+fn push_name(w: &mut Vec<u8>, seed: u64, n: u64) {
+    w.push(b'b');
+    push_u64(w, seed);
+    w.push(b'.');
+    push_u64(w, n);
 }
 
 #[cfg(test)]

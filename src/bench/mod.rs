@@ -37,6 +37,8 @@ pub enum Mode {
     Cycle,
     /// put only (with --delay, delayed puts).
     Put,
+    /// put → delete by id, again and again (with --named: put-named → delete-name).
+    PutDelete,
     /// reserve-with-timeout + delete until the tube stays empty for --timeout seconds.
     Drain,
     /// Producers put jobs stamped with their trigger time; consumers measure lateness.
@@ -48,6 +50,7 @@ impl Mode {
         match self {
             Mode::Cycle => "cycle",
             Mode::Put => "put",
+            Mode::PutDelete => "put-delete",
             Mode::Drain => "drain",
             Mode::Timing => "timing",
         }
@@ -58,6 +61,7 @@ impl Mode {
         match self {
             Mode::Cycle => "cycles",
             Mode::Put => "puts",
+            Mode::PutDelete => "put/delete cycles",
             Mode::Drain => "jobs drained",
             Mode::Timing => "units (puts and jobs consumed)",
         }
@@ -131,6 +135,10 @@ pub struct Options {
     /// `refused` without making them errors: for loads meant to find a server's limits.
     #[arg(long)]
     pub refusals_ok: bool,
+    /// Named jobs (yaad): every put is a put-named with a name of its own, and put-delete
+    /// deletes by name (cycle still deletes the reserved job by id).
+    #[arg(long)]
+    pub named: bool,
     /// Runtime threads (1: a single-threaded runtime, the cheapest per operation).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -243,7 +251,7 @@ impl Report {
         ] {
             lines.extend(self.tally.ops[op as usize].line(name));
         }
-        if self.mode == Mode::Cycle {
+        if matches!(self.mode, Mode::Cycle | Mode::PutDelete) {
             lines.extend(self.tally.unit.line("cycle"));
         }
         if let Some(t) = &self.timing {
@@ -356,10 +364,11 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     let mut timing_summary = None;
     let mut background = None;
     let (tally, start) = match opts.mode {
-        Mode::Cycle | Mode::Put | Mode::Drain => {
+        Mode::Cycle | Mode::Put | Mode::PutDelete | Mode::Drain => {
             let (chain, duration) = match opts.mode {
                 Mode::Cycle => (Chain::Cycle, default_duration(opts)),
                 Mode::Put => (Chain::Put, default_duration(opts)),
+                Mode::PutDelete => (Chain::PutDelete, default_duration(opts)),
                 _ => (
                     Chain::Consume {
                         timeout: opts.timeout,
@@ -381,6 +390,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 delay: opts.delay.unwrap_or(DelayRange::ZERO),
                 seed,
                 refusals_ok: opts.refusals_ok,
+                named: opts.named,
             };
             let tasks = spawn_all(conns, &plan, opts.count, start, |_| NoHooks);
             let tally = join_watched(tasks, idle).await;
@@ -402,6 +412,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                     delay: opts.background_delay,
                     seed: seed ^ 0xB6,
                     refusals_ok: false,
+                    named: false,
                 };
                 let tasks = spawn_all(conns, &plan, Some(opts.background), began, |_| NoHooks);
                 let t = join_watched(tasks, idle).await;
@@ -439,6 +450,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 delay: DelayRange::ZERO,
                 seed,
                 refusals_ok: opts.refusals_ok,
+                named: false,
             };
             let produce = Plan {
                 chain: Chain::Put,

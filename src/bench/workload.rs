@@ -21,6 +21,8 @@ pub enum Chain {
     Cycle,
     /// `put`.
     Put,
+    /// `put` → `delete <id>` (with [`Plan::named`]: `put-named` → `delete-name`).
+    PutDelete,
     /// `reserve-with-timeout` → `delete`; TIMED_OUT ends the unit without error.
     ///
     /// A server handles one connection's commands in order, so a blocking reserve would hold
@@ -103,6 +105,8 @@ pub struct Plan {
     /// A put answered with something other than INSERTED is counted as refused
     /// ([`Tally::refused`]) but not as an error.
     pub refusals_ok: bool,
+    /// Puts are `put-named`, each with a name of its own (from `seed` and a count).
+    pub named: bool,
 }
 
 /// Extension points for the timing mode; the defaults suit the plain modes.
@@ -139,6 +143,8 @@ struct InFlight {
     first: bool,
     /// A put: the tag from [`Hooks::put_body`]. A reserve: 1 when it waits the full timeout.
     tag: u64,
+    /// A named put and its delete: the count its name is made of.
+    name: u64,
 }
 
 /// Runs `plan` on `conn` until its quota, deadline or hooks stop it and nothing is in flight.
@@ -179,10 +185,11 @@ pub async fn drive<H: Hooks>(
                     break;
                 }
                 let (op, tag) = match plan.chain {
-                    Chain::Cycle | Chain::Put => {
+                    Chain::Cycle | Chain::Put | Chain::PutDelete => {
                         let delay = plan.delay.sample(&mut rng);
                         let mut tag = 0;
-                        conn.queue_put(plan.pri, delay, plan.ttr, plan.body, |w| {
+                        let name = plan.named.then_some((plan.seed, started));
+                        conn.queue_put(name, plan.pri, delay, plan.ttr, plan.body, |w| {
                             tag = hooks.put_body(w, plan.body, delay);
                         });
                         (Op::Put, tag)
@@ -198,6 +205,7 @@ pub async fn drive<H: Hooks>(
                     unit_start: now,
                     first: true,
                     tag,
+                    name: started,
                 });
                 unsent += 1;
                 started += 1;
@@ -255,12 +263,19 @@ pub async fn drive<H: Hooks>(
             };
             let us = now.duration_since(e.sent).as_micros() as u64;
             let next = match (e.op, &reply) {
-                (Op::Put, Reply::Inserted(_)) => {
+                (Op::Put, Reply::Inserted(id)) => {
                     tally.ops[Op::Put as usize].record(us);
                     hooks.inserted(e.tag);
                     if plan.chain == Chain::Cycle {
                         conn.queue_reserve(None);
                         Some(Op::Reserve)
+                    } else if plan.chain == Chain::PutDelete {
+                        if plan.named {
+                            conn.queue_delete_name(plan.seed, e.name);
+                        } else {
+                            conn.queue_delete(*id);
+                        }
+                        Some(Op::Delete)
                     } else {
                         tally.unit_done(now, us);
                         None
@@ -310,6 +325,7 @@ pub async fn drive<H: Hooks>(
                     unit_start: e.unit_start,
                     first: false,
                     tag: 0,
+                    name: e.name,
                 });
                 unsent += 1;
             }

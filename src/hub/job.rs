@@ -37,6 +37,8 @@ pub(super) struct FarInfo {
 #[derive(Clone, Debug)]
 pub(super) struct Job {
     pub tube: Arc<str>,
+    /// Its name in its tube, if it has one (the name index maps it to the job's id).
+    pub name: Option<Box<[u8]>>,
     pub pri: u32,
     pub ttr_s: u32,
     /// The delay of its last put or release, for `stats-job`.

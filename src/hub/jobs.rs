@@ -28,13 +28,31 @@ impl<S: Segment> Hub<S> {
         if self.draining {
             return Err(HubError::Draining);
         }
-        let tube = match self.conns.get_mut(&c) {
-            Some(conn) => {
-                conn.producer = true;
-                conn.using.clone()
-            }
+        let tube = match self.conns.get(&c) {
+            Some(conn) => conn.using.clone(),
             None => self.intern(DEFAULT_TUBE),
         };
+        let id = self.put_record(c, tube, &[], pri, delay_s, ttr_s, body)?;
+        self.settle();
+        Ok(id)
+    }
+
+    /// Writes a new job's record (named `name` unless empty) into `tube` and makes it resident
+    /// if its spoke is loaded; returns its id. The caller settles.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_record(
+        &mut self,
+        c: ConnId,
+        tube: Arc<str>,
+        name: &[u8],
+        pri: u32,
+        delay_s: u32,
+        ttr_s: u32,
+        body: &[u8],
+    ) -> Result<u64, HubError> {
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.producer = true;
+        }
         let ttr_s = ttr_s.max(1);
         let now = self.now;
         let trigger_at = now.saturating_add(u64::from(delay_s) * SECOND);
@@ -46,6 +64,7 @@ impl<S: Segment> Hub<S> {
             created_at: now,
             ttr: ttr_s,
             tube: tube.as_bytes(),
+            name,
             body,
             slot: StateSlot {
                 version: 1,
@@ -64,6 +83,7 @@ impl<S: Segment> Hub<S> {
                 id,
                 Job {
                     tube,
+                    name: (!name.is_empty()).then(|| Box::from(name)),
                     pri,
                     ttr_s,
                     delay_s,
@@ -84,7 +104,6 @@ impl<S: Segment> Hub<S> {
             };
             self.link(id, phase);
         }
-        self.settle();
         Ok(id)
     }
 
@@ -182,6 +201,9 @@ impl<S: Segment> Hub<S> {
             self.unlink(id);
             // Any index entry left is harmless: lookups check the record it points at.
             if let Some(job) = self.remove_job(id) {
+                if let Some(name) = &job.name {
+                    self.name_remove(job.tube.as_bytes(), name, id);
+                }
                 if let Some(t) = self.tubes.get_mut(&job.tube) {
                     t.cmd_delete += 1;
                 }
@@ -191,6 +213,9 @@ impl<S: Segment> Hub<S> {
             let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
             self.store.delete_far(&far)?;
             self.far_info.remove(&id);
+            if !far.meta.name.is_empty() {
+                self.name_remove(&far.meta.tube, &far.meta.name, id);
+            }
             let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
             if let Some(t) = self.tubes.get_mut(&tube) {
                 t.cmd_delete += 1;
@@ -235,6 +260,7 @@ impl<S: Segment> Hub<S> {
             created_at: job.created_at,
             ttr: job.ttr_s,
             tube: job.tube.as_bytes(),
+            name: &old.name,
             body: &old.body,
             slot: StateSlot {
                 version,
@@ -580,6 +606,9 @@ impl<S: Segment> Hub<S> {
     fn drop_corrupt(&mut self, id: u64) {
         self.unlink(id);
         if let Some(job) = self.remove_job(id) {
+            if let Some(name) = &job.name {
+                self.name_remove(job.tube.as_bytes(), name, id);
+            }
             self.store.dropped_unreadable(job.loc());
             self.drop_if_idle(&job.tube);
         }
@@ -634,7 +663,7 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Makes `job` resident, counted in its spoke.
-    fn insert_job(&mut self, id: u64, job: Job) {
+    pub(super) fn insert_job(&mut self, id: u64, job: Job) {
         self.store.resident_added(job.spoke);
         if let Some(old) = self.jobs.insert(id, job) {
             self.store.resident_gone(old.spoke);
@@ -642,7 +671,7 @@ impl<S: Segment> Hub<S> {
     }
 
     /// Forgets resident job `id`.
-    fn remove_job(&mut self, id: u64) -> Option<Job> {
+    pub(super) fn remove_job(&mut self, id: u64) -> Option<Job> {
         let job = self.jobs.remove(&id)?;
         self.store.resident_gone(job.spoke);
         Some(job)
@@ -662,6 +691,9 @@ impl<S: Segment> Hub<S> {
             return;
         }
         let tube = self.intern(&String::from_utf8_lossy(&m.tube));
+        if !m.name.is_empty() {
+            self.name_insert(&m.tube, &m.name, m.id);
+        }
         self.insert_resident(spoke, &m, tube, phase);
     }
 
@@ -676,6 +708,7 @@ impl<S: Segment> Hub<S> {
             m.id,
             Job {
                 tube,
+                name: (!m.name.is_empty()).then(|| m.name.clone().into_boxed_slice()),
                 pri: m.slot.priority,
                 ttr_s: m.ttr.max(1),
                 delay_s: info.delay_s,

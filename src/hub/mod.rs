@@ -16,6 +16,7 @@ mod durable;
 mod idmap;
 mod job;
 mod jobs;
+mod names;
 mod stats;
 pub mod time;
 mod tube;
@@ -35,6 +36,7 @@ pub use crate::store::{
 use crate::store::{Store, StoreError};
 use idmap::{IdMap, id_map};
 use job::{FarInfo, Job, Phase};
+pub use names::PutNamed;
 pub use time::SECOND;
 pub use tube::{DEFAULT_TUBE, URGENT_PRIORITY};
 use tube::{Pause, Tube};
@@ -155,6 +157,8 @@ pub struct JobStats {
     pub releases: u64,
     pub buries: u64,
     pub kicks: u64,
+    /// A named job's name (yaad's; shown as a last `name` key).
+    pub name: Option<String>,
 }
 
 /// `stats-tube`, one field per beanstalkd key in its order.
@@ -250,6 +254,8 @@ pub struct Hub<S: Segment> {
     added_deadline: Micros,
     /// Counters of far jobs that have any (see [`FarInfo`]).
     far_info: IdMap<FarInfo>,
+    /// The live named jobs by (tube, name).
+    names: names::Names,
     /// Tubes in which a job became ready or that were unpaused: their waiters may be served.
     tubes_to_serve: Vec<Arc<str>>,
     /// Connections with a blocked reserve (`Conn::wait` set): none, no waiter to serve.
@@ -279,7 +285,7 @@ impl<S: Segment> Hub<S> {
     /// Opens the hub, recovering every job `cfg.data_dir` holds (persisted modes, or mem mode
     /// with `restore`).
     pub fn open(cfg: HubConfig, now: Micros) -> Result<Self, HubError> {
-        let (store, recovered) = Store::open(&cfg.data_dir, cfg.spoke_span, cfg.restore, now)?;
+        let (store, mut recovered) = Store::open(&cfg.data_dir, cfg.spoke_span, cfg.restore, now)?;
         let mut hub = Hub {
             store,
             now,
@@ -295,6 +301,7 @@ impl<S: Segment> Hub<S> {
             // Whatever recovery put in place is new to the caller.
             added_deadline: 0,
             far_info: id_map(),
+            names: names::Names::new(),
             tubes_to_serve: Vec::new(),
             waiting: 0,
             wakeups: Vec::new(),
@@ -315,7 +322,9 @@ impl<S: Segment> Hub<S> {
                 hub.make_resident(*sid, m);
             }
         }
+        let far_named = std::mem::take(&mut recovered.far_named);
         hub.store.finish_open(recovered)?;
+        hub.names_recovered(far_named);
         hub.settle();
         // A crash from here on restarts from this checkpoint (unless a clean summary stands).
         if let Some(p) = hub.store.checkpoint()

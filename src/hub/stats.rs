@@ -31,6 +31,10 @@ impl<S: Segment> Hub<S> {
                 releases: job.counters.releases.into(),
                 buries: job.counters.buries.into(),
                 kicks: job.counters.kicks.into(),
+                name: job
+                    .name
+                    .as_ref()
+                    .map(|n| String::from_utf8_lossy(n).into_owned()),
             });
         }
         let far = self.find_far(id).ok()??;
@@ -54,6 +58,7 @@ impl<S: Segment> Hub<S> {
             releases: m.slot.counters.releases.into(),
             buries: m.slot.counters.buries.into(),
             kicks: m.slot.counters.kicks.into(),
+            name: (!m.name.is_empty()).then(|| String::from_utf8_lossy(&m.name).into_owned()),
         })
     }
 

@@ -237,6 +237,7 @@ fn recovery_takes_the_highest_version_and_marks_the_loser_moved() {
         created_at: T0,
         ttr: 5,
         tube: b"t",
+        name: &[],
         body: b"job",
         slot: StateSlot {
             version,

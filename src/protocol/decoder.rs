@@ -10,6 +10,15 @@ pub const MAX_LINE_LEN: usize = 224;
 /// Longest tube name, in bytes.
 pub const MAX_TUBE_NAME_LEN: usize = 200;
 
+/// Longest job name, in bytes (job names have the tube names' charset).
+pub const MAX_JOB_NAME_LEN: usize = MAX_TUBE_NAME_LEN;
+
+/// Longest `put-named` / `put-replace` line, CRLF included: a `put` line's room plus a name.
+pub const MAX_NAMED_LINE_LEN: usize = MAX_LINE_LEN + MAX_JOB_NAME_LEN;
+
+/// The commands whose lines may be up to [`MAX_NAMED_LINE_LEN`] long.
+const LONG_LINE_PREFIXES: [&[u8]; 2] = [b"put-named ", b"put-replace "];
+
 /// A decoded client command. Tube names are validated ([`valid_tube_name`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -19,6 +28,19 @@ pub enum Command {
         ttr: u32,
         body: Bytes,
     },
+    /// `put-named <name> …` (`replace` false) and `put-replace <name> …` (true).
+    PutNamed {
+        name: String,
+        replace: bool,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        body: Bytes,
+    },
+    DeleteName(String),
+    PeekName(String),
+    KickName(String),
+    TouchName(String),
     Use(String),
     Reserve,
     ReserveWithTimeout(u32),
@@ -91,6 +113,9 @@ enum State {
 pub struct Decoder {
     max_job_size: u32,
     state: State,
+    /// While in [`State::Body`] of a `put-named` or `put-replace`: the name and whether it
+    /// replaces.
+    named: Option<(String, bool)>,
 }
 
 impl Decoder {
@@ -99,6 +124,7 @@ impl Decoder {
         Decoder {
             max_job_size,
             state: State::Line,
+            named: None,
         }
     }
 
@@ -111,7 +137,8 @@ impl Decoder {
         loop {
             match self.state {
                 State::Line => {
-                    let window = &buf[..buf.len().min(MAX_LINE_LEN)];
+                    let max = line_limit(buf);
+                    let window = &buf[..buf.len().min(max)];
                     match find_crlf(window) {
                         Some(end) => {
                             let parsed = self.parse_line(&buf[..end]);
@@ -123,7 +150,7 @@ impl Decoder {
                                 Ok(None) => continue,
                             }
                         }
-                        None if buf.len() >= MAX_LINE_LEN => {
+                        None if buf.len() >= max => {
                             self.state = State::DiscardLine;
                             return Some(Err(Response::BadFormat));
                         }
@@ -156,8 +183,19 @@ impl Decoder {
                     let body = buf.split_to(len).freeze();
                     buf.advance(2);
                     self.state = State::Line;
+                    let named = self.named.take();
                     if !crlf {
                         return Some(Err(Response::ExpectedCrlf));
+                    }
+                    if let Some((name, replace)) = named {
+                        return Some(Ok(Command::PutNamed {
+                            name,
+                            replace,
+                            pri,
+                            delay,
+                            ttr,
+                            body,
+                        }));
                     }
                     return Some(Ok(Command::Put {
                         pri,
@@ -189,7 +227,11 @@ impl Decoder {
         let (name, rest) = match_name(line).ok_or(Response::UnknownCommand)?;
         let mut args = Args(rest);
         let cmd = match name {
-            Name::Put => {
+            Name::Put | Name::PutNamed | Name::PutReplace => {
+                let named = match name {
+                    Name::Put => None,
+                    _ => Some((args.tube_word()?, name == Name::PutReplace)),
+                };
                 let pri = args.num()?;
                 let delay = args.num()?;
                 let ttr = args.num()?;
@@ -203,6 +245,7 @@ impl Decoder {
                 }
                 // u32 always fits in usize on the platforms yaad builds for (32/64-bit).
                 let len = usize::try_from(bytes).map_err(|_| Response::JobTooBig)?;
+                self.named = named;
                 self.state = State::Body {
                     pri,
                     delay,
@@ -211,6 +254,10 @@ impl Decoder {
                 };
                 return Ok(None);
             }
+            Name::DeleteNamed => Command::DeleteName(args.whole_tube()?),
+            Name::PeekNamed => Command::PeekName(args.whole_tube()?),
+            Name::KickNamed => Command::KickName(args.whole_tube()?),
+            Name::TouchNamed => Command::TouchName(args.whole_tube()?),
             Name::Peek => Command::Peek(args.last_num()?),
             Name::PeekReady => args.none(Command::PeekReady)?,
             Name::PeekDelayed => args.none(Command::PeekDelayed)?,
@@ -253,6 +300,15 @@ impl Decoder {
     }
 }
 
+/// The longest line the command at the front of `buf` may have, CRLF included.
+fn line_limit(buf: &[u8]) -> usize {
+    if LONG_LINE_PREFIXES.iter().any(|p| buf.starts_with(p)) {
+        MAX_NAMED_LINE_LEN
+    } else {
+        MAX_LINE_LEN
+    }
+}
+
 /// Index of the first CRLF in `s`.
 fn find_crlf(s: &[u8]) -> Option<usize> {
     // The first LF preceded by a CR ends the first CRLF; a lone LF or CR is line content.
@@ -270,6 +326,12 @@ fn find_crlf(s: &[u8]) -> Option<usize> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Name {
     Put,
+    PutNamed,
+    PutReplace,
+    DeleteNamed,
+    PeekNamed,
+    KickNamed,
+    TouchNamed,
     Peek,
     PeekReady,
     PeekDelayed,
@@ -298,7 +360,8 @@ enum Name {
 
 /// Command prefixes in the order beanstalkd 1.12 tries them. A prefix ending in a space takes
 /// arguments; the others must match the whole line (except `quit`, which ignores the rest).
-const NAMES: [(&[u8], Name); 25] = [
+/// yaad's own commands (named jobs) come last: no beanstalkd name is a prefix of theirs.
+const NAMES: [(&[u8], Name); 31] = [
     (b"put ", Name::Put),
     (b"peek ", Name::Peek),
     (b"peek-ready", Name::PeekReady),
@@ -324,6 +387,12 @@ const NAMES: [(&[u8], Name); 25] = [
     (b"list-tubes", Name::ListTubes),
     (b"quit", Name::Quit),
     (b"pause-tube", Name::PauseTube),
+    (b"put-named ", Name::PutNamed),
+    (b"put-replace ", Name::PutReplace),
+    (b"delete-name ", Name::DeleteNamed),
+    (b"peek-name ", Name::PeekNamed),
+    (b"kick-name ", Name::KickNamed),
+    (b"touch-name ", Name::TouchNamed),
 ];
 
 fn match_name(line: &[u8]) -> Option<(Name, &[u8])> {
@@ -689,6 +758,84 @@ mod tests {
         line.extend([b'a'; 201]);
         line.extend(b"\r\n");
         assert_eq!(one(&line), Err(BadFormat));
+    }
+
+    #[test]
+    fn named_commands() {
+        let put = |verb: &str, name: &str| {
+            let mut l = format!("{verb} {name} 1 2 3 4\r\n").into_bytes();
+            l.extend(b"body\r\n");
+            l
+        };
+        for (verb, replace) in [("put-named", false), ("put-replace", true)] {
+            assert_eq!(
+                one(&put(verb, "order-1")),
+                Ok(Command::PutNamed {
+                    name: "order-1".into(),
+                    replace,
+                    pri: 1,
+                    delay: 2,
+                    ttr: 3,
+                    body: Bytes::from_static(b"body"),
+                })
+            );
+            // A bad name, and a name followed by junk: BAD_FORMAT; the body is then a line.
+            for bad in ["-x", "a*", "", &"n".repeat(201)] {
+                let mut d = Decoder::new(65535);
+                assert_eq!(
+                    decode_all(&mut d, &put(verb, bad)),
+                    vec![Err(BadFormat), Err(UnknownCommand)],
+                    "{verb} {bad:?}"
+                );
+            }
+            // The longest name with the widest numbers fits: its line is longer than 224.
+            let max = u32::MAX;
+            let name = "n".repeat(MAX_JOB_NAME_LEN);
+            let mut l = format!("{verb} {name} {max} {max} {max} 0\r\n").into_bytes();
+            assert!(l.len() > MAX_LINE_LEN && l.len() <= MAX_NAMED_LINE_LEN);
+            l.extend(b"\r\n");
+            assert!(matches!(one(&l), Ok(Command::PutNamed { name: n, .. }) if n == name));
+            // Incomplete, not malformed, until the longer limit; then BAD_FORMAT.
+            let mut d = Decoder::new(65535);
+            let mut buf = BytesMut::from(&format!("{verb} {}", "n".repeat(300))[..]);
+            assert_eq!(d.decode(&mut buf), None);
+            buf.extend(std::iter::repeat_n(b'n', MAX_NAMED_LINE_LEN));
+            assert_eq!(d.decode(&mut buf), Some(Err(BadFormat)));
+        }
+        assert_eq!(
+            one(b"delete-name a\r\n"),
+            Ok(Command::DeleteName("a".into()))
+        );
+        assert_eq!(
+            one(b"peek-name a.b\r\n"),
+            Ok(Command::PeekName("a.b".into()))
+        );
+        assert_eq!(
+            one(b"kick-name (x)\r\n"),
+            Ok(Command::KickName("(x)".into()))
+        );
+        assert_eq!(
+            one(b"touch-name $y\r\n"),
+            Ok(Command::TouchName("$y".into()))
+        );
+        for bad in [
+            &b"delete-name -a\r\n"[..],
+            b"peek-name a b\r\n",
+            b"kick-name \r\n",
+        ] {
+            assert_eq!(
+                one(bad),
+                Err(BadFormat),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(one(b"touch-name\r\n"), Err(UnknownCommand));
+        // Other lines keep beanstalkd's limit.
+        let mut l = b"peek-name ".to_vec();
+        l.extend([b'n'; 220]);
+        l.extend(b"\r\n");
+        assert_eq!(one(&l), Err(BadFormat));
     }
 
     fn delete_line(len: usize) -> Vec<u8> {

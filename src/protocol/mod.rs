@@ -12,9 +12,17 @@
 //! `reserve-with-timeout` and `kick` take strict unsigned 32-bit numbers (1.12 accepts signs and
 //! junk there), and a command line of exactly 225 bytes is discarded cleanly (1.12 swallows the
 //! next command).
+//!
+//! yaad's own commands, for named jobs (README, *Named jobs*): `put-named`, `put-replace`,
+//! `delete-name`, `peek-name`, `kick-name`, `touch-name`, with the replies `EXISTS <id>`,
+//! `REPLACED <id>` and `BUSY <id>`. A name has the tube names' charset and length; a bad one
+//! is `BAD_FORMAT`. A `put-named`/`put-replace` line may be [`MAX_NAMED_LINE_LEN`] bytes.
 
 mod decoder;
 mod response;
 
-pub use decoder::{Command, Decoder, MAX_LINE_LEN, MAX_TUBE_NAME_LEN, valid_tube_name};
+pub use decoder::{
+    Command, Decoder, MAX_JOB_NAME_LEN, MAX_LINE_LEN, MAX_NAMED_LINE_LEN, MAX_TUBE_NAME_LEN,
+    valid_tube_name,
+};
 pub use response::Response;

@@ -7,6 +7,13 @@ use bytes::Bytes;
 pub enum Response {
     /// `INSERTED <id>`
     Inserted(u64),
+    /// `EXISTS <id>`: `put-named` found a live job of the tube with that name (unchanged).
+    Exists(u64),
+    /// `REPLACED <id>`: `put-replace` gave the job with that name the new body, priority,
+    /// delay and TTR.
+    Replaced(u64),
+    /// `BUSY <id>`: `put-replace` found the job with that name reserved (unchanged).
+    Busy(u64),
     /// `BURIED <id>`: a put that could not be queued (beanstalkd: out of memory growing a heap).
     InsertedBuried(u64),
     /// `RESERVED <id> <bytes>` + body
@@ -64,6 +71,9 @@ impl Response {
         match self {
             Response::Inserted(id) => line(b"INSERTED ", *id),
             Response::InsertedBuried(id) => line(b"BURIED ", *id),
+            Response::Exists(id) => line(b"EXISTS ", *id),
+            Response::Replaced(id) => line(b"REPLACED ", *id),
+            Response::Busy(id) => line(b"BUSY ", *id),
             Response::Reserved { id, body } => Self::with_body(out, b"RESERVED ", Some(*id), body),
             Response::Found { id, body } => Self::with_body(out, b"FOUND ", Some(*id), body),
             Response::Watching(n) => line(b"WATCHING ", *n as u64),
@@ -123,6 +133,9 @@ impl Response {
             Response::ExpectedCrlf => b"EXPECTED_CRLF",
             Response::JobTooBig => b"JOB_TOO_BIG",
             Response::Inserted(_)
+            | Response::Exists(_)
+            | Response::Replaced(_)
+            | Response::Busy(_)
             | Response::InsertedBuried(_)
             | Response::Reserved { .. }
             | Response::Found { .. }

@@ -275,6 +275,9 @@ fn write_record(
             "ttr": h.ttr.get(),
             "body_len": v.body.len(),
         });
+        if !v.name.is_empty() {
+            obj["name"] = json!(escape(v.name));
+        }
         if opts.body {
             obj["body"] = json!(escape(v.body));
         } else {
@@ -282,9 +285,15 @@ fn write_record(
         }
         writeln!(out, "{obj}")
     } else {
+        // Only a named job's line has this field: unnamed ones read as before names existed.
+        let named = if v.name.is_empty() {
+            String::new()
+        } else {
+            format!(" name={}", escape(v.name))
+        };
         writeln!(
             out,
-            "@{} id={} state={} v={} tube={} pri={} reserves={} timeouts={} releases={} buries={} kicks={} trigger={} ({}) ttr={} created={} len={} body=\"{}\"{more}",
+            "@{} id={} state={} v={} tube={}{named} pri={} reserves={} timeouts={} releases={} buries={} kicks={} trigger={} ({}) ttr={} created={} len={} body=\"{}\"{more}",
             v.offset,
             h.id.get(),
             v.slot.state.name(),

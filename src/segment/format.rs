@@ -35,11 +35,16 @@ pub const FILE_MAGIC: [u8; 8] = *b"YAADSEG\0";
 /// The format version this code writes; it reads this one and those back to
 /// [`OLDEST_READ_VERSION`] (version 1 files, whose 16-byte slots had no counters, are refused
 /// with a message saying so).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The first format version whose files may hold freed runs ([`JobState::Freed`]): yaad frees
 /// dead space only in files of this version or later, which older readers refuse.
 pub const FREED_RUNS_SINCE: u32 = 4;
+
+/// The first format version written with job names (a record's `name_len`). Older files
+/// have that byte zero (it was reserved), so every version is read the same way; a record
+/// with a name appended to an older file makes it unreadable to a yaad of that version.
+pub const NAMES_SINCE: u32 = 5;
 
 /// The oldest format version this yaad reads (and appends to, in its own layout).
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -59,6 +64,8 @@ pub const RECORD_HEADER_LEN: u64 = size_of::<RecordHeader>() as u64;
 pub const SLOT_LEN: u64 = size_of::<SlotBytes>() as u64;
 /// Longest tube name a record can hold (its length is one byte).
 pub const MAX_TUBE_LEN: usize = u8::MAX as usize;
+/// Longest job name a record can hold (its length is one byte; the protocol allows 200).
+pub const MAX_NAME_LEN: usize = u8::MAX as usize;
 /// Longest body a record can hold (its length is a u32).
 pub const MAX_BODY_LEN: usize = u32::MAX as usize;
 
@@ -118,8 +125,11 @@ pub struct RecordHeader {
     pub tube_len: u8,
     /// Zero (no flags defined in version 1).
     pub flags: u8,
+    /// Length of the job's name, which follows the tube name (0: no name; zero in files
+    /// before version 5, where this byte was reserved).
+    pub name_len: u8,
     /// Zero.
-    pub reserved: [u8; 2],
+    pub reserved: [u8; 1],
     /// Job id.
     pub id: U64,
     /// When the job becomes ready, microseconds since the Unix epoch.
@@ -128,9 +138,9 @@ pub struct RecordHeader {
     pub created_at: U64,
     /// Time to run, seconds.
     pub ttr: U32,
-    /// Length of the body that follows the tube name.
+    /// Length of what follows the tube name: the name (`name_len` bytes), then the body.
     pub body_len: U32,
-    /// CRC-32 of the tube name bytes followed by the body bytes.
+    /// CRC-32 of the tube name bytes followed by the name and body bytes.
     pub body_crc: U32,
     /// CRC-32 of the record's offset in the file (8 bytes LE) followed by bytes 0..44.
     pub header_crc: U32,
@@ -168,7 +178,8 @@ const _: () = {
     assert!(offset_of!(RecordHeader, magic) == 0);
     assert!(offset_of!(RecordHeader, tube_len) == 4);
     assert!(offset_of!(RecordHeader, flags) == 5);
-    assert!(offset_of!(RecordHeader, reserved) == 6);
+    assert!(offset_of!(RecordHeader, name_len) == 6);
+    assert!(offset_of!(RecordHeader, reserved) == 7);
     assert!(offset_of!(RecordHeader, id) == 8);
     assert!(offset_of!(RecordHeader, trigger_at) == 16);
     assert!(offset_of!(RecordHeader, created_at) == 24);
@@ -385,10 +396,25 @@ fn crc_header_bytes(offset: RecordOffset, covered: &[u8]) -> u32 {
     c.finalize()
 }
 
-fn crc_body(tube: &[u8], body: &[u8]) -> u32 {
+/// The 64-bit key of job name `name` in tube `tube`, for the name index in RAM (never stored:
+/// the hash may differ between builds). Different names may share a key; the index checks
+/// the job's own tube and name on a hit.
+pub fn name_key(tube: &[u8], name: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    tube.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// CRC-32 of the bytes after a record header: the tube name, then the name and body
+/// (`payload`).
+fn crc_body(tube: &[u8], payload: &[&[u8]]) -> u32 {
     let mut c = crc32();
     c.update(tube);
-    c.update(body);
+    for p in payload {
+        c.update(p);
+    }
     c.finalize()
 }
 
@@ -540,7 +566,13 @@ pub fn check_new_record(rec: &NewRecord<'_>) -> std::result::Result<(), String> 
             rec.tube.len()
         ));
     }
-    if rec.body.len() > MAX_BODY_LEN {
+    if rec.name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "job name is {} bytes, at most {MAX_NAME_LEN} fit",
+            rec.name.len()
+        ));
+    }
+    if rec.body.len() > MAX_BODY_LEN - rec.name.len() {
         return Err(format!("body is {} bytes, too long", rec.body.len()));
     }
     if rec.slot.version == 0 {
@@ -556,13 +588,14 @@ pub fn encode_record_into(offset: RecordOffset, rec: &NewRecord<'_>, out: &mut [
         magic: RECORD_MAGIC,
         tube_len: rec.tube.len() as u8,
         flags: 0,
-        reserved: [0; 2],
+        name_len: rec.name.len() as u8,
+        reserved: [0; 1],
         id: U64::new(rec.id),
         trigger_at: U64::new(rec.trigger_at),
         created_at: U64::new(rec.created_at),
         ttr: U32::new(rec.ttr),
-        body_len: U32::new(rec.body.len() as u32),
-        body_crc: U32::new(crc_body(rec.tube, rec.body)),
+        body_len: U32::new((rec.name.len() + rec.body.len()) as u32),
+        body_crc: U32::new(crc_body(rec.tube, &[rec.name, rec.body])),
         header_crc: U32::new(0),
         slot_a: SlotBytes::new_zeroed(),
         slot_b: SlotBytes::new_zeroed(),
@@ -572,16 +605,18 @@ pub fn encode_record_into(offset: RecordOffset, rec: &NewRecord<'_>, out: &mut [
     h.slot_a = encode_slot(hc, rec.slot);
     let hl = RECORD_HEADER_LEN as usize;
     let tl = rec.tube.len();
+    let nl = rec.name.len();
     let bl = rec.body.len();
     out[..hl].copy_from_slice(h.as_bytes());
     out[hl..hl + tl].copy_from_slice(rec.tube);
-    out[hl + tl..hl + tl + bl].copy_from_slice(rec.body);
-    out[hl + tl + bl..].fill(0);
+    out[hl + tl..hl + tl + nl].copy_from_slice(rec.name);
+    out[hl + tl + nl..hl + tl + nl + bl].copy_from_slice(rec.body);
+    out[hl + tl + nl + bl..].fill(0);
 }
 
 /// Encodes a record for `offset` into a new buffer.
 pub fn encode_record(offset: RecordOffset, rec: &NewRecord<'_>) -> Vec<u8> {
-    let mut out = vec![0u8; record_len(rec.tube.len(), rec.body.len()) as usize];
+    let mut out = vec![0u8; rec.len() as usize];
     encode_record_into(offset, rec, &mut out);
     out
 }
@@ -592,6 +627,8 @@ pub struct RecordView<'a> {
     pub offset: RecordOffset,
     pub header: &'a RecordHeader,
     pub tube: &'a [u8],
+    /// The job's name (empty: none).
+    pub name: &'a [u8],
     pub body: &'a [u8],
     /// The slot holding the current state.
     pub slot_choice: SlotChoice,
@@ -622,6 +659,7 @@ impl RecordView<'_> {
             created_at: self.header.created_at.get(),
             ttr: self.header.ttr.get(),
             tube: self.tube.to_vec(),
+            name: self.name.to_vec(),
             body: self.body.to_vec(),
             slot: self.slot,
         }
@@ -636,6 +674,7 @@ impl RecordView<'_> {
             created_at: self.header.created_at.get(),
             ttr: self.header.ttr.get(),
             tube: self.tube.to_vec(),
+            name: self.name.to_vec(),
             body_len: self.header.body_len.get(),
             slot: self.slot,
         }
@@ -728,9 +767,18 @@ pub fn decode_record_checked(
         )));
     };
     let tube = &bytes[start + hl..start + hl + tl];
-    let body = &bytes[start + hl + tl..end];
+    let payload = &bytes[start + hl + tl..end];
+    let nl = usize::from(h.name_len);
+    if nl > payload.len() {
+        return Err(Defect::BadRecord(format!(
+            "job {}: name of {nl} bytes is longer than the {} bytes after the tube",
+            h.id.get(),
+            payload.len()
+        )));
+    }
+    let (name, body) = payload.split_at(nl);
     if check == Check::All {
-        let crc = crc_body(tube, body);
+        let crc = crc_body(tube, &[payload]);
         if crc != h.body_crc.get() {
             return Err(Defect::BadRecord(format!(
                 "job {}: body checksum mismatch (stored {:#010x}, computed {crc:#010x})",
@@ -749,6 +797,7 @@ pub fn decode_record_checked(
         offset,
         header: h,
         tube,
+        name,
         body,
         slot_choice,
         slot,
@@ -790,6 +839,7 @@ fn freed_view<'a>(
         offset,
         header: h,
         tube: &[],
+        name: &[],
         body: &[],
         slot_choice,
         slot,
@@ -938,7 +988,8 @@ pub fn record_header_fields() -> Vec<(&'static str, usize, usize)> {
         ("magic", offset_of!(RecordHeader, magic), 4),
         ("tube_len", offset_of!(RecordHeader, tube_len), 1),
         ("flags", offset_of!(RecordHeader, flags), 1),
-        ("reserved", offset_of!(RecordHeader, reserved), 2),
+        ("name_len", offset_of!(RecordHeader, name_len), 1),
+        ("reserved", offset_of!(RecordHeader, reserved), 1),
         ("id", offset_of!(RecordHeader, id), 8),
         ("trigger_at", offset_of!(RecordHeader, trigger_at), 8),
         ("created_at", offset_of!(RecordHeader, created_at), 8),
@@ -978,6 +1029,7 @@ mod tests {
             created_at: 1_699_999_999_000_000,
             ttr: 60,
             tube,
+            name: &[],
             body,
             slot: StateSlot {
                 version: 1,

@@ -13,8 +13,8 @@ use super::file::{
 };
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record,
-    encode_record_into, invalid_input, read_record, record_at, record_len, record_len_at,
-    scan_meta, scan_meta_from, write_freed, write_update,
+    encode_record_into, invalid_input, read_record, record_at, record_len_at, scan_meta,
+    scan_meta_from, write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -209,7 +209,7 @@ impl Segment for MappedSegment {
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
         let offset = record_at(self.version, self.end);
-        let end = offset + record_len(rec.tube.len(), rec.body.len());
+        let end = offset + rec.len();
         self.grow_to_fit(end)?;
         if end - offset >= PWRITE_FROM {
             // The file is reserved up to the mapping's length, so the write finds its blocks.

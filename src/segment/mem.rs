@@ -7,8 +7,7 @@ use super::file::{check_can_free, read_sparse, remove_if_exists, write_file_atom
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
-    record_len, record_len_at, scan_meta, scan_meta_from, segment_file_name, write_freed,
-    write_update,
+    record_len_at, scan_meta, scan_meta_from, segment_file_name, write_freed, write_update,
 };
 use super::mmap::AnonBuf;
 use super::{
@@ -175,7 +174,7 @@ impl Segment for MemSegment {
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
         let offset = record_at(self.version, self.buf.len() as u64);
-        let len = record_len(rec.tube.len(), rec.body.len()) as usize;
+        let len = rec.len() as usize;
         self.buf.grow(offset as usize + len, &self.path)?;
         encode_record_into(offset, rec, &mut self.buf.bytes_mut()[offset as usize..]);
         Ok(offset)

@@ -101,8 +101,23 @@ pub struct NewRecord<'a> {
     pub created_at: Micros,
     pub ttr: u32,
     pub tube: &'a [u8],
+    /// The job's name (format version 5; empty for an unnamed job): at most
+    /// [`format::MAX_NAME_LEN`] bytes.
+    pub name: &'a [u8],
     pub body: &'a [u8],
     pub slot: StateSlot,
+}
+
+impl NewRecord<'_> {
+    /// The record's length in a segment, padding included.
+    pub fn len(&self) -> u64 {
+        format::record_len(self.tube.len(), self.name.len() + self.body.len())
+    }
+
+    /// Never true: a record always has its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// A record read back from a segment, with its CRCs verified.
@@ -114,6 +129,8 @@ pub struct Record {
     pub created_at: Micros,
     pub ttr: u32,
     pub tube: Vec<u8>,
+    /// The job's name, empty if it has none.
+    pub name: Vec<u8>,
     pub body: Vec<u8>,
     /// The valid state slot with the highest version.
     pub slot: StateSlot,
@@ -128,6 +145,9 @@ pub struct RecordMeta {
     pub created_at: Micros,
     pub ttr: u32,
     pub tube: Vec<u8>,
+    /// The job's name, empty if it has none.
+    pub name: Vec<u8>,
+    /// The bytes after the tube name: the name and the body (the header's `body_len`).
     pub body_len: u32,
     pub slot: StateSlot,
 }

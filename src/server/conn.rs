@@ -21,7 +21,9 @@ use bytes::BytesMut;
 use rustix::net::RecvFlags;
 
 use super::core::{Core, Socket, Waiter, Wakeup, Wakeups, now};
-use super::reply::{found, released, reserve_reply, reserved, result_reply, unit_reply};
+use super::reply::{
+    found, put_named_reply, released, reserve_reply, reserved, result_reply, unit_reply,
+};
 use super::stats::{self, Cmd};
 use crate::hub::{ConnId, Hub, HubError, JobView, ReserveOutcome, SECOND};
 use crate::observe;
@@ -358,6 +360,37 @@ impl<S: Segment, T: Socket> Conn<S, T> {
             Command::KickJob(id) => unit_reply(
                 self.make_change(|h| h.kick_job(id, now())),
                 Response::KickedJob,
+            ),
+            // Named jobs. `EXISTS` and `BUSY` change nothing but show a job: waiting for this
+            // call's change number covers the change that put it.
+            Command::PutNamed {
+                name,
+                replace,
+                pri,
+                delay,
+                ttr,
+                body,
+            } => result_reply(
+                self.make_change(|h| {
+                    h.put_named(c, name.as_bytes(), replace, pri, delay, ttr, &body, now())
+                }),
+                put_named_reply,
+            ),
+            Command::DeleteName(name) => unit_reply(
+                self.make_change(|h| h.delete_named(c, name.as_bytes(), now())),
+                Response::Deleted,
+            ),
+            Command::KickName(name) => unit_reply(
+                self.make_change(|h| h.kick_named(c, name.as_bytes(), now())),
+                Response::KickedJob,
+            ),
+            Command::PeekName(name) => self.peek(|h| {
+                let id = h.job_named(c, name.as_bytes()).ok()??;
+                h.peek(id)
+            }),
+            Command::TouchName(name) => unit_reply(
+                core.with_hub(|h| h.touch_named(c, name.as_bytes(), now())),
+                Response::Touched,
             ),
             // Reads that show a job: the reply waits until the job's last change is durable.
             Command::Peek(id) => self.peek(|h| h.peek(id)),

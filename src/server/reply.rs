@@ -1,7 +1,7 @@
 //! The replies of hub results: what a connection sends, and what the thread that hands a job
 //! to a blocked reserve sends for it (`core::Waiter`).
 
-use crate::hub::{HubError, JobView, ReleaseOutcome, ReserveOutcome};
+use crate::hub::{HubError, JobView, PutNamed, ReleaseOutcome, ReserveOutcome};
 use crate::protocol::Response;
 
 /// `RESERVED id bytes` with the job.
@@ -9,6 +9,16 @@ pub fn reserved(job: JobView) -> Response {
     Response::Reserved {
         id: job.id,
         body: job.body,
+    }
+}
+
+/// The reply to `put-named` / `put-replace`.
+pub fn put_named_reply(o: PutNamed) -> Response {
+    match o {
+        PutNamed::Inserted(id) => Response::Inserted(id),
+        PutNamed::Exists(id) => Response::Exists(id),
+        PutNamed::Replaced(id) => Response::Replaced(id),
+        PutNamed::Busy(id) => Response::Busy(id),
     }
 }
 

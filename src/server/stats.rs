@@ -64,6 +64,12 @@ impl Cmd {
             Command::ListTubesWatched => Cmd::ListTubesWatched,
             Command::PauseTube { .. } => Cmd::PauseTube,
             Command::ReserveJob(_) | Command::KickJob(_) | Command::Quit => return None,
+            // yaad's own commands: counted only in metrics (`observe::COMMANDS`).
+            Command::PutNamed { .. }
+            | Command::DeleteName(_)
+            | Command::PeekName(_)
+            | Command::KickName(_)
+            | Command::TouchName(_) => return None,
         })
     }
 }
@@ -156,6 +162,10 @@ pub fn job_yaml(s: &JobStats) -> Vec<u8> {
         s.buries,
         s.kicks
     );
+    // A named job's only difference from beanstalkd's reply: one more key, last.
+    if let Some(name) = &s.name {
+        let _ = writeln!(y, "name: {name}");
+    }
     y.into_bytes()
 }
 
@@ -338,6 +348,7 @@ mod tests {
             releases: 0,
             buries: 0,
             kicks: 0,
+            name: None,
         };
         // Captured from beanstalkd 1.12 (`stats-job 5`), body only.
         assert_eq!(

@@ -232,7 +232,7 @@ impl<S: Segment> Store<S> {
     /// summary, or all of them after open (and at a flush).
     fn refresh_entries(&mut self) {
         let entry = |id: SpokeId, s: &super::spoke::Spoke<S>| {
-            (!s.loaded && s.resident == 0).then(|| {
+            (!s.loaded && s.resident == 0 && !s.named).then(|| {
                 let mut delayed: Vec<(Vec<u8>, u64)> = s
                     .far_counts
                     .iter()

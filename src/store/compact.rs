@@ -296,6 +296,7 @@ impl<S: Segment> Store<S> {
                 created_at: r.created_at,
                 ttr: r.ttr,
                 tube: &r.tube,
+                name: &r.name,
                 body: &r.body,
                 slot: r.slot,
             })?;

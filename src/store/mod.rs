@@ -396,6 +396,21 @@ impl<S: Segment> Store<S> {
         Ok(Placed { loc, resident })
     }
 
+    /// Moves far job `far` to a new record `rec` (a put that replaces a named job), as
+    /// [`Store::relocate`] does, no longer counted far in its old spoke.
+    pub fn relocate_far(
+        &mut self,
+        far: &FarJob,
+        rec: &NewRecord<'_>,
+        moved: StateSlot,
+    ) -> Result<Placed> {
+        // Uncounted first: the mark (at once in mem mode) may retire the old spoke.
+        self.count_far(far.spoke, &far.meta.tube, -1);
+        self.relocate(far.loc(), rec, moved).inspect_err(|_| {
+            self.count_far(far.spoke, &far.meta.tube, 1);
+        })
+    }
+
     /// Writes a new state slot for the record at `loc`.
     pub fn update(&mut self, loc: JobLocation, slot: StateSlot) -> Result<()> {
         self.note_change(Some(loc.spoke))?;
@@ -565,6 +580,7 @@ impl<S: Segment> Store<S> {
         };
         spoke.live += 1;
         spoke.records += 1;
+        spoke.named |= !rec.name.is_empty();
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
         self.retire.remove(&id);

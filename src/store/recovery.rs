@@ -37,18 +37,23 @@ use std::sync::Arc;
 
 use super::spoke::Spoke;
 use super::{ID_BLOCK, Result, Store, StoreError};
-use crate::segment::format::FILE_HEADER_LEN;
+use crate::segment::format::{FILE_HEADER_LEN, name_key};
 use crate::segment::{
     ChangeJournal, DataDir, DurableIds, IdIndex, IdReader, IdReservation, JobLocation, JobState,
     RecordMeta, RecordOffset, Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary,
     boot_id, damaged_high_water,
 };
 
+/// Far named jobs as ([`name_key`] of their tube and name, id).
+pub type FarNamed = Vec<(u64, u64)>;
+
 /// What recovery leaves for the scheduler: the records of the jobs that must be resident
 /// (winners in loaded spokes, and kicked or buried far jobs), per spoke in offset order.
 #[derive(Default)]
 pub struct Recovery {
     pub resident: Vec<(SpokeId, Vec<RecordOffset>)>,
+    /// The far named jobs, for the name index.
+    pub far_named: FarNamed,
     /// Every spoke recovery opened, for [`Store::finish_open`].
     order: Vec<SpokeId>,
 }
@@ -66,6 +71,7 @@ impl Recovery {
         }
         Recovery {
             resident: out,
+            far_named: Vec::new(),
             order,
         }
     }
@@ -261,6 +267,8 @@ struct Scanned {
     tube_names: Vec<Vec<u8>>,
     /// The highest id of any record scanned.
     found_id: u64,
+    /// The [`name_key`] of each named record in `seen`, by (spoke index, offset).
+    named: HashMap<(u32, RecordOffset), u64>,
 }
 
 impl<S: Segment> Store<S> {
@@ -313,10 +321,13 @@ impl<S: Segment> Store<S> {
             order,
             seen,
             tube_names,
+            named,
             ..
         } = scanned;
-        let resident = self.pick_winners(&order, seen, &tube_names);
-        Ok(Recovery::of(order, resident))
+        let (resident, far_named) = self.pick_winners(&order, seen, &tube_names, &named);
+        let mut recovery = Recovery::of(order, resident);
+        recovery.far_named = far_named;
+        Ok(recovery)
     }
 
     /// Opens every segment: a far one the summary vouches for (in `skip`, unchanged since)
@@ -351,6 +362,7 @@ impl<S: Segment> Store<S> {
             }
             scanned += 1;
             let mut records = 0u64;
+            let mut named = false;
             for r in seg.scan()? {
                 let m = match r {
                     Ok(m) => {
@@ -365,6 +377,11 @@ impl<S: Segment> Store<S> {
                 out.found_id = out.found_id.max(m.id);
                 if matches!(m.slot.state, JobState::Moved | JobState::Freed) {
                     continue;
+                }
+                if !m.name.is_empty() {
+                    named = true;
+                    out.named
+                        .insert((idx, m.offset), name_key(&m.tube, &m.name));
                 }
                 let tube = match tube_idx.get(&m.tube) {
                     Some(&t) => t,
@@ -390,6 +407,7 @@ impl<S: Segment> Store<S> {
             let loaded = sid.start < self.horizon_end;
             let mut spoke = Spoke::new(seg, loaded);
             spoke.records = records;
+            spoke.named = named;
             self.spokes.insert(sid, spoke);
             if !loaded {
                 self.note_wide(sid);
@@ -446,14 +464,17 @@ impl<S: Segment> Store<S> {
     /// Per id, the highest version wins; a `Deleted` winner drops the job, and live losers
     /// (a move whose `Moved` mark was lost) are marked once the winner is durable. Counts
     /// the live records of each spoke, counts and indexes far delayed winners, and returns
-    /// the winners that must be resident, as (index into `order`, offset), sorted. `seen` is
-    /// consumed: it is the largest allocation of a start-up (32 bytes per record).
+    /// the winners that must be resident, as (index into `order`, offset), sorted, and the
+    /// far winners with a name (`named`) as (name key, id). `seen` is consumed: it is the
+    /// largest allocation of a start-up (32 bytes per record).
     fn pick_winners(
         &mut self,
         order: &[SpokeId],
         mut seen: Vec<Seen>,
         tube_names: &[Vec<u8>],
-    ) -> Vec<(u32, RecordOffset)> {
+        named: &HashMap<(u32, RecordOffset), u64>,
+    ) -> (Vec<(u32, RecordOffset)>, FarNamed) {
+        let mut far_named = Vec::new();
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
         let mut resident: Vec<(u32, RecordOffset)> = Vec::new();
         let mut prev = None;
@@ -489,6 +510,9 @@ impl<S: Segment> Store<S> {
                 continue;
             }
             self.count_far(sid, &tube_names[r.tube as usize], 1);
+            if let Some(&key) = named.get(&(r.spoke, r.offset)) {
+                far_named.push((key, r.id));
+            }
             // The entry may be missing (mem mode, a job put near under a longer horizon, a
             // crash between append and index write) or point at a moved job's old record.
             let loc = JobLocation {
@@ -505,7 +529,7 @@ impl<S: Segment> Store<S> {
             }
         }
         resident.sort_unstable();
-        resident
+        (resident, far_named)
     }
 
     /// A loser `r` of spoke `sid` still marked live: a move whose `Moved` mark was lost

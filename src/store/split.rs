@@ -195,6 +195,7 @@ impl<S: Segment> Store<S> {
             created_at: rec.created_at,
             ttr: rec.ttr,
             tube: &rec.tube,
+            name: &rec.name,
             body: &rec.body,
             slot,
         };

@@ -47,6 +47,9 @@ pub(crate) struct Spoke<S> {
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
+    /// It holds, or held, a record of a named job: left out of the start-up summary, so that
+    /// recovery reads the names of its far jobs.
+    pub named: bool,
 }
 
 impl<S: Segment> Spoke<S> {
@@ -58,6 +61,7 @@ impl<S: Segment> Spoke<S> {
             loaded,
             resident: 0,
             far_counts: HashMap::new(),
+            named: false,
         }
     }
 }
@@ -85,7 +89,8 @@ fn meta_of(r: Record) -> RecordMeta {
         created_at: r.created_at,
         ttr: r.ttr,
         tube: r.tube,
-        body_len: u32::try_from(r.body.len()).unwrap_or(u32::MAX),
+        body_len: u32::try_from(r.name.len() + r.body.len()).unwrap_or(u32::MAX),
+        name: r.name,
         slot: r.slot,
     }
 }
@@ -386,9 +391,12 @@ impl<S: Segment> Store<S> {
             let metas = self.segment(sid)?.scan()?;
             self.touch_far(sid);
             for m in metas.into_iter().flatten() {
+                // A moved job's old record (a replace by name, a split) still reads Waiting
+                // until its Moved mark is written: the job is its new record.
                 if m.slot.state == JobState::Waiting
                     && m.tube == tube.as_bytes()
                     && !is_resident(m.id)
+                    && !self.is_pending_move(sid, m.offset)
                 {
                     out.push((
                         (m.trigger_at, m.id),

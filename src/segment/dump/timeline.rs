@@ -802,6 +802,7 @@ mod tests {
                 created_at: NOW,
                 ttr: 1,
                 tube: b"default",
+                name: &[],
                 body: b"body",
                 slot: StateSlot {
                     version: 1,
