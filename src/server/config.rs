@@ -129,6 +129,11 @@ pub struct Config {
     /// syncs have threads of their own.
     #[arg(long = "threads", value_name = "N", default_value_t = 0)]
     pub threads: u16,
+
+    /// Syncs in flight at once (with -f): while one batch of changes syncs, the next starts on
+    /// another thread instead of waiting for it. 1: one sync at a time.
+    #[arg(long = "sync-threads", value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub sync_threads: u16,
 }
 
 /// Where the server listens.
