@@ -295,6 +295,19 @@ struct SyncWaiters {
     failed: bool,
     /// The sync threads are stopping: nobody will sync changes not taken yet.
     stopped: bool,
+    /// Sync threads running ([`Core::run_syncs`]).
+    threads: usize,
+    /// When the last batch was taken.
+    last_taken: Option<Instant>,
+    /// A moving average of how long a sync takes, in ns.
+    sync_ns: u64,
+}
+
+/// When a sync thread should take a batch ([`SyncWaiters::batch_due`]).
+enum Due {
+    No,
+    Now,
+    At(Instant),
 }
 
 /// A sync batch being synced.
@@ -307,10 +320,23 @@ struct InFlight {
 }
 
 impl SyncWaiters {
-    /// Whether a sync thread should take a batch now: a task waits for a change no batch
-    /// taken covers, and no other thread is taking one.
-    fn wants_batch(&self) -> bool {
-        !self.taking && !self.failed && self.wanted > self.taken
+    /// Whether a sync thread should take a batch: a task waits for a change no batch taken
+    /// covers, and no other thread is taking one. At once if no batch is in flight, else a
+    /// share of a sync's duration (one per thread) after the last batch was taken: the
+    /// threads' syncs are spread over a sync's duration, each taking what came since the one
+    /// before. Started back to back, the second would cover the few changes made while the
+    /// first was taken, and the changes after it would wait for most of two syncs again.
+    fn batch_due(&self) -> Due {
+        if self.taking || self.failed || self.wanted <= self.taken {
+            return Due::No;
+        }
+        match self.last_taken {
+            Some(last) if !self.in_flight.is_empty() => {
+                let share = self.sync_ns / self.threads.max(1) as u64;
+                Due::At(last + Duration::from_nanos(share))
+            }
+            _ => Due::Now,
+        }
     }
 
     /// Takes the outcomes of the batches completed in order from the front: the last change
@@ -358,9 +384,21 @@ impl SyncQueue {
         self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
     }
 
+    fn wait_until<'a>(
+        &self,
+        g: MutexGuard<'a, SyncWaiters>,
+        at: Instant,
+    ) -> MutexGuard<'a, SyncWaiters> {
+        let left = at.saturating_duration_since(Instant::now());
+        match self.cv.wait_timeout(g, left) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
     /// Wakes a sleeping sync thread if one should take a batch (called with the queue locked).
     fn summon(&self, q: &mut SyncWaiters) {
-        if q.idle > 0 && !q.summoned && q.wants_batch() {
+        if q.idle > 0 && !q.summoned && !matches!(q.batch_due(), Due::No) {
             q.summoned = true;
             self.cv.notify_one();
         }
@@ -713,16 +751,27 @@ impl<S: Segment> Core<S> {
     /// wait for changes no batch covers yet, takes a batch of every change made so far, syncs
     /// it outside the hub lock and wakes the waiters that completed; returns once
     /// [`Core::stop_syncs`] was called and nothing is left in flight. While one thread syncs a
-    /// batch, another takes the changes made meanwhile and syncs them at the same time (a
-    /// change waits about one sync, not the rest of the one in flight and then its own).
+    /// batch, another takes the changes made meanwhile, a share of a sync's duration later
+    /// ([`SyncWaiters::batch_due`]), and syncs them at the same time (a change waits for about
+    /// one sync plus that share, not the rest of the one in flight and then its own).
     /// Outcomes are published in the order the batches were taken: a change is synced only
     /// once every batch up to its own completed, and a failed batch fails its changes and
     /// every later one. Threads of their own rather than a blocking task per sync: under load
     /// a thread goes from one sync to the next without a hand-over.
     pub fn run_syncs(&self) {
+        // A timed wait may end up to the thread's timer slack (50 µs by default) late: about
+        // half of a sync's duration here. This thread's waits start syncs; it asks for none.
+        if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+            tracing::debug!("timer slack not lowered: {e}");
+        }
         let mut q = self.sync_queue.lock();
+        q.threads += 1;
         loop {
-            if q.wants_batch() {
+            let due = match q.batch_due() {
+                Due::At(at) if at <= Instant::now() => Due::Now,
+                due => due,
+            };
+            if let Due::Now = due {
                 // Once stopped, one last batch for the tasks already waiting; later ones get
                 // an error (`durable`).
                 q.taking = true;
@@ -739,7 +788,10 @@ impl<S: Segment> Core<S> {
                 return;
             }
             q.idle += 1;
-            q = self.sync_queue.wait(q);
+            q = match due {
+                Due::At(at) => self.sync_queue.wait_until(q, at),
+                _ => self.sync_queue.wait(q),
+            };
             q.idle -= 1;
             q.summoned = false;
         }
@@ -819,6 +871,7 @@ impl<S: Segment> Core<S> {
             });
             q.taken = target;
             q.taking = false;
+            q.last_taken = Some(Instant::now());
             // Changes made while this batch was taken go to another thread at once.
             self.sync_queue.summon(&mut q);
             from
@@ -832,12 +885,12 @@ impl<S: Segment> Core<S> {
         } else {
             batch.sync()
         };
+        let took = clock.elapsed().as_nanos() as u64;
         if outcome.is_ok() {
             crate::observe::finish(crate::observe::Timer::Sync, started);
             let changes = target.saturating_sub(from);
             crate::observe::count(crate::observe::Event::SyncChanges, changes);
-            self.sync_ns
-                .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.sync_ns.fetch_add(took, Ordering::Relaxed);
             self.sync_changes.fetch_add(changes, Ordering::Relaxed);
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -847,6 +900,11 @@ impl<S: Segment> Core<S> {
             if let Some(b) = q.in_flight.iter_mut().find(|b| b.epoch == batch.epoch) {
                 b.outcome = Some(outcome);
             }
+            q.sync_ns = if q.sync_ns == 0 {
+                took
+            } else {
+                (q.sync_ns * 7 + took) / 8
+            };
             let (published, failed) = q.publish();
             if let Some((target, epoch)) = published {
                 self.synced_epoch.store(epoch, Ordering::Release);
