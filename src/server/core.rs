@@ -1,5 +1,5 @@
 //! State shared by every task of a server: the hub behind one mutex, the wake-up channels of
-//! waiting reservers, the timer's re-arm signal, the group commit of the sync thread and the
+//! waiting reservers, the timer's re-arm signal, the group commit of the sync threads and the
 //! counters of commands and of the hub lock.
 //!
 //! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
@@ -539,7 +539,7 @@ impl<S: Segment> Core<S> {
     pub fn new(hub: Hub<S>, durability: Durability, max_job_size: u32, mode: Mode) -> Self {
         let mut hub = hub;
         if durability != Durability::Never {
-            // The sync thread makes the punches of freed runs, outside the hub lock.
+            // The sync threads make the punches of freed runs, outside the hub lock.
             hub.set_punch_outside();
         }
         Core {
@@ -1088,7 +1088,7 @@ impl<S: Segment> Core<S> {
     /// The periodic sync (`-f MS`): syncs only if a change was made since the last one, or
     /// the store has work of its own to make durable (a split's copies and `Moved` marks,
     /// retirements: [`crate::store::Store::has_unsynced_work`]), which then counts as a
-    /// change so the sync thread syncs it as any other.
+    /// change so the sync threads sync it as any other.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
         if self.untrusted() {
             // Said once, when the files stopped being trusted.

@@ -324,7 +324,7 @@ async fn bind(listen: ListenAddr) -> Result<(Listener, BoundAddr), ServerError> 
 }
 
 /// Starts the threads and tasks of a server, each ending once `shutdown` says so: the timer,
-/// the sync thread and the flusher (as `core.durability` asks), the checkpointer (persisted
+/// the sync threads and the flusher (as `core.durability` asks), the checkpointer (persisted
 /// modes), the id index trimmer, the metrics sampler (`--statsd`, `--metrics-addr`) and the
 /// accept loop.
 fn spawn_tasks<S: Segment + Send + 'static>(
@@ -451,7 +451,7 @@ fn timer<S: Segment>(core: &Core<S>) {
     }
 }
 
-/// Runs `run` on a thread of its own (the timer, the sync thread) until the server stops, then
+/// Runs `run` on a thread of its own (the timer, a sync thread) until the server stops, then
 /// calls `stop`, which makes `run` return, and joins the thread.
 fn spawn_thread<S: Segment + Send + 'static>(
     name: &str,
