@@ -5,7 +5,9 @@
 # Usage: bench/compare.sh [GROUP...]     (run from anywhere; it works in the repository root)
 #   GROUP: mem    beanstalkd (in memory)       vs yaad --mode mem
 #          disk   beanstalkd -b DIR (-f 50)    vs yaad --mode mapped / lazy -b DIR (default flush)
-#          fsync  beanstalkd -b DIR -f 0       vs yaad --mode mapped / lazy -b DIR -f 0
+#          fsync  beanstalkd -b DIR -f 0       vs yaad --mode mapped / lazy -b DIR -f 0, and
+#                 yaad mapped / lazy -f 50: each -f 0 row also shows its share of the -f 50
+#                 row of the same binary and mode in the same run (column "÷f50")
 #          (default: all three)
 # Environment (defaults in brackets):
 #   DURATION  seconds per run [5]          CONNS     connection counts ["10 50"]
@@ -16,6 +18,8 @@
 #   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
 #   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 1") []
+#   YAAD_B    a second yaad binary: every yaad row runs with it too, in the same rounds
+#             (interleaved A/B), labelled "B ..." []   YAAD_B_ARGS  its extra flags [YAAD_ARGS]
 #   NULL=1    add a `null` row to the mem group: bench/null_server.rs, a one-thread server that
 #             keeps nothing and sends canned replies: the most any server can reach here (TCP)
 #   NO_BUILD=1 skip `cargo build --release --bins`     OUT  results dir [target/bench/compare-TIME]
@@ -59,7 +63,8 @@ configs() {
         disk) printf '%s\n' "beanstalkd -b|beanstalkd|-b DIR" "yaad mapped|yaad-mapped|" \
             "yaad lazy|yaad-lazy|" ;;
         fsync) printf '%s\n' "beanstalkd -b -f0|beanstalkd|-b DIR -f 0" \
-            "yaad mapped -f0|yaad-mapped|-f 0" "yaad lazy -f0|yaad-lazy|-f 0" ;;
+            "yaad mapped -f50|yaad-mapped|-f 50" "yaad mapped -f0|yaad-mapped|-f 0" \
+            "yaad lazy -f50|yaad-lazy|-f 50" "yaad lazy -f0|yaad-lazy|-f 0" ;;
         *) die "unknown group $1 (mem, disk, fsync)" ;;
     esac
 }
@@ -103,20 +108,36 @@ run_one() {
     results+=("$group|$label|$conns|$per_s|$p50|$p99|$errors|$cpu_per_unit|$rss|$hwm")
 }
 
+# With YAAD_B, each yaad config once more with the second binary ("B" before its label).
+with_b() {
+    local label kind flags
+    while IFS='|' read -r label kind flags; do
+        printf '%s|%s|%s|A\n' "$label" "$kind" "$flags"
+        if [[ -n ${YAAD_B:-} && $kind == yaad-* ]]; then
+            printf 'B %s|%s|%s|B\n' "$label" "$kind" "$flags"
+        fi
+    done
+}
+
 # Rounds interleave the servers (A B C, A B C, ...) so that a burst of other load on the
 # machine hits every server alike; the table shows medians over the rounds.
 for ((round = 1; round <= REPEAT; round++)); do
     for group in "${GROUPS_TO_RUN[@]}"; do
-        while IFS='|' read -r label kind flags; do
+        while IFS='|' read -r label kind flags arm; do
             if [[ $kind == yaad-* && ! -x $YAAD ]]; then
                 ((round > 1)) || echo "skipping $label: no $YAAD" >&2
                 continue
             fi
             for conns in $CONNS; do
                 echo "round $round/$REPEAT: $WORKLOAD on $label, $conns conns, ${DURATION}s" >&2
-                run_one "$group" "$label" "$kind" "$flags" "$conns"
+                if [[ $arm == B ]]; then
+                    YAAD=$YAAD_B YAAD_ARGS=${YAAD_B_ARGS-$YAAD_ARGS} \
+                        run_one "$group" "$label" "$kind" "$flags" "$conns"
+                else
+                    run_one "$group" "$label" "$kind" "$flags" "$conns"
+                fi
             done
-        done < <(configs "$group")
+        done < <(configs "$group" | with_b)
     done
 done
 
@@ -145,25 +166,31 @@ done
             errors[key] += $7
         }
         END {
-            printf "%-6s %-18s %5s %10s %16s %8s %8s %6s %10s %9s %9s %6s\n", "group", "server", "conns", \
-                "units/s", "(min-max)", "p50 µs", "p99 µs", "errors", "srv µs/u", "RSS KiB", "peak KiB", "ratio"
+            printf "%-6s %-20s %5s %10s %16s %8s %8s %6s %10s %9s %9s %6s %6s\n", "group", "server", "conns", \
+                "units/s", "(min-max)", "p50 µs", "p99 µs", "errors", "srv µs/u", "RSS KiB", "peak KiB", "ratio", "÷f50"
             for (k = 1; k <= keys; k++) {
                 key = order[k]; split(key, f, "|"); n = count[key]
                 per_s[key] = median("per_s", key, n)
                 if (f[2] ~ /^beanstalkd/) base[f[1] "|" f[3]] = per_s[key]
             }
             for (k = 1; k <= keys; k++) {
+                key = order[k]; split(key, f, "|")
+                f50 = key; sub(/-f0\|/, "-f50|", f50)
+                share[key] = (f50 != key && per_s[f50] > 0) ? sprintf("%.2f", per_s[key] / per_s[f50]) : ""
+            }
+            for (k = 1; k <= keys; k++) {
                 key = order[k]; split(key, f, "|"); n = count[key]
                 b = base[f[1] "|" f[3]]
                 ratio = b > 0 ? sprintf("%.2f", per_s[key] / b) : "-"
                 cpu = vals["cpu", key, 1] == "-" ? "-" : sprintf("%.1f", median("cpu", key, n))
-                printf "%-6s %-18s %5s %10.0f %16s %8.0f %8.0f %6d %10s %9s %9s %6s\n", f[1], f[2], f[3], \
+                printf "%-6s %-20s %5s %10.0f %16s %8.0f %8.0f %6d %10s %9s %9s %6s %6s\n", f[1], f[2], f[3], \
                     per_s[key], sprintf("(%.0f-%.0f)", extreme("per_s", key, n, 0), extreme("per_s", key, n, 1)), \
                     median("p50", key, n), median("p99", key, n), errors[key], cpu, \
-                    extreme("rss", key, n, 1), extreme("hwm", key, n, 1), ratio
+                    extreme("rss", key, n, 1), extreme("hwm", key, n, 1), ratio, share[key]
             }
         }'
-    echo "ratio = median units/s ÷ the beanstalkd row of the same group and conns."
-    echo "targets: mem ≥ 1.5×, mapped default flush ≥ 1.2×, -f 0 ≥ 5×"
+    echo "ratio = median units/s ÷ the beanstalkd row of the same group and conns; ÷f50 = a -f 0"
+    echo "row's median ÷ the median of the -f 50 row of the same binary, mode and conns."
+    echo "targets: mem ≥ 1.5×, mapped default flush ≥ 1.2×, -f 0 ≥ 5× (7× at 50 conns) and ÷f50 ≥ 0.65 (0.85 at 50 conns)"
 } | tee "$OUT/table.txt"
 echo "raw results: $OUT/runs.jsonl" >&2

@@ -839,8 +839,9 @@ fn exit_within(y: &mut Yaad, guard: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Cut rounds in `mode` until `cuts` cuts were checked.
-fn power_cuts(mode: &str, seed: u64) {
+/// Cut rounds in `mode`, with `sync_threads` syncs in flight at once, until `cuts` cuts were
+/// checked.
+fn power_cuts(mode: &str, sync_threads: &str, seed: u64) {
     let seed = env_u64("YAAD_POWERLOSS_SEED").unwrap_or(seed);
     let cuts = env_u64("YAAD_POWERLOSS_CUTS").unwrap_or(20);
     // Sync events: a few at start-up, then about one per file synced per group commit.
@@ -881,7 +882,16 @@ fn power_cuts(mode: &str, seed: u64) {
         let event = 1 + rng.below(if early_cut { 20 } else { max_event });
         let cut_seed = rng.next();
         let image = root.path().join(format!("image{round}"));
-        let args = ["--mode", mode, "-b", path_str(&dir), "-f", "0"];
+        let args = [
+            "--mode",
+            mode,
+            "-b",
+            path_str(&dir),
+            "-f",
+            "0",
+            "--sync-threads",
+            sync_threads,
+        ];
         let (mut y, image, plan) = start_cut(&args, event, cut_seed, &image, boot);
         let what = format!("{mode} round {round} (seed {seed:#x}, YAAD_POWERCUT={plan})");
         let (port, pid) = (y.port, y.child.id().to_string());
@@ -977,12 +987,19 @@ fn power_cuts(mode: &str, seed: u64) {
 
 #[test]
 fn mapped_power_cut_keeps_every_acknowledged_change() {
-    power_cuts("mapped", 0x5eed_7001);
+    power_cuts("mapped", "1", 0x5eed_7001);
 }
 
 #[test]
 fn lazy_power_cut_keeps_every_acknowledged_change() {
-    power_cuts("lazy", 0x5eed_7002);
+    power_cuts("lazy", "1", 0x5eed_7002);
+}
+
+/// Syncs in flight at once (`--sync-threads`): batches complete out of order, are published
+/// in order; cuts land between them.
+#[test]
+fn overlapping_syncs_power_cut_keeps_every_acknowledged_change() {
+    power_cuts("mapped", "3", 0x5eed_7003);
 }
 
 /// Whether the restarted server holds exactly `tubes` (every command answered); returns the

@@ -13,7 +13,9 @@
 //! succeeded that copy is the durable state. A *cut* at any moment builds a new directory
 //! from the durable state and, page by page and name by name, a random choice of what was
 //! written since. Bytes written before a sync started are durable once it returns; writes
-//! racing with a sync count as not yet durable (stricter than the kernel, never laxer).
+//! racing with a sync count as not yet durable (stricter than the kernel, never laxer). Syncs
+//! of one file may overlap (the server's sync threads): the copy of the one that started last
+//! is the durable state, whichever completes last.
 //! A cut can be taken now ([`Sim::cut_now`]) or planned at the n-th sync event
 //! ([`Sim::plan_cut`]), which cuts *inside* whatever the code is doing (a sync batch, a
 //! compaction, a snapshot flush). In a process started with `YAAD_POWERCUT` the planned cut
@@ -58,6 +60,10 @@ struct State {
     files: HashMap<Key, Vec<u8>>,
     /// Durable names of each directory, relative to the root.
     dirs: HashMap<PathBuf, BTreeMap<OsString, Key>>,
+    /// The sync event whose copy each durable file and directory is (0: from registration).
+    /// Syncs of one file may overlap (two sync threads): one that started later copied newer
+    /// bytes, which an earlier one completing after it does not make less durable.
+    copied_at: HashMap<Copied, u64>,
     /// Sync calls seen (each counts once, before it runs).
     events: u64,
     plan: Option<Plan>,
@@ -74,6 +80,13 @@ struct Plan {
 }
 
 type Files = HashMap<Key, Vec<u8>>;
+
+/// What a durable copy is of.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Copied {
+    File(Key),
+    Dir(PathBuf),
+}
 type Dirs = HashMap<PathBuf, BTreeMap<OsString, Key>>;
 
 /// Every file's bytes and every directory's names under `root`.
@@ -272,16 +285,36 @@ impl Sim {
 
     fn commit(&self, what: Pending) {
         let mut st = self.lock();
+        let at = what.at;
+        // Whether the copy taken at event `at` is newer than the durable one (and now is).
+        let newer = |st: &mut State, of: Copied| {
+            let last = st.copied_at.entry(of).or_insert(0);
+            let newer = *last <= at;
+            *last = (*last).max(at);
+            newer
+        };
         match what.kind {
             PendingKind::File(key, bytes) => {
-                st.files.insert(key, bytes);
+                if newer(&mut st, Copied::File(key)) {
+                    st.files.insert(key, bytes);
+                }
             }
             PendingKind::Dir(rel, names) => {
-                st.dirs.insert(rel, names);
+                if newer(&mut st, Copied::Dir(rel.clone())) {
+                    st.dirs.insert(rel, names);
+                }
             }
             PendingKind::Tree(files, dirs) => {
-                st.files.extend(files);
-                st.dirs.extend(dirs);
+                for (key, bytes) in files {
+                    if newer(&mut st, Copied::File(key)) {
+                        st.files.insert(key, bytes);
+                    }
+                }
+                for (rel, names) in dirs {
+                    if newer(&mut st, Copied::Dir(rel.clone())) {
+                        st.dirs.insert(rel, names);
+                    }
+                }
             }
         }
     }
@@ -290,6 +323,8 @@ impl Sim {
 /// A durable state recorded before a sync, committed once the sync succeeded.
 pub(super) struct Pending {
     sim: Arc<Sim>,
+    /// The sync event that took the copy.
+    at: u64,
     kind: PendingKind,
 }
 
@@ -329,7 +364,7 @@ pub(super) fn before_file_sync(file: &File) -> Option<Pending> {
     let link = link.to_string_lossy();
     let path = PathBuf::from(link.strip_suffix(" (deleted)").unwrap_or(&link));
     let sim = sim_for(&path)?;
-    let _st = sim.event();
+    let st = sim.event();
     let meta = file.metadata().ok()?;
     let mut bytes = vec![0; meta.len() as usize];
     if file.read_exact_at(&mut bytes, 0).is_err() {
@@ -337,6 +372,7 @@ pub(super) fn before_file_sync(file: &File) -> Option<Pending> {
     }
     Some(Pending {
         sim: sim.clone(),
+        at: st.events,
         kind: PendingKind::File(key_of(&meta), bytes),
     })
 }
@@ -348,11 +384,12 @@ pub(super) fn before_path_sync(path: &Path) -> Option<Pending> {
     }
     let path = fs::canonicalize(path).ok()?;
     let sim = sim_for(&path)?;
-    let _st = sim.event();
+    let st = sim.event();
     let meta = fs::metadata(&path).ok()?;
     let bytes = fs::read(&path).ok()?;
     Some(Pending {
         sim: sim.clone(),
+        at: st.events,
         kind: PendingKind::File(key_of(&meta), bytes),
     })
 }
@@ -365,7 +402,7 @@ pub(super) fn before_dir_sync(dir: &Path) -> Option<Pending> {
     let dir = fs::canonicalize(dir).ok()?;
     let sim = sim_for(&dir)?;
     let rel = sim.rel(&dir)?;
-    let _st = sim.event();
+    let st = sim.event();
     let names = list(&dir)
         .ok()?
         .into_iter()
@@ -373,6 +410,7 @@ pub(super) fn before_dir_sync(dir: &Path) -> Option<Pending> {
         .collect();
     Some(Pending {
         sim: sim.clone(),
+        at: st.events,
         kind: PendingKind::Dir(rel, names),
     })
 }
@@ -384,10 +422,11 @@ pub(super) fn before_tree_sync(dir: &Path) -> Option<Pending> {
     }
     let dir = fs::canonicalize(dir).ok()?;
     let sim = sim_for(&dir)?;
-    let _st = sim.event();
+    let st = sim.event();
     let (files, dirs) = read_tree(&sim.root).ok()?;
     Some(Pending {
         sim: sim.clone(),
+        at: st.events,
         kind: PendingKind::Tree(files, dirs),
     })
 }
@@ -658,6 +697,28 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         churn.join().unwrap();
         cuts.unwrap();
+    }
+
+    /// Two syncs of one file in flight at once (two sync threads): the one that started
+    /// later copied the newer bytes; when the earlier one completed last, its older copy
+    /// replaced them, and a cut lost bytes a completed sync had made durable.
+    #[test]
+    fn an_earlier_sync_completing_last_keeps_the_newer_bytes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = register(dir.path(), b"boot-e").unwrap();
+        let f = File::create(dir.path().join("h")).unwrap();
+        fsio::sync_dir(dir.path()).unwrap();
+        f.write_all_at(&[1; PAGE], 0).unwrap();
+        let first = before_file_sync(&f).unwrap();
+        f.write_all_at(&[2; PAGE], 0).unwrap();
+        let second = before_file_sync(&f).unwrap();
+        second.commit();
+        first.commit();
+        assert!(
+            outcomes(&sim, "h", 0..64)
+                .iter()
+                .all(|o| o.as_deref() == Some(&[2; PAGE][..]))
+        );
     }
 
     #[test]

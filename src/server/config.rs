@@ -129,6 +129,13 @@ pub struct Config {
     /// syncs have threads of their own.
     #[arg(long = "threads", value_name = "N", default_value_t = 0)]
     pub threads: u16,
+
+    /// Syncs in flight at once (with -f): while one batch of changes syncs, the next starts on
+    /// another thread instead of waiting for it. Helps only where the device completes
+    /// overlapping flushes in parallel (on a disk with a volatile write cache flushes queue up,
+    /// and each sync takes longer: see bench/README.md); 1: one sync at a time.
+    #[arg(long = "sync-threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub sync_threads: u16,
 }
 
 /// Where the server listens.
@@ -222,6 +229,7 @@ mod tests {
         assert_eq!(c.durability(), Durability::Interval(50));
         assert_eq!(c.spoke_span_ms, 1000);
         assert_eq!(c.threads, 0);
+        assert_eq!(c.sync_threads, 1);
         assert_eq!(
             c.listen_addr(),
             Ok(ListenAddr::Tcp("0.0.0.0:11300".parse().unwrap()))

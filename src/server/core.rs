@@ -1,5 +1,5 @@
 //! State shared by every task of a server: the hub behind one mutex, the wake-up channels of
-//! waiting reservers, the timer's re-arm signal, the group commit of the sync thread and the
+//! waiting reservers, the timer's re-arm signal, the group commit of the sync threads and the
 //! counters of commands and of the hub lock.
 //!
 //! The hub lock is a `std::sync::Mutex` held only for the length of one hub call: never across
@@ -7,11 +7,11 @@
 //! write under it is the non-blocking write of a blocked reserve's reply ([`Waiter`]), which
 //! never waits for the client: what the socket does not take at once, the connection writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -194,15 +194,17 @@ pub struct Core<S: Segment> {
     /// are refused), no reply waiting for a change not synced before is sent, and no clean
     /// summary is written, so the next start scans every segment.
     untrusted: AtomicBool,
-    /// Held by the sync thread for the whole of a sync, from taking the batch to publishing
-    /// its outcome, and by [`Core::flush`]: a flush never marks as synced the changes of a
-    /// batch still being synced (their files left the hub's sets with the batch).
-    sync_lock: Mutex<()>,
+    /// Held (shared) by each sync thread for the whole of a sync, from taking the batch to
+    /// publishing its outcome, and (exclusive) by [`Core::flush`]: a flush never marks as
+    /// synced the changes of a batch still being synced (their files left the hub's sets with
+    /// the batch).
+    sync_lock: RwLock<()>,
     /// Tests: syncs fail without syncing ([`Core::inject_sync_failures`]).
     failing_syncs: AtomicBool,
     /// Tests: syncs wait after taking their batch ([`Core::hold_syncs`]).
     hold: SyncHold,
-    /// The tasks waiting for a sync, and the sync thread's wake-up ([`Core::run_syncs`]).
+    /// The tasks waiting for a sync, the batches in flight, and the sync threads' wake-up
+    /// ([`Core::run_syncs`]).
     sync_queue: SyncQueue,
     /// Completed syncs (a group commit makes far fewer than changes).
     pub syncs: AtomicU64,
@@ -222,31 +224,48 @@ pub struct Core<S: Segment> {
     reap: Option<Box<dyn Fn(Vec<S>) + Send + Sync>>,
 }
 
-/// Tests: holds the sync thread between taking a batch and syncing it.
+/// Tests: holds the sync threads between taking a batch and syncing it.
 #[derive(Default)]
 struct SyncHold {
-    /// `(on, a sync waits at the hold)`.
-    state: Mutex<(bool, bool)>,
+    state: Mutex<HoldState>,
     cv: Condvar,
 }
 
+#[derive(Default)]
+struct HoldState {
+    on: bool,
+    /// The epochs of the batches waiting at the hold.
+    held: BTreeSet<u64>,
+    /// Batches let through while the hold is on, and whether each then fails.
+    let_through: HashMap<u64, bool>,
+}
+
 impl SyncHold {
-    fn lock(&self) -> MutexGuard<'_, (bool, bool)> {
+    fn lock(&self) -> MutexGuard<'_, HoldState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits while the hold is on.
-    fn pass(&self) {
+    /// Waits while the hold is on and batch `epoch` is not let through; returns whether the
+    /// batch was let through to fail.
+    fn pass(&self, epoch: u64) -> bool {
         let mut st = self.lock();
-        while st.0 {
-            st.1 = true;
+        loop {
+            if let Some(fail) = st.let_through.remove(&epoch) {
+                st.held.remove(&epoch);
+                return fail;
+            }
+            if !st.on {
+                st.held.remove(&epoch);
+                return false;
+            }
+            st.held.insert(epoch);
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        st.1 = false;
     }
 }
 
-/// Tasks waiting for their changes to be synced, and the sync thread's condition variable.
+/// Tasks waiting for their changes to be synced, the batches in flight, and the sync threads'
+/// condition variable.
 #[derive(Default)]
 struct SyncQueue {
     waiters: Mutex<SyncWaiters>,
@@ -257,10 +276,103 @@ struct SyncQueue {
 struct SyncWaiters {
     /// `(change, task)`: the task waits until that change is synced (or its sync failed).
     waiting: Vec<(u64, Waker)>,
-    /// The sync thread sleeps on the condition variable (a new waiter must wake it).
-    idle: bool,
-    /// The sync thread is gone (or going): nobody will sync.
+    /// The highest change a task waits (or waited) for.
+    wanted: u64,
+    /// The last change covered by a batch taken so far (in flight or synced).
+    taken: u64,
+    /// A sync thread is taking a batch: the others wait until it is registered.
+    taking: bool,
+    /// A sleeping sync thread was woken to take a batch and has not looked yet (so that a
+    /// burst of waiters wakes one thread, not all).
+    summoned: bool,
+    /// Sync threads asleep on the condition variable.
+    idle: usize,
+    /// Batches taken and not published yet, in the order taken (their epochs and changes
+    /// ascending), each with its outcome once its sync returned. Published in that order: a
+    /// change is synced only once every batch up to its own completed.
+    in_flight: VecDeque<InFlight>,
+    /// A batch failed: no more batches are taken.
+    failed: bool,
+    /// The sync threads are stopping: nobody will sync changes not taken yet.
     stopped: bool,
+    /// Sync threads running ([`Core::run_syncs`]).
+    threads: usize,
+    /// When the last batch was taken.
+    last_taken: Option<Instant>,
+    /// A moving average of how long a sync takes, in ns.
+    sync_ns: u64,
+}
+
+/// When a sync thread should take a batch ([`SyncWaiters::batch_due`]).
+enum Due {
+    No,
+    Now,
+    At(Instant),
+}
+
+/// A sync batch being synced.
+struct InFlight {
+    epoch: u64,
+    /// The last change it covers.
+    target: u64,
+    /// `None` while its sync runs.
+    outcome: Option<std::io::Result<()>>,
+}
+
+impl SyncWaiters {
+    /// Whether a sync thread should take a batch: a task waits for a change no batch taken
+    /// covers, and no other thread is taking one. At once if no batch is in flight, else a
+    /// share of a sync's duration (one per thread) after the last batch was taken: the
+    /// threads' syncs are spread over a sync's duration, each taking what came since the one
+    /// before. Started back to back, the second would cover the few changes made while the
+    /// first was taken, and the changes after it would wait for most of two syncs again.
+    fn batch_due(&self) -> Due {
+        if self.taking || self.failed || self.wanted <= self.taken {
+            return Due::No;
+        }
+        match self.last_taken {
+            Some(last) if !self.in_flight.is_empty() => {
+                let share = self.sync_ns / self.threads.max(1) as u64;
+                Due::At(last + Duration::from_nanos(share))
+            }
+            _ => Due::Now,
+        }
+    }
+
+    /// Takes the outcomes of the batches completed in order from the front: the last change
+    /// and epoch synced, and the error of the first failed batch (every batch after it is
+    /// dropped: after a failed sync a later one proves nothing).
+    fn publish(&mut self) -> (Option<(u64, u64)>, Option<std::io::Error>) {
+        let mut synced = None;
+        while self.in_flight.front().is_some_and(|b| b.outcome.is_some()) {
+            let Some(b) = self.in_flight.pop_front() else {
+                break;
+            };
+            match b.outcome {
+                Some(Err(e)) => {
+                    self.failed = true;
+                    self.in_flight.clear();
+                    return (synced, Some(e));
+                }
+                _ => synced = Some((b.target, b.epoch)),
+            }
+        }
+        (synced, None)
+    }
+
+    /// Removes the tasks waiting for changes up to `synced`.
+    fn covered(&mut self, synced: u64) -> Vec<Waker> {
+        let mut woken = Vec::new();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].0 <= synced {
+                woken.push(self.waiting.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        woken
+    }
 }
 
 impl SyncQueue {
@@ -270,6 +382,26 @@ impl SyncQueue {
 
     fn wait<'a>(&self, g: MutexGuard<'a, SyncWaiters>) -> MutexGuard<'a, SyncWaiters> {
         self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_until<'a>(
+        &self,
+        g: MutexGuard<'a, SyncWaiters>,
+        at: Instant,
+    ) -> MutexGuard<'a, SyncWaiters> {
+        let left = at.saturating_duration_since(Instant::now());
+        match self.cv.wait_timeout(g, left) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
+    /// Wakes a sleeping sync thread if one should take a batch (called with the queue locked).
+    fn summon(&self, q: &mut SyncWaiters) {
+        if q.idle > 0 && !q.summoned && !matches!(q.batch_due(), Due::No) {
+            q.summoned = true;
+            self.cv.notify_one();
+        }
     }
 }
 
@@ -407,7 +539,7 @@ impl<S: Segment> Core<S> {
     pub fn new(hub: Hub<S>, durability: Durability, max_job_size: u32, mode: Mode) -> Self {
         let mut hub = hub;
         if durability != Durability::Never {
-            // The sync thread makes the punches of freed runs, outside the hub lock.
+            // The sync threads make the punches of freed runs, outside the hub lock.
             hub.set_punch_outside();
         }
         Core {
@@ -427,7 +559,7 @@ impl<S: Segment> Core<S> {
             changes: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             untrusted: AtomicBool::new(false),
-            sync_lock: Mutex::new(()),
+            sync_lock: RwLock::new(()),
             failing_syncs: AtomicBool::new(false),
             hold: SyncHold::default(),
             sync_queue: SyncQueue::default(),
@@ -567,8 +699,9 @@ impl<S: Segment> Core<S> {
     }
 
     /// With `-f 0`, returns once change `seq` is synced to the device. Group commit: the sync
-    /// thread ([`Core::run_syncs`]) runs one sync at a time, outside the hub lock; changes made
-    /// while it runs are all covered by the next one.
+    /// threads ([`Core::run_syncs`]) sync outside the hub lock every change made before they
+    /// take a batch; changes made while a batch syncs go into the next one, which another
+    /// thread starts at once.
     ///
     /// An error means change `seq` was not synced before a sync failed: its reply must not be
     /// sent (the caller drops the connection, so the client cannot take the change as
@@ -582,7 +715,7 @@ impl<S: Segment> Core<S> {
     }
 
     /// Resolves once change `seq` is synced, or with an error once a sync failed or the sync
-    /// thread stopped first.
+    /// threads stopped first.
     async fn durable(&self, seq: u64) -> std::io::Result<()> {
         std::future::poll_fn(|cx| {
             let done = |q: &SyncWaiters| {
@@ -601,63 +734,66 @@ impl<S: Segment> Core<S> {
                 }
             };
             let mut q = self.sync_queue.lock();
-            // Checked under the queue lock: the sync thread publishes a sync's outcome before
-            // it takes the lock to wake the waiters it covers, so none is missed.
+            // Checked under the queue lock: a sync thread publishes a sync's outcome under it
+            // and then wakes the waiters it covers, so none is missed.
             if let Some(r) = done(&q) {
                 return Poll::Ready(r);
             }
             q.waiting.push((seq, cx.waker().clone()));
-            if q.idle {
-                q.idle = false;
-                self.sync_queue.cv.notify_one();
-            }
+            q.wanted = q.wanted.max(seq);
+            self.sync_queue.summon(&mut q);
             Poll::Pending
         })
         .await
     }
 
-    /// The sync thread (`-f 0`, `-f MS`): while tasks wait for changes to be durable, syncs
-    /// every change made so far and wakes the waiters it covers; returns once
-    /// [`Core::stop_syncs`] was called. A thread of its own rather than a blocking task per
-    /// sync: under load it goes from one sync to the next without a hand-over, and it wakes
-    /// exactly the tasks whose changes a sync covered.
+    /// A sync thread (`-f 0`, `-f MS`; the server runs `--sync-threads` of them): while tasks
+    /// wait for changes no batch covers yet, takes a batch of every change made so far, syncs
+    /// it outside the hub lock and wakes the waiters that completed; returns once
+    /// [`Core::stop_syncs`] was called and nothing is left in flight. While one thread syncs a
+    /// batch, another takes the changes made meanwhile, a share of a sync's duration later
+    /// ([`SyncWaiters::batch_due`]), and syncs them at the same time (a change waits for about
+    /// one sync plus that share, not the rest of the one in flight and then its own).
+    /// Outcomes are published in the order the batches were taken: a change is synced only
+    /// once every batch up to its own completed, and a failed batch fails its changes and
+    /// every later one. Threads of their own rather than a blocking task per sync: under load
+    /// a thread goes from one sync to the next without a hand-over.
     pub fn run_syncs(&self) {
+        // A timed wait may end up to the thread's timer slack (50 µs by default) late: about
+        // half of a sync's duration here. This thread's waits start syncs; it asks for none.
+        if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+            tracing::debug!("timer slack not lowered: {e}");
+        }
+        let mut q = self.sync_queue.lock();
+        q.threads += 1;
         loop {
-            {
-                let mut q = self.sync_queue.lock();
-                while q.waiting.is_empty() && !q.stopped {
-                    q.idle = true;
-                    q = self.sync_queue.wait(q);
-                }
-                q.idle = false;
-                if q.stopped && q.waiting.is_empty() {
-                    return;
-                }
+            let due = match q.batch_due() {
+                Due::At(at) if at <= Instant::now() => Due::Now,
+                due => due,
+            };
+            if let Due::Now = due {
+                // Once stopped, one last batch for the tasks already waiting; later ones get
+                // an error (`durable`).
+                q.taking = true;
+                drop(q);
+                self.sync();
+                q = self.sync_queue.lock();
+                continue;
             }
-            // Once stopped, one last sync for the tasks already waiting; later ones get an
-            // error (`durable`).
-            let last = self.sync_queue.lock().stopped;
-            // A failure is logged once, by `distrust`.
-            let target = self.sync().unwrap_or_else(|(target, _)| target);
-            let mut woken = Vec::new();
-            {
-                let mut q = self.sync_queue.lock();
-                let mut i = 0;
-                while i < q.waiting.len() {
-                    if q.waiting[i].0 <= target {
-                        woken.push(q.waiting.swap_remove(i).1);
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            if last {
-                woken.extend(self.sync_queue.lock().waiting.drain(..).map(|(_, w)| w));
-            }
-            woken.into_iter().for_each(Waker::wake);
-            if last {
+            if q.stopped && !q.taking && q.in_flight.is_empty() {
+                let woken: Vec<Waker> = q.waiting.drain(..).map(|(_, w)| w).collect();
+                self.sync_queue.cv.notify_all();
+                drop(q);
+                woken.into_iter().for_each(Waker::wake);
                 return;
             }
+            q.idle += 1;
+            q = match due {
+                Due::At(at) => self.sync_queue.wait_until(q, at),
+                _ => self.sync_queue.wait(q),
+            };
+            q.idle -= 1;
+            q.summoned = false;
         }
     }
 
@@ -670,77 +806,138 @@ impl<S: Segment> Core<S> {
     /// Tests: while `hold` is set, a sync waits after taking its batch (its changes are then
     /// neither in the hub's sets nor synced: what a slow fdatasync looks like).
     pub fn hold_syncs(&self, hold: bool) {
-        self.hold.lock().0 = hold;
+        self.hold.lock().on = hold;
         self.hold.cv.notify_all();
     }
 
     /// Tests: whether a sync waits at the hold ([`Core::hold_syncs`]) with its batch.
     pub fn sync_held(&self) -> bool {
-        self.hold.lock().1
+        !self.hold.lock().held.is_empty()
     }
 
-    /// Makes [`Core::run_syncs`] return; tasks still waiting get an error (no reply).
+    /// Tests: the epochs of the batches waiting at the hold.
+    #[cfg(test)]
+    fn held_batches(&self) -> Vec<u64> {
+        self.hold.lock().held.iter().copied().collect()
+    }
+
+    /// Tests: lets batch `epoch` through the hold; `fail`: its sync fails.
+    #[cfg(test)]
+    fn let_batch_through(&self, epoch: u64, fail: bool) {
+        self.hold.lock().let_through.insert(epoch, fail);
+        self.hold.cv.notify_all();
+    }
+
+    /// Makes [`Core::run_syncs`] return once nothing is in flight; tasks still waiting for a
+    /// change no batch covers get an error (no reply).
     pub fn stop_syncs(&self) {
         let mut q = self.sync_queue.lock();
         q.stopped = true;
-        self.sync_queue.cv.notify_one();
+        self.sync_queue.cv.notify_all();
     }
 
-    /// Syncs every change made so far, outside the hub lock; returns the last change number
-    /// it covered (with the error, when it failed or the files are untrusted already).
-    fn sync(&self) -> Result<u64, (u64, std::io::Error)> {
-        let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Takes a batch of every change made so far, syncs it outside the hub lock and publishes
+    /// the batches completed in order (see [`Core::run_syncs`]). Called with `taking` set.
+    fn sync(&self) {
+        let _shared = self.sync_lock.read().unwrap_or_else(|e| e.into_inner());
         if self.untrusted() {
-            let target = self.changes.load(Ordering::Relaxed);
-            return Err((target, std::io::Error::other("a sync failed before")));
+            // A flush failed: nothing is synced any more.
+            let woken: Vec<Waker> = {
+                let mut q = self.sync_queue.lock();
+                q.taking = false;
+                q.failed = true;
+                q.waiting.drain(..).map(|(_, w)| w).collect()
+            };
+            woken.into_iter().for_each(Waker::wake);
+            return;
         }
-        let (batch, from, target, punches) = {
+        let (batch, target, punches) = {
             let mut g = self.lock();
-            // The Moved marks that waited for the last batch go into this one.
+            // The Moved marks that waited for the batches published so far go into this one.
             g.hub.synced(self.synced_epoch.load(Ordering::Acquire));
             (
                 g.hub.take_sync_batch(),
-                self.synced.load(Ordering::Acquire),
                 self.changes.load(Ordering::Relaxed),
                 g.hub.take_punches(),
             )
         };
+        let from = {
+            let mut q = self.sync_queue.lock();
+            let from = q.taken;
+            q.in_flight.push_back(InFlight {
+                epoch: batch.epoch,
+                target,
+                outcome: None,
+            });
+            q.taken = target;
+            q.taking = false;
+            q.last_taken = Some(Instant::now());
+            // Changes made while this batch was taken go to another thread at once.
+            self.sync_queue.summon(&mut q);
+            from
+        };
         punches.into_iter().for_each(PunchJob::run);
-        self.hold.pass();
+        let fail = self.hold.pass(batch.epoch);
         let started = crate::observe::start();
         let clock = Instant::now();
-        let synced = if self.failing_syncs.load(Ordering::Relaxed) {
+        let outcome = if fail || self.failing_syncs.load(Ordering::Relaxed) {
             Err(std::io::Error::other("sync failure injected"))
         } else {
             batch.sync()
         };
-        if let Err(e) = synced {
-            // The batch's files left the hub's sets: untrusted, they are never synced again.
-            self.distrust(&mut self.lock().hub, &e);
-            return Err((target, e));
+        let took = clock.elapsed().as_nanos() as u64;
+        if outcome.is_ok() {
+            crate::observe::finish(crate::observe::Timer::Sync, started);
+            let changes = target.saturating_sub(from);
+            crate::observe::count(crate::observe::Event::SyncChanges, changes);
+            self.sync_ns.fetch_add(took, Ordering::Relaxed);
+            self.sync_changes.fetch_add(changes, Ordering::Relaxed);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        self.synced_epoch.store(batch.epoch, Ordering::Release);
-        crate::observe::finish(crate::observe::Timer::Sync, started);
-        let changes = target.saturating_sub(from);
-        crate::observe::count(crate::observe::Event::SyncChanges, changes);
-        self.sync_ns
-            .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.sync_changes.fetch_add(changes, Ordering::Relaxed);
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.synced.fetch_max(target, Ordering::Release);
-        if matches!(self.durability, Durability::Interval(_)) {
+        let (published, failed, mut woken) = {
+            let mut q = self.sync_queue.lock();
+            // Not there once an earlier batch failed: its outcome no longer matters.
+            if let Some(b) = q.in_flight.iter_mut().find(|b| b.epoch == batch.epoch) {
+                b.outcome = Some(outcome);
+            }
+            q.sync_ns = if q.sync_ns == 0 {
+                took
+            } else {
+                (q.sync_ns * 7 + took) / 8
+            };
+            let (published, failed) = q.publish();
+            if let Some((target, epoch)) = published {
+                self.synced_epoch.store(epoch, Ordering::Release);
+                self.synced.fetch_max(target, Ordering::Release);
+            }
+            let woken = q.covered(self.synced.load(Ordering::Acquire));
+            if q.stopped {
+                // A thread waiting for the batches in flight before it returns.
+                self.sync_queue.cv.notify_all();
+            }
+            (published, failed, woken)
+        };
+        if let Some(e) = failed {
+            // The batch's files left the hub's sets: untrusted, they are never synced again.
+            // Every task still waiting fails (`durable` sees the flag).
+            self.distrust(&mut self.lock().hub, &e);
+            woken.extend(self.sync_queue.lock().waiting.drain(..).map(|(_, w)| w));
+        }
+        woken.into_iter().for_each(Waker::wake);
+        if let Some((_, epoch)) = published
+            && matches!(self.durability, Durability::Interval(_))
+        {
             // What waited for this batch (Moved marks, punches of freed runs) goes on now, not
             // at the next periodic sync: an idle server would otherwise hold it indefinitely.
             // Under `-f 0` the next batch, never far off, does it.
             let punches = {
                 let mut g = self.lock();
-                g.hub.synced(batch.epoch);
+                g.hub.synced(epoch);
                 self.after_call(&mut g);
                 g.hub.take_punches()
             };
             punches.into_iter().for_each(PunchJob::run);
         }
-        Ok(target)
     }
 
     /// The end of every hub call, under the lock: marks moves as synced when nothing syncs
@@ -847,11 +1044,11 @@ impl<S: Segment> Core<S> {
     }
 
     /// Makes every change durable (drain, shutdown; mem mode: writes the segment files).
-    /// Waits for a sync in flight first: the files of its batch are no longer in the hub's
+    /// Waits for the syncs in flight first: the files of their batches are no longer in the hub's
     /// sets, so the hub's flush would not sync them. Once the files are untrusted (a sync
     /// failed) it still flushes what it can but fails: no clean summary is written.
     pub fn flush(&self) -> Result<(), HubError> {
-        let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _all = self.sync_lock.write().unwrap_or_else(|e| e.into_inner());
         let mut g = self.lock();
         let target = self.changes.load(Ordering::Relaxed);
         let flushed = g.hub.flush();
@@ -891,7 +1088,7 @@ impl<S: Segment> Core<S> {
     /// The periodic sync (`-f MS`): syncs only if a change was made since the last one, or
     /// the store has work of its own to make durable (a split's copies and `Moved` marks,
     /// retirements: [`crate::store::Store::has_unsynced_work`]), which then counts as a
-    /// change so the sync thread syncs it as any other.
+    /// change so the sync threads sync it as any other.
     pub async fn sync_if_changed(&self) -> std::io::Result<()> {
         if self.untrusted() {
             // Said once, when the files stopped being trusted.
@@ -950,6 +1147,140 @@ mod tests {
     use super::*;
     use crate::hub::{HubConfig, SECOND};
     use crate::segment::{MappedSegment, SpokeId, segment_file_name};
+
+    /// A `-f 0` core with `threads` sync threads, on a fresh mapped data dir.
+    fn every_change(
+        threads: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Core<MappedSegment>>,
+        Vec<std::thread::JoinHandle<()>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::<MappedSegment>::open(HubConfig::new(dir.path()), now()).unwrap();
+        let core = Arc::new(Core::new(
+            hub,
+            Durability::EveryChange,
+            65_535,
+            Mode::Mapped,
+        ));
+        let syncers = (0..threads)
+            .map(|_| {
+                let core = core.clone();
+                std::thread::spawn(move || core.run_syncs())
+            })
+            .collect();
+        (dir, core, syncers)
+    }
+
+    /// A put; returns a task waiting for it to be durable, once its batch waits at the hold
+    /// (the hold is on), and the batch's epoch.
+    async fn put_held(
+        core: &Arc<Core<MappedSegment>>,
+    ) -> (tokio::task::JoinHandle<std::io::Result<()>>, u64) {
+        let held = core.held_batches();
+        let mut seq = 0;
+        core.with_hub_change(&mut seq, |h| {
+            let c = h.connect();
+            h.put(c, 0, 0, 60, b"x", now())
+        })
+        .unwrap();
+        let waiter = {
+            let core = core.clone();
+            tokio::spawn(async move { core.wait_durable(seq).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(&e) = core.held_batches().iter().find(|e| !held.contains(e)) {
+                return (waiter, e);
+            }
+            assert!(Instant::now() < deadline, "no batch taken for change {seq}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Lets batch `epoch` through the hold and returns once its outcome is recorded (and what
+    /// it allowed published, in the same hold of the queue lock).
+    async fn complete(core: &Core<MappedSegment>, epoch: u64, fail: bool) {
+        core.let_batch_through(epoch, fail);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let recorded = core
+                .sync_queue
+                .lock()
+                .in_flight
+                .iter()
+                .find(|b| b.epoch == epoch)
+                .is_none_or(|b| b.outcome.is_some());
+            if recorded && !core.held_batches().contains(&epoch) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "batch {epoch} did not complete");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn stop(core: &Core<MappedSegment>, syncers: Vec<std::thread::JoinHandle<()>>) {
+        core.hold_syncs(false);
+        core.stop_syncs();
+        syncers.into_iter().for_each(|t| t.join().unwrap());
+    }
+
+    /// With two syncs in flight, the later batch completing first must not make its changes
+    /// (nor the earlier batch's) count as synced: a change is acknowledged only once every
+    /// batch up to its own completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_batch_completing_first_waits_for_the_earlier() {
+        let (_dir, core, syncers) = every_change(2);
+        core.hold_syncs(true);
+        let (first, e1) = put_held(&core).await;
+        let (second, e2) = put_held(&core).await;
+        assert!(e1 < e2, "batches taken in order");
+
+        complete(&core, e2, false).await;
+        assert_eq!(core.synced.load(Ordering::Acquire), 0, "nothing published");
+        assert!(
+            !first.is_finished() && !second.is_finished(),
+            "no waiter woken"
+        );
+
+        complete(&core, e1, false).await;
+        first.await.unwrap().expect("the first change is synced");
+        second.await.unwrap().expect("the second change is synced");
+        assert_eq!(core.synced.load(Ordering::Acquire), 2);
+        assert!(!core.untrusted());
+        stop(&core, syncers);
+    }
+
+    /// A failed batch fails exactly its changes and every later batch's, even those that
+    /// completed first; the changes of earlier batches that completed are acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_fails_its_changes_and_later_ones_only() {
+        let (_dir, core, syncers) = every_change(3);
+        core.hold_syncs(true);
+        let (first, e1) = put_held(&core).await;
+        let (second, e2) = put_held(&core).await;
+        let (third, e3) = put_held(&core).await;
+
+        complete(&core, e3, false).await;
+        complete(&core, e2, true).await;
+        assert!(
+            !core.untrusted(),
+            "the failure waits for the batch before it"
+        );
+        assert!(!first.is_finished() && !second.is_finished() && !third.is_finished());
+
+        complete(&core, e1, false).await;
+        first.await.unwrap().expect("the first change is synced");
+        assert!(second.await.unwrap().is_err(), "the failed batch's change");
+        assert!(
+            third.await.unwrap().is_err(),
+            "a later batch proves nothing"
+        );
+        assert_eq!(core.synced.load(Ordering::Acquire), 1);
+        assert!(core.untrusted());
+        stop(&core, syncers);
+    }
 
     /// A split in an idle server waited for a client change to be synced: the periodic sync
     /// did nothing without one, so the split's `Moved` marks were never written and the wide

@@ -7,10 +7,10 @@
 //! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
 //! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
 //! flusher and with `--statsd` or `--metrics-addr` the sampler (`spawn_tasks`; with
-//! `--metrics-addr` also the endpoint, started by `run`). Two threads of their own: the timer,
+//! `--metrics-addr` also the endpoint, started by `run`). Threads of their own: the timer,
 //! which sleeps until the hub's next deadline and calls `tick` (woken earlier when a call
 //! brings the deadline forward; see `core::TimerWake` for why it is a thread), and with `-f 0`
-//! or `-f MS` the sync thread (`Core::run_syncs`).
+//! or `-f MS` the `--sync-threads` sync threads (`Core::run_syncs`).
 //!
 //! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
 
@@ -234,7 +234,14 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     let core = Arc::new(core);
     let (listener, addr) = bind(listen).await?;
     let (tx, rx) = watch::channel(false);
-    let tasks = spawn_tasks(&core, listener, rx, mode, cfg.max_connections)?;
+    let tasks = spawn_tasks(
+        &core,
+        listener,
+        rx,
+        mode,
+        cfg.max_connections,
+        cfg.sync_threads,
+    )?;
     Ok(Server {
         addr,
         shutdown: tx,
@@ -317,7 +324,7 @@ async fn bind(listen: ListenAddr) -> Result<(Listener, BoundAddr), ServerError> 
 }
 
 /// Starts the threads and tasks of a server, each ending once `shutdown` says so: the timer,
-/// the sync thread and the flusher (as `core.durability` asks), the checkpointer (persisted
+/// the sync threads and the flusher (as `core.durability` asks), the checkpointer (persisted
 /// modes), the id index trimmer, the metrics sampler (`--statsd`, `--metrics-addr`) and the
 /// accept loop.
 fn spawn_tasks<S: Segment + Send + 'static>(
@@ -326,6 +333,7 @@ fn spawn_tasks<S: Segment + Send + 'static>(
     shutdown: watch::Receiver<bool>,
     mode: Mode,
     max_connections: usize,
+    sync_threads: u16,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut tasks = vec![spawn_thread(
         "yaad-timer",
@@ -335,14 +343,16 @@ fn spawn_tasks<S: Segment + Send + 'static>(
         |c| c.timer.stop(),
     )?];
     if core.durability != Durability::Never {
-        // The sync thread of `-f 0` and `-f MS` (`Core::run_syncs`).
-        tasks.push(spawn_thread(
-            "yaad-sync",
-            core.clone(),
-            shutdown.clone(),
-            Core::run_syncs,
-            Core::stop_syncs,
-        )?);
+        // The sync threads of `-f 0` and `-f MS` (`Core::run_syncs`).
+        for _ in 0..sync_threads.max(1) {
+            tasks.push(spawn_thread(
+                "yaad-sync",
+                core.clone(),
+                shutdown.clone(),
+                Core::run_syncs,
+                Core::stop_syncs,
+            )?);
+        }
     }
     if let Durability::Interval(ms) = core.durability {
         tasks.push(tokio::spawn(flusher(core.clone(), ms, shutdown.clone())));
@@ -441,7 +451,7 @@ fn timer<S: Segment>(core: &Core<S>) {
     }
 }
 
-/// Runs `run` on a thread of its own (the timer, the sync thread) until the server stops, then
+/// Runs `run` on a thread of its own (the timer, a sync thread) until the server stops, then
 /// calls `stop`, which makes `run` return, and joins the thread.
 fn spawn_thread<S: Segment + Send + 'static>(
     name: &str,
