@@ -90,20 +90,8 @@ impl Spares {
 
 /// Serves one connection until the client quits or closes, or the server shuts down.
 pub async fn serve<S: Segment, T: Socket>(core: Arc<Core<S>>, stream: T) {
-    let wakeups = Arc::new(Wakeups::default());
-    let stream = Arc::new(stream);
-    let id = core.connect(Waiter::new(wakeups.clone(), stream.clone()));
-    let mut conn = Conn {
-        decoder: Decoder::new(core.max_job_size),
-        core,
-        id,
-        stream,
-        wakeups,
-        input: BytesMut::new(),
-        out: Vec::new(),
-        eof: false,
-        change: 0,
-    };
+    let mut conn = Conn::new(core, stream);
+    let id = conn.id;
     if let Err(e) = conn.run().await {
         tracing::debug!(conn = id, "connection ended: {e}");
     }
@@ -146,6 +134,24 @@ impl<S: Segment, T> Drop for Conn<S, T> {
 }
 
 impl<S: Segment, T: Socket> Conn<S, T> {
+    /// A connection registered with the hub, nothing read yet.
+    fn new(core: Arc<Core<S>>, stream: T) -> Self {
+        let wakeups = Arc::new(Wakeups::default());
+        let stream = Arc::new(stream);
+        let id = core.connect(Waiter::new(wakeups.clone(), stream.clone()));
+        Conn {
+            decoder: Decoder::new(core.max_job_size),
+            core,
+            id,
+            stream,
+            wakeups,
+            input: BytesMut::new(),
+            out: Vec::new(),
+            eof: false,
+            change: 0,
+        }
+    }
+
     /// Reads, runs and answers commands until the client quits or closes.
     async fn run(&mut self) -> std::io::Result<()> {
         loop {
@@ -506,20 +512,7 @@ mod tests {
     fn conn(dir: &std::path::Path, stream: UnixStream) -> Conn<MemSegment, UnixStream> {
         let hub = Hub::<MemSegment>::open(HubConfig::new(dir), now()).unwrap();
         let core = Arc::new(Core::new(hub, Durability::Never, 65535, Mode::Mem));
-        let wakeups = Arc::new(Wakeups::default());
-        let stream = Arc::new(stream);
-        let id = core.connect(Waiter::new(wakeups.clone(), stream.clone()));
-        Conn {
-            decoder: Decoder::new(core.max_job_size),
-            core,
-            id,
-            stream,
-            wakeups,
-            input: BytesMut::new(),
-            out: Vec::new(),
-            eof: false,
-            change: 0,
-        }
+        Conn::new(core, stream)
     }
 
     /// Polls `f` once: whether it is still waiting (it is dropped either way).
