@@ -206,7 +206,7 @@ pub(crate) fn check_can_free(path: &Path, version: u32) -> Result<()> {
 /// pause between them ([`PUNCH_PAUSE`], so that the waiter gets the locks before the next
 /// piece) it waits for one piece: with 60 KB bodies under churn, hub-lock holds ≥ 5 ms went
 /// from ~100 to ~10 in 5 s (bench/README.md, *Churn*).
-pub const PUNCH_PIECE: u64 = 1 << 20;
+const PUNCH_PIECE: u64 = 1 << 20;
 
 /// The pause between two pieces of a punch ([`PUNCH_PIECE`]).
 const PUNCH_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);

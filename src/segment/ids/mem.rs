@@ -57,7 +57,10 @@ struct Chunk {
 
 impl MemIds {
     pub fn get(&self, id: u64) -> Option<JobLocation> {
-        let packed = match self.stray.get(&id) {
+        let stray = (!self.stray.is_empty())
+            .then(|| self.stray.get(&id))
+            .flatten();
+        let packed = match stray {
             Some(&p) => p,
             None => {
                 let (c, i) = self.locate(id)?;
@@ -69,28 +72,16 @@ impl MemIds {
 
     pub fn set(&mut self, id: u64, loc: JobLocation) -> Result<()> {
         let packed = self.spokes.pack(loc)?;
-        if let Some(old) = self.stray.get_mut(&id) {
+        if !self.stray.is_empty()
+            && let Some(old) = self.stray.get_mut(&id)
+        {
             let old = std::mem::replace(old, packed);
             self.spokes.release(old);
             return Ok(());
         }
         let last = self.chunks.last().and_then(|c| c.entries.last());
         if last.is_none_or(|&(last, _)| id > last) {
-            match self.chunks.last_mut() {
-                Some(c) if c.entries.len() < CHUNK => {
-                    c.entries.push((id, packed));
-                    c.live += 1;
-                }
-                _ => {
-                    let mut entries = Vec::with_capacity(CHUNK);
-                    entries.push((id, packed));
-                    self.chunks.push(Chunk {
-                        first: id,
-                        entries,
-                        live: 1,
-                    });
-                }
-            }
+            self.push((id, packed));
             self.len += 1;
             return Ok(());
         }
@@ -114,7 +105,9 @@ impl MemIds {
     }
 
     pub fn remove(&mut self, id: u64) {
-        if let Some(old) = self.stray.remove(&id) {
+        if !self.stray.is_empty()
+            && let Some(old) = self.stray.remove(&id)
+        {
             self.spokes.release(old);
             self.len -= 1;
             return;
@@ -148,6 +141,25 @@ impl MemIds {
         self.len
     }
 
+    /// Appends set entry `e`, whose id is above every chunked one.
+    fn push(&mut self, e: (u64, u64)) {
+        match self.chunks.last_mut() {
+            Some(c) if c.entries.len() < CHUNK => {
+                c.entries.push(e);
+                c.live += 1;
+            }
+            _ => {
+                let mut entries = Vec::with_capacity(CHUNK);
+                entries.push(e);
+                self.chunks.push(Chunk {
+                    first: e.0,
+                    entries,
+                    live: 1,
+                });
+            }
+        }
+    }
+
     /// The chunk and index holding `id` (set or emptied).
     fn locate(&self, id: u64) -> Option<(usize, usize)> {
         let c = self
@@ -160,39 +172,18 @@ impl MemIds {
 
     /// Rebuilds the chunks from their set entries and the stray ones, in id order.
     fn merge_stray(&mut self) {
-        let mut stray: Vec<(u64, u64)> = self.stray.drain().collect();
-        self.stray.shrink_to_fit();
-        stray.sort_unstable_by_key(|&(id, _)| id);
-        let old = std::mem::take(&mut self.chunks);
-        let chunked = old
+        let chunks = std::mem::take(&mut self.chunks);
+        let mut all: Vec<(u64, u64)> = chunks
             .into_iter()
             .flat_map(|c| c.entries)
-            .filter(|&(_, p)| p != EMPTY);
-        let mut stray = stray.into_iter().peekable();
-        let mut chunked = chunked.peekable();
-        loop {
-            let next = match (chunked.peek(), stray.peek()) {
-                (Some(a), Some(b)) if a.0 < b.0 => chunked.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => stray.next(),
-                (Some(_), None) => chunked.next(),
-                (None, None) => break,
-            };
-            let Some(e) = next else { break };
-            match self.chunks.last_mut() {
-                Some(c) if c.entries.len() < CHUNK => {
-                    c.entries.push(e);
-                    c.live += 1;
-                }
-                _ => {
-                    let mut entries = Vec::with_capacity(CHUNK);
-                    entries.push(e);
-                    self.chunks.push(Chunk {
-                        first: e.0,
-                        entries,
-                        live: 1,
-                    });
-                }
-            }
+            .filter(|&(_, p)| p != EMPTY)
+            .collect();
+        all.extend(self.stray.drain());
+        self.stray.shrink_to_fit();
+        // Two runs, the chunked ids (sorted) and the stray ones: the stable sort merges them.
+        all.sort_by_key(|&(id, _)| id);
+        for e in all {
+            self.push(e);
         }
     }
 }
