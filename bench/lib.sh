@@ -171,6 +171,11 @@ dir_kib() {
 
 # server_stat KEY: a figure from the server's global `stats` (empty when absent).
 server_stat() {
+    server_stats | awk -v k="$1:" '$1 == k { print $2 }'
+}
+
+# The server's whole `stats` reply, one "key: value" a line.
+server_stats() {
     if [[ $SOCKET == unix ]]; then
         timeout 10 python3 -c '
 import socket, sys
@@ -184,7 +189,7 @@ while chunk := s.recv(65536):
             exec 3<>"/dev/tcp/$1/$2" || exit 1
             printf "stats\r\nquit\r\n" >&3
             cat <&3' _ "$HOST" "$PORT"
-    fi | tr -d '\r' | awk -v k="$1:" '$1 == k { print $2 }'
+    fi | tr -d '\r'
 }
 
 # Seconds since the epoch with fractions.

@@ -21,12 +21,7 @@ build
 trap 'stop_server' EXIT
 
 holds() {
-    if [[ $SOCKET == tcp ]]; then
-        timeout 10 bash -c '
-            exec 3<>"/dev/tcp/$1/$2" || exit 1
-            printf "stats\r\nquit\r\n" >&3
-            cat <&3' _ "$HOST" "$PORT"
-    fi | tr -d '\r' | awk '/^hub-lock-(acquisitions|held-us|holds-over)/ && $2 != 0 { printf "%s ", $0 }'
+    server_stats | awk '/^hub-lock-(acquisitions|held-us|holds-over)/ && $2 != 0 { printf "%s ", $0 }'
     echo
 }
 

@@ -57,6 +57,7 @@ struct Chunk {
 
 impl MemIds {
     pub fn get(&self, id: u64) -> Option<JobLocation> {
+        // No hashing while nothing is stray (the usual case).
         let stray = (!self.stray.is_empty())
             .then(|| self.stray.get(&id))
             .flatten();
