@@ -2,7 +2,8 @@
 # Churn: every connection cycles put → reserve → delete of one job at a time for DURATION
 # seconds, against each server on a fresh data directory, one after another in the same run.
 # Per server: cycles per second, peak resident memory (VmHWM), VmRSS and the data directory
-# (files, bytes) at the end of the run, and whether the server survived.
+# (files, bytes) at the end of the run, the data directory's peak (sampled every 0.1 s), and
+# whether the server survived.
 #
 # Usage: bench/churn.sh
 # Environment (defaults in brackets):
@@ -40,10 +41,27 @@ for body in $BODIES; do
             # shellcheck disable=SC2086 # flags are words
             start_server "$kind" $flags
             echo "churn: $label, $conns conns, body $body B, ${DURATION}s" >&2
+            # The data directory's allocated size every 0.1 s during the run (its peak).
+            peak_file="$OUT/peak-disk.tmp"
+            : >"$peak_file"
+            if [[ $kind != beanstalkd || -n $flags ]]; then
+                (while :; do dir_kib >>"$peak_file" 2>/dev/null || true; sleep 0.1; done) &
+                sampler=$!
+            else
+                sampler=
+            fi
             cpu_before=$(server_cpu_s)
             json=$("$BENCH" cycle --addr "$ADDR" --duration "$DURATION" --conns "$conns" \
                 --pipeline "$PIPELINE" --body "$body" --refusals-ok | tail -n 1) || true
             cpu_after=$(server_cpu_s)
+            peak_disk=-
+            if [[ -n $sampler ]]; then
+                kill "$sampler" 2>/dev/null || true
+                wait "$sampler" 2>/dev/null || true
+                peak_disk=$(sort -n "$peak_file" | tail -n 1)
+                [[ -n $peak_disk ]] || peak_disk=-
+            fi
+            rm -f "$peak_file"
             if [[ $(echo "$json" | jq -r type 2>/dev/null) != object ]]; then
                 json='{"errors": 1, "fatal": "yaad-bench printed no JSON line"}'
             fi
@@ -70,7 +88,7 @@ for body in $BODIES; do
             cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" -v u="$units" \
                 'BEGIN { if (u > 0 && a != "-" && b != "-") printf "%.1f", (b - a) * 1e6 / u; else print "-" }')
             stop_server
-            rows+=("$body|$conns|$label|$per_s|$units|$refused|$errors|$state|$cpu|$hwm|$rss|$files|$disk|$apparent")
+            rows+=("$body|$conns|$label|$per_s|$units|$refused|$errors|$state|$cpu|$hwm|$rss|$files|$disk|$apparent|$peak_disk")
         done
     done
 done
@@ -88,17 +106,18 @@ done
             return x s
         }
         BEGIN {
-            print "| body B | conns | server | cycles/s | refused | state | server CPU µs/cycle | peak RSS MiB | RSS at end MiB | files | disk MiB (du) | apparent MiB |"
-            print "|---|---|---|---|---|---|---|---|---|---|---|---|"
+            print "| body B | conns | server | cycles/s | refused | state | server CPU µs/cycle | peak RSS MiB | RSS at end MiB | files | disk MiB (du) | apparent MiB | peak disk MiB |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         }
         {
             state = $8
             if ($7 > 0) state = state "; errors " $7
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", num($1), $2, $3, \
-                num($4), num($6), state, $9, mib($10), mib($11), num($12), mib($13), mib($14)
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", num($1), $2, $3, \
+                num($4), num($6), state, $9, mib($10), mib($11), num($12), mib($13), mib($14), mib($15)
         }'
     echo
     echo "peak RSS = VmHWM after the run; RSS at end = VmRSS then; files and disk = the data"
-    echo "directory right after the run (du: allocated blocks; apparent: file lengths)."
+    echo "directory right after the run (du: allocated blocks; apparent: file lengths); peak disk ="
+    echo "the most du found in samples every 0.1 s during the run."
 } | tee "$OUT/table.md"
 echo "raw results: $OUT/runs.jsonl" >&2

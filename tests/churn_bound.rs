@@ -18,16 +18,22 @@ use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 use yaad::store::FREE_MIN;
 
 const MILLI: u64 = SECOND / 1000;
-/// Steps of 1 ms: 6 simulated seconds, all inside one or two 10 s spokes.
-const STEPS: u64 = 6000;
+/// Steps of 1 ms: 8 simulated seconds, all inside one or two 10 s spokes (and the finer
+/// spokes they roll over to).
+const STEPS: u64 = 8000;
+/// The roll-over size of the spokes (the server's is `yaad::store::ROLL_BYTES`): smaller, so
+/// that the spoke appended to rolls over many times.
+const ROLL: u64 = 2 << 20;
 /// Jobs alive at once, at most (ready, reserved, delayed or buried).
 const LIVE_MAX: usize = 24;
 const BODY_MAX: usize = 24_000;
-/// What the bound allows beyond three times the live jobs' records and the dead bytes a run
+/// What the bound allows beyond three times the live jobs' records, the dead bytes a run
 /// gathers before it is freed (`FREE_MIN`, for each run: at most one more than the live jobs
-/// that separate them): a mapped file's reserve ahead (4 MiB, for the spoke of now and one a
-/// release goes to), the id index, summary and journals.
-const SLACK: u64 = 10 << 20;
+/// that separate them) and those of the file being appended to, whose punches wait until it
+/// rolls over (`ROLL`): mapped files' reserve ahead (up to 4 MiB each: the spoke of now, the
+/// spokes it rolled over from that are not past yet, one a release goes to), the id index,
+/// summary and journals.
+const SLACK: u64 = 16 << 20;
 
 /// Allocated bytes of every file in `dir`.
 fn allocated(dir: &Path) -> u64 {
@@ -56,6 +62,7 @@ fn churn<S: Segment>(outside: bool) {
     };
     let mut now = START;
     let mut hub: Hub<S> = Hub::open(cfg, now).unwrap();
+    hub.set_roll_bytes(ROLL);
     if outside {
         hub.set_punch_outside();
     }
@@ -107,7 +114,7 @@ fn churn<S: Segment>(outside: bool) {
                 buried -= hub.kick(c, 2, now).min(buried as u64) as usize;
             }
             let records: u64 = live.values().map(|&len| record_len(7, len)).sum();
-            let bound = 3 * records + FREE_MIN * (live.len() as u64 + 1) + SLACK;
+            let bound = 3 * records + FREE_MIN * (live.len() as u64 + 1) + ROLL + SLACK;
             let held = hub.stats(now).data_bytes;
             let disk = if S::FILE_BACKED {
                 allocated(dir.path())

@@ -824,6 +824,10 @@ struct Harness<S: Segment> {
 /// The body of the `seq`-th put: every third one spans pages (10,000 or 20,000 bytes, the
 /// larger past mapped mode's `PWRITE_FROM`), so that runs of dead records hold whole pages and
 /// get punched (the harness frees at once: `set_free_min`).
+/// Spokes roll over to finer ones once they hold this many bytes (a few records of
+/// [`body_for`]), so that the model runs through finer spokes too.
+const ROLL: u64 = 64 * 1024;
+
 fn body_for(seq: u64) -> Vec<u8> {
     let mut b = format!("body-{seq}").into_bytes();
     if seq.is_multiple_of(6) {
@@ -845,6 +849,7 @@ impl<S: Segment> Harness<S> {
         };
         let mut hub = Hub::<S>::open(cfg.clone(), START).unwrap();
         hub.set_free_min(0);
+        hub.set_roll_bytes(ROLL);
         let conns = (0..CONNS).map(|_| hub.connect()).collect();
         Harness {
             hub: Some(hub),
@@ -877,6 +882,7 @@ impl<S: Segment> Harness<S> {
         }
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).unwrap();
         hub.set_free_min(0);
+        hub.set_roll_bytes(ROLL);
         self.conns = (0..CONNS).map(|_| hub.connect()).collect();
         self.hub = Some(hub);
         self.armed = u64::MAX;

@@ -748,6 +748,11 @@ impl<S: Segment> Hub<S> {
         self.store.set_free_min(bytes);
     }
 
+    /// Sets how many bytes a loaded spoke's file holds before it rolls over (tests).
+    pub fn set_roll_bytes(&mut self, bytes: u64) {
+        self.store.set_roll_bytes(bytes);
+    }
+
     /// Sync batch `epoch` and every earlier one are durable ([`Store::synced`]).
     pub fn synced(&mut self, epoch: u64) {
         self.store.synced(epoch);

@@ -1135,3 +1135,119 @@ fn far_horizon_mapped() {
 fn far_horizon_lazy() {
     far_horizon::<LazySegment>(true);
 }
+
+fn sync_hub<S: Segment>(hub: &mut Hub<S>) {
+    let batch = hub.take_sync_batch();
+    batch.sync().unwrap();
+    hub.synced(batch.epoch);
+}
+
+/// A loaded spoke whose file holds the roll size passes the records placed in it to a finer
+/// spoke, three levels down; the jobs still come out in (trigger time, id) order.
+fn roll_over<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_roll_bytes(64 * 1024);
+    let c = hub.connect();
+    let body = vec![b'r'; 20_000];
+    // 4 records of 20 kB fill a spoke: 20 puts take the base spoke and 3 finer ones, the
+    // finest taking every put once it is full too.
+    let ids: Vec<u64> = (0..20)
+        .map(|_| hub.put(c, 5, 0, 60, &body, T0).unwrap())
+        .collect();
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(hub.stats(T0).spokes, 4);
+    // A job placed later in a full spoke's time goes to a finer one too.
+    let later = hub.put(c, 5, 0, 60, b"later", T0 + SECOND / 2).unwrap();
+    hub.tick(T0 + SECOND / 2);
+    let mut out = Vec::new();
+    while let ReserveOutcome::Reserved(j) = hub.reserve(c, Some(0), T0 + SECOND / 2) {
+        out.push(j.id);
+        hub.delete(c, j.id, T0 + SECOND / 2).unwrap();
+    }
+    let mut want = ids.clone();
+    want.push(later);
+    assert_eq!(out, want);
+    // Every spoke retires once past and empty.
+    hub.tick(T0 + 2 * SECOND);
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+#[test]
+fn full_spokes_roll_over_mapped() {
+    roll_over::<MappedSegment>();
+}
+
+#[test]
+fn full_spokes_roll_over_lazy() {
+    roll_over::<LazySegment>();
+}
+
+/// Mem mode punches nothing an append waits for: its spokes never roll over.
+#[test]
+fn mem_spokes_do_not_roll_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MemSegment>::open(cfg(dir.path(), false), T0).unwrap();
+    hub.set_roll_bytes(64 * 1024);
+    let c = hub.connect();
+    for _ in 0..20 {
+        hub.put(c, 5, 0, 60, &[b'm'; 20_000], T0).unwrap();
+    }
+    assert_eq!(hub.stats(T0).spokes, 1);
+}
+
+/// The freed runs of the spoke being appended to are not punched while appends go on (each
+/// would wait for the punch); they are once a sync pass finds no append since the last, or
+/// once the spoke has rolled over to a finer one.
+fn punches_wait_for_appends<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_free_min(0);
+    hub.set_roll_bytes(1 << 20);
+    let c = hub.connect();
+    let body = vec![b'p'; 20_000];
+    let cycle = |hub: &mut Hub<S>| {
+        let id = hub.put(c, 5, 0, 60, &body, T0).unwrap();
+        let got = reserved_id(hub.reserve(c, Some(0), T0));
+        assert_eq!(got, id);
+        hub.delete(c, id, T0).unwrap();
+    };
+    // Appends between every two sync passes: nothing is punched.
+    let mut held = 0;
+    for _ in 0..20 {
+        cycle(&mut hub);
+        sync_hub(&mut hub);
+        let now_held = hub.stats(T0).data_bytes;
+        assert!(
+            now_held > held,
+            "punched while appended to: {now_held} after {held}"
+        );
+        held = now_held;
+    }
+    // A pass with no append before it punches.
+    sync_hub(&mut hub);
+    let after = hub.stats(T0).data_bytes;
+    assert!(after < held / 2, "{after} of {held} bytes still held");
+    // Appends going on for ever: the spoke appended to rolls over once it holds the roll size,
+    // and the full one is punched; what is held stays under the roll size (the finest spoke,
+    // once full, is punched while appended to).
+    let roll = 1 << 20;
+    for i in 0..200 {
+        cycle(&mut hub);
+        sync_hub(&mut hub);
+        let held = hub.stats(T0).data_bytes;
+        assert!(held < roll + 64 * 1024, "cycle {i}: {held} bytes held");
+    }
+    assert_eq!(hub.stats(T0).spokes, 4);
+}
+
+#[test]
+fn punches_wait_for_appends_mapped() {
+    punches_wait_for_appends::<MappedSegment>();
+}
+
+#[test]
+fn punches_wait_for_appends_lazy() {
+    punches_wait_for_appends::<LazySegment>();
+}

@@ -23,11 +23,12 @@
 //! `Deleted` slot is the tombstone that outvotes the old record, which may still look live
 //! after a power cut).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::Store;
+use super::spoke_for;
 use crate::segment::format::{FREED_RUNS_SINCE, RECORD_HEADER_LEN, record_at};
-use crate::segment::{JobLocation, RecordOffset, Segment, SpokeId};
+use crate::segment::{JobLocation, Micros, RecordOffset, Segment, SpokeId};
 
 /// Dead bytes a run gathers before it is freed (a slot write and a page drop now, a punch
 /// once durable): each costs a system call and a walk of the range, so not per record.
@@ -35,6 +36,16 @@ pub const FREE_MIN: u64 = 1 << 20;
 
 /// The unit of freeing: bytes are given back in whole pages.
 pub const PAGE: u64 = 4096;
+
+/// Bytes a loaded spoke's file holds before the records placed in it go to a finer spoke
+/// ([`Store::roll`]): what the punches of the file being appended to may wait for, per file.
+pub const ROLL_BYTES: u64 = 16 << 20;
+
+/// How much finer each roll-over spoke is than the one it takes over from.
+pub const ROLL_FACTOR: u64 = 8;
+
+/// Roll-over levels below the base span (with the 1 s default: 125 ms, 15.6 ms, 1.95 ms).
+pub const ROLL_LEVELS: u32 = 3;
 
 /// A run of adjacent dead records of one spoke.
 #[derive(Clone, Debug, Default)]
@@ -90,6 +101,15 @@ pub(super) struct Frees {
     /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
     /// when it asked for that ([`Store::set_punch_outside`]).
     outside: Option<Vec<PunchJob>>,
+    /// File-backed spokes appended to since the last [`Store::punch_due`]: their punches wait
+    /// (see [`Store::punch_due`]).
+    hot: HashSet<SpokeId>,
+    /// The spoke last added to `hot` (most appends go to the spoke added last).
+    last_hot: Option<SpokeId>,
+    /// Punches due whose spoke was hot, in no order.
+    waiting: Vec<Punch>,
+    /// [`ROLL_BYTES`], or what a test sets.
+    roll: u64,
 }
 
 impl Default for Frees {
@@ -101,6 +121,10 @@ impl Default for Frees {
             min: FREE_MIN,
             punched: HashMap::new(),
             outside: None,
+            hot: HashSet::new(),
+            last_hot: None,
+            waiting: Vec::new(),
+            roll: ROLL_BYTES,
         }
     }
 }
@@ -169,6 +193,19 @@ impl Frees {
         self.punched.remove(&spoke);
         self.blocked.retain(|(s, _), _| *s != spoke);
         self.punches.retain(|p| p.spoke != spoke);
+        self.waiting.retain(|p| p.spoke != spoke);
+        self.hot.remove(&spoke);
+        if self.last_hot == Some(spoke) {
+            self.last_hot = None;
+        }
+    }
+
+    /// A record was appended to `spoke` (file-backed).
+    pub(super) fn appended(&mut self, spoke: SpokeId) {
+        if self.last_hot != Some(spoke) {
+            self.hot.insert(spoke);
+            self.last_hot = Some(spoke);
+        }
     }
 }
 
@@ -196,6 +233,41 @@ impl<S: Segment> Store<S> {
     /// Sets how many dead bytes a run gathers before it is freed (tests free at once: 0).
     pub fn set_free_min(&mut self, bytes: u64) {
         self.frees.min = bytes;
+    }
+
+    /// Sets how many bytes a loaded spoke's file holds before it rolls over ([`ROLL_BYTES`];
+    /// tests roll over sooner).
+    pub fn set_roll_bytes(&mut self, bytes: u64) {
+        self.frees.roll = bytes;
+    }
+
+    /// The spoke a record placed in spoke `id` (by [`super::place`]) goes to in a file-backed
+    /// mode: `id`, or, while that is a loaded spoke whose file holds [`ROLL_BYTES`], the spoke
+    /// [`ROLL_FACTOR`] times finer that holds `t`, at most [`ROLL_LEVELS`] levels down.
+    ///
+    /// So the file appended to changes at least every [`ROLL_BYTES`], and the punches of the
+    /// one before can go ([`Store::punch_due`]). A finer spoke is a spoke as any other (spans
+    /// need not match the base span: recovery takes any), resident like the one it takes over
+    /// from; placing by fullness is sound because the scheduler orders every resident job by
+    /// (trigger time, id), whichever spoke holds its record. Mem mode punches nothing that an
+    /// append waits for, so it does not roll over.
+    pub(super) fn roll(&self, id: SpokeId, t: Micros) -> SpokeId {
+        let mut id = id;
+        if !S::FILE_BACKED || id.span > self.span {
+            return id;
+        }
+        for _ in 0..ROLL_LEVELS {
+            let full = self
+                .spokes
+                .get(&id)
+                .is_some_and(|s| s.loaded && s.seg.byte_size() >= self.frees.roll);
+            let finer = id.span / ROLL_FACTOR;
+            if !full || finer == 0 {
+                break;
+            }
+            id = spoke_for(t, finer);
+        }
+        id
     }
 
     /// The record at `at` is dead for good (its `Deleted` or `Moved` slot written): its bytes
@@ -281,8 +353,15 @@ impl<S: Segment> Store<S> {
     /// of a spoke as one: a punch costs the filesystem a transaction and the page cache a
     /// walk of the range (in mapped mode it was a third of the server's time when made per
     /// run), and a run growing at its end under churn leaves one range per step.
+    ///
+    /// The punches of a spoke appended to since the last call wait for a call after which it
+    /// was not (`u64::MAX`, a flush: none wait). A punch holds the file's locks, which an
+    /// append to that file needs, for as long as the filesystem takes to free the blocks: on
+    /// ext4 mounted `discard` that is a synchronous discard, 0.2-0.9 ms per MiB (NOTES.md,
+    /// *Churn*), and the append waits under the hub lock. The spoke appended to rolls over to
+    /// a finer one once it holds [`ROLL_BYTES`] ([`Store::roll`]), so what waits stays bounded.
     pub(super) fn punch_due(&mut self, durable: u64) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.frees.waiting);
         while let Some(p) = self.frees.punches.front().copied() {
             if p.epoch > durable {
                 break;
@@ -290,6 +369,21 @@ impl<S: Segment> Store<S> {
             self.frees.punches.pop_front();
             due.push(p);
         }
+        if durable == u64::MAX {
+            self.frees.hot.clear();
+        }
+        let mut hot = std::mem::take(&mut self.frees.hot);
+        self.frees.last_hot = None;
+        let (wait, mut due): (Vec<Punch>, Vec<Punch>) = due.into_iter().partition(|p| {
+            hot.contains(&p.spoke)
+                && self
+                    .spokes
+                    .get(&p.spoke)
+                    .is_some_and(|s| s.seg.byte_size() < self.frees.roll)
+        });
+        self.frees.waiting = wait;
+        hot.clear();
+        self.frees.hot = hot;
         due.sort_unstable_by_key(|p| (p.spoke, p.from));
         let mut merged: Vec<Punch> = Vec::with_capacity(due.len());
         for p in due {

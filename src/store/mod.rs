@@ -36,7 +36,7 @@ use crate::segment::{
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
-pub use free::{FREE_MIN, PunchJob};
+pub use free::{FREE_MIN, PunchJob, ROLL_BYTES};
 use lru::SpokeLru;
 pub use recovery::Recovery;
 use split::Split;
@@ -551,7 +551,7 @@ impl<S: Segment> Store<S> {
 
     /// Appends a record to the spoke its trigger time is placed in now (created if needed).
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<JobLocation> {
-        let id = place(rec.trigger_at, self.now, self.span);
+        let id = self.roll(place(rec.trigger_at, self.now, self.span), rec.trigger_at);
         self.note_change(Some(id))?;
         if !self.spokes.contains_key(&id) {
             let seg = S::create(self.dir.path(), id)?;
@@ -583,6 +583,9 @@ impl<S: Segment> Store<S> {
         spoke.named |= !rec.name.is_empty();
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
+        if S::FILE_BACKED {
+            self.frees.appended(id);
+        }
         self.retire.remove(&id);
         if !loaded {
             self.touch_far(id);
