@@ -1251,3 +1251,38 @@ fn punches_wait_for_appends_mapped() {
 fn punches_wait_for_appends_lazy() {
     punches_wait_for_appends::<LazySegment>();
 }
+
+/// A finer spoke inside a wider one retires at its own end, before the wider one's, and the
+/// next deadline is never one already past (the timer would spin).
+#[test]
+fn finer_spokes_retire_at_their_own_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.set_roll_bytes(64 * 1024);
+    let c = hub.connect();
+    let body = vec![b'f'; 20_000];
+    let mut ids: Vec<u64> = (0..4)
+        .map(|_| hub.put(c, 5, 0, 60, &body, T0).unwrap())
+        .collect();
+    // The base spoke is full: this one goes to the 125 ms spoke holding T0 + 200 ms, which
+    // starts after the base spoke and ends before it.
+    let t = T0 + SECOND / 5;
+    ids.push(hub.put(c, 5, 0, 60, &body, t).unwrap());
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    for id in ids {
+        assert_eq!(reserved_id(hub.reserve(c, Some(0), t)), id);
+        hub.delete(c, id, t).unwrap();
+    }
+    let fine_end = T0 + SECOND / 4;
+    assert_eq!(hub.next_deadline(), Some(fine_end));
+    hub.tick(fine_end);
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "the finer spoke is retired"
+    );
+    assert_eq!(hub.next_deadline(), Some(T0 + SECOND));
+    hub.tick(T0 + SECOND);
+    assert!(segment_files(dir.path()).is_empty());
+    assert_eq!(hub.next_deadline(), None);
+}

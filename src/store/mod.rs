@@ -166,8 +166,9 @@ pub struct Store<S: Segment> {
     splitting: Option<Split>,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
     far_by_tube: HashMap<Arc<str>, u64>,
-    /// Loaded spokes with no live job, retired once entirely past.
-    retire: BTreeSet<SpokeId>,
+    /// Loaded spokes with no live job, retired once entirely past: by end, then id (spokes of
+    /// different spans overlap, so the order of their starts is not that of their ends).
+    retire: BTreeSet<(Micros, SpokeId)>,
     /// The earliest deadline of the store added since [`Store::take_added_deadline`] (a spoke
     /// to retire, a far spoke that may load); `Micros::MAX`: none.
     added_deadline: Micros,
@@ -508,7 +509,7 @@ impl<S: Segment> Store<S> {
             )
             .next()
             .map(|(id, _)| id.start.saturating_sub(horizon).saturating_add(1));
-        let retire = self.retire.iter().map(|&id| spoke::end(id)).min();
+        let retire = self.retire.first().map(|&(end, _)| end);
         let marks = self.marks_due().then_some(self.now);
         [retire, far_load, self.next_split(), marks]
             .into_iter()
@@ -586,7 +587,7 @@ impl<S: Segment> Store<S> {
         if S::FILE_BACKED {
             self.frees.appended(id);
         }
-        self.retire.remove(&id);
+        self.retire.remove(&(spoke::end(id), id));
         if !loaded {
             self.touch_far(id);
         }

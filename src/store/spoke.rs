@@ -187,7 +187,7 @@ impl<S: Segment> Store<S> {
         };
         if s.live == 0 {
             if s.loaded && end(id) > self.now {
-                self.retire.insert(id);
+                self.retire.insert((end(id), id));
                 self.note_deadline(end(id));
             } else {
                 self.retire_spoke(id);
@@ -197,11 +197,11 @@ impl<S: Segment> Store<S> {
 
     /// Retires the spokes waiting for their end whose end has come (at `set_now`'s time).
     pub fn retire_due(&mut self) {
-        while let Some(&id) = self.retire.first() {
-            if end(id) > self.now {
+        while let Some(&(end, id)) = self.retire.first() {
+            if end > self.now {
                 break;
             }
-            self.retire.remove(&id);
+            self.retire.remove(&(end, id));
             if self.spokes.get(&id).is_some_and(|s| s.live == 0) {
                 self.retire_spoke(id);
             }
@@ -213,7 +213,7 @@ impl<S: Segment> Store<S> {
             // Retried once the mark is written (`write_moved`).
             return;
         }
-        self.retire.remove(&id);
+        self.retire.remove(&(end(id), id));
         self.compact_due.remove(&id);
         self.compact_later.remove(&id);
         self.forget_runs(id);
