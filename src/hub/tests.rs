@@ -1198,8 +1198,8 @@ fn mem_spokes_do_not_roll_over() {
 }
 
 /// The freed runs of the spoke being appended to are not punched while appends go on (each
-/// would wait for the punch); they are once a sync pass finds no append since the last, or
-/// once the spoke has rolled over to a finer one.
+/// would wait for the punch); they are once it has not been appended to for `HOT_FOR`, or
+/// once it has rolled over to a finer spoke.
 fn punches_wait_for_appends<S: Segment>() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
@@ -1207,39 +1207,43 @@ fn punches_wait_for_appends<S: Segment>() {
     hub.set_roll_bytes(1 << 20);
     let c = hub.connect();
     let body = vec![b'p'; 20_000];
-    let cycle = |hub: &mut Hub<S>| {
-        let id = hub.put(c, 5, 0, 60, &body, T0).unwrap();
-        let got = reserved_id(hub.reserve(c, Some(0), T0));
+    let cycle = |hub: &mut Hub<S>, now: Micros| {
+        let id = hub.put(c, 5, 0, 60, &body, now).unwrap();
+        let got = reserved_id(hub.reserve(c, Some(0), now));
         assert_eq!(got, id);
-        hub.delete(c, id, T0).unwrap();
+        hub.delete(c, id, now).unwrap();
     };
-    // Appends between every two sync passes: nothing is punched.
+    // Appends and sync passes 1 ms apart: nothing is punched.
+    let mut now = T0;
     let mut held = 0;
     for _ in 0..20 {
-        cycle(&mut hub);
+        now += SECOND / 1000;
+        cycle(&mut hub, now);
         sync_hub(&mut hub);
-        let now_held = hub.stats(T0).data_bytes;
+        let now_held = hub.stats(now).data_bytes;
         assert!(
             now_held > held,
             "punched while appended to: {now_held} after {held}"
         );
         held = now_held;
     }
-    // A pass with no append before it punches.
+    // A pass `HOT_FOR` after the last append punches (still inside the spoke's second).
+    now += crate::store::HOT_FOR;
+    hub.tick(now);
     sync_hub(&mut hub);
-    let after = hub.stats(T0).data_bytes;
+    let after = hub.stats(now).data_bytes;
     assert!(after < held / 2, "{after} of {held} bytes still held");
-    // Appends going on for ever: the spoke appended to rolls over once it holds the roll size,
-    // and the full one is punched; what is held stays under the roll size (the finest spoke,
-    // once full, is punched while appended to).
+    // Appends going on for ever, all at one instant: the spoke appended to rolls over once it
+    // holds the roll size, and the full one is punched; what is held stays under the roll
+    // size (the finest spoke, once full, is punched while appended to).
     let roll = 1 << 20;
     for i in 0..200 {
-        cycle(&mut hub);
+        cycle(&mut hub, now);
         sync_hub(&mut hub);
-        let held = hub.stats(T0).data_bytes;
+        let held = hub.stats(now).data_bytes;
         assert!(held < roll + 64 * 1024, "cycle {i}: {held} bytes held");
     }
-    assert_eq!(hub.stats(T0).spokes, 4);
+    assert_eq!(hub.stats(now).spokes, 4);
 }
 
 #[test]

@@ -23,12 +23,12 @@
 //! `Deleted` slot is the tombstone that outvotes the old record, which may still look live
 //! after a power cut).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::Store;
 use super::spoke_for;
 use crate::segment::format::{FREED_RUNS_SINCE, RECORD_HEADER_LEN, record_at};
-use crate::segment::{JobLocation, Micros, RecordOffset, Segment, SpokeId};
+use crate::segment::{JobLocation, Micros, RecordOffset, SECOND, Segment, SpokeId};
 
 /// Dead bytes a run gathers before it is freed (a slot write and a page drop now, a punch
 /// once durable): each costs a system call and a walk of the range, so not per record.
@@ -43,6 +43,9 @@ pub const ROLL_BYTES: u64 = 16 << 20;
 
 /// How much finer each roll-over spoke is than the one it takes over from.
 pub const ROLL_FACTOR: u64 = 8;
+
+/// A spoke appended to this recently is *hot*: its punches wait ([`Store::punch_due`]).
+pub const HOT_FOR: Micros = SECOND / 10;
 
 /// Roll-over levels below the base span (with the 1 s default: 125 ms, 15.6 ms, 1.95 ms).
 pub const ROLL_LEVELS: u32 = 3;
@@ -101,11 +104,9 @@ pub(super) struct Frees {
     /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
     /// when it asked for that ([`Store::set_punch_outside`]).
     outside: Option<Vec<PunchJob>>,
-    /// File-backed spokes appended to since the last [`Store::punch_due`]: their punches wait
-    /// (see [`Store::punch_due`]).
-    hot: HashSet<SpokeId>,
-    /// The spoke last added to `hot` (most appends go to the spoke added last).
-    last_hot: Option<SpokeId>,
+    /// File-backed spokes appended to in the last [`HOT_FOR`], and when last: their punches
+    /// wait (see [`Store::punch_due`]).
+    hot: HashMap<SpokeId, Micros>,
     /// Punches due whose spoke was hot, in no order.
     waiting: Vec<Punch>,
     /// [`ROLL_BYTES`], or what a test sets.
@@ -121,8 +122,7 @@ impl Default for Frees {
             min: FREE_MIN,
             punched: HashMap::new(),
             outside: None,
-            hot: HashSet::new(),
-            last_hot: None,
+            hot: HashMap::new(),
             waiting: Vec::new(),
             roll: ROLL_BYTES,
         }
@@ -195,17 +195,11 @@ impl Frees {
         self.punches.retain(|p| p.spoke != spoke);
         self.waiting.retain(|p| p.spoke != spoke);
         self.hot.remove(&spoke);
-        if self.last_hot == Some(spoke) {
-            self.last_hot = None;
-        }
     }
 
-    /// A record was appended to `spoke` (file-backed).
-    pub(super) fn appended(&mut self, spoke: SpokeId) {
-        if self.last_hot != Some(spoke) {
-            self.hot.insert(spoke);
-            self.last_hot = Some(spoke);
-        }
+    /// A record was appended to `spoke` (file-backed) at `now`.
+    pub(super) fn appended(&mut self, spoke: SpokeId, now: Micros) {
+        self.hot.insert(spoke, now);
     }
 }
 
@@ -354,8 +348,8 @@ impl<S: Segment> Store<S> {
     /// walk of the range (in mapped mode it was a third of the server's time when made per
     /// run), and a run growing at its end under churn leaves one range per step.
     ///
-    /// The punches of a spoke appended to since the last call wait for a call after which it
-    /// was not (`u64::MAX`, a flush: none wait). A punch holds the file's locks, which an
+    /// The punches of a *hot* spoke, appended to in the last [`HOT_FOR`], wait for a call
+    /// when it is not (or a flush, [`Store::punch_all`]). A punch holds the file's locks, which an
     /// append to that file needs, for as long as the filesystem takes to free the blocks: on
     /// ext4 mounted `discard` that is a synchronous discard, 0.2-0.9 ms per MiB (NOTES.md,
     /// *Churn*), and the append waits under the hub lock. The spoke appended to rolls over to
@@ -369,21 +363,18 @@ impl<S: Segment> Store<S> {
             self.frees.punches.pop_front();
             due.push(p);
         }
-        if durable == u64::MAX {
-            self.frees.hot.clear();
-        }
-        let mut hot = std::mem::take(&mut self.frees.hot);
-        self.frees.last_hot = None;
+        let now = self.now;
+        self.frees
+            .hot
+            .retain(|_, &mut at| now < at.saturating_add(HOT_FOR));
         let (wait, mut due): (Vec<Punch>, Vec<Punch>) = due.into_iter().partition(|p| {
-            hot.contains(&p.spoke)
+            self.frees.hot.contains_key(&p.spoke)
                 && self
                     .spokes
                     .get(&p.spoke)
                     .is_some_and(|s| s.seg.byte_size() < self.frees.roll)
         });
         self.frees.waiting = wait;
-        hot.clear();
-        self.frees.hot = hot;
         due.sort_unstable_by_key(|p| (p.spoke, p.from));
         let mut merged: Vec<Punch> = Vec::with_capacity(due.len());
         for p in due {
@@ -414,6 +405,13 @@ impl<S: Segment> Store<S> {
                 Err(e) => tracing::debug!(spoke = ?p.spoke, "cannot punch a freed run: {e}"),
             }
         }
+    }
+
+    /// Punches every run whose `Freed` slot is written, hot spokes' too: everything is durable
+    /// (a flush).
+    pub(super) fn punch_all(&mut self) {
+        self.frees.hot.clear();
+        self.punch_due(u64::MAX);
     }
 
     /// From now on, punches of file-backed segments are handed out by [`Store::take_punches`]

@@ -36,7 +36,7 @@ use crate::segment::{
 use checkpoint::Checkpoints;
 pub use checkpoint::{ENTRIES_PER_CHECKPOINT, PendingCheckpoint};
 pub use compact::COMPACT_AFTER_PAST;
-pub use free::{FREE_MIN, PunchJob, ROLL_BYTES};
+pub use free::{FREE_MIN, HOT_FOR, PunchJob, ROLL_BYTES};
 use lru::SpokeLru;
 pub use recovery::Recovery;
 use split::Split;
@@ -585,7 +585,7 @@ impl<S: Segment> Store<S> {
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
         if S::FILE_BACKED {
-            self.frees.appended(id);
+            self.frees.appended(id, self.now);
         }
         self.retire.remove(&(spoke::end(id), id));
         if !loaded {

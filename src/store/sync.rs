@@ -416,7 +416,7 @@ impl<S: Segment> Store<S> {
             self.flush_files()?;
             self.synced(u64::MAX);
         }
-        self.punch_due(u64::MAX);
+        self.punch_all();
         if let Err(e) = self.write_clean_summary() {
             // Only start-up time depends on it: the next open scans every segment.
             tracing::warn!("cannot write the start-up summary: {e}");
