@@ -28,15 +28,33 @@ struct SchedAttr {
     period: u64,
 }
 
-/// Asks for a slice of `ns` for the calling thread (staying `SCHED_OTHER` with its nice value).
-/// An error (an older kernel: `EINVAL`) leaves the thread as it was.
+/// `SCHED_FLAG_RESET_ON_FORK` of `sched_attr.sched_flags`.
 #[cfg(target_os = "linux")]
-pub fn set_current_slice(ns: u64) -> std::io::Result<()> {
+const RESET_ON_FORK: u64 = 1;
+
+/// Asks for a slice of `ns` for the calling thread, if it runs under the default policy
+/// (`SCHED_OTHER`, which it keeps, with its nice value); a thread an operator gave another
+/// policy (`chrt`: real-time, batch, idle) is left as it is (`Ok(false)`). An error (an older
+/// kernel: `EINVAL`) also leaves the thread as it was.
+#[cfg(target_os = "linux")]
+pub fn set_current_slice(ns: u64) -> std::io::Result<bool> {
+    // SAFETY: sched_getscheduler(0) only reads the calling thread's policy; no memory passed.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if policy & !libc::SCHED_RESET_ON_FORK != libc::SCHED_OTHER {
+        return Ok(false);
+    }
     let nice = rustix::process::getpriority_process(None)?;
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
-        flags: 0,
+        flags: if policy & libc::SCHED_RESET_ON_FORK != 0 {
+            RESET_ON_FORK
+        } else {
+            0
+        },
         nice,
         priority: 0,
         runtime: ns,
@@ -48,14 +66,14 @@ pub fn set_current_slice(ns: u64) -> std::io::Result<()> {
     // pointer to it after the call returns.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
     if r == 0 {
-        Ok(())
+        Ok(true)
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn set_current_slice(_ns: u64) -> std::io::Result<()> {
+pub fn set_current_slice(_ns: u64) -> std::io::Result<bool> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
@@ -90,7 +108,8 @@ mod tests {
             // Raising one's own nice value needs no privilege.
             rustix::process::setpriority_process(None, 5).unwrap();
             match set_current_slice(SHORT_SLICE_NS) {
-                Ok(()) => {
+                Ok(set) => {
+                    assert!(set, "a SCHED_OTHER thread gets the slice");
                     if let Some(slice) = reported_slice() {
                         assert_eq!(slice, SHORT_SLICE_NS);
                     }
@@ -99,6 +118,27 @@ mod tests {
                 Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}"),
             }
             assert_eq!(rustix::process::getpriority_process(None).unwrap(), 5);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Run under `chrt -f 1`, the sync thread demoted itself to `SCHED_OTHER` and starved
+    /// behind the real-time workers (765 cycles/s against 13k): another policy is kept.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_thread_under_another_policy_keeps_it() {
+        std::thread::spawn(|| {
+            let batch = libc::sched_param { sched_priority: 0 };
+            // SAFETY: test only: sets the calling thread's policy, reading `batch` during the
+            // call (SCHED_BATCH needs no privilege).
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &batch) },
+                0
+            );
+            assert!(!set_current_slice(SHORT_SLICE_NS).unwrap());
+            // SAFETY: reads the calling thread's policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_BATCH);
         })
         .join()
         .unwrap();
