@@ -23,6 +23,8 @@ Python releases the GIL around pwrite/fdatasync/syncfs, so threads overlap in th
 On a machine whose cores are busy, a thread woken when its fdatasync completes may wait for a
 scheduler tick (4 ms here) before it runs, and every case then measures the scheduler. To see
 the device alone, run the probe as a real-time thread: `chrt -f 1 bench/syncprobe.py DIR 2`.
+SLICE_US=100 instead asks for a 100 µs scheduler slice for every thread of the probe (Linux
+6.12+, x86-64), as yaad's sync thread does.
 """
 import ctypes
 import os
@@ -32,6 +34,25 @@ import threading
 import time
 
 libc = ctypes.CDLL(None, use_errno=True)
+SYS_SCHED_SETATTR = 314  # x86-64
+
+
+class SchedAttr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32),
+                ("flags", ctypes.c_uint64), ("nice", ctypes.c_int32),
+                ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64)]
+
+
+def apply_slice():
+    """SLICE_US: a scheduler slice of that many µs for the calling thread (SCHED_OTHER)."""
+    us = os.environ.get("SLICE_US")
+    if not us:
+        return
+    attr = SchedAttr(ctypes.sizeof(SchedAttr), 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0,
+                     int(us) * 1000, 0, 0)
+    if libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_setattr")
 PAGE = 4096
 SPAN = 256 << 20  # bytes preallocated per file
 BUF = b"x" * PAGE
@@ -98,6 +119,7 @@ class Pool:
             t.start()
 
     def run(self, f):
+        apply_slice()
         while True:
             self.start.wait()
             if self.stop:
@@ -122,6 +144,7 @@ def free_running(files_threads, secs):
     end = time.perf_counter() + secs
 
     def run(i, f, page):
+        apply_slice()
         while True:
             t0 = time.perf_counter()
             if t0 >= end:
@@ -143,6 +166,7 @@ def free_running(files_threads, secs):
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("TMPDIR", "/tmp")
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
+    apply_slice()
     work = tempfile.mkdtemp(prefix="syncprobe.", dir=d)
     try:
         files = [File(work, f"f{i}") for i in range(4)]
