@@ -103,9 +103,18 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_slice_is_set_and_the_nice_value_kept() {
         std::thread::spawn(|| {
-            // Raising one's own nice value needs no privilege.
+            // The default policy, also when the tests run under `chrt` (leaving a real-time
+            // policy needs no privilege), and a nice value of 5 (raising it needs none).
+            let other = libc::sched_param { sched_priority: 0 };
+            // SAFETY: test only: sets the calling thread's policy, reading `other` during the
+            // call.
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &other) },
+                0
+            );
             rustix::process::setpriority_process(None, 5).unwrap();
             match set_current_slice(SHORT_SLICE_NS) {
                 Ok(set) => {
