@@ -15,6 +15,10 @@
 #   WORKLOAD  yaad-bench mode [cycle]      PIPELINE  commands in flight per connection [1]
 #   BODY      body bytes [100]             WARMUP    seconds of unmeasured load first [1]
 #   BENCH_ARGS extra yaad-bench flags []   PIN=1     server on CPU 0, yaad-bench on CPU 1
+#   RT=1      server and yaad-bench as real-time threads (chrt -f 1; needs root): a thread
+#             woken (a sync done, a reply come) runs at once instead of waiting for busy cores,
+#             so the figures show the device and the CPU, not the other load (a diagnostic:
+#             the servers then take the cores from everything else)
 #   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
 #   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 1") []
@@ -51,6 +55,11 @@ if [[ ${PIN:-0} == 1 ]]; then
     need taskset
     SERVER_WRAP=(taskset -c 0)
     bench_cpus=(taskset -c 1)
+fi
+if [[ ${RT:-0} == 1 ]]; then
+    need chrt
+    SERVER_WRAP=(chrt -f 1 "${SERVER_WRAP[@]}")
+    bench_cpus=(chrt -f 1 "${bench_cpus[@]}")
 fi
 
 # The servers of each group: "label|kind|flags" (DIR stands for a fresh data directory).
@@ -142,7 +151,7 @@ for ((round = 1; round <= REPEAT; round++)); do
 done
 
 {
-    echo "yaad-bench $WORKLOAD over $SOCKET, ${DURATION}s per run, median of $REPEAT, pipeline $PIPELINE, body $BODY B $BENCH_ARGS"
+    echo "yaad-bench $WORKLOAD over $SOCKET, ${DURATION}s per run, median of $REPEAT, pipeline $PIPELINE, body $BODY B $BENCH_ARGS$([[ ${RT:-0} == 1 ]] && echo ", real-time (RT=1)")"
     echo "host: $(nproc) CPUs, $(uname -r), load average at the end $(cut -d' ' -f1-3 /proc/loadavg); $("$BEANSTALKD" -v 2>&1 | head -n 1)"
     printf '%s\n' "${results[@]}" | awk -F'|' '
         function median(name, key, n,    i, j, t, a) {

@@ -19,6 +19,7 @@ mod conn;
 mod core;
 mod lock_stats;
 mod reply;
+mod sched;
 pub mod stats;
 
 use std::net::SocketAddr;
