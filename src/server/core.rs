@@ -764,9 +764,6 @@ impl<S: Segment> Core<S> {
         if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
             tracing::debug!("timer slack not lowered: {e}");
         }
-        // Every durable wait waits for this thread to wake twice (summoned, then its
-        // fdatasync done): on busy cores each wake-up could otherwise wait for a scheduler tick.
-        super::sched::short_slice();
         let mut q = self.sync_queue.lock();
         q.threads += 1;
         loop {

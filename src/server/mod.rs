@@ -19,7 +19,6 @@ mod conn;
 mod core;
 mod lock_stats;
 mod reply;
-mod sched;
 pub mod stats;
 
 use std::net::SocketAddr;
