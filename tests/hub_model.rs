@@ -1168,9 +1168,14 @@ fn check_cut<S: Segment>(
             want == got
         });
         prop_assert!(whole, "mem mode restored no whole snapshot: {:?}", got);
+        check_names(&mut hub, &got)?;
     } else {
+        let mut live = Vec::new();
         for id in 0..last {
             let got = recovered(&mut hub, id, now);
+            if let Some(d) = &got {
+                live.push((id, d.clone()));
+            }
             let allowed: Vec<Option<Durable>> = cuts.since_sync.get(&id).map_or(vec![None], |v| {
                 v.iter()
                     .map(|j| j.as_ref().map(|j| durable_form(j, now)))
@@ -1184,6 +1189,7 @@ fn check_cut<S: Segment>(
                 allowed
             );
         }
+        check_names(&mut hub, &live)?;
         // Ids are never handed out twice.
         let c = hub.connect();
         let id = hub.put(c, 0, 0, 1, b"after the cut", now)?;
@@ -1194,6 +1200,47 @@ fn check_cut<S: Segment>(
     }
     drop(hub);
     let _ = std::fs::remove_dir_all(image);
+    Ok(())
+}
+
+/// After a recovery: a name is held by at most one live job of a tube (`live`: every live
+/// job the recovered hub shows), and it resolves to that job; a name no live job holds
+/// resolves to none.
+fn check_names<S: Segment>(hub: &mut Hub<S>, live: &[(u64, Durable)]) -> Result<(), TestCaseError> {
+    let mut holders: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for (id, d) in live {
+        if let Some(name) = &d.name {
+            holders
+                .entry((d.tube.clone(), name.clone()))
+                .or_default()
+                .push(*id);
+        }
+    }
+    let c = hub.connect();
+    for tube in TUBES {
+        hub.use_tube(c, tube);
+        for name in NAMES {
+            let ids = holders
+                .get(&(tube.to_string(), name.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            prop_assert!(
+                ids.len() <= 1,
+                "live jobs {:?} share the name {} in tube {} after a recovery",
+                ids,
+                name,
+                tube
+            );
+            let found = hub.job_named(c, name.as_bytes())?;
+            prop_assert_eq!(
+                found,
+                ids.first().copied(),
+                "name {} in tube {}",
+                name,
+                tube
+            );
+        }
+    }
     Ok(())
 }
 
