@@ -47,8 +47,8 @@ pub(crate) struct Spoke<S> {
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
-    /// It holds, or held, a record of a named job: left out of the start-up summary, so that
-    /// recovery reads the names of its far jobs.
+    /// It holds, or held, a record of a named job: its start-up summary entry waits for a
+    /// scan for its names (`checkpoint`), so that recovery finds the names of its far jobs.
     pub named: bool,
 }
 
