@@ -1711,3 +1711,49 @@ fn regress_deleted_job_back_from_an_old_record_a_summary_vouched_for() {
     ];
     run::<yaad::segment::LazySegment>(false, 250000, ops, Some(false)).unwrap();
 }
+
+/// A deleted job shown by id after a power cut, not found by its name: it was replaced into
+/// another far spoke and deleted there; the cut kept the delete (the winner) but lost the id
+/// index's update, whose entry still pointed at the old record, live-looking until its `Moved`
+/// mark (pending after recovery) is written. A lookup by id took that record for the job.
+/// Found by `powercut_lazy_fms` (YAAD_POWERCUT_SEED=15674273073698454087) once the model
+/// checked names after every cut.
+#[test]
+fn regress_a_replaced_job_back_from_its_old_record_is_found_by_name() {
+    use Op::*;
+    let ops = vec![
+        PutNamed {
+            conn: 0,
+            name: 0,
+            replace: false,
+            pri: 0,
+            delay: 1,
+            ttr: 0,
+        },
+        Sync,
+        PutNamed {
+            conn: 0,
+            name: 0,
+            replace: true,
+            pri: 0,
+            delay: 2,
+            ttr: 0,
+        },
+        Delete {
+            conn: 0,
+            pick: 3953352132225054,
+        },
+        Put {
+            conn: 2,
+            pri: 0,
+            delay: 0,
+            ttr: 1,
+        },
+        Cut {
+            ahead: 2,
+            seed: 5870140224219215977,
+        },
+        Sync,
+    ];
+    run::<yaad::segment::LazySegment>(false, 250000, ops, Some(false)).unwrap();
+}

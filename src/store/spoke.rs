@@ -327,7 +327,12 @@ impl<S: Segment> Store<S> {
                     Err(e) => return Err(e.into()),
                 };
                 self.touch_far(loc.spoke);
-                if rec.id != id || rec.slot.state != JobState::Waiting {
+                // A record whose `Moved` mark is pending is not the job's: after a power cut
+                // the index may still point at the old record of a job moved, then deleted.
+                if rec.id != id
+                    || rec.slot.state != JobState::Waiting
+                    || self.is_pending_move(loc.spoke, loc.offset)
+                {
                     return Ok(None);
                 }
                 Ok(Some(FarJob {
@@ -351,11 +356,11 @@ impl<S: Segment> Store<S> {
         for sid in far {
             let metas = self.segment(sid)?.scan()?;
             self.touch_far(sid);
-            if let Some(meta) = metas
-                .into_iter()
-                .flatten()
-                .find(|m| m.id == id && m.slot.state == JobState::Waiting)
-            {
+            if let Some(meta) = metas.into_iter().flatten().find(|m| {
+                m.id == id
+                    && m.slot.state == JobState::Waiting
+                    && !self.is_pending_move(sid, m.offset)
+            }) {
                 return Ok(Some(FarJob { spoke: sid, meta }));
             }
         }
