@@ -280,8 +280,11 @@ impl<S: Segment> Store<S> {
     /// Takes a checkpoint if anything changed since the last one: a summary of the far spokes
     /// to write outside the hub lock with [`PendingCheckpoint::write`]. Persisted modes only.
     pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
-        // Entries whose names the writer has not looked for yet: the next write does.
-        let names_due = self.ckpt.entries.values().any(|e| e.names.get().is_none());
+        // Entries whose names the writer has not looked for yet: the next write does (if a
+        // summary can be written at all, see `take_summary`).
+        let names_due = !self.needs_full_scan
+            && !self.index_incomplete
+            && self.ckpt.entries.values().any(|e| e.names.get().is_none());
         let due = self.ckpt.changed || !self.ckpt.stale.is_empty() || names_due;
         if !S::FILE_BACKED || !due {
             return None;
