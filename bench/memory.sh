@@ -7,9 +7,11 @@
 #   KIND: beanstalkd (in memory), beanstalkd-b (-b DIR), yaad-mem, yaad-mapped, yaad-lazy
 #   N:    jobs [1000000]
 # Environment: BODY [100]  DELAY [3600..7200]  CONNS [4]  PIPELINE [64]
-#   RESTART [0]: 1 = restart after SIGTERM (clean summary); kill = after kill -9 (2 s after the
-#   last put, so the once-a-second checkpoint has run; the log says how many segments the
-#   restart scanned)
+#   RESTART [0]: 1 = restart after SIGTERM (clean summary); kill = after kill -9 (SETTLE s
+#   after the last put, so the once-a-second checkpoint has run; the log says how many
+#   segments the restart scanned)
+#   SETTLE [2]: seconds between the last put and the kill -9 (named jobs: the checkpoint
+#   after the one that lists a spoke scans it for its names file, see NOTES.md)
 #   SERVER_ARGS extra server flags []  NO_BUILD=1 skip the build  PORT [11390]  SOCKET [tcp|unix]
 #   NAMED [0]: 1 = named jobs (put-named, a name of its own per job; yaad only)
 # Examples:
@@ -54,7 +56,7 @@ restart_json=
 if [[ ${RESTART:-0} != 0 && $KIND != beanstalkd ]]; then
     dir=$SERVER_DIR
     if [[ $RESTART == kill ]]; then
-        sleep 2
+        sleep "${SETTLE:-2}"
         STOP_SIGNAL=KILL stop_server keep
     else
         stop_server keep

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use yaad::hub::{Hub, HubConfig, ReleaseOutcome, ReserveOutcome, SECOND};
+use yaad::hub::{Hub, HubConfig, PutNamed, ReleaseOutcome, ReserveOutcome, SECOND};
 use yaad::segment::{
     LazySegment, MappedSegment, NewRecord, Record, RecordMeta, RecordOffset, Result, SUMMARY_FILE,
     Segment, SpokeId, StateSlot,
@@ -606,4 +606,178 @@ fn a_checkpoint_recomputes_a_bounded_number_of_entries() {
     assert_eq!(listed(&mut hub), Some(2 * N));
     assert_eq!(listed(&mut hub), Some(3 * N));
     assert_eq!(listed(&mut hub), None);
+}
+
+/// Ten named and ten unnamed jobs in each of four far spokes (1-4 h out), tube "a"; returns
+/// (name, id) of the named ones.
+fn fill_named<S: Segment>(hub: &mut Hub<S>) -> Vec<(String, u64)> {
+    let c = hub.connect();
+    hub.use_tube(c, "a");
+    let mut named = vec![];
+    for s in 0..4 {
+        for i in 0..10 {
+            let name = format!("n{s}-{i}");
+            let body = format!("named {s}/{i}");
+            let put = hub.put_named(
+                c,
+                name.as_bytes(),
+                false,
+                1,
+                HOUR * (s + 1),
+                60,
+                body.as_bytes(),
+                START,
+            );
+            let Ok(PutNamed::Inserted(id)) = put else {
+                panic!("{put:?}")
+            };
+            named.push((name, id));
+            hub.put(c, 1, HOUR * (s + 1), 60, b"plain", START).unwrap();
+        }
+    }
+    named
+}
+
+/// Every name finds its job, and a put-named of it finds it too (dedupe).
+fn names_found<S: Segment>(hub: &mut Hub<S>, named: &[(String, u64)], what: &str) {
+    let c = hub.connect();
+    hub.use_tube(c, "a");
+    for (name, id) in named {
+        assert_eq!(
+            hub.job_named(c, name.as_bytes()).unwrap(),
+            Some(*id),
+            "{what}: {name}"
+        );
+        let again = hub.put_named(c, name.as_bytes(), false, 1, 0, 60, b"again", START);
+        assert_eq!(again, Ok(PutNamed::Exists(*id)), "{what}: {name}");
+    }
+}
+
+/// Far named jobs come back from the summary and the names files, with no far spoke scanned:
+/// after a flush (`clean`) or after two checkpoints and a kill (the second one scans the
+/// spokes the first listed without names). Name changes after the last checkpoint (a delete,
+/// a new job under the freed name, a replace) and a kill: the changed spokes are scanned, the
+/// rest come from the names files, every name finds its current job. A damaged or lost names
+/// file: its spoke is scanned.
+fn far_named_jobs_come_back_without_a_scan<S: Segment>(clean: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    let mut named = fill_named(&mut hub);
+    if clean {
+        hub.flush().unwrap();
+    } else {
+        hub.checkpoint().expect("changes").write().unwrap();
+        assert!(
+            !tmp.path().read_dir().unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("names-")
+            }),
+            "entries born in this generation are not scanned yet"
+        );
+        hub.checkpoint()
+            .expect("names still to find")
+            .write()
+            .unwrap();
+    }
+    drop(hub);
+    let names_files = || {
+        let mut v: Vec<_> = tmp
+            .path()
+            .read_dir()
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("names-")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names_files().len(), 4, "one names file per far spoke");
+
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    assert_eq!(reads().0, 0, "far spokes scanned at open");
+    names_found(&mut hub, &named, "after the restart");
+    assert_eq!(delayed(&hub, "a"), 80);
+    drop(hub);
+
+    // A damaged names file: that spoke is scanned, the names are the same.
+    let first = names_files()[0].clone();
+    let mut b = std::fs::read(&first).unwrap();
+    let last = b.len() - 10;
+    b[last] ^= 1;
+    std::fs::write(&first, b).unwrap();
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    assert_eq!(
+        reads().0,
+        1,
+        "only the spoke of the damaged names file is scanned"
+    );
+    names_found(&mut hub, &named, "with a damaged names file");
+    drop(hub);
+    if clean {
+        // Names files lost (a power cut after a clean shutdown: they are never synced).
+        for f in names_files() {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    if clean {
+        assert_eq!(
+            reads().0,
+            4,
+            "every named spoke scanned without its names file"
+        );
+    }
+    names_found(&mut hub, &named, "after names files were lost or damaged");
+    if let Some(p) = hub.checkpoint() {
+        p.write().unwrap();
+    }
+
+    // Changes after the checkpoint, then a kill.
+    let c = hub.connect();
+    hub.use_tube(c, "a");
+    hub.delete_named(c, b"n0-0", START).unwrap();
+    let gone = named[0].1;
+    let put = hub.put_named(c, b"n0-0", false, 1, HOUR, 60, b"new n0-0", START);
+    let Ok(PutNamed::Inserted(fresh)) = put else {
+        panic!("{put:?}")
+    };
+    named[0].1 = fresh;
+    let replaced = named[10].1;
+    let put = hub.put_named(c, b"n1-0", true, 1, 2 * HOUR + 5, 60, b"replaced", START);
+    assert_eq!(put, Ok(PutNamed::Replaced(replaced)));
+    drop(hub);
+    reset();
+    let mut hub: Hub<Counting<S>> = open(tmp.path(), START);
+    // Kill: the two changed spokes (from the journal). After a flush the first change removed
+    // the clean summary: all four.
+    let want = if clean { 4 } else { 2 };
+    assert_eq!(reads().0, want, "scans after changes to names and a kill");
+    assert!(
+        hub.stats_job(gone, START).is_none(),
+        "the deleted named job is back"
+    );
+    assert_eq!(hub.peek(replaced).unwrap().body.as_ref(), b"replaced");
+    names_found(&mut hub, &named, "after changes and a kill");
+}
+
+#[test]
+fn lazy_far_named_jobs_come_back_without_a_scan() {
+    far_named_jobs_come_back_without_a_scan::<LazySegment>(true);
+    far_named_jobs_come_back_without_a_scan::<LazySegment>(false);
+}
+
+#[test]
+fn mapped_far_named_jobs_come_back_without_a_scan() {
+    far_named_jobs_come_back_without_a_scan::<MappedSegment>(true);
+    far_named_jobs_come_back_without_a_scan::<MappedSegment>(false);
 }

@@ -13,6 +13,10 @@
 //! - a command in flight at the cut (no reply) may have happened or not: its job shows
 //!   one of the two; a put in flight may have created a job, found by id and body;
 //! - each tube holds exactly the jobs of the model (`stats-tube`);
+//! - named jobs (`put-named`, `put-replace`, `delete-name`, from four names per tube): each
+//!   job shows its name, a name is held by at most one live job of the tube, and `peek-name`
+//!   finds that job (an acknowledged replace shows its new body, priority and schedule, with
+//!   its id and counters kept);
 //! - a put after the restart gets an id above every acknowledged id;
 //! - while running, no job is handed out twice or before its trigger time, and a reserve
 //!   never times out while a job of the tube is surely ready.
@@ -90,7 +94,11 @@ struct Job {
     releases: u64,
     buries: u64,
     kicks: u64,
+    name: Option<String>,
 }
+
+/// Names per tube for `put-named`, `put-replace` and `delete-name`: few, so that they meet.
+const NAMES: u64 = 4;
 
 /// A body by its tag (`tube-seq:`) and length.
 fn show(body: &[u8]) -> String {
@@ -111,6 +119,7 @@ impl std::fmt::Debug for Job {
             .field("releases", &self.releases)
             .field("buries", &self.buries)
             .field("kicks", &self.kicks)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -126,6 +135,7 @@ impl Job {
             releases: 0,
             buries: 0,
             kicks: 0,
+            name: None,
         }
     }
 
@@ -204,6 +214,14 @@ impl Tube {
             .insert(id, vec![Some(before.restarted()), after]);
     }
 
+    /// The live job named `name`.
+    fn named(&self, name: &str) -> Option<u64> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.name.as_deref() == Some(name))
+            .map(|(&id, _)| id)
+    }
+
     fn pick(&self, rng: &mut Rng, want: impl Fn(&Job) -> bool) -> Option<u64> {
         let ids: Vec<u64> = self
             .jobs
@@ -237,7 +255,9 @@ fn load(
     expect(&c.try_cmd(&format!("watch {name}"))?, "WATCHING 2", "watch");
     expect(&c.try_cmd("ignore default")?, "WATCHING 1", "ignore");
     for _ in 0..commands {
-        match rng.below(20) {
+        match rng.below(24) {
+            20 | 21 => put_named(c, t, rng, max_acked)?,
+            22 | 23 => delete_name(c, t, rng)?,
             0..=7 => put(c, t, rng, max_acked)?,
             8..=12 => reserve(c, t, rng)?,
             13..=15 => {
@@ -263,7 +283,8 @@ fn load(
     Ok(())
 }
 
-fn put(c: &mut Client, t: &mut Tube, rng: &mut Rng, max_acked: &AtomicU64) -> std::io::Result<()> {
+/// A new body, priority and delay for a put.
+fn new_job(t: &mut Tube, rng: &mut Rng) -> (Vec<u8>, u32, u32) {
     t.seq += 1;
     let mut body = format!("{}-{}:", t.name, t.seq).into_bytes();
     // Random bytes, zeros included (a body may end in zero bytes).
@@ -277,6 +298,28 @@ fn put(c: &mut Client, t: &mut Tube, rng: &mut Rng, max_acked: &AtomicU64) -> st
         2 => 1 + rng.below(2) as u32,
         _ => 3 + rng.below(28) as u32,
     };
+    (body, pri, delay)
+}
+
+/// The id of an `INSERTED <id>` reply, checked as never issued before.
+fn inserted(t: &mut Tube, r: &str, what: &str, max_acked: &AtomicU64) -> u64 {
+    let id: u64 = r
+        .strip_prefix("INSERTED ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{}: {what}: {r}", t.name));
+    assert!(
+        id > t.max_id && !t.knows(id),
+        "{}: {what} got id {id}, issued before (highest so far {})",
+        t.name,
+        t.max_id
+    );
+    t.max_id = id;
+    max_acked.fetch_max(id, Ordering::SeqCst);
+    id
+}
+
+fn put(c: &mut Client, t: &mut Tube, rng: &mut Rng, max_acked: &AtomicU64) -> std::io::Result<()> {
+    let (body, pri, delay) = new_job(t, rng);
     let before = max_acked.load(Ordering::SeqCst);
     let sent = now_us();
     let r = match c.try_put(pri, delay, TTR, &body) {
@@ -291,24 +334,111 @@ fn put(c: &mut Client, t: &mut Tube, rng: &mut Rng, max_acked: &AtomicU64) -> st
         }
     };
     let replied = now_us();
-    let id: u64 = r
-        .strip_prefix("INSERTED ")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("{}: put: {r}", t.name));
-    assert!(
-        id > t.max_id && !t.knows(id),
-        "{}: put got id {id}, issued before (highest so far {})",
-        t.name,
-        t.max_id
-    );
-    t.max_id = id;
-    max_acked.fetch_max(id, Ordering::SeqCst);
+    let id = inserted(t, &r, "put", max_acked);
     let state = match delay {
         0 => State::Ready,
         d => delayed(sent, replied, d),
     };
     t.jobs.insert(id, Job::new(body, pri, state));
     t.acked += 1;
+    Ok(())
+}
+
+/// `put-named` or `put-replace` of one of the tube's names: inserted, or the job holding the
+/// name left as it is (`EXISTS`, `BUSY` while reserved) or given the new body, priority and
+/// delay (`REPLACED`: same id, counters kept).
+fn put_named(
+    c: &mut Client,
+    t: &mut Tube,
+    rng: &mut Rng,
+    max_acked: &AtomicU64,
+) -> std::io::Result<()> {
+    let name = format!("job-{}", rng.below(NAMES));
+    let replace = rng.below(2) == 0;
+    let (body, pri, delay) = new_job(t, rng);
+    let holder = t.named(&name);
+    let verb = if replace { "put-replace" } else { "put-named" };
+    let mut m = format!("{verb} {name} {pri} {delay} {TTR} {}\r\n", body.len()).into_bytes();
+    m.extend_from_slice(&body);
+    m.extend_from_slice(b"\r\n");
+    let what = format!("{verb} {name}");
+    let before = max_acked.load(Ordering::SeqCst);
+    let sent = now_us();
+    let state_after = |replied: u64| match delay {
+        0 => State::Ready,
+        d => delayed(sent, replied, d),
+    };
+    let replaced = |t: &Tube, id: u64, state: State| {
+        let mut after = t.jobs[&id].changed(state, pri);
+        after.body = body.clone();
+        after
+    };
+    let r = match c.send(&m) {
+        Ok(r) => r,
+        Err(e) => {
+            let state = state_after(now_us());
+            match holder {
+                None => {
+                    let mut job = Job::new(body.clone(), pri, state);
+                    job.name = Some(name);
+                    t.unsure_put = Some((job, before));
+                }
+                Some(id) if replace && t.jobs[&id].state != State::Reserved => {
+                    let after = replaced(t, id, state);
+                    t.unsure(id, Some(after));
+                }
+                // EXISTS or BUSY: nothing changes.
+                Some(_) => {}
+            }
+            return Err(e);
+        }
+    };
+    let state = state_after(now_us());
+    match holder {
+        None => {
+            let id = inserted(t, &r, &what, max_acked);
+            let mut job = Job::new(body, pri, state);
+            job.name = Some(name);
+            t.jobs.insert(id, job);
+            t.acked += 1;
+        }
+        Some(id) if !replace => expect(&r, &format!("EXISTS {id}"), &format!("{}: {what}", t.name)),
+        Some(id) if t.jobs[&id].state == State::Reserved => {
+            expect(&r, &format!("BUSY {id}"), &format!("{}: {what}", t.name));
+        }
+        Some(id) => {
+            expect(
+                &r,
+                &format!("REPLACED {id}"),
+                &format!("{}: {what}", t.name),
+            );
+            let after = replaced(t, id, state);
+            t.jobs.insert(id, after);
+            t.acked += 1;
+        }
+    }
+    Ok(())
+}
+
+/// `delete-name` of one of the tube's names (a reserved job too: this client holds it).
+fn delete_name(c: &mut Client, t: &mut Tube, rng: &mut Rng) -> std::io::Result<()> {
+    let name = format!("job-{}", rng.below(NAMES));
+    let holder = t.named(&name);
+    let r = c.try_cmd(&format!("delete-name {name}")).inspect_err(|_| {
+        if let Some(id) = holder {
+            t.unsure(id, None);
+        }
+    })?;
+    let what = format!("{}: delete-name {name} ({holder:?})", t.name);
+    match holder {
+        None => expect(&r, "NOT_FOUND", &what),
+        Some(id) => {
+            expect(&r, "DELETED", &what);
+            t.jobs.remove(&id);
+            t.deleted.insert(id);
+            t.acked += 1;
+        }
+    }
     Ok(())
 }
 
@@ -516,6 +646,7 @@ struct Seen {
     buries: u64,
     kicks: u64,
     body: Vec<u8>,
+    name: Option<String>,
     /// The clock before the request and after the reply of `stats-job` (µs).
     asked: u64,
     answered: u64,
@@ -533,6 +664,7 @@ impl std::fmt::Debug for Seen {
             .field("releases", &self.releases)
             .field("buries", &self.buries)
             .field("kicks", &self.kicks)
+            .field("name", &self.name)
             .field("asked", &(self.asked, self.answered))
             .finish()
     }
@@ -578,6 +710,7 @@ fn look(c: &mut Client, id: u64) -> Option<Seen> {
         buries: num("buries"),
         kicks: num("kicks"),
         body,
+        name: y.get("name").cloned(),
         asked,
         answered,
     })
@@ -600,6 +733,8 @@ fn fits(seen: &Option<Seen>, want: &Option<Job>, tube: &str) -> Result<(), Strin
     let model = (j.pri, j.reserves, 0, j.releases, j.buries, j.kicks);
     if s.tube != tube || s.body != j.body {
         Err(format!("tube {:?} or body differs", s.tube))
+    } else if s.name != j.name {
+        Err(format!("name {:?} (expected {:?})", s.name, j.name))
     } else if !state_ok {
         Err(format!("state {} (expected {:?})", s.state, j.state))
     } else if fields != model {
@@ -705,6 +840,9 @@ fn verify(port: u16, tubes: &mut [Tube], max_acked: &AtomicU64, what: &str) {
         if let Err(e) = gone_and_counted(&mut c, t) {
             panic!("{what}: {}: {e}", t.name);
         }
+        if let Err(e) = names_resolve(&mut c, t) {
+            panic!("{what}: {}: {e}", t.name);
+        }
     }
 }
 
@@ -725,6 +863,48 @@ fn gone_and_counted(c: &mut Client, t: &Tube) -> Result<(), String> {
             "(jobs, buried, reserved) in the tube: {seen:?}, expected {:?}",
             (t.jobs.len(), buried, 0)
         ));
+    }
+    Ok(())
+}
+
+/// Whether each of the tube's names is held by at most one job of the model (which the
+/// server matched job by job) and `peek-name` finds that job, or none.
+fn names_resolve(c: &mut Client, t: &Tube) -> Result<(), String> {
+    expect(
+        &c.cmd(&format!("use {}", t.name)),
+        &format!("USING {}", t.name),
+        "use",
+    );
+    for n in 0..NAMES {
+        let name = format!("job-{n}");
+        let holders: Vec<u64> = t
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.name.as_deref() == Some(&name))
+            .map(|(&id, _)| id)
+            .collect();
+        if holders.len() > 1 {
+            return Err(format!("jobs {holders:?} share the name {name}"));
+        }
+        let found = match c.with_body(&format!("peek-name {name}")) {
+            (r, _) if r == "NOT_FOUND" => None,
+            (r, body) => {
+                let id = r
+                    .strip_prefix("FOUND ")
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .ok_or_else(|| format!("peek-name {name}: {r}"))?;
+                if t.jobs.get(&id).is_none_or(|j| j.body != body) {
+                    return Err(format!(
+                        "peek-name {name}: job {id} or its body is not the model's"
+                    ));
+                }
+                Some(id)
+            }
+        };
+        if found != holders.first().copied() {
+            return Err(format!("peek-name {name}: {found:?}, expected {holders:?}"));
+        }
     }
     Ok(())
 }
@@ -1025,6 +1205,7 @@ fn check_whole(c: &mut Client, tubes: &[Tube]) -> Result<Vec<Tube>, String> {
                 .insert(id, adopt(seen.as_ref().expect("fits"), &want));
         }
         gone_and_counted(c, &t).map_err(|e| format!("{}: {e}", t.name))?;
+        names_resolve(c, &t).map_err(|e| format!("{}: {e}", t.name))?;
         out.push(t);
     }
     Ok(out)

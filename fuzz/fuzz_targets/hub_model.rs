@@ -12,6 +12,9 @@
 //! (persisted modes, syncing after every operation as `-f 0` does or only at `Sync` as
 //! `-f MS` does; no id handed out again once acknowledged) or the cut must show one whole
 //! snapshot (mem mode: the last completed flush or the one in progress).
+//! Named jobs too: put-named / put-replace (inserted, exists, replaced, busy) and delete, kick,
+//! touch and peek by name, from three names; after every step and every recovery a name is
+//! held by at most one live job and resolves to it.
 //! One tube and non-blocking reserves only; tests/hub_model.rs covers tubes, waits and pauses.
 #![no_main]
 
@@ -20,14 +23,15 @@ use std::collections::BTreeMap;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use yaad::hub::{
-    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, PendingCheckpoint, ReserveOutcome,
-    SECOND,
+    ConnId, DEADLINE_SOON_MARGIN, Hub, HubConfig, HubError, PendingCheckpoint, PutNamed,
+    ReserveOutcome, SECOND,
 };
 use yaad::segment::powercut::{self, Registration};
 use yaad::segment::{LazySegment, MappedSegment, MemSegment, Segment};
 
 const START: u64 = 1_700_000_000 * SECOND;
 const CONNS: usize = 2;
+const NAMES: [&str; 3] = ["n1", "n2", "order-3"];
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -100,6 +104,22 @@ enum Op {
     /// The periodic sync of `-f MS` (persisted modes: take the sync batch, sync it, tell the
     /// hub), a SIGUSR1 flush (mem mode).
     Sync,
+    /// `put-named` (`replace` false) or `put-replace` of `NAMES[name % 3]`.
+    PutNamed {
+        conn: u8,
+        name: u8,
+        replace: bool,
+        pri: u8,
+        delay: Delay,
+        ttr: u8,
+        body: Body,
+    },
+    /// A command by name: `what % 4`: 0 delete, 1 kick, 2 touch, 3 peek.
+    ByName {
+        conn: u8,
+        name: u8,
+        what: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -136,6 +156,25 @@ enum Body {
     /// Text then this many KiB of filler: records spanning pages, so that runs of dead
     /// records get punched (the harness frees at once).
     Pages(u8),
+}
+
+impl Body {
+    /// The body of the `seq`-th put.
+    fn bytes(self, seq: u64) -> Vec<u8> {
+        let mut text = format!("body-{seq}").into_bytes();
+        match self {
+            Body::Text => text,
+            Body::Empty => Vec::new(),
+            Body::ZeroTail(n) => {
+                text.resize(text.len() + usize::from(n % 40), 0);
+                text
+            }
+            Body::Pages(k) => {
+                text.resize(text.len() + 1024 * usize::from(k % 24), b'.');
+                text
+            }
+        }
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -190,6 +229,8 @@ struct MJob {
     trigger: u64,
     state: St,
     body: Vec<u8>,
+    /// An index into `NAMES`.
+    name: Option<usize>,
 }
 
 #[derive(Default, Debug)]
@@ -285,6 +326,14 @@ impl Model {
             self.jobs.get_mut(id).expect("listed above").state = St::Ready;
         }
         ids.len() as u64
+    }
+
+    /// The live job named `NAMES[name]`.
+    fn named(&self, name: usize) -> Option<u64> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.name == Some(name))
+            .map(|(&id, _)| id)
     }
 
     /// A restart: reserved jobs are ready again; buried ones keep their order by id.
@@ -404,8 +453,38 @@ fn check_all<S: Segment>(h: &mut Harness<S>, m: &Model) {
                 assert_eq!(s.pri, j.pri, "job {id} priority");
                 let body = h.hub().peek(id).map(|v| v.body.to_vec());
                 assert_eq!(body.as_deref(), Some(&j.body[..]), "job {id} body");
+                let name = j.name.map(|n| NAMES[n].to_string());
+                assert_eq!(s.name, name, "job {id} name");
             }
         }
+    }
+    let c = h.conns[0];
+    for (n, name) in NAMES.iter().enumerate() {
+        let got = h.hub().job_named(c, name.as_bytes()).expect("job_named");
+        assert_eq!(got, m.named(n), "the job named {name}");
+    }
+}
+
+/// After a recovery: a name is held by at most one live job (`live`: every live job the
+/// recovered hub shows), and it resolves to that job; a name no live job holds, to none.
+fn check_names<S: Segment>(hub: &mut Hub<S>, live: &[(u64, Durable)]) {
+    let c = hub.connect();
+    for name in NAMES {
+        let ids: Vec<u64> = live
+            .iter()
+            .filter(|(_, d)| d.name.as_deref() == Some(name))
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            ids.len() <= 1,
+            "live jobs {ids:?} share the name {name} after a recovery"
+        );
+        let got = hub.job_named(c, name.as_bytes()).expect("job_named");
+        assert_eq!(
+            got,
+            ids.first().copied(),
+            "the job named {name} after a recovery"
+        );
     }
 }
 
@@ -417,6 +496,7 @@ struct Durable {
     ttr: u64,
     time_left: u64,
     body: Vec<u8>,
+    name: Option<String>,
 }
 
 fn durable_form(j: &MJob, now: u64) -> Durable {
@@ -431,6 +511,7 @@ fn durable_form(j: &MJob, now: u64) -> Durable {
         ttr: u64::from(j.ttr),
         time_left: left / SECOND,
         body: j.body.clone(),
+        name: j.name.map(|n| NAMES[n].to_string()),
     }
 }
 
@@ -444,6 +525,7 @@ fn recovered<S: Segment>(hub: &mut Hub<S>, id: u64, now: u64) -> Option<Durable>
         ttr: s.ttr,
         time_left: s.time_left,
         body,
+        name: s.name,
     })
 }
 
@@ -525,9 +607,14 @@ fn check_cut<S: Segment>(h: &Harness<S>, m: &Model, cuts: &PowerCuts, image: &st
             want == got
         });
         assert!(whole, "mem mode restored no whole snapshot: {got:?}");
+        check_names(&mut hub, &got);
     } else {
+        let mut live = Vec::new();
         for id in 0..=last {
             let got = recovered(&mut hub, id, now);
+            if let Some(d) = &got {
+                live.push((id, d.clone()));
+            }
             let allowed: Vec<Option<Durable>> = cuts.since_sync.get(&id).map_or(vec![None], |v| {
                 v.iter()
                     .map(|j| j.as_ref().map(|j| durable_form(j, now)))
@@ -538,6 +625,7 @@ fn check_cut<S: Segment>(h: &Harness<S>, m: &Model, cuts: &PowerCuts, image: &st
                 "job {id} after a power cut: {got:?}, want one of {allowed:?}"
             );
         }
+        check_names(&mut hub, &live);
         // Ids are never handed out twice: ids of puts not yet acknowledged may be issued
         // again, acknowledged ones never.
         let c = hub.connect();
@@ -595,19 +683,7 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
             } => {
                 let c = usize::from(conn) % CONNS;
                 let cc = h.conns[c];
-                let mut text = format!("body-{body_seq}").into_bytes();
-                let body = match body {
-                    Body::Text => text,
-                    Body::Empty => Vec::new(),
-                    Body::ZeroTail(n) => {
-                        text.resize(text.len() + usize::from(n % 40), 0);
-                        text
-                    }
-                    Body::Pages(k) => {
-                        text.resize(text.len() + 1024 * usize::from(k % 24), b'.');
-                        text
-                    }
-                };
+                let body = body.bytes(body_seq);
                 body_seq += 1;
                 let (pri, delay, ttr) = (u32::from(pri % 4), delay.seconds(), u32::from(ttr % 4));
                 let id = h.hub().put(cc, pri, delay, ttr, &body, now).expect("put");
@@ -625,8 +701,135 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
                         trigger,
                         state: if delay == 0 { St::Ready } else { St::Delayed },
                         body,
+                        name: None,
                     },
                 );
+            }
+            Op::PutNamed {
+                conn,
+                name,
+                replace,
+                pri,
+                delay,
+                ttr,
+                body,
+            } => {
+                let c = usize::from(conn) % CONNS;
+                let cc = h.conns[c];
+                let name = usize::from(name) % NAMES.len();
+                let body = body.bytes(body_seq);
+                body_seq += 1;
+                let (pri, delay, ttr) = (u32::from(pri % 4), delay.seconds(), u32::from(ttr % 4));
+                let got = h
+                    .hub()
+                    .put_named(
+                        cc,
+                        NAMES[name].as_bytes(),
+                        replace,
+                        pri,
+                        delay,
+                        ttr,
+                        &body,
+                        now,
+                    )
+                    .expect("put-named");
+                let trigger = now + u64::from(delay) * SECOND;
+                let state = if delay == 0 { St::Ready } else { St::Delayed };
+                let want = match m.named(name) {
+                    None => {
+                        let PutNamed::Inserted(id) = got else {
+                            panic!("no job is named {}, yet {got:?}", NAMES[name]);
+                        };
+                        assert!(!m.jobs.contains_key(&id), "put-named reused live id {id}");
+                        if !mem {
+                            assert!(id > m.issued, "persisted modes never reuse an id ({id})");
+                        }
+                        m.issued = m.issued.max(id);
+                        let ttr = ttr.max(1);
+                        let name = Some(name);
+                        m.jobs.insert(
+                            id,
+                            MJob {
+                                pri,
+                                ttr,
+                                trigger,
+                                state,
+                                body,
+                                name,
+                            },
+                        );
+                        PutNamed::Inserted(id)
+                    }
+                    Some(id) if !replace => PutNamed::Exists(id),
+                    Some(id) if matches!(m.jobs[&id].state, St::Reserved { .. }) => {
+                        PutNamed::Busy(id)
+                    }
+                    Some(id) => {
+                        let j = m.jobs.get_mut(&id).expect("named above");
+                        (j.pri, j.ttr, j.trigger, j.state, j.body) =
+                            (pri, ttr.max(1), trigger, state, body);
+                        PutNamed::Replaced(id)
+                    }
+                };
+                assert_eq!(got, want, "put-named {}", NAMES[name]);
+            }
+            Op::ByName { conn, name, what } => {
+                let c = usize::from(conn) % CONNS;
+                let cc = h.conns[c];
+                let name = usize::from(name) % NAMES.len();
+                let bytes = NAMES[name].as_bytes();
+                let id = m.named(name);
+                let state = id.map(|id| m.jobs[&id].state);
+                match what % 4 {
+                    0 => {
+                        let got = h.hub().delete_named(cc, bytes, now);
+                        let want = match (id, state) {
+                            (Some(id), Some(s)) if !matches!(s, St::Reserved { conn, .. } if conn != c) =>
+                            {
+                                m.jobs.remove(&id);
+                                Ok(())
+                            }
+                            _ => Err(HubError::NotFound),
+                        };
+                        assert_eq!(got, want, "delete-name {}", NAMES[name]);
+                    }
+                    1 => {
+                        let got = h.hub().kick_named(cc, bytes, now);
+                        let want = match (id, state) {
+                            (Some(id), Some(St::Delayed | St::Buried { .. })) => {
+                                m.jobs.get_mut(&id).expect("named").state = St::Ready;
+                                Ok(())
+                            }
+                            _ => Err(HubError::NotFound),
+                        };
+                        assert_eq!(got, want, "kick-name {}", NAMES[name]);
+                    }
+                    2 => {
+                        let got = h.hub().touch_named(cc, bytes, now);
+                        let want = match id {
+                            Some(id) if m.held_by(c, id) => {
+                                let j = m.jobs.get_mut(&id).expect("held");
+                                j.state = St::Reserved {
+                                    conn: c,
+                                    deadline: now + u64::from(j.ttr) * SECOND,
+                                };
+                                Ok(())
+                            }
+                            _ => Err(HubError::NotFound),
+                        };
+                        assert_eq!(got, want, "touch-name {}", NAMES[name]);
+                    }
+                    _ => {
+                        let hub = h.hub();
+                        let got = hub
+                            .job_named(cc, bytes)
+                            .expect("peek-name")
+                            .and_then(|id| hub.peek(id))
+                            .map(|v| (v.id, v.body.to_vec()));
+                        let want = id.map(|id| (id, m.jobs[&id].body.clone()));
+                        assert_eq!(got, want, "peek-name {}", NAMES[name]);
+                    }
+                }
             }
             Op::Reserve { conn } => {
                 let c = usize::from(conn) % CONNS;

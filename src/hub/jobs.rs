@@ -190,25 +190,35 @@ impl<S: Segment> Hub<S> {
     /// Deletes a job in any state; a reserved one only by its holder.
     pub fn delete(&mut self, c: ConnId, id: u64, now: Micros) -> Result<(), HubError> {
         self.advance(now);
+        if let Some(job) = self.jobs.get(&id)
+            && let Phase::Reserved { conn, .. } = job.phase
+            && conn != c
+        {
+            return Err(HubError::NotFound);
+        }
+        let tube = self.delete_live(id)?;
+        if let Some(t) = self.tubes.get_mut(&tube) {
+            t.cmd_delete += 1;
+        }
+        self.drop_if_idle(&tube);
+        self.settle();
+        Ok(())
+    }
+
+    /// Deletes live job `id` (resident or far) and unindexes its name; returns its tube.
+    pub(super) fn delete_live(&mut self, id: u64) -> Result<Arc<str>, HubError> {
         if let Some(job) = self.jobs.get(&id) {
-            if let Phase::Reserved { conn, .. } = job.phase
-                && conn != c
-            {
-                return Err(HubError::NotFound);
-            }
             let pri = job.pri;
             self.persist(id, JobState::Deleted, pri, |_| {})?;
             self.unlink(id);
             // Any index entry left is harmless: lookups check the record it points at.
-            if let Some(job) = self.remove_job(id) {
-                if let Some(name) = &job.name {
-                    self.name_remove(job.tube.as_bytes(), name, id);
-                }
-                if let Some(t) = self.tubes.get_mut(&job.tube) {
-                    t.cmd_delete += 1;
-                }
-                self.drop_if_idle(&job.tube);
+            let job = self
+                .remove_job(id)
+                .expect("a job persisted above is resident");
+            if let Some(name) = &job.name {
+                self.name_remove(job.tube.as_bytes(), name, id);
             }
+            Ok(job.tube)
         } else {
             let far = self.find_far(id)?.ok_or(HubError::NotFound)?;
             self.store.delete_far(&far)?;
@@ -216,14 +226,8 @@ impl<S: Segment> Hub<S> {
             if !far.meta.name.is_empty() {
                 self.name_remove(&far.meta.tube, &far.meta.name, id);
             }
-            let tube: Arc<str> = self.intern(&String::from_utf8_lossy(&far.meta.tube));
-            if let Some(t) = self.tubes.get_mut(&tube) {
-                t.cmd_delete += 1;
-            }
-            self.drop_if_idle(&tube);
+            Ok(self.intern(&String::from_utf8_lossy(&far.meta.tube)))
         }
-        self.settle();
-        Ok(())
     }
 
     /// Releases a job reserved by `c` with a new priority, after `delay_s` seconds.

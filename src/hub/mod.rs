@@ -325,6 +325,7 @@ impl<S: Segment> Hub<S> {
         let far_named = std::mem::take(&mut recovered.far_named);
         hub.store.finish_open(recovered)?;
         hub.names_recovered(far_named);
+        hub.delete_lost_duplicates()?;
         hub.settle();
         // A crash from here on restarts from this checkpoint (unless a clean summary stands).
         if let Some(p) = hub.store.checkpoint()

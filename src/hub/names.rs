@@ -26,6 +26,9 @@ type NameBytes = (Box<[u8]>, Box<[u8]>);
 pub(super) struct Names {
     by_key: IdMap<u64>,
     overflow: HashMap<NameBytes, u64>,
+    /// Live jobs found holding a name a higher id holds too: their delete was lost (see
+    /// [`Hub::delete_lost_duplicates`]).
+    lost_deletes: Vec<u64>,
 }
 
 impl Names {
@@ -33,6 +36,7 @@ impl Names {
         Names {
             by_key: id_map(),
             overflow: HashMap::new(),
+            lost_deletes: Vec::new(),
         }
     }
 
@@ -155,9 +159,9 @@ impl<S: Segment> Hub<S> {
             .is_some_and(|f| f.meta.tube == tube && f.meta.name == name))
     }
 
-    /// Indexes live job `id` as `name` in `tube`. Idempotent; if another live job already
-    /// holds the same name (two live records after a power loss kept a put but lost the
-    /// delete before it), the higher id holds it.
+    /// Indexes live job `id` as `name` in `tube`. Idempotent. If another live job already
+    /// holds the same name (recovery after a power loss that kept a put but lost the delete
+    /// before it), the higher id holds it and the lower one is noted in `lost_deletes`.
     pub(super) fn name_insert(&mut self, tube: &[u8], name: &[u8], id: u64) {
         let key = name_key(tube, name);
         let other = match self.names.by_key.get(&key) {
@@ -170,6 +174,7 @@ impl<S: Segment> Hub<S> {
         };
         // A lookup failure counts as another name: the overflow map is always right.
         if self.job_has_name(other, tube, name).unwrap_or(false) {
+            self.names.lost_deletes.push(id.min(other));
             if id > other {
                 self.names.by_key.insert(key, id);
             }
@@ -177,7 +182,34 @@ impl<S: Segment> Hub<S> {
         }
         let k = (Box::from(tube), Box::from(name));
         let slot = self.names.overflow.entry(k).or_insert(id);
-        *slot = (*slot).max(id);
+        if *slot != id {
+            self.names.lost_deletes.push(id.min(*slot));
+            *slot = (*slot).max(id);
+        }
+    }
+
+    /// After recovery: deletes the live jobs that shared a name with a higher id, and makes
+    /// the deletes durable. A `put-named` inserts only while no live job of the tube holds the
+    /// name, and `put-replace` keeps the id, so of two live jobs with one name the lower id
+    /// was deleted before the higher one was put: a power loss kept the put but lost that
+    /// delete. Returns how many were deleted.
+    pub(super) fn delete_lost_duplicates(&mut self) -> Result<usize, HubError> {
+        let mut lost = std::mem::take(&mut self.names.lost_deletes);
+        lost.sort_unstable();
+        lost.dedup();
+        for &id in &lost {
+            tracing::warn!(
+                job = id,
+                "a live job holds the name of a later job: a power loss lost its delete; \
+                 deleted now"
+            );
+            let tube = self.delete_live(id)?;
+            self.drop_if_idle(&tube);
+        }
+        if !lost.is_empty() {
+            self.store.flush()?;
+        }
+        Ok(lost.len())
     }
 
     /// Forgets that job `id` holds `name` in `tube` (it was deleted).
@@ -555,5 +587,88 @@ mod tests {
         hub.delete_named(c, b"b", T0).unwrap();
         assert!(hub.names.overflow.is_empty());
         assert_eq!(hub.job_named(c, b"b").unwrap(), None);
+    }
+
+    /// The segment files in `dir`, by path, with their bytes.
+    fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(crate::segment::format::parse_segment_file_name)
+                    .is_some()
+            })
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A power loss kept a `put-named` but lost the delete of the job that held the name
+    /// before (in another spoke's file): recovery found two live jobs with one name and left
+    /// both (the later one found by name). Now the earlier one is deleted, durably.
+    fn a_lost_delete_leaves_one_job_per_name<S: Segment>(first_delay: u32, second_delay: u32) {
+        let dir = tempfile::tempdir().unwrap();
+        let put =
+            |h: &mut Hub<S>, c, delay| match h.put_named(c, b"x", false, 1, delay, 10, b"b", T0) {
+                Ok(PutNamed::Inserted(id)) => id,
+                other => panic!("{other:?}"),
+            };
+        let (first, second, before);
+        {
+            let mut hub = open::<S>(dir.path(), T0);
+            let c = hub.connect();
+            first = put(&mut hub, c, first_delay);
+            hub.flush().unwrap();
+            before = segment_files(dir.path());
+            assert_eq!(before.len(), 1, "one spoke holds the first job");
+            hub.delete_named(c, b"x", T0).unwrap();
+            second = put(&mut hub, c, second_delay);
+            hub.flush().unwrap();
+        }
+        // The power loss: the first job's file as it was before its delete, the second job's
+        // file as written, no summary (a new boot trusts none).
+        for (path, bytes) in &before {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let summary = dir.path().join(crate::segment::SUMMARY_FILE);
+        let _ = std::fs::remove_file(&summary);
+        for round in 0..2 {
+            let mut hub = open::<S>(dir.path(), T0 + SECOND);
+            let c = hub.connect();
+            assert_eq!(
+                hub.job_named(c, b"x").unwrap(),
+                Some(second),
+                "round {round}"
+            );
+            assert!(
+                hub.stats_job(first, T0 + SECOND).is_none(),
+                "round {round}: the job whose delete was lost is live"
+            );
+            assert!(hub.stats_job(second, T0 + SECOND).is_some());
+            assert_eq!(hub.names.len(), 1);
+            // The next restart (after a kill: no flush, no summary) finds it deleted too.
+            drop(hub);
+            let _ = std::fs::remove_file(&summary);
+        }
+    }
+
+    #[test]
+    fn a_lost_delete_leaves_one_job_per_name_mapped() {
+        a_lost_delete_leaves_one_job_per_name::<MappedSegment>(0, FAR);
+        a_lost_delete_leaves_one_job_per_name::<MappedSegment>(FAR, 0);
+        a_lost_delete_leaves_one_job_per_name::<MappedSegment>(FAR, FAR + 100);
+    }
+
+    #[test]
+    fn a_lost_delete_leaves_one_job_per_name_lazy() {
+        a_lost_delete_leaves_one_job_per_name::<LazySegment>(0, FAR);
+        a_lost_delete_leaves_one_job_per_name::<LazySegment>(FAR, 0);
+        a_lost_delete_leaves_one_job_per_name::<LazySegment>(FAR, FAR + 100);
     }
 }

@@ -126,6 +126,22 @@ impl DataDir {
         Ok(out)
     }
 
+    /// The path of spoke `spoke`'s names file ([`super::spoke_names`]).
+    pub fn names_path(&self, spoke: SpokeId) -> PathBuf {
+        self.path.join(super::spoke_names::names_file_name(spoke))
+    }
+
+    /// Every names file in the dir, by spoke.
+    pub fn names_files(&self) -> Result<Vec<SpokeId>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| {
+                super::spoke_names::parse_names_file_name(&e.file_name().to_string_lossy())
+            })
+            .collect())
+    }
+
     fn entries(&self) -> Result<Vec<fs::DirEntry>> {
         fs::read_dir(&self.path)
             .and_then(|rd| rd.collect::<std::io::Result<Vec<_>>>())

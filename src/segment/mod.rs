@@ -7,8 +7,8 @@
 //! - [`format`](mod@format): the on-disk structs and the one scanner (recovery and `yaad-dump` share it);
 //! - [`DataDir`]: the exclusive lock and the segment files of a data dir;
 //! - [`IdIndex`]: job id → [`JobLocation`], on disk (`ids.yaad`) or in memory;
-//! - [`Summary`]: the far spokes' figures for start-up (`summary.yaad`), and the
-//!   [`ChangeJournal`]s naming the segments changed since;
+//! - [`Summary`]: the far spokes' figures for start-up (`summary.yaad`), their names files
+//!   ([`spoke_names`]), and the [`ChangeJournal`]s naming the segments changed since;
 //! - [`dump`]: `yaad-dump`'s logic. Only `mmap.rs` contains `unsafe`.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ mod mem;
 mod mmap;
 pub mod powercut;
 pub mod snapshot;
+pub mod spoke_names;
 mod summary;
 
 pub use datadir::{COMPACT_DIR, DataDir, ID_INDEX_FILE, LOCK_FILE, SUMMARY_FILE};

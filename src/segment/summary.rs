@@ -18,21 +18,28 @@
 //! boot id length u32 | boot id | spoke count u32 | next id u64 | id high-water u64
 //! per spoke: start u64 | span u64 | byte size u64 | live u64 | records u64 | tube count u32
 //!            per tube: name length u32 | name | delayed jobs u64
+//!            named jobs u64 | names file CRC u32                      (version 3)
 //! crc u32 (CRC-32 of every byte before it)
 //! ```
+//!
+//! A spoke with named jobs is listed once its names file ([`super::spoke_names`]) is written;
+//! version 2 (no names) is still read: its spokes hold no named job.
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::file::{remove_if_exists, replace_file, write_file_atomically};
 use super::fsio::sync_parent_dir;
+use super::spoke_names::{NamesOf, SpokeNames};
 use super::{Result, SpokeId, StorageError};
 
 /// First bytes of `summary.yaad`.
 pub const SUMMARY_MAGIC: [u8; 8] = *b"YAADSUM\0";
 /// Version of the summary layout.
-pub const SUMMARY_VERSION: u32 = 2;
+pub const SUMMARY_VERSION: u32 = 3;
+/// The version before names files: read, its spokes hold no named job.
+const SUMMARY_VERSION_NO_NAMES: u32 = 2;
 
 /// Flag bit: written by a complete flush, durably (see the module documentation).
 const CLEAN: u32 = 1;
@@ -67,11 +74,56 @@ pub struct SpokeSummary {
     pub records: u64,
     /// Delayed jobs per tube name.
     pub delayed: Vec<(Vec<u8>, u64)>,
+    /// Its live named jobs' names file; unset until the checkpoint writer has scanned the
+    /// segment for them, `None` if that failed. A spoke is listed only once this is known.
+    pub names: OnceLock<Option<SpokeNames>>,
+    /// The generation of the summary the entry was computed for (0: read from a file): the
+    /// writer scans for names only entries that outlived a generation unchanged.
+    pub born: u64,
+}
+
+impl SpokeSummary {
+    /// What its names file must agree with.
+    pub fn names_of(&self) -> NamesOf {
+        NamesOf {
+            spoke: self.spoke,
+            byte_size: self.byte_size,
+            live: self.live,
+            records: self.records,
+        }
+    }
+
+    /// Its names file as far as known: `None` while unscanned or after a failed scan.
+    pub fn known_names(&self) -> Option<SpokeNames> {
+        self.names.get().copied().flatten()
+    }
+
+    /// Whether the figures (all but names and birth) are `other`'s.
+    pub fn same_figures(&self, other: &SpokeSummary) -> bool {
+        (
+            self.spoke,
+            self.byte_size,
+            self.live,
+            self.records,
+            &self.delayed,
+        ) == (
+            other.spoke,
+            other.byte_size,
+            other.live,
+            other.records,
+            &other.delayed,
+        )
+    }
 }
 
 impl Summary {
-    /// The file's bytes.
+    /// The file's bytes. Spokes whose names are not known are left out.
     pub fn encode(&self) -> Vec<u8> {
+        let listed: Vec<(&SpokeSummary, SpokeNames)> = self
+            .spokes
+            .iter()
+            .filter_map(|s| Some((&**s, s.known_names()?)))
+            .collect();
         let mut b = Vec::with_capacity(32 + self.spokes.len() * 64);
         b.extend_from_slice(&SUMMARY_MAGIC);
         b.extend_from_slice(&SUMMARY_VERSION.to_le_bytes());
@@ -80,10 +132,10 @@ impl Summary {
         b.extend_from_slice(&self.generation.to_le_bytes());
         b.extend_from_slice(&(self.boot_id.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.boot_id);
-        b.extend_from_slice(&(self.spokes.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(listed.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.next_id.to_le_bytes());
         b.extend_from_slice(&self.id_high_water.to_le_bytes());
-        for s in &self.spokes {
+        for (s, names) in listed {
             for v in [s.spoke.start, s.spoke.span, s.byte_size, s.live, s.records] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
@@ -93,6 +145,8 @@ impl Summary {
                 b.extend_from_slice(name);
                 b.extend_from_slice(&n.to_le_bytes());
             }
+            b.extend_from_slice(&names.count.to_le_bytes());
+            b.extend_from_slice(&names.crc.to_le_bytes());
         }
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -112,7 +166,7 @@ impl Summary {
             return Err("not a yaad summary (bad magic)".into());
         }
         let version = r.u32()?;
-        if version != SUMMARY_VERSION {
+        if version != SUMMARY_VERSION && version != SUMMARY_VERSION_NO_NAMES {
             return Err(format!("unsupported summary version {version}"));
         }
         let flags = r.u32()?;
@@ -139,12 +193,20 @@ impl Summary {
                 let name = r.take(len)?.to_vec();
                 delayed.push((name, r.u64()?));
             }
+            let names = if version == SUMMARY_VERSION_NO_NAMES {
+                SpokeNames::NONE
+            } else {
+                let (count, crc) = (r.u64()?, r.u32()?);
+                SpokeNames { count, crc }
+            };
             spokes.push(Arc::new(SpokeSummary {
                 spoke,
                 byte_size,
                 live,
                 records,
                 delayed,
+                names: OnceLock::from(Some(names)),
+                born: 0,
             }));
         }
         if !r.0.is_empty() {
@@ -241,6 +303,11 @@ mod tests {
                     live: 3,
                     records: 5,
                     delayed: vec![(b"default".to_vec(), 2), (b"t1".to_vec(), 1)],
+                    names: OnceLock::from(Some(SpokeNames {
+                        count: 2,
+                        crc: 0x1234_5678,
+                    })),
+                    born: 0,
                 }),
                 Arc::new(SpokeSummary {
                     spoke: SpokeId {
@@ -251,6 +318,8 @@ mod tests {
                     live: 0,
                     records: 0,
                     delayed: vec![],
+                    names: OnceLock::from(Some(SpokeNames::NONE)),
+                    born: 0,
                 }),
             ],
         }
@@ -275,6 +344,59 @@ mod tests {
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         assert!(Summary::decode(&b).is_err());
+    }
+
+    /// Version 2 (before names files): the same without the two names fields per spoke.
+    fn encode_v2(s: &Summary) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&SUMMARY_MAGIC);
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&u32::from(s.clean).to_le_bytes());
+        b.extend_from_slice(&s.generation.to_le_bytes());
+        b.extend_from_slice(&(s.boot_id.len() as u32).to_le_bytes());
+        b.extend_from_slice(&s.boot_id);
+        b.extend_from_slice(&(s.spokes.len() as u32).to_le_bytes());
+        b.extend_from_slice(&s.next_id.to_le_bytes());
+        b.extend_from_slice(&s.id_high_water.to_le_bytes());
+        for p in &s.spokes {
+            for v in [p.spoke.start, p.spoke.span, p.byte_size, p.live, p.records] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&(p.delayed.len() as u32).to_le_bytes());
+            for (name, n) in &p.delayed {
+                b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                b.extend_from_slice(name);
+                b.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_version_2_as_spokes_without_names() {
+        let s = sample();
+        let got = Summary::decode(&encode_v2(&s)).unwrap();
+        assert_eq!(got.spokes.len(), 2);
+        for (g, w) in got.spokes.iter().zip(&s.spokes) {
+            assert!(g.same_figures(w));
+            assert_eq!(g.known_names(), Some(SpokeNames::NONE));
+        }
+        assert_eq!((got.next_id, got.generation), (s.next_id, s.generation));
+    }
+
+    /// A spoke whose names are not known yet (or failed) is not listed.
+    #[test]
+    fn leaves_out_spokes_with_unknown_names() {
+        let mut s = sample();
+        let mut unknown = (*s.spokes[0]).clone();
+        unknown.names = OnceLock::new();
+        let mut failed = (*s.spokes[0]).clone();
+        failed.names = OnceLock::from(None);
+        s.spokes.push(Arc::new(unknown));
+        s.spokes.push(Arc::new(failed));
+        assert_eq!(Summary::decode(&s.encode()).unwrap(), sample());
     }
 
     #[test]

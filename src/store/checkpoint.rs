@@ -23,19 +23,30 @@
 //! high-water it finds. A flush sets the reservation to exactly the last id issued before its
 //! clean summary: after a clean shutdown ids continue exactly from the summary's next id.
 //!
+//! Names: a far spoke holding named jobs is listed only with its names file (its live named
+//! jobs as (name key, id), [`crate::segment::spoke_names`]), which the writer makes outside
+//! the lock from a scan of the segment file, once the spoke's entry has outlived a generation
+//! unchanged (a spoke changed every second is never scanned: it stays unlisted, and a restart
+//! scans it). The scan may see changes made after the summary was taken; they are in its
+//! generation's journal, so recovery does not use the entry. A clean summary scans what is
+//! left under the lock. Names files are not synced: one lost or torn fails its checks at
+//! start-up and the spoke is scanned.
+//!
 //! Failures lose nothing, only start-up speed: a journal entry that cannot be written
 //! removes the summary (the next start scans everything) until the next checkpoint; a
 //! checkpoint that cannot be written leaves the older summary and its journals in place.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustc_hash::FxHashSet;
 
 use super::Store;
+use crate::segment::spoke_names::{self, SpokeNames};
 use crate::segment::{
-    ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id, journal,
+    ChangeJournal, DataDir, Segment, SpokeId, SpokeSummary, StorageError, Summary, boot_id,
+    journal, segment_file_name,
 };
 
 /// The store's side of the checkpoints (see the module documentation).
@@ -76,6 +87,8 @@ pub const ENTRIES_PER_CHECKPOINT: usize = 256;
 struct Writer {
     /// The newest generation written or withdrawn: an older pending one is stale.
     done: u64,
+    /// The names files that may be on disk (found at open, or written since).
+    names_files: BTreeSet<SpokeId>,
 }
 
 impl Checkpoints {
@@ -88,7 +101,10 @@ impl Checkpoints {
             clean_on_disk,
             broken: false,
             boot_id: boot_id(dir),
-            writer: Arc::new(Mutex::new(Writer { done: generation })),
+            writer: Arc::new(Mutex::new(Writer {
+                done: generation,
+                names_files: names_files_in(dir),
+            })),
             entries: BTreeMap::new(),
             rebuild: true,
             stale: FxHashSet::default(),
@@ -102,6 +118,12 @@ impl Checkpoints {
         self.noted.clear();
         self.broken = false;
         self.changed = false;
+    }
+
+    /// Keeps the entry of a spoke recovery took from the trusted summary (unchanged since), so
+    /// that its names need no new scan.
+    pub(super) fn adopt(&mut self, entry: Arc<SpokeSummary>) {
+        self.entries.insert(entry.spoke, entry);
     }
 
     /// Removes the summary (durably) and makes every pending one of this generation or
@@ -135,13 +157,87 @@ impl PendingCheckpoint {
         }
         let path = self.dir.join(crate::segment::SUMMARY_FILE);
         match &self.summary {
-            Some(s) => Summary::write_unsynced(&path, &s.encode())?,
+            Some(s) => {
+                settle_names(s, &self.dir, self.generation, &mut w);
+                Summary::write_unsynced(&path, &s.encode())?;
+            }
             None => Summary::remove_unsynced(&path)?,
         }
         w.done = self.generation;
         journal::remove_before(&self.dir, self.generation);
+        remove_unlisted_names(self.summary.as_ref(), &self.dir, &mut w);
         Ok(())
     }
+}
+
+/// The spokes of the names files in `dir`.
+fn names_files_in(dir: &Path) -> BTreeSet<SpokeId> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return BTreeSet::new();
+    };
+    rd.filter_map(|e| spoke_names::parse_names_file_name(&e.ok()?.file_name().to_string_lossy()))
+        .collect()
+}
+
+/// Finds the names of the entries of `summary` not known yet and born before `generation`
+/// (`u64::MAX`: all): scans each one's segment file and writes its names file (not synced).
+/// A failure leaves the entry out of every summary until it is recomputed.
+fn settle_names(summary: &Summary, dir: &Path, generation: u64, w: &mut Writer) {
+    for e in &summary.spokes {
+        if e.names.get().is_some() || e.born >= generation {
+            continue;
+        }
+        let names = match names_of_spoke(e, dir) {
+            Ok(n) => {
+                if n.count > 0 {
+                    w.names_files.insert(e.spoke);
+                }
+                Some(n)
+            }
+            Err(why) => {
+                tracing::debug!(spoke = e.spoke.start, "no names file: {why}");
+                None
+            }
+        };
+        // Set by this writer only (under its lock): a second set cannot happen.
+        let _ = e.names.set(names);
+    }
+}
+
+/// Scans spoke `e`'s segment file for its named jobs and writes their names file.
+fn names_of_spoke(e: &SpokeSummary, dir: &Path) -> Result<SpokeNames, String> {
+    let path = dir.join(segment_file_name(e.spoke));
+    let bytes = std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let of = e.names_of();
+    let pairs = spoke_names::scan_named(&bytes, &path, &of)?;
+    drop(bytes);
+    if pairs.is_empty() {
+        return Ok(SpokeNames::NONE);
+    }
+    let (file, names) = spoke_names::encode(&of, &pairs);
+    let out = dir.join(spoke_names::names_file_name(e.spoke));
+    spoke_names::write_unsynced(&out, &file).map_err(|err| err.to_string())?;
+    Ok(names)
+}
+
+/// Removes the names files `summary` does not list (all of them without a summary).
+fn remove_unlisted_names(summary: Option<&Summary>, dir: &Path, w: &mut Writer) {
+    let listed: BTreeSet<SpokeId> = summary
+        .map(|s| {
+            s.spokes
+                .iter()
+                .filter(|e| e.known_names().is_some_and(|n| n.count > 0))
+                .map(|e| e.spoke)
+                .collect()
+        })
+        .unwrap_or_default();
+    w.names_files.retain(|spoke| {
+        if listed.contains(spoke) {
+            return true;
+        }
+        let _ = std::fs::remove_file(dir.join(spoke_names::names_file_name(*spoke)));
+        false
+    });
 }
 
 impl<S: Segment> Store<S> {
@@ -184,7 +280,12 @@ impl<S: Segment> Store<S> {
     /// Takes a checkpoint if anything changed since the last one: a summary of the far spokes
     /// to write outside the hub lock with [`PendingCheckpoint::write`]. Persisted modes only.
     pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
-        let due = self.ckpt.changed || !self.ckpt.stale.is_empty();
+        // Entries whose names the writer has not looked for yet: the next write does (if a
+        // summary can be written at all, see `take_summary`).
+        let names_due = !self.needs_full_scan
+            && !self.index_incomplete
+            && self.ckpt.entries.values().any(|e| e.names.get().is_none());
+        let due = self.ckpt.changed || !self.ckpt.stale.is_empty() || names_due;
         if !S::FILE_BACKED || !due {
             return None;
         }
@@ -219,20 +320,23 @@ impl<S: Segment> Store<S> {
             return self.ckpt.withdraw(&self.dir);
         };
         let mut w = self.ckpt.writer.lock().unwrap_or_else(|e| e.into_inner());
+        settle_names(&summary, self.dir.path(), u64::MAX, &mut w);
         // Set first: should the write fail halfway, a later change still removes the file.
         self.ckpt.clean_on_disk = true;
         summary.write(&self.dir.summary_path())?;
         w.done = self.ckpt.generation;
-        drop(w);
         journal::remove_before(self.dir.path(), self.ckpt.generation);
+        remove_unlisted_names(Some(&summary), self.dir.path(), &mut w);
         Ok(())
     }
 
     /// Brings the summary entries up to date: those of the spokes noted since the last
     /// summary, or all of them after open (and at a flush).
     fn refresh_entries(&mut self) {
+        // The generation of the summary taken next (after `advance`).
+        let born = self.ckpt.generation + 1;
         let entry = |id: SpokeId, s: &super::spoke::Spoke<S>| {
-            (!s.loaded && s.resident == 0 && !s.named).then(|| {
+            (!s.loaded && s.resident == 0).then(|| {
                 let mut delayed: Vec<(Vec<u8>, u64)> = s
                     .far_counts
                     .iter()
@@ -245,17 +349,33 @@ impl<S: Segment> Store<S> {
                     live: s.live,
                     records: s.records,
                     delayed,
+                    // A spoke that never held a named record needs no scan for names.
+                    names: if s.named {
+                        OnceLock::new()
+                    } else {
+                        OnceLock::from(Some(SpokeNames::NONE))
+                    },
+                    born,
                 })
             })
         };
         let c = &mut self.ckpt;
         if std::mem::take(&mut c.rebuild) {
-            c.stale.clear();
+            // An entry of a spoke unchanged since it was computed is kept, with its names.
+            let old = std::mem::take(&mut c.entries);
+            let changed = |id: &SpokeId| c.stale.contains(id) || c.noted.contains(id);
             c.entries = self
                 .spokes
                 .iter()
-                .filter_map(|(&id, s)| Some((id, entry(id, s)?)))
+                .filter_map(|(&id, s)| {
+                    let e = entry(id, s)?;
+                    match old.get(&id) {
+                        Some(o) if !changed(&id) && o.same_figures(&e) => Some((id, o.clone())),
+                        _ => Some((id, e)),
+                    }
+                })
                 .collect();
+            c.stale.clear();
             return;
         }
         c.stale.extend(c.noted.iter().copied());

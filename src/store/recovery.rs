@@ -38,6 +38,7 @@ use std::sync::Arc;
 use super::spoke::Spoke;
 use super::{ID_BLOCK, Result, Store, StoreError};
 use crate::segment::format::{FILE_HEADER_LEN, name_key};
+use crate::segment::spoke_names;
 use crate::segment::{
     ChangeJournal, DataDir, DurableIds, IdIndex, IdReader, IdReservation, JobLocation, JobState,
     RecordMeta, RecordOffset, Segment, SpokeId, SpokeSummary, StateSlot, StorageError, Summary,
@@ -269,6 +270,8 @@ struct Scanned {
     found_id: u64,
     /// The [`name_key`] of each named record in `seen`, by (spoke index, offset).
     named: HashMap<(u32, RecordOffset), u64>,
+    /// The far named jobs of the spokes taken from the summary, from their names files.
+    summarised_named: FarNamed,
 }
 
 impl<S: Segment> Store<S> {
@@ -322,11 +325,13 @@ impl<S: Segment> Store<S> {
             seen,
             tube_names,
             named,
+            mut summarised_named,
             ..
         } = scanned;
         let (resident, far_named) = self.pick_winners(&order, seen, &tube_names, &named);
         let mut recovery = Recovery::of(order, resident);
-        recovery.far_named = far_named;
+        summarised_named.extend(far_named);
+        recovery.far_named = summarised_named;
         Ok(recovery)
     }
 
@@ -356,9 +361,17 @@ impl<S: Segment> Store<S> {
                 && let Some(p) = skip.remove(&sid)
                 && p.byte_size == seg.byte_size()
             {
-                self.add_summarised(seg, &p);
-                summarised += 1;
-                continue;
+                match self.summarised_names(&p, &mut out.summarised_named) {
+                    Ok(()) => {
+                        self.add_summarised(seg, p);
+                        summarised += 1;
+                        continue;
+                    }
+                    Err(why) => tracing::info!(
+                        spoke = sid.start,
+                        "names file not used ({why}): scanning the segment"
+                    ),
+                }
             }
             scanned += 1;
             let mut records = 0u64;
@@ -623,17 +636,32 @@ impl<S: Segment> Store<S> {
         Ok(())
     }
 
+    /// Adds the far named jobs of summary entry `p` to `out` from its names file.
+    fn summarised_names(
+        &self,
+        p: &SpokeSummary,
+        out: &mut FarNamed,
+    ) -> std::result::Result<(), String> {
+        match p.known_names() {
+            None => Err("no names file stated".into()),
+            Some(n) if n.count == 0 => Ok(()),
+            Some(n) => spoke_names::read(&self.dir.names_path(p.spoke), &p.names_of(), n, out),
+        }
+    }
+
     /// Adds far spoke `seg` with the figures of its summary, without reading its records.
-    fn add_summarised(&mut self, mut seg: S, p: &SpokeSummary) {
+    fn add_summarised(&mut self, mut seg: S, p: Arc<SpokeSummary>) {
         // Closing only releases memory; if it fails the segment stays open.
         let _ = seg.close();
         let mut spoke = Spoke::new(seg, false);
         spoke.live = p.live;
         spoke.records = p.records;
+        spoke.named = p.known_names().is_some_and(|n| n.count > 0);
         self.spokes.insert(p.spoke, spoke);
         self.note_wide(p.spoke);
         for (tube, n) in &p.delayed {
             self.count_far(p.spoke, tube, i64::try_from(*n).unwrap_or(i64::MAX));
         }
+        self.ckpt.adopt(p);
     }
 }

@@ -47,8 +47,8 @@ pub(crate) struct Spoke<S> {
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
     pub far_counts: HashMap<Arc<str>, u64>,
-    /// It holds, or held, a record of a named job: left out of the start-up summary, so that
-    /// recovery reads the names of its far jobs.
+    /// It holds, or held, a record of a named job: its start-up summary entry waits for a
+    /// scan for its names (`checkpoint`), so that recovery finds the names of its far jobs.
     pub named: bool,
 }
 
@@ -327,7 +327,12 @@ impl<S: Segment> Store<S> {
                     Err(e) => return Err(e.into()),
                 };
                 self.touch_far(loc.spoke);
-                if rec.id != id || rec.slot.state != JobState::Waiting {
+                // A record whose `Moved` mark is pending is not the job's: after a power cut
+                // the index may still point at the old record of a job moved, then deleted.
+                if rec.id != id
+                    || rec.slot.state != JobState::Waiting
+                    || self.is_pending_move(loc.spoke, loc.offset)
+                {
                     return Ok(None);
                 }
                 Ok(Some(FarJob {
@@ -351,11 +356,11 @@ impl<S: Segment> Store<S> {
         for sid in far {
             let metas = self.segment(sid)?.scan()?;
             self.touch_far(sid);
-            if let Some(meta) = metas
-                .into_iter()
-                .flatten()
-                .find(|m| m.id == id && m.slot.state == JobState::Waiting)
-            {
+            if let Some(meta) = metas.into_iter().flatten().find(|m| {
+                m.id == id
+                    && m.slot.state == JobState::Waiting
+                    && !self.is_pending_move(sid, m.offset)
+            }) {
                 return Ok(Some(FarJob { spoke: sid, meta }));
             }
         }

@@ -1,0 +1,358 @@
+//! Names files `names-<start>-<span>.yaad`: the live named jobs of one far spoke as
+//! ([`name_key`], id) pairs, so that a restart rebuilds the name index without scanning the
+//! spoke's segment. The start-up summary's entry for the spoke states how many pairs the file
+//! holds and its CRC; recovery uses the file only when both, the figures in its header (spoke,
+//! byte size, live and total records, which must equal the entry's) and its own CRC agree,
+//! and otherwise scans the spoke as without a summary. Written from a scan of the segment file
+//! (outside the hub lock, see `store::checkpoint`), never synced: a file lost or torn by a
+//! power cut fails those checks, which costs start-up time only.
+//!
+//! Layout (all integers little-endian), see `storage-format.md`, *Names files*:
+//!
+//! ```text
+//! magic "YAADNAM\0" (8) | version u32 | reserved u32 (0) | spoke start u64 | spoke span u64
+//! byte size u64 | live u64 | records u64 | key check u64 | count u64
+//! per named job, by id: name key u64 | id u64
+//! crc u32 (CRC-32 of every byte before it)
+//! ```
+
+use std::io::Read;
+use std::path::Path;
+
+use super::format::{name_key, scan_records};
+use super::{JobState, SpokeId};
+
+/// First bytes of a names file.
+pub const NAMES_MAGIC: [u8; 8] = *b"YAADNAM\0";
+/// Version of the names file layout.
+pub const NAMES_VERSION: u32 = 1;
+/// Bytes before the pairs.
+pub const NAMES_HEADER_LEN: usize = 72;
+/// Bytes per (name key, id) pair.
+const PAIR_LEN: usize = 16;
+
+/// The name of spoke `spoke`'s names file.
+pub fn names_file_name(spoke: SpokeId) -> String {
+    format!("names-{:020}-{:020}.yaad", spoke.start, spoke.span)
+}
+
+/// Reads the spoke back from a names file name; `None` if it is not one.
+pub fn parse_names_file_name(name: &str) -> Option<SpokeId> {
+    let rest = name.strip_prefix("names-")?.strip_suffix(".yaad")?;
+    let (start, span) = rest.split_once('-')?;
+    if start.len() != 20 || span.len() != 20 {
+        return None;
+    }
+    Some(SpokeId {
+        start: start.parse().ok()?,
+        span: span.parse().ok()?,
+    })
+}
+
+/// [`name_key`] of a fixed (tube, name): keys are a hash whose algorithm belongs to the build,
+/// so a file written by a build that hashes differently is not used.
+pub fn key_check() -> u64 {
+    name_key(b"yaad", b"names-file-key-check")
+}
+
+/// What a names file must agree with: the summary entry of its spoke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamesOf {
+    pub spoke: SpokeId,
+    pub byte_size: u64,
+    pub live: u64,
+    pub records: u64,
+}
+
+/// A names file as the summary refers to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpokeNames {
+    /// Live named jobs of the spoke (0: no file is needed).
+    pub count: u64,
+    /// The file's CRC (its last four bytes); 0 when `count` is 0.
+    pub crc: u32,
+}
+
+impl SpokeNames {
+    /// A spoke without live named jobs.
+    pub const NONE: SpokeNames = SpokeNames { count: 0, crc: 0 };
+}
+
+/// The live named jobs of a segment file image whose live and total records must be those of
+/// `of` (else it changed since its summary entry was taken): ([`name_key`], id) pairs by id.
+/// Per id the record with the highest version wins, as in recovery; `Moved`, `Freed` and
+/// `Deleted` winners are not live. A damaged record fails the scan: only recovery may judge it.
+pub fn scan_named(bytes: &[u8], path: &Path, of: &NamesOf) -> Result<Vec<(u64, u64)>, String> {
+    // (id, version, name key of a live named record, live)
+    let mut seen: Vec<(u64, u32, Option<u64>, bool)> = Vec::new();
+    let mut records = 0u64;
+    for r in scan_records(bytes, path) {
+        let v = r.map_err(|e| e.to_string())?;
+        records += 1;
+        let state = v.slot.state;
+        if matches!(state, JobState::Moved | JobState::Freed) {
+            continue;
+        }
+        let live = state != JobState::Deleted;
+        let key = (live && !v.name.is_empty()).then(|| name_key(v.tube, v.name));
+        seen.push((v.header.id.get(), v.slot.version, key, live));
+    }
+    seen.sort_unstable_by_key(|&(id, version, ..)| (id, std::cmp::Reverse(version)));
+    seen.dedup_by_key(|&mut (id, ..)| id);
+    let live = seen.iter().filter(|s| s.3).count() as u64;
+    if (live, records) != (of.live, of.records) {
+        return Err(format!(
+            "(live, records) ({live}, {records}), the summary entry says ({}, {})",
+            of.live, of.records
+        ));
+    }
+    Ok(seen
+        .into_iter()
+        .filter_map(|(id, _, key, _)| Some((key?, id)))
+        .collect())
+}
+
+/// The bytes of the names file of `of` holding `pairs`, and their [`SpokeNames`].
+pub fn encode(of: &NamesOf, pairs: &[(u64, u64)]) -> (Vec<u8>, SpokeNames) {
+    let mut b = Vec::with_capacity(NAMES_HEADER_LEN + pairs.len() * PAIR_LEN + 4);
+    b.extend_from_slice(&NAMES_MAGIC);
+    b.extend_from_slice(&NAMES_VERSION.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    let head = [
+        of.spoke.start,
+        of.spoke.span,
+        of.byte_size,
+        of.live,
+        of.records,
+        key_check(),
+        pairs.len() as u64,
+    ];
+    for v in head {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for &(key, id) in pairs {
+        b.extend_from_slice(&key.to_le_bytes());
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let names = SpokeNames {
+        count: pairs.len() as u64,
+        crc,
+    };
+    (b, names)
+}
+
+/// Writes a names file's `bytes` to `path` (temporary file and rename, not synced).
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> super::Result<()> {
+    super::file::replace_file(path, bytes, false)
+}
+
+/// Reads the names file at `path` into `out` if it is the one the summary entry `of` with
+/// `names` refers to; `Err(reason)` otherwise (then nothing is added to `out`). Read in pieces:
+/// no copy of the whole file is held.
+pub fn read(
+    path: &Path,
+    of: &NamesOf,
+    names: SpokeNames,
+    out: &mut Vec<(u64, u64)>,
+) -> Result<(), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let want = (NAMES_HEADER_LEN as u64)
+        .checked_add(names.count.saturating_mul(PAIR_LEN as u64))
+        .and_then(|n| n.checked_add(4));
+    if Some(len) != want {
+        return Err(format!("{len} bytes, {want:?} expected"));
+    }
+    let mut crc = crc32fast::Hasher::new();
+    let mut head = [0u8; NAMES_HEADER_LEN];
+    f.read_exact(&mut head).map_err(|e| e.to_string())?;
+    crc.update(&head);
+    let u64_at = |at: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(a)
+    };
+    if head[..8] != NAMES_MAGIC {
+        return Err("not a names file (bad magic)".into());
+    }
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if version != NAMES_VERSION {
+        return Err(format!("unsupported names file version {version}"));
+    }
+    let stated = NamesOf {
+        spoke: SpokeId {
+            start: u64_at(16),
+            span: u64_at(24),
+        },
+        byte_size: u64_at(32),
+        live: u64_at(40),
+        records: u64_at(48),
+    };
+    if stated != *of {
+        return Err(format!("written for {stated:?}, not {of:?}"));
+    }
+    if u64_at(56) != key_check() {
+        return Err("written by a build whose name keys differ".into());
+    }
+    if u64_at(64) != names.count {
+        return Err(format!("{} names, {} expected", u64_at(64), names.count));
+    }
+    let start = out.len();
+    let mut left = names.count;
+    let mut buf = vec![0u8; 4096 * PAIR_LEN];
+    while left > 0 {
+        let n = usize::try_from(left.min(4096)).unwrap_or(4096);
+        let chunk = &mut buf[..n * PAIR_LEN];
+        if let Err(e) = f.read_exact(chunk) {
+            out.truncate(start);
+            return Err(e.to_string());
+        }
+        crc.update(chunk);
+        for p in chunk.chunks_exact(PAIR_LEN) {
+            let mut k = [0u8; 8];
+            let mut i = [0u8; 8];
+            k.copy_from_slice(&p[..8]);
+            i.copy_from_slice(&p[8..]);
+            out.push((u64::from_le_bytes(k), u64::from_le_bytes(i)));
+        }
+        left -= n as u64;
+    }
+    let mut tail = [0u8; 4];
+    let stored = f.read_exact(&mut tail).map(|()| u32::from_le_bytes(tail));
+    let crc = crc.finalize();
+    if stored.as_ref().ok() != Some(&crc) || crc != names.crc {
+        out.truncate(start);
+        return Err("checksum mismatch".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{JobState, LazySegment, NewRecord, Segment, StateSlot};
+
+    const SPOKE: SpokeId = SpokeId {
+        start: 7_000_000,
+        span: 1_000_000,
+    };
+
+    fn of(live: u64, records: u64) -> NamesOf {
+        NamesOf {
+            spoke: SPOKE,
+            byte_size: 4096,
+            live,
+            records,
+        }
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        let name = names_file_name(SPOKE);
+        assert_eq!(parse_names_file_name(&name), Some(SPOKE));
+        assert_eq!(parse_names_file_name("seg-1-2.yaad"), None);
+        assert_eq!(parse_names_file_name("names-1-2.yaad"), None);
+    }
+
+    #[test]
+    fn reads_back_and_refuses_every_damage_and_every_other_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(names_file_name(SPOKE));
+        let pairs = vec![(11, 3), (7, 5)];
+        let (bytes, names) = encode(&of(4, 6), &pairs);
+        assert_eq!(names.count, 2);
+        write_unsynced(&path, &bytes).unwrap();
+        let mut out = vec![(1, 1)];
+        read(&path, &of(4, 6), names, &mut out).unwrap();
+        assert_eq!(out, [(1, 1), (11, 3), (7, 5)]);
+        // Another entry's figures, count or CRC: refused, nothing added.
+        for (o, n) in [
+            (of(3, 6), names),
+            (of(4, 7), names),
+            (
+                NamesOf {
+                    byte_size: 8192,
+                    ..of(4, 6)
+                },
+                names,
+            ),
+            (of(4, 6), SpokeNames { count: 1, ..names }),
+            (
+                of(4, 6),
+                SpokeNames {
+                    crc: names.crc ^ 1,
+                    ..names
+                },
+            ),
+        ] {
+            let mut out = vec![];
+            assert!(read(&path, &o, n, &mut out).is_err(), "{o:?} {n:?}");
+            assert!(out.is_empty());
+        }
+        // Every flipped bit and every truncation.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            std::fs::write(&path, &b).unwrap();
+            let mut out = vec![];
+            assert!(
+                read(&path, &of(4, 6), names, &mut out).is_err(),
+                "flip at {i}"
+            );
+            assert!(out.is_empty());
+            std::fs::write(&path, &bytes[..i]).unwrap();
+            assert!(
+                read(&path, &of(4, 6), names, &mut out).is_err(),
+                "cut at {i}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(read(&path, &of(4, 6), names, &mut vec![]).is_err());
+    }
+
+    /// The live named jobs of a segment: not the deleted one, not the unnamed one, not the
+    /// old record of a job moved within the spoke; the scan refuses an image whose counts
+    /// are not the entry's.
+    #[test]
+    fn scans_the_live_named_jobs_of_a_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut seg = LazySegment::create(tmp.path(), SPOKE).unwrap();
+        let slot = |version, state| StateSlot {
+            version,
+            state,
+            priority: 1,
+            counters: Default::default(),
+        };
+        let mut put = |id, name: &[u8], version| {
+            seg.append(&NewRecord {
+                id,
+                trigger_at: SPOKE.start,
+                created_at: 1,
+                ttr: 1,
+                tube: b"t",
+                name,
+                body: b"b",
+                slot: slot(version, JobState::Waiting),
+            })
+            .unwrap()
+        };
+        put(1, b"one", 1);
+        let deleted = put(2, b"two", 1);
+        put(3, b"", 1);
+        let old = put(4, b"four", 1);
+        put(4, b"four", 2);
+        seg.update(deleted, slot(2, JobState::Deleted)).unwrap();
+        seg.update(old, slot(2, JobState::Moved)).unwrap();
+        seg.flush().unwrap();
+        let path = tmp.path().join(crate::segment::segment_file_name(SPOKE));
+        let bytes = std::fs::read(&path).unwrap();
+        let got = scan_named(&bytes, &path, &of(3, 5)).unwrap();
+        assert_eq!(
+            got,
+            [(name_key(b"t", b"one"), 1), (name_key(b"t", b"four"), 4)]
+        );
+        assert!(scan_named(&bytes, &path, &of(4, 5)).is_err());
+    }
+}
