@@ -25,8 +25,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::Store;
-use super::spoke_for;
+use super::spoke::Spoke;
+use super::{Store, spoke_for};
 use crate::segment::format::{FREED_RUNS_SINCE, RECORD_HEADER_LEN, record_at};
 use crate::segment::{JobLocation, Micros, RecordOffset, SECOND, Segment, SpokeId};
 
@@ -104,10 +104,7 @@ pub(super) struct Frees {
     /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
     /// when it asked for that ([`Store::set_punch_outside`]).
     outside: Option<Vec<PunchJob>>,
-    /// File-backed spokes appended to in the last [`HOT_FOR`], and when last: their punches
-    /// wait (see [`Store::punch_due`]).
-    hot: HashMap<SpokeId, Micros>,
-    /// Punches due whose spoke was hot, in no order.
+    /// Punches due whose spoke was hot ([`Store::punch_due`]), in no order.
     waiting: Vec<Punch>,
     /// [`ROLL_BYTES`], or what a test sets.
     roll: u64,
@@ -122,7 +119,6 @@ impl Default for Frees {
             min: FREE_MIN,
             punched: HashMap::new(),
             outside: None,
-            hot: HashMap::new(),
             waiting: Vec::new(),
             roll: ROLL_BYTES,
         }
@@ -194,12 +190,6 @@ impl Frees {
         self.blocked.retain(|(s, _), _| *s != spoke);
         self.punches.retain(|p| p.spoke != spoke);
         self.waiting.retain(|p| p.spoke != spoke);
-        self.hot.remove(&spoke);
-    }
-
-    /// A record was appended to `spoke` (file-backed) at `now`.
-    pub(super) fn appended(&mut self, spoke: SpokeId, now: Micros) {
-        self.hot.insert(spoke, now);
     }
 }
 
@@ -254,7 +244,7 @@ impl<S: Segment> Store<S> {
             let full = self
                 .spokes
                 .get(&id)
-                .is_some_and(|s| s.loaded && s.seg.byte_size() >= self.frees.roll);
+                .is_some_and(|s| s.loaded && self.holds_roll(s));
             let finer = id.span / ROLL_FACTOR;
             if !full || finer == 0 {
                 break;
@@ -262,6 +252,12 @@ impl<S: Segment> Store<S> {
             id = spoke_for(t, finer);
         }
         id
+    }
+
+    /// Whether spoke `s`'s file holds the roll-over size: nothing more is placed in it while
+    /// it is loaded ([`Store::roll`]).
+    fn holds_roll(&self, s: &Spoke<S>) -> bool {
+        s.seg.byte_size() >= self.frees.roll
     }
 
     /// The record at `at` is dead for good (its `Deleted` or `Moved` slot written): its bytes
@@ -339,7 +335,7 @@ impl<S: Segment> Store<S> {
         }
         if !S::FILE_BACKED {
             // Nothing is durable before a flush, which writes the slot with the holes.
-            self.punch_due(u64::MAX);
+            self.punch_all();
         }
     }
 
@@ -355,6 +351,17 @@ impl<S: Segment> Store<S> {
     /// *Churn*), and the append waits under the hub lock. The spoke appended to rolls over to
     /// a finer one once it holds [`ROLL_BYTES`] ([`Store::roll`]), so what waits stays bounded.
     pub(super) fn punch_due(&mut self, durable: u64) {
+        self.punch(durable, true);
+    }
+
+    /// Punches every run whose `Freed` slot is written, hot spokes' too: everything is durable
+    /// (a flush, mem mode).
+    pub(super) fn punch_all(&mut self) {
+        self.punch(u64::MAX, false);
+    }
+
+    /// [`Store::punch_due`]; `hot_wait`: a hot spoke's punches wait.
+    fn punch(&mut self, durable: u64, hot_wait: bool) {
         let mut due = std::mem::take(&mut self.frees.waiting);
         while let Some(p) = self.frees.punches.front().copied() {
             if p.epoch > durable {
@@ -363,17 +370,14 @@ impl<S: Segment> Store<S> {
             self.frees.punches.pop_front();
             due.push(p);
         }
-        let now = self.now;
-        self.frees
-            .hot
-            .retain(|_, &mut at| now < at.saturating_add(HOT_FOR));
-        let (wait, mut due): (Vec<Punch>, Vec<Punch>) = due.into_iter().partition(|p| {
-            self.frees.hot.contains_key(&p.spoke)
-                && self
-                    .spokes
-                    .get(&p.spoke)
-                    .is_some_and(|s| s.seg.byte_size() < self.frees.roll)
-        });
+        let hot = |s: &Spoke<S>| {
+            S::FILE_BACKED
+                && self.now < s.last_append.saturating_add(HOT_FOR)
+                && !self.holds_roll(s)
+        };
+        let (wait, mut due): (Vec<Punch>, Vec<Punch>) = due
+            .into_iter()
+            .partition(|p| hot_wait && self.spokes.get(&p.spoke).is_some_and(hot));
         self.frees.waiting = wait;
         due.sort_unstable_by_key(|p| (p.spoke, p.from));
         let mut merged: Vec<Punch> = Vec::with_capacity(due.len());
@@ -405,13 +409,6 @@ impl<S: Segment> Store<S> {
                 Err(e) => tracing::debug!(spoke = ?p.spoke, "cannot punch a freed run: {e}"),
             }
         }
-    }
-
-    /// Punches every run whose `Freed` slot is written, hot spokes' too: everything is durable
-    /// (a flush).
-    pub(super) fn punch_all(&mut self) {
-        self.frees.hot.clear();
-        self.punch_due(u64::MAX);
     }
 
     /// From now on, punches of file-backed segments are handed out by [`Store::take_punches`]

@@ -582,11 +582,9 @@ impl<S: Segment> Store<S> {
         spoke.live += 1;
         spoke.records += 1;
         spoke.named |= !rec.name.is_empty();
+        spoke.last_append = self.now;
         self.unflushed.insert(id);
         let loaded = spoke.loaded;
-        if S::FILE_BACKED {
-            self.frees.appended(id, self.now);
-        }
         self.retire.remove(&(spoke::end(id), id));
         if !loaded {
             self.touch_far(id);

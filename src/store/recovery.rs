@@ -379,8 +379,8 @@ impl<S: Segment> Store<S> {
             scanned += 1;
             let mut records = 0u64;
             let mut named = false;
-            // In steps: a whole segment's records at once (each with its tube and name on the
-            // heap) left tens of MiB of freed small allocations on glibc's heap for good.
+            // In steps: a whole segment's records at once, each with its tube and name on the
+            // heap, left their freed space on glibc's heap (bench/README.md, *Named jobs*).
             let mut next = Some(0);
             while let Some(from) = next {
                 let (chunk, rest) = seg.scan_from(from, SCAN_STEP)?;

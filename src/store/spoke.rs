@@ -50,6 +50,9 @@ pub(crate) struct Spoke<S> {
     /// It holds, or held, a record of a named job: its start-up summary entry waits for a
     /// scan for its names (`checkpoint`), so that recovery finds the names of its far jobs.
     pub named: bool,
+    /// When a record was last appended (the store's clock): a spoke appended to in the last
+    /// `free::HOT_FOR` is *hot*, its punches wait.
+    pub last_append: Micros,
 }
 
 impl<S: Segment> Spoke<S> {
@@ -62,6 +65,7 @@ impl<S: Segment> Spoke<S> {
             resident: 0,
             far_counts: HashMap::new(),
             named: false,
+            last_append: 0,
         }
     }
 }
