@@ -229,6 +229,9 @@ impl<S: Segment> Hub<S> {
 
     /// Indexes far named jobs found by recovery: (key, id) pairs.
     pub(super) fn names_recovered(&mut self, far: Vec<(u64, u64)>) {
+        // At its final size at once: grown by doubling, its freed tables would stay on the
+        // heap (see `Named` in store::recovery).
+        self.names.by_key.reserve(far.len());
         for (key, id) in far {
             if let std::collections::hash_map::Entry::Vacant(e) = self.names.by_key.entry(key) {
                 e.insert(id);

@@ -299,9 +299,10 @@ pub trait Segment: Sized {
     /// (mem). They read as zeros afterwards and are never written again. Returns how many
     /// bytes were given back (a small mem segment, on the heap, gives back none).
     fn punch(&mut self, from: u64, to: u64) -> Result<u64>;
-    /// Lets the whole pages inside `from..to` (dead records) leave this process's resident
-    /// memory now, before they can be punched: a file mapping drops them (the page cache keeps
-    /// the bytes); a mode that holds no mapping of them does nothing.
+    /// Lets the whole pages inside `from..to` leave this process's resident memory now (dead
+    /// records before they can be punched, records a scan has read): a file mapping drops them
+    /// (the page cache keeps the bytes; touched again, they are mapped again); a mode that
+    /// holds no mapping of them does nothing.
     fn drop_pages(&mut self, from: u64, to: u64) {
         let _ = (from, to);
     }

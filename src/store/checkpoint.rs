@@ -207,10 +207,8 @@ fn settle_names(summary: &Summary, dir: &Path, generation: u64, w: &mut Writer) 
 /// Scans spoke `e`'s segment file for its named jobs and writes their names file.
 fn names_of_spoke(e: &SpokeSummary, dir: &Path) -> Result<SpokeNames, String> {
     let path = dir.join(segment_file_name(e.spoke));
-    let bytes = std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display()))?;
     let of = e.names_of();
-    let pairs = spoke_names::scan_named(&bytes, &path, &of)?;
-    drop(bytes);
+    let pairs = spoke_names::scan_named(&path, &of)?;
     if pairs.is_empty() {
         return Ok(SpokeNames::NONE);
     }

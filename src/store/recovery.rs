@@ -255,9 +255,24 @@ struct Seen {
     offset: RecordOffset,
     version: u32,
     spoke: u32,
-    /// Index into the tube names met during the scan.
-    tube: u32,
+    /// Index into the name keys of the scan ([`Scanned::name_keys`]); [`NO_NAME`]: unnamed.
+    name: u32,
+    /// Index into the tube names met during the scan, 24 bits (little-endian): with a `u32`
+    /// the struct would be 40 bytes.
+    tube: [u8; 3],
     state: JobState,
+}
+
+const _: () = assert!(size_of::<Seen>() == 32);
+
+/// [`Seen::name`] of an unnamed record.
+const NO_NAME: u32 = u32::MAX;
+
+impl Seen {
+    fn tube(&self) -> usize {
+        let [a, b, c] = self.tube;
+        usize::from(a) | usize::from(b) << 8 | usize::from(c) << 16
+    }
 }
 
 /// What the scan of every segment found.
@@ -271,8 +286,12 @@ struct Scanned {
     tube_names: Vec<Vec<u8>>,
     /// The highest id of any record scanned.
     found_id: u64,
-    /// The [`name_key`] of each named record in `seen`, by (spoke index, offset).
-    named: HashMap<(u32, RecordOffset), u64>,
+    /// The [`name_key`] of each named record in `seen` ([`Seen::name`] indexes it). A `Vec`
+    /// grows in place; a map grown while scanning freed each smaller table, and glibc raises
+    /// its mmap threshold to the size of each freed table (up to 32 MiB): what is allocated
+    /// after that (the name index, hub maps) comes from the heap and leaves freed space there
+    /// (bench/README.md, *Named jobs*).
+    name_keys: Vec<u64>,
     /// The far named jobs of the spokes taken from the summary, from their names files.
     summarised_named: FarNamed,
 }
@@ -327,11 +346,11 @@ impl<S: Segment> Store<S> {
             order,
             seen,
             tube_names,
-            named,
+            name_keys,
             mut summarised_named,
             ..
         } = scanned;
-        let (resident, far_named) = self.pick_winners(&order, seen, &tube_names, &named);
+        let (resident, far_named) = self.pick_winners(&order, seen, &tube_names, &name_keys);
         let mut recovery = Recovery::of(order, resident);
         summarised_named.extend(far_named);
         recovery.far_named = summarised_named;
@@ -385,6 +404,8 @@ impl<S: Segment> Store<S> {
             while let Some(from) = next {
                 let (chunk, rest) = seg.scan_from(from, SCAN_STEP)?;
                 next = rest;
+                // Pages read leave this process (a mapping would keep the whole file).
+                seg.drop_pages(from, rest.unwrap_or(u64::MAX));
                 for r in chunk {
                     let m = match r {
                         Ok(m) => {
@@ -400,16 +421,27 @@ impl<S: Segment> Store<S> {
                     if matches!(m.slot.state, JobState::Moved | JobState::Freed) {
                         continue;
                     }
-                    if !m.name.is_empty() {
+                    let name = if m.name.is_empty() {
+                        NO_NAME
+                    } else {
                         named = true;
-                        out.named
-                            .insert((idx, m.offset), name_key(&m.tube, &m.name));
-                    }
+                        out.name_keys.push(name_key(&m.tube, &m.name));
+                        u32::try_from(out.name_keys.len() - 1)
+                            .ok()
+                            .filter(|&n| n != NO_NAME)
+                            .ok_or_else(|| {
+                                StoreError::Internal("more than 2^32 - 1 named records".into())
+                            })?
+                    };
                     let tube = match tube_idx.get(&m.tube) {
                         Some(&t) => t,
                         None => {
                             let t = u32::try_from(out.tube_names.len())
-                                .map_err(|_| StoreError::Internal("more than 2^32 tubes".into()))?;
+                                .ok()
+                                .filter(|&t| t < 1 << 24)
+                                .ok_or_else(|| {
+                                    StoreError::Internal("more than 2^24 tubes".into())
+                                })?;
                             out.tube_names.push(m.tube.clone());
                             tube_idx.insert(m.tube, t);
                             t
@@ -420,7 +452,8 @@ impl<S: Segment> Store<S> {
                         offset: m.offset,
                         version: m.slot.version,
                         spoke: idx,
-                        tube,
+                        name,
+                        tube: [tube as u8, (tube >> 8) as u8, (tube >> 16) as u8],
                         state: m.slot.state,
                     });
                 }
@@ -488,14 +521,14 @@ impl<S: Segment> Store<S> {
     /// (a move whose `Moved` mark was lost) are marked once the winner is durable. Counts
     /// the live records of each spoke, counts and indexes far delayed winners, and returns
     /// the winners that must be resident, as (index into `order`, offset), sorted, and the
-    /// far winners with a name (`named`) as (name key, id). `seen` is consumed: it is the
+    /// far winners with a name as (name key, id). `seen` is consumed: it is the
     /// largest allocation of a start-up (32 bytes per record).
     fn pick_winners(
         &mut self,
         order: &[SpokeId],
         mut seen: Vec<Seen>,
         tube_names: &[Vec<u8>],
-        named: &HashMap<(u32, RecordOffset), u64>,
+        name_keys: &[u64],
     ) -> (Vec<(u32, RecordOffset)>, FarNamed) {
         let mut far_named = Vec::new();
         seen.sort_unstable_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
@@ -532,9 +565,9 @@ impl<S: Segment> Store<S> {
                 resident.push((r.spoke, r.offset));
                 continue;
             }
-            self.count_far(sid, &tube_names[r.tube as usize], 1);
-            if let Some(&key) = named.get(&(r.spoke, r.offset)) {
-                far_named.push((key, r.id));
+            self.count_far(sid, &tube_names[r.tube()], 1);
+            if r.name != NO_NAME {
+                far_named.push((name_keys[r.name as usize], r.id));
             }
             // The entry may be missing (mem mode, a job put near under a longer horizon, a
             // crash between append and index write) or point at a moved job's old record.

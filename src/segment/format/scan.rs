@@ -116,7 +116,21 @@ pub fn scan_records<'a, 'p>(bytes: &'a [u8], file: &'p Path) -> Records<'a, 'p> 
     }
 }
 
+/// [`scan_records`] from offset `from` (where a record starts, as returned by
+/// [`Records::next_offset`]; 0: the first record).
+pub fn scan_records_from<'a, 'p>(bytes: &'a [u8], file: &'p Path, from: u64) -> Records<'a, 'p> {
+    let mut it = scan_records(bytes, file);
+    it.pos = it.pos.max(from);
+    it.end = it.pos;
+    it
+}
+
 impl Records<'_, '_> {
+    /// Where the scan goes on: past the last record yielded (and past its freed run).
+    pub fn next_offset(&self) -> u64 {
+        self.pos
+    }
+
     /// After the scan: where the next record can be appended without overwriting any byte
     /// the scan saw (valid records, or corrupt data kept for inspection).
     pub fn end(&self) -> u64 {
@@ -240,9 +254,7 @@ pub fn scan_meta_from(
     from: u64,
     max: usize,
 ) -> (Vec<Result<RecordMeta, StorageError>>, Option<u64>) {
-    let mut it = scan_records(bytes, file);
-    it.pos = it.pos.max(from);
-    it.end = it.pos;
+    let mut it = scan_records_from(bytes, file, from);
     let metas: Vec<_> = it
         .by_ref()
         .take(max)
