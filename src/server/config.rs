@@ -136,6 +136,16 @@ pub struct Config {
     /// and each sync takes longer: see bench/README.md); 1: one sync at a time.
     #[arg(long = "sync-threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub sync_threads: u16,
+
+    /// With -f: a sync batch of this many files or more is made durable with one syncfs(2) of
+    /// the data dir's filesystem instead of an fdatasync per file: one device cache flush
+    /// instead of one per file (far puts spread over many spokes write many files). syncfs
+    /// also writes back what other processes wrote to that filesystem, and reports their
+    /// write errors as this server's (which then refuses changes): 0 turns it off, for a data
+    /// dir on a filesystem shared with busy writers. Not used on kernels before 5.8, whose
+    /// syncfs reports no errors.
+    #[arg(long = "syncfs-from", value_name = "FILES", default_value_t = 4)]
+    pub syncfs_from: usize,
 }
 
 /// Where the server listens.

@@ -201,6 +201,8 @@ pub struct Core<S: Segment> {
     sync_lock: RwLock<()>,
     /// Tests: syncs fail without syncing ([`Core::inject_sync_failures`]).
     failing_syncs: AtomicBool,
+    /// Sync batches of this many files or more use one `syncfs` (`--syncfs-from`; 0: never).
+    syncfs_from: usize,
     /// Tests: syncs wait after taking their batch ([`Core::hold_syncs`]).
     hold: SyncHold,
     /// The tasks waiting for a sync, the batches in flight, and the sync threads' wake-up
@@ -561,6 +563,7 @@ impl<S: Segment> Core<S> {
             untrusted: AtomicBool::new(false),
             sync_lock: RwLock::new(()),
             failing_syncs: AtomicBool::new(false),
+            syncfs_from: 0,
             hold: SyncHold::default(),
             sync_queue: SyncQueue::default(),
             syncs: AtomicU64::new(0),
@@ -577,6 +580,17 @@ impl<S: Segment> Core<S> {
     /// instead of in the hub call: removing a file can block for milliseconds, which must not
     /// happen under the hub lock. `reap` itself is called under the lock: it must only hand
     /// the segments over. Without a reaper the hub destroys them in the call.
+    /// Sync batches of `files` files or more are synced with one `syncfs` (0: never), where
+    /// the kernel's `syncfs` reports write-back errors; elsewhere an `fdatasync` per file.
+    pub fn set_syncfs_from(&mut self, files: usize) {
+        self.syncfs_from = if files > 0 && !crate::segment::fsio::syncfs_reports_errors() {
+            tracing::info!("syncfs does not report write errors on this kernel: not used");
+            0
+        } else {
+            files
+        };
+    }
+
     pub fn set_reaper(&mut self, reap: impl Fn(Vec<S>) + Send + Sync + 'static) {
         self.locked
             .get_mut()
@@ -883,7 +897,7 @@ impl<S: Segment> Core<S> {
         let outcome = if fail || self.failing_syncs.load(Ordering::Relaxed) {
             Err(std::io::Error::other("sync failure injected"))
         } else {
-            batch.sync()
+            batch.sync_grouped(self.syncfs_from)
         };
         let took = clock.elapsed().as_nanos() as u64;
         if outcome.is_ok() {

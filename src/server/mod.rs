@@ -226,6 +226,7 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
         Mode::Mapped | Mode::Lazy => cfg.durability(),
     };
     let mut core = Core::new(hub, durability, cfg.max_job_size, mode);
+    core.set_syncfs_from(cfg.syncfs_from);
     // Segment files of past spokes are removed on a blocking thread, not under the hub lock.
     let runtime = tokio::runtime::Handle::current();
     core.set_reaper(move |segs: Vec<S>| {

@@ -8,6 +8,7 @@
 //! the new record is neither retired nor compacted until the mark is durable too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,15 +46,43 @@ impl SyncBatch {
     /// the directory. A closed file removed meanwhile is skipped: it held no live job any more.
     /// An error means the durability promise is broken (as with a failed [`Store::flush`]).
     pub fn sync(&self) -> std::io::Result<()> {
+        self.sync_grouped(0)
+    }
+
+    /// [`Self::sync`], except that `syncfs_from` files or more (0: never) are synced with one
+    /// `syncfs` of their filesystem ([`fsio::sync_filesystem`]): far puts spread over many
+    /// spokes leave many files in a batch, and each `fdatasync` is a write-back pass and a
+    /// device cache flush of its own. A file on another filesystem gets its `fdatasync`.
+    pub fn sync_grouped(&self, syncfs_from: usize) -> std::io::Result<()> {
+        let mut reopened = Vec::new();
         for f in &self.files {
-            match f {
-                SyncFile::Open(file) => fsio::sync_file(file)?,
-                SyncFile::Closed(path) => match std::fs::File::open(path) {
-                    Ok(file) => fsio::sync_file(&file)?,
+            if let SyncFile::Closed(path) = f {
+                match std::fs::File::open(path) {
+                    Ok(file) => reopened.push(file),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
-                },
+                }
             }
+        }
+        let files: Vec<&std::fs::File> = self
+            .files
+            .iter()
+            .filter_map(|f| match f {
+                SyncFile::Open(file) => Some(&**file),
+                SyncFile::Closed(_) => None,
+            })
+            .chain(&reopened)
+            .collect();
+        if syncfs_from > 0 && files.len() >= syncfs_from {
+            let dev = |f: &std::fs::File| f.metadata().map(|m| m.dev());
+            let first = dev(files[0])?;
+            let (one_fs, others): (Vec<&std::fs::File>, Vec<&std::fs::File>) = files
+                .into_iter()
+                .partition(|f| dev(f).is_ok_and(|d| d == first));
+            fsio::sync_filesystem(&one_fs)?;
+            others.into_iter().try_for_each(fsio::sync_file)?;
+        } else {
+            files.into_iter().try_for_each(fsio::sync_file)?;
         }
         if let Some(d) = &self.dir {
             fsio::sync_dir(d)?;
