@@ -240,6 +240,7 @@ mod tests {
         assert_eq!(c.spoke_span_ms, 1000);
         assert_eq!(c.threads, 0);
         assert_eq!(c.sync_threads, 1);
+        assert_eq!(c.syncfs_from, 4);
         assert_eq!(
             c.listen_addr(),
             Ok(ListenAddr::Tcp("0.0.0.0:11300".parse().unwrap()))
@@ -271,6 +272,8 @@ mod tests {
             "250",
             "-c",
             "7",
+            "--syncfs-from",
+            "0",
         ])
         .unwrap();
         assert_eq!(c.storage_mode(), Mode::Mem);
@@ -283,6 +286,7 @@ mod tests {
         assert_eq!(c.verbose, 2);
         assert_eq!(c.spoke_span_ms, 250);
         assert_eq!(c.max_connections, 7);
+        assert_eq!(c.syncfs_from, 0);
         assert_eq!(
             c.listen_addr(),
             Ok(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
@@ -308,6 +312,7 @@ mod tests {
         assert!(parse(&["-z", "-1"]).is_err());
         assert!(parse(&["--spoke-span", "0"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["--syncfs-from", "-1"]).is_err());
         assert!(parse(&["-l", "nonsense"]).unwrap().listen_addr().is_err());
         assert!(parse(&["-l", "unix:"]).unwrap().listen_addr().is_err());
     }
