@@ -309,6 +309,15 @@ mod tests {
         span: 1_000_000,
     };
 
+    fn slot(version: u32, state: JobState) -> StateSlot {
+        StateSlot {
+            version,
+            state,
+            priority: 1,
+            counters: Default::default(),
+        }
+    }
+
     fn of(live: u64, records: u64) -> NamesOf {
         NamesOf {
             spoke: SPOKE,
@@ -389,12 +398,6 @@ mod tests {
     fn scans_the_live_named_jobs_of_a_segment() {
         let tmp = tempfile::tempdir().unwrap();
         let mut seg = LazySegment::create(tmp.path(), SPOKE).unwrap();
-        let slot = |version, state| StateSlot {
-            version,
-            state,
-            priority: 1,
-            counters: Default::default(),
-        };
         let mut put = |id, name: &[u8], version| {
             seg.append(&NewRecord {
                 id,
@@ -432,12 +435,6 @@ mod tests {
     fn windowed_scan_sees_what_a_whole_file_scan_sees() {
         let tmp = tempfile::tempdir().unwrap();
         let mut seg = LazySegment::create(tmp.path(), SPOKE).unwrap();
-        let slot = |version, state| StateSlot {
-            version,
-            state,
-            priority: 1,
-            counters: Default::default(),
-        };
         let mut offsets = vec![];
         for id in 1..=200u64 {
             let body = vec![b'x'; (id as usize * 97) % 9000];
