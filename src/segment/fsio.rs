@@ -28,20 +28,18 @@ pub fn sync_file(file: &File) -> io::Result<()> {
     }
 }
 
-/// One `syncfs` for `files`, all on one filesystem: every dirty page and inode of that
-/// filesystem reaches the device, with one device cache flush where an `fdatasync` per file
-/// makes one each. Since Linux 5.8 it fails if any file of the filesystem had a write-back
-/// error since `files[0]` was opened or last reported one ([`syncfs_reports_errors`]); earlier
-/// kernels report none.
-pub fn sync_filesystem(files: &[&File]) -> io::Result<()> {
-    let Some(first) = files.first() else {
-        return Ok(());
-    };
+/// One `syncfs` of the filesystem holding `handle`, for the open `files` and the closed
+/// `paths` of a batch that are on it: every dirty page and inode of that filesystem reaches the
+/// device, with one device cache flush where an `fdatasync` per file makes one each. Since
+/// Linux 5.8 it fails if any file of the filesystem had a write-back error since `handle` was
+/// opened or last reported one ([`syncfs_reports_errors`]); earlier kernels report none.
+pub fn sync_filesystem(handle: &File, files: &[&File], paths: &[&Path]) -> io::Result<()> {
     let pending: Vec<_> = files
         .iter()
         .filter_map(|f| powercut::before_file_sync(f))
+        .chain(paths.iter().filter_map(|p| powercut::before_path_sync(p)))
         .collect();
-    rustix::fs::syncfs(first)?;
+    rustix::fs::syncfs(handle)?;
     pending.into_iter().for_each(powercut::Pending::commit);
     Ok(())
 }

@@ -576,10 +576,6 @@ impl<S: Segment> Core<S> {
         }
     }
 
-    /// Has the segments of retired past spokes destroyed by `reap` (e.g. on a blocking thread)
-    /// instead of in the hub call: removing a file can block for milliseconds, which must not
-    /// happen under the hub lock. `reap` itself is called under the lock: it must only hand
-    /// the segments over. Without a reaper the hub destroys them in the call.
     /// Sync batches of `files` files or more are synced with one `syncfs` (0: never), where
     /// the kernel's `syncfs` reports write-back errors; elsewhere an `fdatasync` per file.
     pub fn set_syncfs_from(&mut self, files: usize) {
@@ -591,6 +587,10 @@ impl<S: Segment> Core<S> {
         };
     }
 
+    /// Has the segments of retired past spokes destroyed by `reap` (e.g. on a blocking thread)
+    /// instead of in the hub call: removing a file can block for milliseconds, which must not
+    /// happen under the hub lock. `reap` itself is called under the lock: it must only hand
+    /// the segments over. Without a reaper the hub destroys them in the call.
     pub fn set_reaper(&mut self, reap: impl Fn(Vec<S>) + Send + Sync + 'static) {
         self.locked
             .get_mut()

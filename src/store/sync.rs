@@ -49,45 +49,62 @@ impl SyncBatch {
         self.sync_grouped(0)
     }
 
-    /// [`Self::sync`], except that `syncfs_from` files or more (0: never) are synced with one
-    /// `syncfs` of their filesystem ([`fsio::sync_filesystem`]): far puts spread over many
-    /// spokes leave many files in a batch, and each `fdatasync` is a write-back pass and a
-    /// device cache flush of its own. A file on another filesystem gets its `fdatasync`.
+    /// [`Self::sync`], except that a batch of `syncfs_from` files or more (0: never) is synced
+    /// with one `syncfs` ([`Self::sync_filesystem`]): far puts spread over many spokes leave
+    /// many files in a batch, and each `fdatasync` is a write-back pass and a device cache
+    /// flush of its own.
     pub fn sync_grouped(&self, syncfs_from: usize) -> std::io::Result<()> {
-        let mut reopened = Vec::new();
-        for f in &self.files {
-            if let SyncFile::Closed(path) = f {
-                match std::fs::File::open(path) {
-                    Ok(file) => reopened.push(file),
+        let rest = if syncfs_from > 0 && self.files.len() >= syncfs_from {
+            self.sync_filesystem()?
+        } else {
+            self.files.iter().collect()
+        };
+        for f in rest {
+            match f {
+                SyncFile::Open(file) => fsio::sync_file(file)?,
+                SyncFile::Closed(path) => match std::fs::File::open(path) {
+                    Ok(file) => fsio::sync_file(&file)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
-                }
+                },
             }
-        }
-        let files: Vec<&std::fs::File> = self
-            .files
-            .iter()
-            .filter_map(|f| match f {
-                SyncFile::Open(file) => Some(&**file),
-                SyncFile::Closed(_) => None,
-            })
-            .chain(&reopened)
-            .collect();
-        if syncfs_from > 0 && files.len() >= syncfs_from {
-            let dev = |f: &std::fs::File| f.metadata().map(|m| m.dev());
-            let first = dev(files[0])?;
-            let (one_fs, others): (Vec<&std::fs::File>, Vec<&std::fs::File>) = files
-                .into_iter()
-                .partition(|f| dev(f).is_ok_and(|d| d == first));
-            fsio::sync_filesystem(&one_fs)?;
-            others.into_iter().try_for_each(fsio::sync_file)?;
-        } else {
-            files.into_iter().try_for_each(fsio::sync_file)?;
         }
         if let Some(d) = &self.dir {
             fsio::sync_dir(d)?;
         }
         Ok(())
+    }
+
+    /// One `syncfs` for the files of the batch on the filesystem of its first open file (a
+    /// closed one is not opened: `syncfs` covers it); returns the others (on another
+    /// filesystem, or all of them when none is open), which need an `fdatasync` each.
+    fn sync_filesystem(&self) -> std::io::Result<Vec<&SyncFile>> {
+        let handle = self.files.iter().find_map(|f| match f {
+            SyncFile::Open(file) => Some(file),
+            SyncFile::Closed(_) => None,
+        });
+        let Some(handle) = handle else {
+            return Ok(self.files.iter().collect());
+        };
+        let dev = handle.metadata()?.dev();
+        let (mut open, mut closed, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for f in &self.files {
+            match f {
+                SyncFile::Open(file) => match file.metadata() {
+                    Ok(m) if m.dev() == dev => open.push(&**file),
+                    _ => rest.push(f),
+                },
+                SyncFile::Closed(path) => match std::fs::metadata(path) {
+                    Ok(m) if m.dev() == dev => closed.push(path.as_path()),
+                    Ok(_) => rest.push(f),
+                    // Removed meanwhile: it held no live job any more.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        fsio::sync_filesystem(handle, &open, &closed)?;
+        Ok(rest)
     }
 }
 
