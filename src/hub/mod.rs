@@ -601,6 +601,16 @@ impl<S: Segment> Hub<S> {
         self.settle();
     }
 
+    /// Holds split steps back or lets them run again (`store::Store::hold_splits`).
+    pub fn hold_splits(&mut self, held: bool) {
+        self.store.hold_splits(held);
+    }
+
+    /// Whether a split step would run now, were splits not held.
+    pub fn split_due(&self) -> bool {
+        self.store.split_due()
+    }
+
     /// Does everything due at `self.now` and serves waiters.
     fn settle(&mut self) {
         let now = self.now;

@@ -1290,3 +1290,39 @@ fn finer_spokes_retire_at_their_own_end() {
     assert!(segment_files(dir.path()).is_empty());
     assert_eq!(hub.next_deadline(), None);
 }
+
+/// Held splits (`Hub::hold_splits`, while a periodic sync writes pages back): no step runs and
+/// no split deadline is due; let go, the split goes on where it was.
+#[test]
+fn held_splits_wait_and_then_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    // A thousand jobs in one wide (hour) spoke: its split takes several steps.
+    let delay = 3 * 3600;
+    for i in 0..1000u32 {
+        hub.put(c, 0, delay + i % 60, 5, b"far", T0).unwrap();
+    }
+    let mut now = T0;
+    while hub.work().records_split == 0 {
+        now = hub.next_deadline().expect("jobs left, so a deadline");
+        hub.tick(now);
+    }
+    let moved = hub.work().records_split;
+    assert!(moved < 1000, "the split is not done in one step");
+    assert!(hub.split_due());
+    hub.hold_splits(true);
+    let later = hub.next_deadline().expect("jobs left, so a deadline");
+    assert!(
+        later > now + SECOND,
+        "no split deadline while held: {}",
+        later - now
+    );
+    hub.tick(now + 1);
+    assert_eq!(hub.work().records_split, moved, "no step while held");
+    assert!(hub.split_due(), "still due");
+    hub.hold_splits(false);
+    assert_eq!(hub.next_deadline(), Some(now + 2), "due again at once");
+    hub.tick(now + 2);
+    assert!(hub.work().records_split > moved, "the split went on");
+}

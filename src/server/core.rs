@@ -203,6 +203,10 @@ pub struct Core<S: Segment> {
     failing_syncs: AtomicBool,
     /// Sync batches of this many files or more use one `syncfs` (`--syncfs-from`; 0: never).
     syncfs_from: usize,
+    /// The timer holds a due split step back while a periodic sync runs ([`Core::tick`]):
+    /// since when (µs; 0: not holding), and whether the sync thread is to wake it.
+    split_held_since: AtomicU64,
+    split_waits: AtomicBool,
     /// Tests: syncs wait after taking their batch ([`Core::hold_syncs`]).
     hold: SyncHold,
     /// The tasks waiting for a sync, the batches in flight, and the sync threads' wake-up
@@ -537,6 +541,9 @@ pub fn now() -> Micros {
     SystemTimeSource.now()
 }
 
+/// The longest a due split step waits for a periodic sync to end ([`Core::tick`]).
+const SPLIT_HOLD_MAX: Micros = 20_000;
+
 impl<S: Segment> Core<S> {
     pub fn new(hub: Hub<S>, durability: Durability, max_job_size: u32, mode: Mode) -> Self {
         let mut hub = hub;
@@ -564,6 +571,8 @@ impl<S: Segment> Core<S> {
             sync_lock: RwLock::new(()),
             failing_syncs: AtomicBool::new(false),
             syncfs_from: 0,
+            split_held_since: AtomicU64::new(0),
+            split_waits: AtomicBool::new(false),
             hold: SyncHold::default(),
             sync_queue: SyncQueue::default(),
             syncs: AtomicU64::new(0),
@@ -938,6 +947,10 @@ impl<S: Segment> Core<S> {
             woken.extend(self.sync_queue.lock().waiting.drain(..).map(|(_, w)| w));
         }
         woken.into_iter().for_each(Waker::wake);
+        if self.split_waits.swap(false, Ordering::AcqRel) {
+            // A split step waited for this sync (`Core::tick`).
+            self.timer.wake();
+        }
         if let Some((_, epoch)) = published
             && matches!(self.durability, Durability::Interval(_))
         {
@@ -1042,7 +1055,16 @@ impl<S: Segment> Core<S> {
     /// records as armed. When it hands out jobs to blocked reserves, records their delivery
     /// lateness: from the deadline the timer slept until to the replies handed out.
     pub fn tick(&self, now: Micros) -> Option<Micros> {
+        // With -f MS, a split step run while a periodic sync writes its pages back waits under
+        // the hub lock for their page locks (its appends, its id index writes): a due step
+        // waits for the sync to end (the sync thread wakes the timer), at most SPLIT_HOLD_MAX.
+        // Under -f 0 a sync nearly always runs: steps never wait.
+        let since = self.split_held_since.load(Ordering::Relaxed);
+        let hold = matches!(self.durability, Durability::Interval(_))
+            && (since == 0 || now.saturating_sub(since) < SPLIT_HOLD_MAX)
+            && !self.sync_queue.lock().in_flight.is_empty();
         let mut g = self.lock();
+        g.hub.hold_splits(hold);
         let due = g.armed;
         g.hub.tick(now);
         if self.after_call(&mut g) > 0 && due <= now && crate::observe::enabled() {
@@ -1052,7 +1074,17 @@ impl<S: Segment> Core<S> {
                 Duration::from_micros(late),
             );
         }
-        let next = g.hub.next_deadline();
+        let mut next = g.hub.next_deadline();
+        if hold && g.hub.split_due() {
+            if since == 0 {
+                self.split_held_since.store(now, Ordering::Relaxed);
+            }
+            self.split_waits.store(true, Ordering::Release);
+            let limit = now.saturating_add(SPLIT_HOLD_MAX);
+            next = Some(next.map_or(limit, |n| n.min(limit)));
+        } else {
+            self.split_held_since.store(0, Ordering::Relaxed);
+        }
         g.armed = next.unwrap_or(Micros::MAX);
         next
     }

@@ -164,6 +164,8 @@ pub struct Store<S: Segment> {
     splits: BTreeSet<(Micros, SpokeId)>,
     /// The split under way, if any.
     splitting: Option<Split>,
+    /// No split step runs while set ([`Store::hold_splits`]).
+    splits_held: bool,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
     far_by_tube: HashMap<Arc<str>, u64>,
     /// Loaded spokes with no live job, retired once entirely past: by end, then id (spokes of
@@ -255,6 +257,7 @@ impl<S: Segment> Store<S> {
             spokes: BTreeMap::new(),
             splits: BTreeSet::new(),
             splitting: None,
+            splits_held: false,
             far_by_tube: HashMap::new(),
             retire: BTreeSet::new(),
             added_deadline: 0,

@@ -85,9 +85,24 @@ impl<S: Segment> Store<S> {
         }
     }
 
+    /// Holds split steps back (`true`) or lets them run again: the caller holds them while a
+    /// sync batch is being written back, whose page locks a step's writes would wait for under
+    /// the hub lock. While held, no step runs and no split deadline is due.
+    pub fn hold_splits(&mut self, held: bool) {
+        self.splits_held = held;
+    }
+
+    /// Whether a split step would run now, were splits not held.
+    pub fn split_due(&self) -> bool {
+        self.splitting.is_some() || self.splits.first().is_some_and(|&(at, _)| at <= self.now)
+    }
+
     /// When the next split step is due: now while one is under way, else at the first wide
-    /// spoke's split time.
+    /// spoke's split time; never while splits are held.
     pub(super) fn next_split(&self) -> Option<Micros> {
+        if self.splits_held {
+            return None;
+        }
         if self.splitting.is_some() {
             return Some(self.now);
         }
@@ -100,6 +115,9 @@ impl<S: Segment> Store<S> {
     /// the scheduler holds a job (its record then stays).
     pub fn split_step(&mut self, is_resident: impl Fn(u64) -> bool) -> Vec<(SpokeId, RecordMeta)> {
         let mut near = Vec::new();
+        if self.splits_held {
+            return near;
+        }
         let split = match self.splitting {
             Some(s) => s,
             None => match self.splits.first() {
