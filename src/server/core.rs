@@ -1076,11 +1076,14 @@ impl<S: Segment> Core<S> {
         }
         let mut next = g.hub.next_deadline();
         if hold && g.hub.split_due() {
-            if since == 0 {
+            let since = if since == 0 {
                 self.split_held_since.store(now, Ordering::Relaxed);
-            }
+                now
+            } else {
+                since
+            };
             self.split_waits.store(true, Ordering::Release);
-            let limit = now.saturating_add(SPLIT_HOLD_MAX);
+            let limit = since.saturating_add(SPLIT_HOLD_MAX);
             next = Some(next.map_or(limit, |n| n.min(limit)));
         } else {
             self.split_held_since.store(0, Ordering::Relaxed);
