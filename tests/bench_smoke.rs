@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const BEANSTALKD: &str = "/usr/bin/beanstalkd";
 
 /// A beanstalkd process, killed on drop.
@@ -27,32 +29,16 @@ impl Beanstalkd {
             );
             return None;
         }
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
-            let mut child = Command::new(BEANSTALKD)
-                .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+        let (child, port) = common::spawn_listening(
+            Command::new(BEANSTALKD)
+                .args(["-l", "127.0.0.1", "-p", "0"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("beanstalkd starts");
-            let addr = format!("127.0.0.1:{port}");
-            let since = Instant::now();
-            while since.elapsed() < Duration::from_secs(5) {
-                if child.try_wait().expect("child status").is_some() {
-                    break; // port taken meanwhile: try another
-                }
-                if TcpStream::connect(&addr).is_ok() {
-                    return Some(Beanstalkd { child, addr });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("beanstalkd did not start");
+                .stderr(Stdio::null()),
+        );
+        Some(Beanstalkd {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        })
     }
 
     /// Sends one command and returns the reply's text (line and any body).

@@ -186,7 +186,7 @@ fn spawn(mode: &str, dir: &Path, extra: &[&str]) -> Yaad {
     let d = dir.to_str().expect("utf-8 path");
     let mut args = vec!["--mode", mode, "-b", d, "--spoke-span", "60000"];
     args.extend_from_slice(extra);
-    Yaad::launch_own(&args, true)
+    Yaad::launch(&args, true, |_| {})
 }
 
 fn stop(y: Yaad) {

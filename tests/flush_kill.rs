@@ -70,7 +70,7 @@ impl Run {
         if self.mode == "mem" {
             args.push("-r");
         }
-        Yaad::launch_own(&args, true)
+        Yaad::launch(&args, true, |_| {})
     }
 
     fn body(&mut self, tag: &str) -> Vec<u8> {

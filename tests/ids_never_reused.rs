@@ -32,7 +32,7 @@ fn put(c: &mut Client, delay: u32, body: &str) -> u64 {
 
 fn start_mem(dir: &std::path::Path) -> Yaad {
     let dir = dir.to_str().expect("utf-8 data dir");
-    Yaad::launch_own(&["--mode", "mem", "-b", dir, "-r"], true)
+    Yaad::launch(&["--mode", "mem", "-b", dir, "-r"], true, |_| {})
 }
 
 /// Put, SIGUSR1 flush, kill -9; restart with `-r`, more puts (near and far), kill -9; restart

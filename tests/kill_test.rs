@@ -283,7 +283,7 @@ fn kill_rounds(mode: &str, secs: u64, seed: u64) -> (usize, u64, usize, usize) {
 
 fn start(mode: &str, dir: &std::path::Path) -> Yaad {
     let dir = dir.to_str().expect("utf-8 data dir");
-    let server = Yaad::launch_own(&["--mode", mode, "-b", dir], true);
+    let server = Yaad::launch(&["--mode", mode, "-b", dir], true, |_| {});
     server.wait_log("recovered");
     server
 }

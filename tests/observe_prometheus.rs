@@ -151,7 +151,7 @@ fn prometheus_scrapes_the_puts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let yaad = Yaad::launch_own(&["--metrics-addr", &metrics], false);
+    let yaad = Yaad::launch(&["--metrics-addr", &metrics], false, |_| {});
     let prom = Prometheus::start(&bin, dir.path(), &metrics);
 
     // A scrape happened: yaad's counters exist from the start.

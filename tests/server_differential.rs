@@ -6,12 +6,13 @@
 //! beanstalkd comes from `BEANSTALKD_PATH`, else `beanstalkd` on the PATH (scripts/test installs
 //! it). Without it the test is skipped, except under CI where that is a failure.
 
+mod common;
 mod server_util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use yaad::server::Mode;
 
@@ -29,34 +30,20 @@ impl Drop for Beanstalkd {
 
 fn start_beanstalkd() -> Option<Beanstalkd> {
     let path = std::env::var("BEANSTALKD_PATH").unwrap_or_else(|_| "beanstalkd".into());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new(&path)
-        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "beanstalkd ({path}) is needed under CI: {e}"
-            );
-            eprintln!("skipped: no beanstalkd ({path}: {e})");
-            return None;
-        }
-    };
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let b = Beanstalkd(child, addr);
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < give_up, "beanstalkd did not start");
-        std::thread::sleep(Duration::from_millis(10));
+    if let Err(e) = Command::new(&path).arg("-v").output() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "beanstalkd ({path}) is needed under CI: {e}"
+        );
+        eprintln!("skipped: no beanstalkd ({path}: {e})");
+        return None;
     }
-    Some(b)
+    let (child, port) = common::spawn_listening(
+        Command::new(&path)
+            .args(["-l", "127.0.0.1", "-p", "0"])
+            .stderr(Stdio::null()),
+    );
+    Some(Beanstalkd(child, ([127, 0, 0, 1], port).into()))
 }
 
 /// Sends `script` then a sentinel on a fresh connection; returns every reply byte before the

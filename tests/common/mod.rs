@@ -21,13 +21,61 @@ pub const HANG_GUARD: Duration = Duration::from_secs(20);
 /// loaded data dir on a busy machine included).
 pub const CONNECT_GUARD: Duration = Duration::from_secs(30);
 
-/// A TCP port nothing listens on right now.
+/// A TCP port nothing listens on right now, for a process expected to exit before it binds
+/// (a bad flag). A server gets its port from the kernel instead (`-p 0`, see [`Yaad::start`]):
+/// a port found free here can be handed to two processes starting at once.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts a server `cmd` told to listen on 127.0.0.1 port 0 (the kernel picks a free port,
+/// so no two servers can be handed one port) and returns it with the port it listens on,
+/// found in `/proc` ([`listening_port`]). Panics if it exits first or takes longer than
+/// [`CONNECT_GUARD`]. For servers that do not say their port (beanstalkd).
+pub fn spawn_listening(cmd: &mut Command) -> (Child, u16) {
+    let mut child = cmd.spawn().expect("the server starts");
+    let give_up = Instant::now() + CONNECT_GUARD;
+    loop {
+        if let Some(port) = listening_port(child.id()) {
+            return (child, port);
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("{cmd:?} exited before it listened: {st}");
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not listen within {CONNECT_GUARD:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The port of a listening IPv4 TCP socket that process `pid` holds: the sockets in
+/// `/proc/PID/fd` matched by inode with the listening ones of `/proc/net/tcp`.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?;
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+        if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.split(':').nth(1)?, 16).ok()
+    })
 }
 
 /// The `yaad` binary cargo built for these tests, without arguments.
@@ -45,63 +93,53 @@ pub fn command(port: u16) -> Command {
 /// A running `yaad`; SIGKILLed on drop unless it has exited.
 pub struct Yaad {
     pub child: Child,
+    /// The port the kernel gave it (0 if it exited before it listened).
     pub port: u16,
-    /// Its stderr lines when started with [`Yaad::spawn_logged`]: as they come, and all so far.
+    /// Its stderr lines as they come, when started with [`Yaad::spawn_logged`].
     logs: Option<Receiver<String>>,
+    /// Every stderr line so far (kept for any start, printed when it fails to start).
     all_logs: Arc<Mutex<Vec<String>>>,
 }
 
+/// The start-up line that names the bound address (`addr=Tcp(127.0.0.1:PORT)`).
+const LISTENING: &str = "yaad listening";
+
+/// The port in a [`LISTENING`] line (`None`: not a TCP address).
+fn port_in_log_line(line: &str) -> Option<u16> {
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 impl Yaad {
-    /// Starts `yaad` with `args` (after `-l 127.0.0.1 -p PORT`), stderr discarded.
+    /// Starts `yaad` with `args` (after `-l 127.0.0.1 -p 0`), stderr not echoed.
     pub fn spawn(args: &[&str]) -> Yaad {
         Yaad::launch(args, false, |_| {})
     }
 
-    /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr discarded; see [`Yaad::launch_own`].
+    /// Starts `yaad --mode MODE -b DIR` plus `args`, stderr not echoed.
     pub fn spawn_in(mode: &str, dir: &Path, args: &[&str]) -> Yaad {
         let dir = dir.to_str().expect("utf-8 data dir");
         let mut all = vec!["--mode", mode, "-b", dir];
         all.extend_from_slice(args);
-        Yaad::launch_own(&all, false)
+        Yaad::launch(&all, false, |_| {})
     }
 
-    /// Like [`Yaad::launch`], then waits until the server answers and checks with `stats` that
-    /// it is this child (its `pid`): [`free_port`] can hand one port to two tests starting
-    /// yaad at once, and the one whose bind fails exits while the other answers in its place.
-    /// Then it starts again on another port. Costs one connection and one `stats`.
-    pub fn launch_own(args: &[&str], logged: bool) -> Yaad {
-        for _ in 0..5 {
-            let mut y = Yaad::launch(args, logged, |_| {});
-            // Fallible: the other server may be killed (kill_test) while it answers.
-            let pid = y.connect().try_stat("stats", "pid");
-            if matches!(&pid, Ok(Some(p)) if *p == y.child.id().to_string()) {
-                return y;
-            }
-            // Our child dying at start is a failure, never a reason to try another port.
-            if let Some(st) = y.child.try_wait().ok().flatten() {
-                panic!("yaad {args:?} exited at start: {st} (the port answered {pid:?})");
-            }
-            eprintln!(
-                "port {} answered {pid:?}, not yaad {}: starting again",
-                y.port,
-                y.child.id()
-            );
-        }
-        panic!("yaad could not get a port of its own in 5 tries");
-    }
-
-    /// Like [`Yaad::spawn`], keeping stderr for [`Yaad::wait_log`].
+    /// Like [`Yaad::spawn`], stderr lines also echoed and kept for [`Yaad::wait_log`].
     pub fn spawn_logged(args: &[&str]) -> Yaad {
         Yaad::launch(args, true, |_| {})
     }
 
-    /// Starts `yaad` with `args`; `logged` keeps stderr (see [`Yaad::spawn_logged`]);
-    /// `tweak` adjusts the command (environment, ...) before it starts.
+    /// Starts `yaad` with `args` and returns it once it listens; `logged`: see
+    /// [`Yaad::spawn_logged`]; `tweak` adjusts the command (environment, ...) before it
+    /// starts. Panics, with its stderr, if it exits first.
     pub fn launch(args: &[&str], logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
-        let port = free_port();
-        let mut cmd = command(port);
+        let mut cmd = command(0);
         cmd.args(args);
-        Yaad::start(cmd, port, logged, tweak)
+        Yaad::start(cmd, logged, logged, false, tweak)
     }
 
     /// Like [`Yaad::spawn`] (stderr kept, see [`Yaad::spawn_logged`]) with at most `nofile`
@@ -112,94 +150,89 @@ impl Yaad {
 
     /// Like [`Yaad::spawn_with_open_files`] with any `ulimit` arguments (e.g. `-S -n 64`).
     pub fn spawn_with_ulimit(args: &[&str], ulimit: &str) -> Yaad {
-        let port = free_port();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &format!("ulimit {ulimit} && exec \"$@\""), "sh"])
             .arg(env!("CARGO_BIN_EXE_yaad"))
-            .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-l", "127.0.0.1", "-p", "0"])
             .args(args);
-        Yaad::start(cmd, port, true, |_| {})
+        Yaad::start(cmd, true, true, false, |_| {})
     }
 
     /// Starts `yaad` with `args` and the environment set by `tweak`, keeping its stderr lines
-    /// without echoing them (for [`Yaad::logs_so_far`]), and returns it once it answered
-    /// `stats` as itself, or once it has exited on its own (a test that plans its death, e.g.
-    /// a power cut at an early sync event: check [`Child::try_wait`]). Another process
-    /// answering on its port (see [`Yaad::launch_own`]) makes it start again on another port.
+    /// without echoing them (for [`Yaad::logs_so_far`]), and returns it once it listens, or
+    /// once it has exited on its own (a test that plans its death, e.g. a power cut at an
+    /// early sync event: check [`Child::try_wait`]).
     pub fn launch_own_may_exit(args: &[&str], tweak: impl Fn(&mut Command)) -> Yaad {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = command(port);
-            cmd.args(args);
-            let mut y = Yaad::start_with(cmd, port, true, false, &tweak);
-            let give_up = Instant::now() + CONNECT_GUARD;
-            let answer = loop {
-                if y.child.try_wait().unwrap().is_some() {
-                    return y;
-                }
-                match Client::try_connect(port) {
-                    Ok(mut c) => break c.try_stat("stats", "pid"),
-                    Err(e) if Instant::now() > give_up => panic!("yaad did not start: {e}"),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            };
-            if matches!(&answer, Ok(Some(p)) if *p == y.child.id().to_string()) {
-                return y;
-            }
-            // Our child may have died in the meantime (as planned): it is returned as it is.
-            if y.child.try_wait().unwrap().is_some() {
-                return y;
-            }
-            eprintln!(
-                "port {port} answered {answer:?}, not yaad {}: starting again",
-                y.child.id()
-            );
-        }
-        panic!("yaad could not get a port of its own in 5 tries");
+        let mut cmd = command(0);
+        cmd.args(args);
+        Yaad::start(cmd, true, false, true, tweak)
     }
 
-    fn start(cmd: Command, port: u16, logged: bool, tweak: impl FnOnce(&mut Command)) -> Yaad {
-        Yaad::start_with(cmd, port, logged, true, tweak)
-    }
-
-    /// [`Yaad::start`]; `echo` prints the kept stderr lines as they come.
-    fn start_with(
+    /// Runs `cmd` (a yaad told `-p 0`) with stderr piped: a thread keeps every line (and
+    /// passes them on for [`Yaad::wait_log`] when `logged`, echoes them when `echo`), and
+    /// the port comes from the [`LISTENING`] line. If yaad exits before that line, it is
+    /// returned as it is when `may_exit`, and is a panic otherwise.
+    fn start(
         mut cmd: Command,
-        port: u16,
         logged: bool,
         echo: bool,
+        may_exit: bool,
         tweak: impl FnOnce(&mut Command),
     ) -> Yaad {
-        cmd.stderr(if logged {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        cmd.stderr(Stdio::piped());
+        // The listening line is logged at info: keep it when RUST_LOG would filter it out.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            cmd.env("RUST_LOG", format!("{filter},yaad::server=info"));
+        }
         tweak(&mut cmd);
         let mut y = Yaad {
             child: cmd.spawn().unwrap(),
-            port,
+            port: 0,
             logs: None,
             all_logs: Arc::default(),
         };
-        if !logged {
-            return y;
-        }
         let stderr: ChildStderr = y.child.stderr.take().expect("piped stderr");
         let (tx, rx) = channel();
+        let (port_tx, port_rx) = channel();
         let all = y.all_logs.clone();
         std::thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if echo {
                     eprintln!("yaad: {line}");
                 }
                 all.lock().unwrap().push(line.clone());
-                // The test may have stopped listening; keep collecting.
-                let _ = tx.send(line);
+                if line.contains(LISTENING)
+                    && let Some(port_tx) = port_tx.take()
+                {
+                    let _ = port_tx.send(port_in_log_line(&line).unwrap_or(0));
+                }
+                // The test may not listen; keep collecting.
+                if logged {
+                    let _ = tx.send(line);
+                }
             }
+            // Dropping `port_tx` here tells the starter that yaad closed stderr (it exited).
         });
-        y.logs = Some(rx);
+        if logged {
+            y.logs = Some(rx);
+        }
+        match port_rx.recv_timeout(CONNECT_GUARD) {
+            Ok(port) => y.port = port,
+            Err(RecvTimeoutError::Disconnected) if may_exit => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = y.wait_exit();
+                panic!(
+                    "yaad exited before it listened ({status}); its stderr:\n{}",
+                    y.logs_so_far().join("\n")
+                );
+            }
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "yaad did not listen within {CONNECT_GUARD:?}; its stderr:\n{}",
+                y.logs_so_far().join("\n")
+            ),
+        }
         y
     }
 
