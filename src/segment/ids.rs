@@ -99,6 +99,8 @@ enum Inner {
         file: Arc<File>,
         base: u64,
         dirty: bool,
+        /// Entries set and not written yet ([`Run`]).
+        pending: Run,
     },
     Mem {
         map: mem::MemIds,
@@ -194,6 +196,7 @@ impl IdIndex {
                 file: Arc::new(file),
                 base,
                 dirty: len == 0,
+                pending: Run::default(),
             },
         })
     }
@@ -214,11 +217,18 @@ impl IdIndex {
         match &self.inner {
             Inner::Mem { map, .. } => Ok(map.get(id)),
             Inner::File {
-                path, file, base, ..
+                path,
+                file,
+                base,
+                pending,
+                ..
             } => {
                 let Some(at) = entry_offset(*base, id) else {
                     return Ok(None);
                 };
+                if let Some(entry) = pending.entry(id) {
+                    return decode_entry(path, at, id, entry);
+                }
                 let mut buf = [0u8; ID_ENTRY_LEN as usize];
                 match file.read_exact_at(&mut buf, at) {
                     Ok(()) => {}
@@ -243,8 +253,9 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
+                pending,
             } => {
-                let Some(at) = entry_offset(*base, id) else {
+                if entry_offset(*base, id).is_none() {
                     return Err(StorageError::io(
                         path,
                         std::io::Error::new(
@@ -261,9 +272,12 @@ impl IdIndex {
                     crc: U32::new(0),
                 };
                 e.crc = U32::new(entry_crc(id, &e));
-                file.write_all_at(e.as_bytes(), at)
-                    .map_err(|err| StorageError::io(path, err))?;
                 *dirty = true;
+                if pending.put(id, e.as_bytes()) {
+                    return Ok(());
+                }
+                pending.write(file, path, *base)?;
+                pending.start(id, e.as_bytes());
                 Ok(())
             }
         }
@@ -281,10 +295,16 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
+                pending,
             } => {
                 let Some(at) = entry_offset(*base, id) else {
                     return Ok(());
                 };
+                if let Some(entry) = pending.entry_mut(id) {
+                    entry.fill(0);
+                    *dirty = true;
+                    return Ok(());
+                }
                 let len = file_len(file, path)?;
                 if at >= len {
                     return Ok(());
@@ -320,7 +340,11 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
-            } => trim_file(file, path, *base, dirty, ids, &keep),
+                pending,
+            } => {
+                pending.write(file, path, *base)?;
+                trim_file(file, path, *base, dirty, ids, &keep)
+            }
         }
     }
 
@@ -337,6 +361,7 @@ impl IdIndex {
                 file,
                 base,
                 dirty,
+                ..
             } => {
                 let Some(end) = entry_offset(*base, id).map(|at| at + ID_ENTRY_LEN) else {
                     return Ok(()); // below the base: already covered
@@ -359,8 +384,10 @@ impl IdIndex {
             file,
             base,
             dirty,
+            pending,
         } = &mut self.inner
         {
+            pending.write(file, path, *base)?;
             let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
             if file_len(file, path)? != len {
                 file.set_len(len).map_err(|e| StorageError::io(path, e))?;
@@ -378,15 +405,20 @@ impl IdIndex {
         match &self.inner {
             Inner::Mem { high_water, .. } => Ok(*high_water),
             Inner::File {
-                path, file, base, ..
+                path,
+                file,
+                base,
+                pending,
+                ..
             } => {
                 let len = file_len(file, path)?;
                 let entries = len.saturating_sub(ID_HEADER_LEN) / ID_ENTRY_LEN;
-                Ok(if entries == 0 {
+                let written = if entries == 0 {
                     0
                 } else {
                     base.saturating_add(entries - 1)
-                })
+                };
+                Ok(written.max(pending.last().unwrap_or(0)))
             }
         }
     }
@@ -401,8 +433,13 @@ impl IdIndex {
                 Ok(())
             }
             Inner::File {
-                path, file, dirty, ..
+                path,
+                file,
+                dirty,
+                pending,
+                ..
             } => {
+                *pending = Run::default();
                 file.set_len(ID_HEADER_LEN)
                     .map_err(|e| StorageError::io(path, e))?;
                 *dirty = true;
@@ -411,7 +448,28 @@ impl IdIndex {
         }
     }
 
-    /// The index file, shared, for a sync outside the hub's lock (`None` in memory).
+    /// Writes the entries set and not written yet (see [`Run`]): before the file is synced
+    /// through [`IdIndex::sync_handle`], and before a start-up summary vouches for the far
+    /// spokes they point into. If it fails (disk full), those entries are lost: the caller
+    /// must treat the index as incomplete.
+    pub fn write_pending(&mut self) -> Result<()> {
+        match &mut self.inner {
+            Inner::File {
+                path,
+                file,
+                base,
+                dirty,
+                pending,
+            } => {
+                *dirty |= !pending.bytes.is_empty();
+                pending.write(file, path, *base)
+            }
+            Inner::Mem { .. } => Ok(()),
+        }
+    }
+
+    /// The index file, shared, for a sync outside the hub's lock (`None` in memory); call
+    /// [`IdIndex::write_pending`] first.
     pub fn sync_handle(&self) -> Option<Arc<File>> {
         match &self.inner {
             Inner::File { file, .. } => Some(file.clone()),
@@ -428,7 +486,8 @@ impl IdIndex {
         self.flush()
     }
 
-    /// Makes every change so far durable (file: fsync; memory: nothing to do).
+    /// Makes every change written so far durable (file: fsync; memory: nothing to do); entries
+    /// still pending are not written ([`IdIndex::write_pending`]).
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.inner {
             Inner::Mem { .. } => Ok(()),
@@ -689,7 +748,11 @@ impl IdReader {
     /// Same as [`IdIndex::get`].
     pub fn get(&mut self, index: &IdIndex, id: u64) -> Result<Option<JobLocation>> {
         let Inner::File {
-            path, file, base, ..
+            path,
+            file,
+            base,
+            pending,
+            ..
         } = &index.inner
         else {
             return index.get(id);
@@ -697,6 +760,9 @@ impl IdReader {
         let Some(at) = entry_offset(*base, id) else {
             return Ok(None);
         };
+        if let Some(entry) = pending.entry(id) {
+            return decode_entry(path, at, id, entry);
+        }
         let have = self.from..self.from + self.buf.len() as u64;
         if !(have.contains(&at) && have.contains(&(at + ID_ENTRY_LEN - 1))) {
             self.buf.resize(READ_CHUNK, 0);
@@ -742,6 +808,93 @@ fn punch_or_zero(file: &File, path: &Path, range: &std::ops::Range<u64>) -> Resu
             .map_err(|e| StorageError::io(path, e))?;
     }
     Ok(())
+}
+
+/// Entries of consecutive ids set and not written yet: far puts get consecutive ids, so their
+/// entries are written with one `pwrite` per run instead of one each. A run is written when an
+/// id outside it (and not just past it) is set, when it holds [`RUN_MAX`] entries, and before
+/// anything reads the file whole, cuts it or syncs it ([`IdIndex::write_pending`]). Lookups
+/// read a pending entry from the run.
+#[derive(Debug, Default)]
+struct Run {
+    /// The id of the first entry.
+    first: u64,
+    /// The entries, [`ID_ENTRY_LEN`] bytes each.
+    bytes: Vec<u8>,
+}
+
+/// Entries a [`Run`] holds at most (8 KiB).
+const RUN_MAX: usize = 256;
+
+impl Run {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64 / ID_ENTRY_LEN
+    }
+
+    /// The highest id in the run.
+    fn last(&self) -> Option<u64> {
+        (self.len() > 0).then(|| self.first + self.len() - 1)
+    }
+
+    /// The pending bytes of `id`'s entry.
+    fn entry(&self, id: u64) -> Option<&[u8]> {
+        let i = id.checked_sub(self.first)?;
+        if i >= self.len() {
+            return None;
+        }
+        let at = (i * ID_ENTRY_LEN) as usize;
+        Some(&self.bytes[at..at + ID_ENTRY_LEN as usize])
+    }
+
+    /// The pending bytes of `id`'s entry, to change.
+    fn entry_mut(&mut self, id: u64) -> Option<&mut [u8]> {
+        let i = id.checked_sub(self.first)?;
+        if i >= self.len() {
+            return None;
+        }
+        let at = (i * ID_ENTRY_LEN) as usize;
+        Some(&mut self.bytes[at..at + ID_ENTRY_LEN as usize])
+    }
+
+    /// Sets `id`'s entry to `entry` if the run holds it or can take it next; `false`: it
+    /// must be written first.
+    fn put(&mut self, id: u64, entry: &[u8]) -> bool {
+        if let Some(e) = self.entry_mut(id) {
+            e.copy_from_slice(entry);
+            return true;
+        }
+        let n = self.len();
+        if n > 0 && id.checked_sub(self.first) == Some(n) && (n as usize) < RUN_MAX {
+            self.bytes.extend_from_slice(entry);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A new run of `id`'s entry (the run is empty: written or never started).
+    fn start(&mut self, id: u64, entry: &[u8]) {
+        debug_assert!(self.bytes.is_empty());
+        self.first = id;
+        self.bytes.extend_from_slice(entry);
+    }
+
+    /// Writes the run to `file` and empties it; emptied also when the write fails (its
+    /// entries are then lost, see [`IdIndex::write_pending`]).
+    fn write(&mut self, file: &File, path: &Path, base: u64) -> Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let at = entry_offset(base, self.first);
+        let written = match at {
+            Some(at) => file
+                .write_all_at(&self.bytes, at)
+                .map_err(|e| StorageError::io(path, e)),
+            None => Ok(()), // checked by `IdIndex::set`
+        };
+        self.bytes.clear();
+        written
+    }
 }
 
 fn entry_offset(base: u64, id: u64) -> Option<u64> {
@@ -879,6 +1032,52 @@ mod tests {
         for id in (0..20).chain([999_999, 1_000_000, 1_000_001, 2_000_000]) {
             assert_eq!(r.get(ix, id).ok(), ix.get(id).ok(), "id {id}");
         }
+    }
+
+    /// Entries of consecutive ids wait in a run: lookups and the chunked reader see them at
+    /// once, the file once the run is written (an id that does not follow, a full run,
+    /// `write_pending`); a drop without `write_pending` (a kill) loses the run only.
+    #[test]
+    fn consecutive_entries_are_written_as_one_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ids.yaad");
+        let mut ix = IdIndex::open(&path).unwrap();
+        let on_disk = |id| IdIndex::open(&path).unwrap().get(id).unwrap();
+        for id in 1..=10 {
+            ix.set(id, loc(id)).unwrap();
+        }
+        ix.remove(4).unwrap();
+        let mut r = IdReader::new();
+        for id in 1..=10 {
+            let want = (id != 4).then(|| loc(id));
+            assert_eq!(ix.get(id).unwrap(), want, "id {id}");
+            assert_eq!(r.get(&ix, id).unwrap(), want, "id {id}");
+            assert_eq!(on_disk(id), None, "id {id} written early");
+        }
+        assert_eq!(ix.high_water().unwrap(), 10);
+        // An id that does not follow the run writes it.
+        ix.set(20, loc(20)).unwrap();
+        for id in 1..=10 {
+            assert_eq!(on_disk(id), (id != 4).then(|| loc(id)), "id {id}");
+        }
+        assert_eq!(on_disk(20), None);
+        // A full run is written.
+        let full = 20 + RUN_MAX as u64;
+        for id in 21..=full {
+            ix.set(id, loc(id)).unwrap();
+        }
+        assert_eq!(on_disk(20), Some(loc(20)));
+        assert_eq!(on_disk(full - 1), Some(loc(full - 1)));
+        assert_eq!(on_disk(full), None);
+        ix.write_pending().unwrap();
+        assert_eq!(on_disk(full), Some(loc(full)));
+        // A kill loses the pending run only.
+        ix.set(full + 1, loc(1)).unwrap();
+        drop(ix);
+        let ix = IdIndex::open(&path).unwrap();
+        assert_eq!(ix.get(full + 1).unwrap(), None);
+        assert_eq!(ix.get(full).unwrap(), Some(loc(full)));
+        assert_eq!(ix.high_water().unwrap(), full);
     }
 
     #[test]

@@ -287,6 +287,8 @@ impl<S: Segment> Store<S> {
         if !S::FILE_BACKED || !due {
             return None;
         }
+        // The summary vouches for far spokes whose jobs are found through their entries.
+        self.write_index_pending();
         self.refresh_entries();
         self.ckpt.advance();
         // The spokes of a move whose Moved mark is not written yet must be read by recovery:

@@ -537,9 +537,21 @@ impl<S: Segment> Store<S> {
 
     fn set_index(&mut self, id: u64, loc: JobLocation) -> Result<(), StorageError> {
         self.note_change(None)?;
-        self.index.set(id, loc)?;
+        // A failed write may have lost other entries set before (`IdIndex::write_pending`).
+        self.index
+            .set(id, loc)
+            .inspect_err(|_| self.index_incomplete = true)?;
         self.index_dirty = true;
         Ok(())
+    }
+
+    /// Writes the id index entries set and not written yet; if that fails (disk full), the
+    /// index is incomplete from then on (see `index_incomplete`).
+    pub(crate) fn write_index_pending(&mut self) {
+        if let Err(e) = self.index.write_pending() {
+            tracing::warn!("id index entries lost ({e}): far jobs are looked up by scanning");
+            self.index_incomplete = true;
+        }
     }
 
     fn segment(&mut self, id: SpokeId) -> Result<&mut S> {
@@ -640,6 +652,7 @@ impl<S: Segment> Store<S> {
         self.index_trim.dedup();
         let rest = self.index_trim.split_off(max.min(self.index_trim.len()));
         let ids = std::mem::replace(&mut self.index_trim, rest);
+        self.write_index_pending();
         let spokes = &self.spokes;
         let far = |loc: &JobLocation| spokes.get(&loc.spoke).is_some_and(|s| !s.loaded);
         match self.index.trim(&ids, far) {

@@ -271,6 +271,7 @@ impl<S: Segment> Store<S> {
         }
         let epoch = self.epoch;
         self.epoch += 1;
+        self.write_index_pending();
         let index = std::mem::take(&mut self.index_dirty).then(|| {
             self.ids_durable.taken(epoch);
             self.index.sync_handle().map_or_else(
@@ -484,6 +485,7 @@ impl<S: Segment> Store<S> {
             }
             self.unflushed.remove(&id);
         }
+        self.write_index_pending();
         self.index.flush()?;
         self.index_dirty = false;
         self.ids_durable.all_synced();
@@ -516,6 +518,7 @@ impl<S: Segment> Store<S> {
         let live: BTreeSet<SpokeId> = self.spokes.keys().copied().collect();
         snapshot::commit(&dir, &live)?;
         self.unflushed.clear();
+        self.write_index_pending();
         self.index.flush()?;
         self.index_dirty = false;
         self.dir_dirty = false;
