@@ -391,6 +391,20 @@ mod tests {
         assert!(read(&path, &of(4, 6), names, &mut vec![]).is_err());
     }
 
+    /// A waiting record of tube `t` in [`SPOKE`].
+    fn record<'a>(id: u64, name: &'a [u8], body: &'a [u8], version: u32) -> NewRecord<'a> {
+        NewRecord {
+            id,
+            trigger_at: SPOKE.start,
+            created_at: 1,
+            ttr: 1,
+            tube: b"t",
+            name,
+            body,
+            slot: slot(version, JobState::Waiting),
+        }
+    }
+
     /// The live named jobs of a segment: not the deleted one, not the unnamed one, not the
     /// old record of a job moved within the spoke; the scan refuses an image whose counts
     /// are not the entry's.
@@ -398,19 +412,8 @@ mod tests {
     fn scans_the_live_named_jobs_of_a_segment() {
         let tmp = tempfile::tempdir().unwrap();
         let mut seg = LazySegment::create(tmp.path(), SPOKE).unwrap();
-        let mut put = |id, name: &[u8], version| {
-            seg.append(&NewRecord {
-                id,
-                trigger_at: SPOKE.start,
-                created_at: 1,
-                ttr: 1,
-                tube: b"t",
-                name,
-                body: b"b",
-                slot: slot(version, JobState::Waiting),
-            })
-            .unwrap()
-        };
+        let mut put =
+            |id, name: &[u8], version| seg.append(&record(id, name, b"b", version)).unwrap();
         put(1, b"one", 1);
         let deleted = put(2, b"two", 1);
         put(3, b"", 1);
@@ -439,19 +442,7 @@ mod tests {
         for id in 1..=200u64 {
             let body = vec![b'x'; (id as usize * 97) % 9000];
             let name = format!("n{id}");
-            offsets.push(
-                seg.append(&NewRecord {
-                    id,
-                    trigger_at: SPOKE.start,
-                    created_at: 1,
-                    ttr: 1,
-                    tube: b"t",
-                    name: name.as_bytes(),
-                    body: &body,
-                    slot: slot(1, JobState::Waiting),
-                })
-                .unwrap(),
-            );
+            offsets.push(seg.append(&record(id, name.as_bytes(), &body, 1)).unwrap());
         }
         // Records 50..150 dead and freed as one run, its pages punched.
         for &o in &offsets[50..150] {
