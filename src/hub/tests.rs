@@ -1326,3 +1326,70 @@ fn held_splits_wait_and_then_go_on() {
     hub.tick(now + 2);
     assert!(hub.work().records_split > moved, "the split went on");
 }
+
+/// While a split is under way, the read-ahead names the wide spoke's bytes and the id index
+/// entries that its next step reads and writes; none once the split is done.
+fn split_read_ahead_covers_the_next_step<S: Segment>() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let delay = 3 * 3600;
+    for i in 0..1000u32 {
+        hub.put(c, 0, delay + i % 60, 5, b"far", T0).unwrap();
+    }
+    let ids = 1..=1000u64;
+    let mut now = T0;
+    while hub.work().records_split == 0 {
+        now = hub.next_deadline().expect("jobs left, so a deadline");
+        hub.tick(now);
+    }
+    let index_ino = std::fs::metadata(dir.path().join("ids.yaad"))
+        .unwrap()
+        .ino();
+    while hub.split_due() {
+        let ahead = hub.store.split_read_ahead().expect("a split under way");
+        let before: Vec<_> = ids
+            .clone()
+            .map(|id| hub.store.index.get(id).unwrap())
+            .collect();
+        let wide = before
+            .iter()
+            .flatten()
+            .map(|l| l.spoke)
+            .max_by_key(|s| s.span)
+            .unwrap();
+        now += 1;
+        hub.tick(now);
+        let moved: Vec<(u64, crate::segment::JobLocation)> = ids
+            .clone()
+            .zip(&before)
+            .filter_map(|(id, b)| Some((id, (*b)?)))
+            .filter(|(id, b)| b.spoke == wide && hub.store.index.get(*id).unwrap() != Some(*b))
+            .collect();
+        assert!(!moved.is_empty(), "a step moved records");
+        for (file, range) in ahead.reads() {
+            let ino = file.metadata().unwrap().ino();
+            for (id, old) in &moved {
+                if ino == index_ino {
+                    let at = 64 + 32 * (id - 1);
+                    assert!(range.contains(&at), "entry of {id} ({at}) in {range:?}");
+                } else {
+                    assert!(range.contains(&old.offset), "record of {id} in {range:?}");
+                }
+            }
+        }
+        assert_eq!(ahead.reads().count(), 2, "the wide spoke and the index");
+    }
+    assert!(hub.store.split_read_ahead().is_none());
+}
+
+#[test]
+fn split_read_ahead_covers_the_next_step_lazy() {
+    split_read_ahead_covers_the_next_step::<LazySegment>();
+}
+
+#[test]
+fn split_read_ahead_covers_the_next_step_mapped() {
+    split_read_ahead_covers_the_next_step::<MappedSegment>();
+}

@@ -468,6 +468,20 @@ impl IdIndex {
         }
     }
 
+    /// The index file and the bytes of the entries of `ids` in it (file mode), to be read
+    /// ahead outside the hub's lock.
+    pub fn entry_range(
+        &self,
+        ids: std::ops::Range<u64>,
+    ) -> Option<(Arc<File>, std::ops::Range<u64>)> {
+        let Inner::File { file, base, .. } = &self.inner else {
+            return None;
+        };
+        let start = entry_offset(*base, ids.start.max(*base))?;
+        let end = entry_offset(*base, ids.end.max(*base))?;
+        (start < end).then(|| (file.clone(), start..end))
+    }
+
     /// The index file, shared, for a sync outside the hub's lock (`None` in memory); call
     /// [`IdIndex::write_pending`] first.
     pub fn sync_handle(&self) -> Option<Arc<File>> {

@@ -544,6 +544,11 @@ pub fn now() -> Micros {
 /// The longest a due split step waits for a periodic sync to end ([`Core::tick`]).
 const SPLIT_HOLD_MAX: Micros = 20_000;
 
+thread_local! {
+    /// The timer thread's buffer for reading ahead of split steps.
+    static READ_AHEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<S: Segment> Core<S> {
     pub fn new(hub: Hub<S>, durability: Durability, max_job_size: u32, mode: Mode) -> Self {
         let mut hub = hub;
@@ -1054,6 +1059,8 @@ impl<S: Segment> Core<S> {
     /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
     /// records as armed. When it hands out jobs to blocked reserves, records their delivery
     /// lateness: from the deadline the timer slept until to the replies handed out.
+    /// While a split is under way, it then reads what the split's next step will read, outside
+    /// the lock (`Store::split_read_ahead`).
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         // With -f MS, a split step run while a periodic sync writes its pages back waits under
         // the hub lock for their page locks (its appends, its id index writes): a due step
@@ -1089,6 +1096,11 @@ impl<S: Segment> Core<S> {
             self.split_held_since.store(0, Ordering::Relaxed);
         }
         g.armed = next.unwrap_or(Micros::MAX);
+        let ahead = (!hold).then(|| g.hub.store.split_read_ahead()).flatten();
+        drop(g);
+        if let Some(ahead) = ahead {
+            READ_AHEAD.with_borrow_mut(|buf| ahead.run(buf));
+        }
         next
     }
 

@@ -20,6 +20,11 @@
 //! are; a wide spoke reached by the horizon before its split ends (the store was down) is
 //! loaded as any spoke.
 
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
 use super::spoke::spoke_for;
 use super::{Placed, Result, Store};
 use crate::segment::{
@@ -61,6 +66,44 @@ pub(super) struct Split {
     pub spoke: SpokeId,
     /// Where the scan continues.
     pub next: RecordOffset,
+    /// The lowest and highest id the last step moved (for [`Store::split_read_ahead`]).
+    pub ids: Option<(u64, u64)>,
+}
+
+/// Bytes of the wide spoke read ahead of a split step: more than [`SPLIT_STEP`] records of a
+/// few hundred bytes.
+const READ_AHEAD_WIDE: u64 = 128 * 1024;
+
+/// Most bytes of the id index read ahead of a split step.
+const READ_AHEAD_INDEX: u64 = 256 * 1024;
+
+/// What the next split step will read, to be read outside the hub lock just before it (see
+/// [`Store::split_read_ahead`]).
+#[derive(Debug, Default)]
+pub struct SplitReadAhead {
+    reads: Vec<(Arc<File>, Range<u64>)>,
+}
+
+impl SplitReadAhead {
+    /// The files and byte ranges to read.
+    pub fn reads(&self) -> impl Iterator<Item = (&File, &Range<u64>)> {
+        self.reads.iter().map(|(f, r)| (&**f, r))
+    }
+
+    /// Reads every range into `buf` (errors are left to the step, which meets them again).
+    pub fn run(&self, buf: &mut Vec<u8>) {
+        for (file, range) in &self.reads {
+            let len = (range.end - range.start) as usize;
+            buf.resize(len, 0);
+            let mut done = 0;
+            while done < len {
+                match file.read_at(&mut buf[done..], range.start + done as u64) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => done += n,
+                }
+            }
+        }
+    }
 }
 
 impl<S: Segment> Store<S> {
@@ -97,6 +140,33 @@ impl<S: Segment> Store<S> {
         self.splitting.is_some() || self.splits.first().is_some_and(|&(at, _)| at <= self.now)
     }
 
+    /// What the next step of the split under way will read: the wide spoke's next bytes, and
+    /// the id index entries of the ids that follow the last step's (ids grow along a spoke's
+    /// file; the step writes their entries). Read outside the hub lock just before the step, it
+    /// finds them in the page cache: a 32-byte index write to a page that has left it reads
+    /// the whole block first, under the lock (pages idle for a minute leave it here: DAMON;
+    /// elsewhere memory pressure). `None` when no split is under way or the files are closed.
+    pub fn split_read_ahead(&self) -> Option<SplitReadAhead> {
+        let split = self.splitting?;
+        let mut ahead = SplitReadAhead::default();
+        let seg = &self.spokes.get(&split.spoke)?.seg;
+        if let Some(file) = seg.sync_handle() {
+            let end = seg
+                .byte_size()
+                .min(split.next.saturating_add(READ_AHEAD_WIDE));
+            if split.next < end {
+                ahead.reads.push((file, split.next..end));
+            }
+        }
+        if let Some((lo, hi)) = split.ids
+            && let Some((file, range)) = self.index.entry_range(hi + 1..hi + 2 + (hi - lo))
+        {
+            let end = range.end.min(range.start + READ_AHEAD_INDEX);
+            ahead.reads.push((file, range.start..end));
+        }
+        (!ahead.reads.is_empty()).then_some(ahead)
+    }
+
     /// When the next split step is due: now while one is under way, else at the first wide
     /// spoke's split time; never while splits are held.
     pub(super) fn next_split(&self) -> Option<Micros> {
@@ -123,7 +193,11 @@ impl<S: Segment> Store<S> {
             None => match self.splits.first() {
                 Some(&(at, id)) if at <= self.now => {
                     self.splits.remove(&(at, id));
-                    Split { spoke: id, next: 0 }
+                    Split {
+                        spoke: id,
+                        next: 0,
+                        ids: None,
+                    }
                 }
                 _ => return near,
             },
@@ -143,6 +217,7 @@ impl<S: Segment> Store<S> {
                 return near;
             }
         };
+        let mut ids: Option<(u64, u64)> = None;
         for m in metas {
             let m = match m {
                 Ok(m) => m,
@@ -158,6 +233,7 @@ impl<S: Segment> Store<S> {
                 continue;
             }
             self.work.records_split += 1;
+            ids = Some(ids.map_or((m.id, m.id), |(lo, hi)| (lo.min(m.id), hi.max(m.id))));
             match self.move_far(split.spoke, &m) {
                 Ok((p, slot)) if p.resident => {
                     let moved = RecordMeta {
@@ -183,6 +259,7 @@ impl<S: Segment> Store<S> {
                 self.splitting = Some(Split {
                     spoke: split.spoke,
                     next,
+                    ids,
                 });
                 self.note_deadline(self.now);
             }
