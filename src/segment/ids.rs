@@ -500,14 +500,20 @@ impl IdIndex {
         self.flush()
     }
 
-    /// Makes every change written so far durable (file: fsync; memory: nothing to do); entries
-    /// still pending are not written ([`IdIndex::write_pending`]).
+    /// Makes every change so far durable (file: writes the pending entries, then fsync;
+    /// memory: nothing to do).
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.inner {
             Inner::Mem { .. } => Ok(()),
             Inner::File {
-                path, file, dirty, ..
+                path,
+                file,
+                base,
+                dirty,
+                pending,
             } => {
+                *dirty |= !pending.bytes.is_empty();
+                pending.write(file, path, *base)?;
                 if *dirty {
                     super::fsio::sync_file(file).map_err(|e| StorageError::io(path, e))?;
                     *dirty = false;

@@ -626,7 +626,12 @@ impl<S: Segment> Store<S> {
             // A change on disk: a clean summary goes first.
             self.note_change(None)?;
         }
-        match self.ids_durable.cover(&mut self.index, id)? {
+        // Syncing the index writes its pending entries: if that fails they are lost.
+        let covered = self
+            .ids_durable
+            .cover(&mut self.index, id)
+            .inspect_err(|_| self.index_incomplete = true)?;
+        match covered {
             Covered::Nothing => {}
             Covered::Raised => self.index_dirty = true,
             Covered::Synced => {
