@@ -68,11 +68,13 @@ pub(super) struct Split {
     pub next: RecordOffset,
     /// The lowest and highest id the last step moved (for [`Store::split_read_ahead`]).
     pub ids: Option<(u64, u64)>,
+    /// Where the bytes read ahead end, in the wide spoke and in the id index.
+    pub ahead: (u64, u64),
 }
 
 /// Bytes of the wide spoke read ahead of a split step: more than [`SPLIT_STEP`] records of a
 /// few hundred bytes.
-const READ_AHEAD_WIDE: u64 = 128 * 1024;
+const READ_AHEAD_WIDE: u64 = 32 * 1024;
 
 /// Most bytes of the id index read ahead of a split step.
 const READ_AHEAD_INDEX: u64 = 256 * 1024;
@@ -146,23 +148,31 @@ impl<S: Segment> Store<S> {
     /// finds them in the page cache: a 32-byte index write to a page that has left it reads
     /// the whole block first, under the lock (pages idle for a minute leave it here: DAMON;
     /// elsewhere memory pressure). `None` when no split is under way or the files are closed.
-    pub fn split_read_ahead(&self) -> Option<SplitReadAhead> {
-        let split = self.splitting?;
+    pub fn split_read_ahead(&mut self) -> Option<SplitReadAhead> {
+        let split = self.splitting.as_mut()?;
         let mut ahead = SplitReadAhead::default();
         let seg = &self.spokes.get(&split.spoke)?.seg;
+        // Bytes read ahead for an earlier step are not read again.
+        let (wide_from, index_from) = split.ahead;
         if let Some(file) = seg.sync_handle() {
+            let from = split.next.max(wide_from);
             let end = seg
                 .byte_size()
                 .min(split.next.saturating_add(READ_AHEAD_WIDE));
-            if split.next < end {
-                ahead.reads.push((file, split.next..end));
+            if from < end {
+                ahead.reads.push((file, from..end));
+                split.ahead.0 = end;
             }
         }
         if let Some((lo, hi)) = split.ids
             && let Some((file, range)) = self.index.entry_range(hi + 1..hi + 2 + (hi - lo))
         {
+            let from = range.start.max(index_from);
             let end = range.end.min(range.start + READ_AHEAD_INDEX);
-            ahead.reads.push((file, range.start..end));
+            if from < end {
+                ahead.reads.push((file, from..end));
+                split.ahead.1 = end;
+            }
         }
         (!ahead.reads.is_empty()).then_some(ahead)
     }
@@ -197,6 +207,7 @@ impl<S: Segment> Store<S> {
                         spoke: id,
                         next: 0,
                         ids: None,
+                        ahead: (0, 0),
                     }
                 }
                 _ => return near,
@@ -260,6 +271,7 @@ impl<S: Segment> Store<S> {
                     spoke: split.spoke,
                     next,
                     ids,
+                    ahead: split.ahead,
                 });
                 self.note_deadline(self.now);
             }

@@ -220,21 +220,27 @@ impl Moves {
         self.touch(to, true);
     }
 
-    /// The `to` spokes of the marks made durable by batch `epoch`, and their replacing
-    /// records, which need not stay records any more.
-    fn take_durable(&mut self, epoch: u64) -> (Vec<SpokeId>, Vec<(SpokeId, RecordOffset)>) {
-        let done = match epoch.checked_add(1) {
-            Some(next) => {
-                let rest = self
-                    .in_flight
-                    .split_off(&(next, SpokeId { start: 0, span: 0 }));
-                std::mem::replace(&mut self.in_flight, rest)
-            }
-            None => std::mem::take(&mut self.in_flight),
-        };
-        let mut durable = Vec::with_capacity(done.len());
+    /// The `to` spokes of marks made durable by batch `epoch` (or earlier), and their
+    /// replacing records, which need not stay records any more: the earliest batches' marks,
+    /// whole batches per spoke, until at least `max` marks are taken (a split leaves thousands
+    /// per batch; the next calls take the rest, see [`Moves::any_durable`]).
+    fn take_durable(
+        &mut self,
+        epoch: u64,
+        max: usize,
+    ) -> (Vec<SpokeId>, Vec<(SpokeId, RecordOffset)>) {
+        let mut durable = Vec::new();
         let mut released = Vec::new();
-        for ((_, to), news) in done {
+        let mut taken = 0;
+        while taken < max {
+            let Some(entry) = self.in_flight.first_entry() else {
+                break;
+            };
+            if entry.key().0 > epoch {
+                break;
+            }
+            let ((_, to), news) = entry.remove_entry();
+            taken += news.len();
             self.touch_by(to, false, news.len());
             durable.push(to);
             for new in news {
@@ -247,6 +253,13 @@ impl Moves {
         durable.sort_unstable();
         durable.dedup();
         (durable, released)
+    }
+
+    /// Whether marks made durable by batch `epoch` or earlier are left to take.
+    fn any_durable(&self, epoch: u64) -> bool {
+        self.in_flight
+            .first_key_value()
+            .is_some_and(|(&(e, _), _)| e <= epoch)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -325,23 +338,25 @@ impl<S: Segment> Store<S> {
         if self.moves.is_empty() {
             return;
         }
-        let (durable, released) = self.moves.take_durable(epoch);
         let max = if epoch == u64::MAX {
             usize::MAX
         } else {
             MARKS_PER_CALL
         };
         self.write_due_marks(max);
+    }
+
+    /// Settles up to about `max` written `Moved` marks that are durable now (their replacing
+    /// records may be freed, their spokes retired), then writes up to `max` marks whose
+    /// replacement is durable (see [`Store::synced`]).
+    pub fn write_due_marks(&mut self, max: usize) {
+        let (durable, released) = self.moves.take_durable(self.durable_epoch, max);
         for to in durable {
             self.maybe_retire(to);
         }
         for at in released {
             self.unblock_dead(at);
         }
-    }
-
-    /// Writes up to `max` `Moved` marks whose replacement is durable (see [`Store::synced`]).
-    pub fn write_due_marks(&mut self, max: usize) {
         for p in self.moves.take_due(self.durable_epoch, max) {
             self.write_moved(p);
         }
@@ -351,9 +366,9 @@ impl<S: Segment> Store<S> {
         }
     }
 
-    /// Whether `Moved` marks are due to be written ([`Store::write_due_marks`]).
+    /// Whether `Moved` marks are due to be written or settled ([`Store::write_due_marks`]).
     pub(super) fn marks_due(&self) -> bool {
-        self.moves.any_due(self.durable_epoch)
+        self.moves.any_due(self.durable_epoch) || self.moves.any_durable(self.durable_epoch)
     }
 
     /// Marks the record at `at` `Moved` (see [`PendingMove`]), replaced by a record in spoke
