@@ -540,3 +540,59 @@ impl<S: Segment> Store<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{JobCounters, JobState};
+
+    fn spoke(start: u64) -> SpokeId {
+        SpokeId {
+            start,
+            span: 1_000_000,
+        }
+    }
+
+    /// Marks written into batch 1 for two spokes, a batch's marks to one spoke more than a
+    /// call settles: each call takes whole batches per spoke until it has `max`, the rest stay
+    /// for the next call, and nothing is taken before its batch is durable.
+    #[test]
+    fn durable_marks_are_settled_a_bounded_number_per_call() {
+        let mut moves = Moves::default();
+        let (from, a, b) = (spoke(0), spoke(10_000_000), spoke(20_000_000));
+        let slot = StateSlot {
+            version: 2,
+            state: JobState::Moved,
+            priority: 0,
+            counters: JobCounters::default(),
+        };
+        for i in 0..200u64 {
+            moves.push(PendingMove {
+                spoke: from,
+                offset: 64 + i * 100,
+                slot,
+                to: if i < 100 { a } else { b },
+                new: 64 + i * 100,
+                epoch: 0,
+                counted: false,
+            });
+        }
+        for p in moves.take_due(0, usize::MAX) {
+            moves.written(p.to, p.new, 1);
+        }
+        assert!(!moves.any_durable(0));
+        assert_eq!(moves.take_durable(0, usize::MAX), (vec![], vec![]));
+        assert!(moves.any_durable(1));
+        let (durable, released) = moves.take_durable(1, 50);
+        assert_eq!(durable, [a]);
+        assert_eq!(released.len(), 100);
+        assert!(moves.replaces((b, 64 + 150 * 100)));
+        assert!(!moves.replaces((a, 64)));
+        assert!(moves.any_durable(1));
+        let (durable, released) = moves.take_durable(1, 50);
+        assert_eq!(durable, [b]);
+        assert_eq!(released.len(), 100);
+        assert!(!moves.any_durable(u64::MAX));
+        assert!(moves.is_empty());
+    }
+}
