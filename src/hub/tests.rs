@@ -1291,14 +1291,11 @@ fn finer_spokes_retire_at_their_own_end() {
     assert_eq!(hub.next_deadline(), None);
 }
 
-/// Held splits (`Hub::hold_splits`, while a periodic sync writes pages back): no step runs and
-/// no split deadline is due; let go, the split goes on where it was.
-#[test]
-fn held_splits_wait_and_then_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+/// A hub in `dir` with a thousand far jobs (ids 1..=1000) in one wide (hour) spoke, ticked until
+/// the first step of its split ran (the split takes several); and the time of that tick.
+fn splitting<S: Segment>(dir: &std::path::Path) -> (Hub<S>, Micros) {
+    let mut hub = Hub::<S>::open(cfg(dir, true), T0).unwrap();
     let c = hub.connect();
-    // A thousand jobs in one wide (hour) spoke: its split takes several steps.
     let delay = 3 * 3600;
     for i in 0..1000u32 {
         hub.put(c, 0, delay + i % 60, 5, b"far", T0).unwrap();
@@ -1308,6 +1305,15 @@ fn held_splits_wait_and_then_go_on() {
         now = hub.next_deadline().expect("jobs left, so a deadline");
         hub.tick(now);
     }
+    (hub, now)
+}
+
+/// Held splits (`Hub::hold_splits`, while a periodic sync writes pages back): no step runs and
+/// no split deadline is due; let go, the split goes on where it was.
+#[test]
+fn held_splits_wait_and_then_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, now) = splitting::<LazySegment>(dir.path());
     let moved = hub.work().records_split;
     assert!(moved < 1000, "the split is not done in one step");
     assert!(hub.split_due());
@@ -1333,18 +1339,8 @@ fn held_splits_wait_and_then_go_on() {
 fn split_read_ahead_covers_the_next_step<S: Segment>() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
-    let c = hub.connect();
-    let delay = 3 * 3600;
-    for i in 0..1000u32 {
-        hub.put(c, 0, delay + i % 60, 5, b"far", T0).unwrap();
-    }
+    let (mut hub, mut now) = splitting::<S>(dir.path());
     let ids = 1..=1000u64;
-    let mut now = T0;
-    while hub.work().records_split == 0 {
-        now = hub.next_deadline().expect("jobs left, so a deadline");
-        hub.tick(now);
-    }
     let index_ino = std::fs::metadata(dir.path().join("ids.yaad"))
         .unwrap()
         .ino();

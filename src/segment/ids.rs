@@ -503,17 +503,12 @@ impl IdIndex {
     /// Makes every change so far durable (file: writes the pending entries, then fsync;
     /// memory: nothing to do).
     pub fn flush(&mut self) -> Result<()> {
+        self.write_pending()?;
         match &mut self.inner {
             Inner::Mem { .. } => Ok(()),
             Inner::File {
-                path,
-                file,
-                base,
-                dirty,
-                pending,
+                path, file, dirty, ..
             } => {
-                *dirty |= !pending.bytes.is_empty();
-                pending.write(file, path, *base)?;
                 if *dirty {
                     super::fsio::sync_file(file).map_err(|e| StorageError::io(path, e))?;
                     *dirty = false;
