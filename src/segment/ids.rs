@@ -255,7 +255,7 @@ impl IdIndex {
                 dirty,
                 pending,
             } => {
-                if entry_offset(*base, id).is_none() {
+                let Some(at) = entry_offset(*base, id) else {
                     return Err(StorageError::io(
                         path,
                         std::io::Error::new(
@@ -276,8 +276,8 @@ impl IdIndex {
                 if pending.put(id, e.as_bytes()) {
                     return Ok(());
                 }
-                pending.write(file, path, *base)?;
-                pending.start(id, e.as_bytes());
+                pending.write(file, path)?;
+                pending.start(id, at, e.as_bytes());
                 Ok(())
             }
         }
@@ -342,7 +342,7 @@ impl IdIndex {
                 dirty,
                 pending,
             } => {
-                pending.write(file, path, *base)?;
+                pending.write(file, path)?;
                 trim_file(file, path, *base, dirty, ids, &keep)
             }
         }
@@ -387,7 +387,7 @@ impl IdIndex {
             pending,
         } = &mut self.inner
         {
-            pending.write(file, path, *base)?;
+            pending.write(file, path)?;
             let len = entry_offset(*base, high).map_or(ID_HEADER_LEN, |at| at + ID_ENTRY_LEN);
             if file_len(file, path)? != len {
                 file.set_len(len).map_err(|e| StorageError::io(path, e))?;
@@ -457,12 +457,12 @@ impl IdIndex {
             Inner::File {
                 path,
                 file,
-                base,
                 dirty,
                 pending,
+                ..
             } => {
                 *dirty |= !pending.bytes.is_empty();
-                pending.write(file, path, *base)
+                pending.write(file, path)
             }
             Inner::Mem { .. } => Ok(()),
         }
@@ -834,6 +834,8 @@ fn punch_or_zero(file: &File, path: &Path, range: &std::ops::Range<u64>) -> Resu
 struct Run {
     /// The id of the first entry.
     first: u64,
+    /// Where the first entry goes in the file.
+    at: u64,
     /// The entries, [`ID_ENTRY_LEN`] bytes each.
     bytes: Vec<u8>,
 }
@@ -851,24 +853,21 @@ impl Run {
         (self.len() > 0).then(|| self.first + self.len() - 1)
     }
 
+    /// Where `id`'s entry is in `bytes`, if the run holds it.
+    fn place(&self, id: u64) -> Option<std::ops::Range<usize>> {
+        let i = id.checked_sub(self.first).filter(|&i| i < self.len())?;
+        let at = (i * ID_ENTRY_LEN) as usize;
+        Some(at..at + ID_ENTRY_LEN as usize)
+    }
+
     /// The pending bytes of `id`'s entry.
     fn entry(&self, id: u64) -> Option<&[u8]> {
-        let i = id.checked_sub(self.first)?;
-        if i >= self.len() {
-            return None;
-        }
-        let at = (i * ID_ENTRY_LEN) as usize;
-        Some(&self.bytes[at..at + ID_ENTRY_LEN as usize])
+        self.place(id).map(|r| &self.bytes[r])
     }
 
     /// The pending bytes of `id`'s entry, to change.
     fn entry_mut(&mut self, id: u64) -> Option<&mut [u8]> {
-        let i = id.checked_sub(self.first)?;
-        if i >= self.len() {
-            return None;
-        }
-        let at = (i * ID_ENTRY_LEN) as usize;
-        Some(&mut self.bytes[at..at + ID_ENTRY_LEN as usize])
+        self.place(id).map(|r| &mut self.bytes[r])
     }
 
     /// Sets `id`'s entry to `entry` if the run holds it or can take it next; `false`: it
@@ -887,26 +886,24 @@ impl Run {
         }
     }
 
-    /// A new run of `id`'s entry (the run is empty: written or never started).
-    fn start(&mut self, id: u64, entry: &[u8]) {
+    /// A new run of `id`'s entry, which goes at `at` in the file (the run is empty: written
+    /// or never started).
+    fn start(&mut self, id: u64, at: u64, entry: &[u8]) {
         debug_assert!(self.bytes.is_empty());
         self.first = id;
+        self.at = at;
         self.bytes.extend_from_slice(entry);
     }
 
     /// Writes the run to `file` and empties it; emptied also when the write fails (its
     /// entries are then lost, see [`IdIndex::write_pending`]).
-    fn write(&mut self, file: &File, path: &Path, base: u64) -> Result<()> {
+    fn write(&mut self, file: &File, path: &Path) -> Result<()> {
         if self.bytes.is_empty() {
             return Ok(());
         }
-        let at = entry_offset(base, self.first);
-        let written = match at {
-            Some(at) => file
-                .write_all_at(&self.bytes, at)
-                .map_err(|e| StorageError::io(path, e)),
-            None => Ok(()), // checked by `IdIndex::set`
-        };
+        let written = file
+            .write_all_at(&self.bytes, self.at)
+            .map_err(|e| StorageError::io(path, e));
         self.bytes.clear();
         written
     }
