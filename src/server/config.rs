@@ -123,11 +123,12 @@ pub struct Config {
     #[arg(short = 'c', long = "max-connections", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Threads serving connections (0: one per CPU). 1 runs one event loop, like beanstalkd:
-    /// about a quarter less CPU per request on 2 cores (every hub call takes one lock anyway),
-    /// but see NOTES.md (Concurrency) before making it the default. The timer and, with -f,
-    /// syncs have threads of their own.
-    #[arg(long = "threads", value_name = "N", default_value_t = 0)]
+    /// Event loops serving connections, one thread each (0: one per CPU). Each connection
+    /// stays on the loop with the fewest connections when it came. One loop, like beanstalkd,
+    /// costs the least CPU per request (every hub call takes one lock anyway); more help only
+    /// where one core cannot keep up with the sockets (see NOTES.md, Concurrency). The timer
+    /// and, with -f, syncs have threads of their own.
+    #[arg(long = "threads", value_name = "N", default_value_t = 1)]
     pub threads: u16,
 
     /// Syncs in flight at once (with -f): while one batch of changes syncs, the next starts on
@@ -238,7 +239,7 @@ mod tests {
         assert_eq!(c.max_job_size, 65535);
         assert_eq!(c.durability(), Durability::Interval(50));
         assert_eq!(c.spoke_span_ms, 1000);
-        assert_eq!(c.threads, 0);
+        assert_eq!(c.threads, 1);
         assert_eq!(c.sync_threads, 1);
         assert_eq!(c.syncfs_from, 4);
         assert_eq!(

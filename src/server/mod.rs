@@ -4,20 +4,23 @@
 //! the tasks; it returns a [`Server`] handle (its address, drain, flush, shutdown). [`run`] is
 //! what the `yaad` binary calls: it adds logging, a runtime and the signals.
 //!
-//! Tasks, on one runtime thread per CPU (`--threads`): one per connection (see `conn`), the
-//! accept loop, the id index trimmer, in persisted modes the checkpointer, with `-f MS` the
-//! flusher and with `--statsd` or `--metrics-addr` the sampler (`spawn_tasks`; with
-//! `--metrics-addr` also the endpoint, started by `run`). Threads of their own: the timer,
-//! which sleeps until the hub's next deadline and calls `tick` (woken earlier when a call
-//! brings the deadline forward; see `core::TimerWake` for why it is a thread), and with `-f 0`
-//! or `-f MS` the `--sync-threads` sync threads (`Core::run_syncs`).
+//! Connection tasks (see `conn`) run on the `--threads` event loops of `loops`, one
+//! current-thread runtime each. On the runtime of [`run`] (or the caller's): the accept loop,
+//! the id index trimmer, in persisted modes the checkpointer, with `-f MS` the flusher and
+//! with `--statsd` or `--metrics-addr` the sampler (`spawn_tasks`; with `--metrics-addr` also
+//! the endpoint, started by `run`). Threads of their own: the timer, which sleeps until the
+//! hub's next deadline and calls `tick` (woken earlier when a call brings the deadline
+//! forward; see `core::TimerWake` for why it is a thread), and with `-f 0` or `-f MS` the
+//! `--sync-threads` sync threads (`Core::run_syncs`).
 //!
-//! Module order (each uses only earlier ones): config, lock_stats, reply, stats, core, conn, mod.
+//! Module order (each uses only earlier ones): config, lock_stats, loops, reply, stats, core,
+//! conn, mod.
 
 pub mod config;
 mod conn;
 mod core;
 mod lock_stats;
+mod loops;
 mod reply;
 pub mod stats;
 
@@ -32,6 +35,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use self::config::{Config, Durability, ListenAddr, Mode};
 use self::core::{Core, now};
+use self::loops::Loops;
 use crate::hub::{Hub, HubConfig, HubError, MAX_OPEN_FAR_SPOKES};
 use crate::observe;
 use crate::segment::powercut;
@@ -235,9 +239,11 @@ async fn start_with<S: Segment + Send + 'static>(cfg: Config) -> Result<Server, 
     let core = Arc::new(core);
     let (listener, addr) = bind(listen).await?;
     let (tx, rx) = watch::channel(false);
+    let loops = Loops::start(usize::from(cfg.threads))?;
     let tasks = spawn_tasks(
         &core,
         listener,
+        loops,
         rx,
         mode,
         cfg.max_connections,
@@ -331,6 +337,7 @@ async fn bind(listen: ListenAddr) -> Result<(Listener, BoundAddr), ServerError> 
 fn spawn_tasks<S: Segment + Send + 'static>(
     core: &Arc<Core<S>>,
     listener: Listener,
+    loops: Loops,
     shutdown: watch::Receiver<bool>,
     mode: Mode,
     max_connections: usize,
@@ -368,6 +375,7 @@ fn spawn_tasks<S: Segment + Send + 'static>(
     tasks.push(tokio::spawn(accept_loop(
         core.clone(),
         listener,
+        loops,
         shutdown,
         max_connections,
     )));
@@ -377,6 +385,7 @@ fn spawn_tasks<S: Segment + Send + 'static>(
 async fn accept_loop<S: Segment + Send + 'static>(
     core: Arc<Core<S>>,
     listener: Listener,
+    loops: Loops,
     mut shutdown: watch::Receiver<bool>,
     max_connections: usize,
 ) {
@@ -391,10 +400,12 @@ async fn accept_loop<S: Segment + Send + 'static>(
                         continue;
                     };
                     let core = core.clone();
-                    conns.spawn(async move {
-                        match stream {
-                            Stream::Tcp(s) => conn::serve(core, s).await,
-                            Stream::Unix(s) => conn::serve(core, s).await,
+                    loops.spawn(&mut conns, move || async move {
+                        // The socket joins the reactor of the loop that runs this task.
+                        match stream.register() {
+                            Ok(Registered::Tcp(s)) => conn::serve(core, s).await,
+                            Ok(Registered::Unix(s)) => conn::serve(core, s).await,
+                            Err(e) => tracing::warn!("connection dropped: {e}"),
                         }
                         drop(permit);
                     });
@@ -410,13 +421,30 @@ async fn accept_loop<S: Segment + Send + 'static>(
         }
     }
     // Connections stop at their next await (a client that does not read holds up nothing);
-    // dropping each one's state disconnects it from the hub.
+    // dropping each one's state disconnects it from the hub. The loops run until they have.
     conns.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || loops.stop()).await;
 }
 
+/// An accepted socket, not yet registered with any reactor (see [`Loops`]).
 enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+enum Registered {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    /// Registers the socket with the reactor of the runtime this is called on.
+    fn register(self) -> std::io::Result<Registered> {
+        Ok(match self {
+            Stream::Tcp(s) => Registered::Tcp(tokio::net::TcpStream::from_std(s)?),
+            Stream::Unix(s) => Registered::Unix(tokio::net::UnixStream::from_std(s)?),
+        })
+    }
 }
 
 async fn accept(l: &Listener) -> std::io::Result<Stream> {
@@ -424,9 +452,9 @@ async fn accept(l: &Listener) -> std::io::Result<Stream> {
         Listener::Tcp(l) => {
             let (s, _) = l.accept().await?;
             s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Ok(Stream::Tcp(s.into_std()?))
         }
-        Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+        Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0.into_std()?)),
     }
 }
 
@@ -673,19 +701,11 @@ fn open_far_limit(max_connections: usize) -> usize {
 pub fn run(cfg: Config) -> Result<(), ServerError> {
     observe::init_tracing(cfg.verbose, cfg.log_format);
     raise_open_file_limit(cfg.max_connections);
-    // `--threads 1`: one event loop (the cheapest per request; every hub call takes one lock).
-    let rt = match cfg.threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build()?,
-    };
+    // Connections have event loops of their own (`Loops`, `--threads`); this one runs the
+    // accept loop, the signals and the periodic tasks.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut usr1 = signal(SignalKind::user_defined1())?;
