@@ -21,7 +21,7 @@
 #             the servers then take the cores from everything else)
 #   SOCKET    tcp (loopback HOST:PORT) or unix (a Unix-domain socket, less kernel work) [tcp]
 #   BEANSTALKD [/usr/bin/beanstalkd]  YAAD [target/release/yaad]  PORT [11390]
-#   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 1") []
+#   YAAD_ARGS  extra flags of every yaad server (e.g. "--threads 2") []
 #   YAAD_B    a second yaad binary: every yaad row runs with it too, in the same rounds
 #             (interleaved A/B), labelled "B ..." []   YAAD_B_ARGS  its extra flags [YAAD_ARGS]
 #   NULL=1    add a `null` row to the mem group: bench/null_server.rs, a one-thread server that

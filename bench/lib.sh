@@ -3,7 +3,7 @@
 
 BEANSTALKD=${BEANSTALKD:-/usr/bin/beanstalkd}
 YAAD=${YAAD:-target/release/yaad}
-# Extra flags for every yaad server (e.g. YAAD_ARGS="--threads 1").
+# Extra flags for every yaad server (e.g. YAAD_ARGS="--threads 2").
 YAAD_ARGS=${YAAD_ARGS:-}
 BENCH=${BENCH:-target/release/yaad-bench}
 # The canned-reply server (bench/null_server.rs): the machine's ceiling for a workload.

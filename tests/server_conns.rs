@@ -302,3 +302,54 @@ async fn a_failed_sync_withholds_the_reply_and_the_files_are_untrusted_from_then
         restarted.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// With several event loops (`--threads 3`), connections spread over them: a reserve blocked
+/// on one loop is answered by puts from connections on the others, every job once, and a
+/// server with connections open on every loop stops cleanly.
+#[tokio::test(flavor = "current_thread")]
+async fn connections_on_several_loops_hand_jobs_to_each_other() {
+    for mode in [Mode::Mem, Mode::Mapped, Mode::Lazy] {
+        let s = start_with(mode, |c| c.threads = 3).await;
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let mut w = Client::connect(s.addr).await;
+            w.send(b"reserve-with-timeout 10\r\n").await;
+            waiters.push(w);
+        }
+        // Wait until all three reserves are blocked before putting.
+        let mut c = Client::connect(s.addr).await;
+        tokio::time::timeout(server_util::HANG_GUARD, async {
+            while c.stat("stats", "current-waiting").await != "3" {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("three reserves waiting");
+        let mut putters = Vec::new();
+        for i in 0..3 {
+            let mut p = Client::connect(s.addr).await;
+            assert_eq!(
+                p.cmd(&format!("put 0 0 0 1\r\n{i}")).await,
+                format!("INSERTED {}", i + 1)
+            );
+            putters.push(p);
+        }
+        let mut got = Vec::new();
+        for w in &mut waiters {
+            let line = w.line().await;
+            assert!(
+                line.starts_with("RESERVED ") && line.ends_with(" 1"),
+                "{mode:?}: {line}"
+            );
+            let body = w.read_exact(3).await;
+            got.push(String::from_utf8(body[..1].to_vec()).unwrap());
+        }
+        got.sort();
+        assert_eq!(got, ["0", "1", "2"], "{mode:?}");
+        assert_eq!(c.stat("stats", "current-connections").await, "7");
+        tokio::time::timeout(server_util::HANG_GUARD, s.server.shutdown())
+            .await
+            .expect("shutdown finished")
+            .expect("clean shutdown");
+    }
+}
