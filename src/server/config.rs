@@ -128,7 +128,7 @@ pub struct Config {
     /// costs the least CPU per request (every hub call takes one lock anyway); more help only
     /// where one core cannot keep up with the sockets (see NOTES.md, Concurrency). The timer
     /// and, with -f, syncs have threads of their own.
-    #[arg(long = "threads", value_name = "N", default_value_t = 1)]
+    #[arg(long = "threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub threads: u16,
 
     /// Syncs in flight at once (with -f): while one batch of changes syncs, the next starts on
@@ -314,6 +314,8 @@ mod tests {
         assert!(parse(&["--spoke-span", "0"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--syncfs-from", "-1"]).is_err());
+        assert!(parse(&["--threads", "257"]).is_err());
+        assert_eq!(parse(&["--threads", "0"]).unwrap().threads, 0);
         assert!(parse(&["-l", "nonsense"]).unwrap().listen_addr().is_err());
         assert!(parse(&["-l", "unix:"]).unwrap().listen_addr().is_err());
     }
