@@ -93,7 +93,13 @@ fn far_jobs<S: Segment>(persist: bool) {
             assert_eq!(hub.peek_ready(c), None, "ready early at {now}");
         }
     }
-    assert!(ticks < 10, "the hub woke {ticks} times for one spoke");
+    // One wake-up per split step of the wide spoke (`SPLIT_STEP` records each), a few more to
+    // load the fine spoke and hand out what is due: never one per second of the hour.
+    let steps = 200usize.div_ceil(crate::store::SPLIT_STEP);
+    assert!(
+        ticks <= steps + 4,
+        "the hub woke {ticks} times for one spoke"
+    );
     let got = reserved_id(hub.reserve(c, Some(now), now));
     assert_eq!(got, ids[0], "lowest id of the first trigger time first");
     // 198 left; the first spoke's 40 are ready (one reserved).

@@ -37,9 +37,11 @@ pub const SPAN_FACTOR: u64 = 60;
 /// Levels of spans: base × [`SPAN_FACTOR`]^k for k in `0..SPAN_LEVELS`.
 pub const SPAN_LEVELS: u32 = 4;
 
-/// Records moved per split step (one per hub call): about 0.35 ms of the hub lock (0.68 ms
-/// measured at 128).
-pub const SPLIT_STEP: usize = 64;
+/// Records moved per split step (one per hub call): about half the hub lock hold of 64 (0.35
+/// ms measured at 64, 0.68 ms at 128). Shorter holds are preempted less often on busy cores: at
+/// 64, 19-36 steps of a 1M-record split held the lock ≥ 1 ms, at 32, 6-7 (bench/README.md,
+/// *Split holds*).
+pub const SPLIT_STEP: usize = 32;
 
 /// When spoke `id` is split: one span before it starts.
 pub fn split_at(id: SpokeId) -> Micros {
