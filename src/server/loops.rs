@@ -4,7 +4,7 @@
 //!
 //! One loop is the default: it serves every socket an `epoll_wait` reports in one pass, on a
 //! thread that stays busy. On 2 cores shared with the clients a second serving thread, a
-//! second loop or a second worker of tokio's multi-threaded runtime alike, cost ~50 % more
+//! second loop or a second worker of tokio's multi-threaded runtime alike, cost 35-55 % more
 //! server CPU per request in wake-ups (bench/README.md, *Event loops*). More loops are for
 //! machines where one core cannot keep up with the sockets. Pinned connections are never
 //! stolen: a loop is woken only by its own sockets and by hub wake-ups of its waiting
@@ -76,13 +76,13 @@ impl Loops {
         Ok(Loops { loops })
     }
 
-    /// Runs `serve` for a new connection on the loop with the fewest connections, as a task
-    /// of `set`. `serve` is called on that loop's thread, where it registers the socket.
-    pub(super) fn spawn<F, Fut>(&self, set: &mut JoinSet<()>, serve: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// Runs a new connection's task on the loop with the fewest connections, as a task of
+    /// `set`. The task runs on that loop's thread, so a socket it registers joins that loop.
+    pub(super) fn spawn(
+        &self,
+        set: &mut JoinSet<()>,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
         let target = self
             .loops
             .iter()
@@ -93,7 +93,7 @@ impl Loops {
         set.spawn_on(
             async move {
                 let _load = load;
-                serve().await;
+                task.await;
             },
             &target.handle,
         );
@@ -127,6 +127,14 @@ impl Drop for Loops {
 mod tests {
     use super::*;
 
+    fn counts(loops: &Loops) -> Vec<usize> {
+        loops
+            .loops
+            .iter()
+            .map(|l| l.conns.load(Ordering::Relaxed))
+            .collect()
+    }
+
     #[test]
     fn connections_go_to_the_least_loaded_loop_and_run_on_its_thread() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -142,7 +150,7 @@ mod tests {
             for _ in 0..4 {
                 let tx = tx.clone();
                 let release = release.clone();
-                loops.spawn(&mut set, move || async move {
+                loops.spawn(&mut set, async move {
                     let me = std::thread::current();
                     tx.send((me.name().map(str::to_owned), me.id())).unwrap();
                     release.notified().await;
@@ -161,20 +169,10 @@ mod tests {
             ids.sort_unstable_by_key(|id| format!("{id:?}"));
             ids.dedup();
             assert_eq!(ids.len(), 2, "four connections spread over both loops");
-            let counts: Vec<_> = loops
-                .loops
-                .iter()
-                .map(|l| l.conns.load(Ordering::Relaxed))
-                .collect();
-            assert_eq!(counts, vec![2, 2]);
+            assert_eq!(counts(&loops), [2, 2]);
             // Aborted tasks end while the loops run, and give back their load.
             set.shutdown().await;
-            let counts: Vec<_> = loops
-                .loops
-                .iter()
-                .map(|l| l.conns.load(Ordering::Relaxed))
-                .collect();
-            assert_eq!(counts, vec![0, 0]);
+            assert_eq!(counts(&loops), [0, 0]);
             loops.stop();
         });
     }

@@ -400,7 +400,7 @@ async fn accept_loop<S: Segment + Send + 'static>(
                         continue;
                     };
                     let core = core.clone();
-                    loops.spawn(&mut conns, move || async move {
+                    loops.spawn(&mut conns, async move {
                         // The socket joins the reactor of the loop that runs this task.
                         match stream.register() {
                             Ok(Registered::Tcp(s)) => conn::serve(core, s).await,
