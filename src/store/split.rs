@@ -39,7 +39,7 @@ pub const SPAN_LEVELS: u32 = 4;
 
 /// Records moved per split step (one per hub call): about half the hub lock hold of 64 (0.35
 /// ms measured at 64, 0.68 ms at 128). Shorter holds are preempted less often on busy cores: at
-/// 64, 19-36 steps of a 1M-record split held the lock ≥ 1 ms, at 32, 6-7 (bench/README.md,
+/// 64, 19-36 steps of a 1M-record split held the lock ≥ 1 ms, at 32, 5-7 (bench/README.md,
 /// *Split holds*).
 pub const SPLIT_STEP: usize = 32;
 
