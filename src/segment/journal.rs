@@ -145,13 +145,6 @@ fn decode(bytes: &[u8], generation: u64) -> std::result::Result<Vec<SpokeId>, St
 mod tests {
     use super::*;
 
-    fn spoke(start: u64) -> SpokeId {
-        SpokeId {
-            start,
-            span: 1_000_000,
-        }
-    }
-
     #[test]
     fn names_round_trip() {
         let name = journal_file_name(42);
@@ -170,19 +163,23 @@ mod tests {
     fn appends_read_back_and_damage_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let mut j = ChangeJournal::open(tmp.path(), 3).unwrap();
-        j.record(spoke(5_000_000)).unwrap();
-        j.record(spoke(9_000_000)).unwrap();
+        j.record(SpokeId::second_at(5_000_000)).unwrap();
+        j.record(SpokeId::second_at(9_000_000)).unwrap();
         drop(j);
         // Reopening appends after what is there.
         ChangeJournal::open(tmp.path(), 3)
             .unwrap()
-            .record(spoke(1_000_000))
+            .record(SpokeId::second_at(1_000_000))
             .unwrap();
         let path = tmp.path().join(journal_file_name(3));
         let got = ChangeJournal::read(&path, 3).unwrap().unwrap();
         assert_eq!(
             got,
-            vec![spoke(5_000_000), spoke(9_000_000), spoke(1_000_000)]
+            vec![
+                SpokeId::second_at(5_000_000),
+                SpokeId::second_at(9_000_000),
+                SpokeId::second_at(1_000_000)
+            ]
         );
         // Read as another generation: every entry fails its check.
         assert!(ChangeJournal::read(&path, 4).unwrap().is_err());

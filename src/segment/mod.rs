@@ -262,6 +262,17 @@ pub struct SpokeId {
     pub span: Micros,
 }
 
+#[cfg(test)]
+impl SpokeId {
+    /// Tests: the 1-second spoke starting at `start`.
+    pub(crate) fn second_at(start: Micros) -> SpokeId {
+        SpokeId {
+            start,
+            span: 1_000_000,
+        }
+    }
+}
+
 /// One spoke's job records. Implementations: mapped, lazy, mem.
 pub trait Segment: Sized {
     /// Whether the segment's file is its durable copy, kept current while running (mapped,

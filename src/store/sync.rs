@@ -546,20 +546,17 @@ mod tests {
     use super::*;
     use crate::segment::{JobCounters, JobState};
 
-    fn spoke(start: u64) -> SpokeId {
-        SpokeId {
-            start,
-            span: 1_000_000,
-        }
-    }
-
     /// Marks written into batch 1 for two spokes, a batch's marks to one spoke more than a
     /// call settles: each call takes whole batches per spoke until it has `max`, the rest stay
     /// for the next call, and nothing is taken before its batch is durable.
     #[test]
     fn durable_marks_are_settled_a_bounded_number_per_call() {
         let mut moves = Moves::default();
-        let (from, a, b) = (spoke(0), spoke(10_000_000), spoke(20_000_000));
+        let (from, a, b) = (
+            SpokeId::second_at(0),
+            SpokeId::second_at(10_000_000),
+            SpokeId::second_at(20_000_000),
+        );
         let slot = StateSlot {
             version: 2,
             state: JobState::Moved,
