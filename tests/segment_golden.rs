@@ -185,6 +185,8 @@ fn written<S: Segment>(version: u32, spoke: SpokeId, base_id: u64) -> (Vec<u8>, 
     let mut seg = new_segment::<S>(dir.path(), version, spoke);
     let offs = write_golden(&mut seg, base_id);
     seg.flush().unwrap();
+    // Closed: a lazy file gives back the tail it reserved for appends.
+    seg.close().unwrap();
     let size = seg.byte_size();
     drop(seg);
     let bytes = std::fs::read(dir.path().join(segment_file_name(spoke))).unwrap();

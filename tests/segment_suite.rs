@@ -614,32 +614,102 @@ segment_suite!(mem, yaad::segment::MemSegment);
 segment_suite!(mapped, yaad::segment::MappedSegment);
 segment_suite!(lazy, yaad::segment::LazySegment);
 
-/// The lazy mode's promise: appends and `close` leave no mapping behind.
+/// The resident memory (`Rss`, bytes) of the mapping that starts at `addr`, from
+/// `/proc/self/smaps`.
+fn mapping_rss(addr: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+            return kb * 1024;
+        }
+    }
+    panic!("no mapping at {addr:#x} in /proc/self/smaps");
+}
+
+/// The lazy mode's promise: an open segment keeps only a window of its appends resident
+/// (the pages behind it are dropped from the process), its file runs at most a 64 KiB
+/// reserved tail past the data, and `close` unmaps and cuts that tail off, so the closed
+/// file ends where its data ends and opens at the size a summary states.
 #[test]
-fn lazy_appends_without_mapping_and_close_unmaps() {
+fn lazy_appends_keep_a_window_resident_and_close_cuts_the_reserved_tail() {
     use yaad::segment::LazySegment;
     let dir = tempfile::tempdir().unwrap();
+    let path = seg_path(dir.path());
     let mut s = LazySegment::create(dir.path(), SPOKE).unwrap();
     let mut offs = vec![];
-    for id in 1..=50 {
-        offs.push(s.append(&new_rec(id, b"far", b"future")).unwrap());
+    // About 4 MiB of records.
+    for id in 1..=20_000 {
+        offs.push(s.append(&new_rec(id, b"far", &[7u8; 100])).unwrap());
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            len >= s.byte_size() && len < s.byte_size() + yaad::segment::LAZY_RESERVE,
+            "record {id}: a file of {len} bytes for {} bytes of data",
+            s.byte_size()
+        );
     }
-    assert!(!s.is_mapped(), "appends must not map the file");
-    assert_eq!(s.read(offs[10]).unwrap().id, 11);
-    assert!(s.is_mapped());
+    assert!(s.byte_size() > 4 << 20);
+    let rss = mapping_rss(
+        s.mapping_address()
+            .expect("appends store through the mapping"),
+    );
+    assert!(rss <= 32 << 10, "{rss} bytes of appends resident");
+    let end = s.byte_size();
+    s.flush().unwrap();
     s.close().unwrap();
     assert!(!s.is_mapped());
-    s.flush().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
     drop(s);
-    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
+    let mut s = LazySegment::open_sized(&path, end).unwrap();
     assert!(!s.is_mapped(), "open must not map the file");
-    assert_eq!(s.byte_size(), offs[49] + record_len(3, 6));
-    s.update(offs[49], slot(2, JobState::Ready, 0)).unwrap();
+    assert_eq!(s.byte_size(), end);
+    s.update(offs[19_999], slot(2, JobState::Ready, 0)).unwrap();
     s.close().unwrap();
     s.flush().unwrap();
     drop(s);
-    let mut s = LazySegment::open(&seg_path(dir.path())).unwrap();
-    assert_eq!(s.read(offs[49]).unwrap().slot.state, JobState::Ready);
+    let mut s = LazySegment::open(&path).unwrap();
+    assert_eq!(s.read(offs[19_999]).unwrap().slot.state, JobState::Ready);
+    assert_eq!(s.read(offs[0]).unwrap().id, 1);
+}
+
+/// A lazy segment dropped without `close` (the process killed) leaves its reserved tail, zeros
+/// past the data: opening finds the data's end, cuts the tail off, and appends go on after
+/// the last record. A summary's size no longer matches such a file, so it opens the same way.
+#[test]
+fn lazy_file_left_with_its_reserved_tail_opens_at_its_data_end() {
+    use yaad::segment::LazySegment;
+    let dir = tempfile::tempdir().unwrap();
+    let path = seg_path(dir.path());
+    let mut s = LazySegment::create(dir.path(), SPOKE).unwrap();
+    let mut offs = vec![];
+    for id in 1..=300 {
+        offs.push(s.append(&new_rec(id, b"far", b"future")).unwrap());
+    }
+    let end = s.byte_size();
+    s.flush().unwrap();
+    drop(s);
+    assert!(std::fs::metadata(&path).unwrap().len() > end);
+    let mut s = LazySegment::open_sized(&path, end - 8).unwrap();
+    assert_eq!(s.byte_size(), end);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    let o = s.append(&new_rec(301, b"far", b"later")).unwrap();
+    assert!(o >= end, "appended at {o}, inside the data ending at {end}");
+    s.flush().unwrap();
+    drop(s);
+    let mut s = LazySegment::open(&path).unwrap();
+    let ids: Vec<u64> = s
+        .scan()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(ids, (1..=301).collect::<Vec<_>>());
 }
 
 /// The server's cycle on a lazy segment: append a record, read it back at once, update it.

@@ -12,10 +12,12 @@ use super::file::{
     used_mut,
 };
 use super::format::{
-    Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, invalid_input,
-    read_record, record_at, record_len_at, scan_meta, scan_meta_from, write_freed, write_update,
+    Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, encode_record_into,
+    invalid_input, read_record, record_at, record_len_at, scan_meta, scan_meta_from, write_freed,
+    write_update,
 };
 use super::fsio;
+use super::mapped::PWRITE_FROM;
 use super::mmap;
 use super::{
     NewRecord, Record, RecordMeta, RecordOffset, Result, Segment, SpokeId, StateSlot, StorageError,
@@ -24,12 +26,17 @@ use super::{
 
 /// A segment that holds neither a mapping nor a file descriptor while idle.
 ///
-/// - `append` writes the record with one positioned write (the file grows by exactly the
-///   record), so far-future jobs cost page cache, not resident memory of this process;
-/// - `read`, `update` and `scan` map the file, ahead of its end ([`mmap::map_ahead`]), so
-///   that the records appended next are read through the same mapping: it is remapped only
-///   when the data outgrows it (doubling), not after every append;
-/// - `close` unmaps and closes the file: an idle segment is this struct and nothing else.
+/// - The file is mapped ahead of its end ([`mmap::map_ahead`]), so that it is remapped only
+///   when the data outgrows the mapping (doubling), not after every append.
+/// - `append` stores a record through that mapping into a tail the file has reserved on
+///   disk: the file grows [`LAZY_RESERVE`] bytes at a time with `posix_fallocate` (a full disk is an
+///   error then, never a SIGBUS on the store). The pages left behind the tail are dropped
+///   from the process every `DROP_EVERY` bytes, so an open segment keeps at most that much of
+///   its appends resident: far-future jobs cost page cache, not resident memory. A record of
+///   [`PWRITE_FROM`] bytes or more is written with `pwrite` instead (no page faults for it).
+/// - `read`, `update` and `scan` go through the same mapping.
+/// - `close` unmaps, cuts the reserved tail off (the file ends where its data ends again)
+///   and closes the file: an idle segment is this struct and nothing else.
 ///
 /// Like [`super::MappedSegment`], only use it inside a locked [`super::DataDir`].
 #[derive(Debug)]
@@ -39,7 +46,12 @@ pub struct LazySegment {
     /// Shared with sync batches ([`Segment::sync_handle`]) while open.
     file: Option<Arc<File>>,
     map: Option<MmapMut>,
+    /// Where the data ends: appends go here.
     end: u64,
+    /// The file's length: `end` plus a tail reserved for appends, cut off by `close`.
+    len: u64,
+    /// Pages below this offset were dropped from the process after appends passed them.
+    dropped: u64,
     /// The file's format version: where appended records go ([`record_at`]).
     version: u32,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
@@ -57,15 +69,31 @@ fn map_len(end: u64) -> u64 {
     end.saturating_mul(2).max(MIN_MAP_LEN)
 }
 
+/// An open lazy file reserves disk for appends up to the next multiple of this: a
+/// `posix_fallocate` per this many bytes appended, and less than this much disk unused per
+/// open segment (`close` gives it back).
+pub const LAZY_RESERVE: u64 = 64 * 1024;
+
+/// Appends drop the pages they left behind from the process once this many bytes have
+/// gathered: one `madvise` per this many bytes, and at most this much of an open segment's
+/// appends resident.
+const DROP_EVERY: u64 = 16 * 1024;
+
 impl LazySegment {
     /// The segment's file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Whether the file is mapped right now (false after `close` until the next read).
+    /// Whether the file is mapped right now (false after `close` until the next use).
     pub fn is_mapped(&self) -> bool {
         self.map.is_some()
+    }
+
+    /// Where the mapping starts in this process's address space (`None`: not mapped), so
+    /// that a test can find its resident pages in `/proc/self/smaps`.
+    pub fn mapping_address(&self) -> Option<usize> {
+        self.map.as_ref().map(|m| m.as_ptr() as usize)
     }
 
     fn file(&mut self) -> Result<&File> {
@@ -76,20 +104,72 @@ impl LazySegment {
     }
 
     /// The mapping, covering at least every appended byte (and usually more: only bytes
-    /// below `end`, which the file holds, may be touched).
+    /// below `len`, which the file holds, may be touched).
     fn mapping(&mut self) -> Result<&mut MmapMut> {
-        if self
-            .map
-            .as_ref()
-            .is_none_or(|m| (m.len() as u64) < self.end)
-        {
+        self.mapping_to(self.end)
+    }
+
+    /// The mapping, covering at least `need` bytes.
+    fn mapping_to(&mut self, need: u64) -> Result<&mut MmapMut> {
+        if self.map.as_ref().is_none_or(|m| (m.len() as u64) < need) {
             self.map = None;
             self.file()?;
             let file = self.file.as_ref().expect("file was opened just above");
-            let map = mmap::map_ahead(file, &self.path, map_len(self.end))?;
+            let map = mmap::map_ahead(file, &self.path, map_len(need))?;
             self.map = Some(map);
         }
         Ok(self.map.as_mut().expect("mapping was set just above"))
+    }
+
+    /// Makes the file at least `need` bytes long, with disk reserved: up to the next multiple
+    /// of [`LAZY_RESERVE`], or on a nearly full disk just what `need` takes.
+    fn reserve(&mut self, need: u64) -> Result<()> {
+        if need <= self.len {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let file = self.file()?;
+        let ahead = need.div_ceil(LAZY_RESERVE).saturating_mul(LAZY_RESERVE);
+        match mmap::reserve(file, &path, ahead) {
+            Ok(()) => self.len = ahead,
+            Err(StorageError::DiskFull { .. }) => {
+                mmap::reserve(file, &path, need)?;
+                self.len = need;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Cuts the reserved tail off the file, which then ends where its data ends. The file
+    /// must not be mapped (`mmap.rs`, rule 2). Failing leaves a longer file whose zero tail
+    /// reads as the end of the data, as after a crash.
+    fn cut_tail(&mut self) {
+        debug_assert!(self.map.is_none());
+        if self.len > self.end
+            && let Some(file) = &self.file
+        {
+            match file.set_len(self.end) {
+                Ok(()) => self.len = self.end,
+                Err(e) => tracing::debug!(path = %self.path.display(), "cutting the tail: {e}"),
+            }
+        }
+    }
+
+    /// Drops the pages appends left behind from the process, once `DROP_EVERY` bytes of
+    /// them have gathered (the page holding `end` stays: the next append writes on).
+    fn drop_behind(&mut self) {
+        let page = rustix::param::page_size() as u64;
+        let to = self.end / page * page;
+        if to < self.dropped + DROP_EVERY {
+            return;
+        }
+        if let Some(map) = &self.map
+            && let Err(e) = mmap::drop_pages(map, self.dropped as usize, to as usize)
+        {
+            tracing::debug!(path = %self.path.display(), "madvise: {e}");
+        }
+        self.dropped = to;
     }
 }
 
@@ -104,6 +184,8 @@ impl Segment for LazySegment {
             file: Some(Arc::new(file)),
             map: None,
             end: FILE_HEADER_LEN,
+            len: FILE_HEADER_LEN,
+            dropped: 0,
             version: FORMAT_VERSION,
             data_dirty: true,
             name_dirty: true,
@@ -114,12 +196,16 @@ impl Segment for LazySegment {
         let file = open_rw(path)?;
         let (spoke, version) = read_file_header(&file, path)?;
         let end = file_data_end(&file, path)?;
-        // A last record cut short (an append torn by a crash) still claims its whole length,
-        // and appends go after it, so `end` can lie past the end of the file. This segment's
-        // mappings reach past the end of the file and only bytes below `end` may be touched
-        // (`mmap.rs`, rule 3): the file must hold them, so it grows to `end` with zeros.
+        // The file is made to end where its data ends:
+        // - a tail reserved for appends and left by a crash is cut off (zeros past the data),
+        //   so the file is as long as the start-up summary says again, and every byte past
+        //   `end` in it is one this segment reserved itself;
+        // - a last record cut short (an append torn by a crash) still claims its whole length,
+        //   and appends go after it, so `end` can lie past the end of the file. This segment's
+        //   mappings reach past the end of the file and only bytes the file holds may be
+        //   touched (`mmap.rs`, rule 3): the file grows to `end` with zeros.
         let len = file_len(&file, path)?;
-        if end > len {
+        if end != len {
             file.set_len(end).map_err(|e| StorageError::io(path, e))?;
         }
         Ok(LazySegment {
@@ -128,14 +214,16 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end,
+            len: end,
+            dropped: 0,
             version,
             data_dirty: false,
             name_dirty: false,
         })
     }
 
-    /// A lazy file grows by exactly each record appended, so a file as long as the summary
-    /// says ends where it said: no search for the end (a read of the tail and a mapping per
+    /// A closed lazy file ends where its data ends (`close` cuts the reserved tail off), so a
+    /// file as long as the summary says ends where it said: no search for the end (a read of the tail and a mapping per
     /// segment at start-up). Any other length (an append since, torn or not) opens as usual.
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
@@ -150,6 +238,8 @@ impl Segment for LazySegment {
             file: None,
             map: None,
             end: byte_size,
+            len: byte_size,
+            dropped: 0,
             version,
             data_dirty: false,
             name_dirty: false,
@@ -163,19 +253,28 @@ impl Segment for LazySegment {
     fn append(&mut self, rec: &NewRecord<'_>) -> Result<RecordOffset> {
         check_new_record(rec).map_err(|r| invalid_input(&self.path, r))?;
         let offset = record_at(self.version, self.end);
-        let bytes = encode_record(offset, rec);
-        let path = self.path.clone();
-        let file = self.file()?;
-        if let Err(e) = file.write_all_at(&bytes, offset) {
-            // A write cut short (disk full) left the start of the record past `end`: zero it,
-            // so the zero tail still marks the end of the data and no torn record is found
-            // there after a restart. Best effort: the bytes it cannot rewrite were not written
-            // either (the same pages ran out of space).
-            let _ = file.write_all_at(&vec![0u8; bytes.len()], offset);
-            return Err(StorageError::io(&path, e));
+        let end = offset + rec.len();
+        if end - offset >= PWRITE_FROM {
+            let bytes = encode_record(offset, rec);
+            let path = self.path.clone();
+            let file = self.file()?;
+            if let Err(e) = file.write_all_at(&bytes, offset) {
+                // A write cut short (disk full) left the start of the record past `end`: zero
+                // it, so the zero tail still marks the end of the data and no torn record is
+                // found there after a restart. Best effort: the bytes it cannot rewrite were
+                // not written either (the same pages ran out of space).
+                let _ = file.write_all_at(&vec![0u8; bytes.len()], offset);
+                return Err(StorageError::io(&path, e));
+            }
+            self.len = self.len.max(end);
+        } else {
+            self.reserve(end)?;
+            let map = self.mapping_to(end)?;
+            encode_record_into(offset, rec, &mut map[offset as usize..end as usize]);
         }
-        self.end = offset + bytes.len() as u64;
+        self.end = end;
         self.data_dirty = true;
+        self.drop_behind();
         Ok(offset)
     }
 
@@ -274,6 +373,8 @@ impl Segment for LazySegment {
 
     fn close(&mut self) -> Result<()> {
         self.map = None;
+        self.dropped = 0;
+        self.cut_tail();
         self.file = None;
         Ok(())
     }
@@ -283,7 +384,8 @@ impl Segment for LazySegment {
     }
 
     fn destroy(mut self) -> Result<()> {
-        self.close()?;
+        self.map = None;
+        self.file = None;
         fs::remove_file(&self.path).map_err(|e| StorageError::io(&self.path, e))
     }
 }

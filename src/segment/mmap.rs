@@ -7,13 +7,17 @@
 //! 1. Segment files are only mapped by the daemon, inside a data dir whose `LOCK` it holds
 //!    ([`super::DataDir`]), so no other yaad process writes or truncates them.
 //!    `yaad-dump` reads files into memory and never maps.
-//! 2. Nothing in yaad shrinks a segment file: growth goes through [`reserve`] and the only
-//!    other change of size is deleting the file after it is unmapped.
+//! 2. Nothing in yaad shrinks a segment file while this process maps it: growth goes
+//!    through [`reserve`] or a positioned write; a lazy segment cuts the zero tail it reserved
+//!    for appends off only while it holds no mapping (at open, before mapping; at close,
+//!    after unmapping); the only other change of size is deleting the file after it is
+//!    unmapped.
 //! 3. After growing a file, the owner maps it again before touching the new bytes, except
 //!    for a mapping made with [`map_ahead`]: it may extend past the end of the file, and its
-//!    owner only touches bytes the file already covers (below its data end, which a positioned
-//!    write extended the file to first). Pages of a shared mapping past the end of the file
-//!    become readable and writable once the file grows over them (one page cache).
+//!    owner only touches bytes the file already covers (below the file's length, which
+//!    [`reserve`] or a positioned write extended first). Pages of a shared mapping past the
+//!    end of the file become readable and writable once the file grows over them (one page
+//!    cache).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -134,7 +138,7 @@ const ZERO_CHUNK: u64 = 1 << 20;
 /// Maps the whole of `file` (read/write, shared).
 pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
     // SAFETY: rules 1-3 of this module: the data-dir lock keeps other processes out, yaad
-    // never truncates a segment file, and every caller remaps after growth, so the mapping
+    // never truncates a segment file it maps, and every caller remaps after growth, so the mapping
     // never covers bytes past the end of the file (no SIGBUS) and no other writer aliases
     // the `&mut [u8]` the mapping hands out.
     unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))
@@ -143,7 +147,8 @@ pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
 /// Maps `len` bytes of `file` (read/write, shared), which may be more than the file holds: a
 /// segment that grows by positioned writes then reads its new bytes through the same mapping
 /// instead of mapping the file again after every append (an munmap + mmap + page fault per
-/// change). The caller must only touch bytes below the file's current length.
+/// change). The caller must only touch bytes below the file's current length, and must not
+/// shrink the file while the mapping lives.
 pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<MmapMut> {
     let len = usize::try_from(len).map_err(|_| {
         StorageError::io(
@@ -153,8 +158,8 @@ pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<MmapMut> {
     })?;
     // SAFETY: rules 1-3 of this module. The mapping may cover pages past the end of the file;
     // touching those would raise SIGBUS, so the caller (LazySegment) only slices the mapping
-    // below its data end, which never exceeds the file's length (rule 3's exception). Nothing
-    // shrinks the file while it is mapped (rule 2).
+    // below the file's length as it made it (rule 3's exception). Nothing shrinks the file
+    // while it is mapped (rule 2).
     unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
         .map_err(|e| StorageError::io(path, e))
 }

@@ -38,7 +38,7 @@ pub use ids::{
     IdFileHeader, IdIndex, IdReader, IdReservation, JobLocation, damaged_high_water,
 };
 pub use journal::ChangeJournal;
-pub use lazy::LazySegment;
+pub use lazy::{LAZY_RESERVE, LazySegment};
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment, grown_len};
 pub use mem::MemSegment;
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};

@@ -279,7 +279,7 @@ impl<S: Segment> Store<S> {
         self.close_far_beyond(self.max_open_far);
     }
 
-    fn close_far_beyond(&mut self, max: usize) {
+    pub(super) fn close_far_beyond(&mut self, max: usize) {
         while self.open_far.len() > max {
             let Some(old) = self.open_far.pop_oldest() else {
                 break;

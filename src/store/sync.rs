@@ -467,6 +467,10 @@ impl<S: Segment> Store<S> {
         if !S::FILE_BACKED {
             return self.flush_snapshot();
         }
+        // Closed, their files end where their data ends (a lazy segment cuts the tail it
+        // reserved for appends), as long as the clean summary says: start-up opens them
+        // without looking for their end.
+        self.close_far_beyond(0);
         // Synced below with the rest: the clean summary states exactly the next id.
         let issued = self.next_id.saturating_sub(1);
         self.ids_durable.reset_to(&mut self.index, issued)?;
