@@ -1,4 +1,4 @@
-//! `LazySegment`: appends with positioned writes, maps only while reads or updates need it.
+//! `LazySegment`: maps its file only while the segment is in use, and appends through that mapping.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
