@@ -145,6 +145,43 @@ fn spokes_without_live_jobs_are_retired_and_their_files_removed() {
     assert_eq!(hub.next_deadline(), None);
 }
 
+/// An open lazy file runs a reserved tail past its data; a flush (drain, shutdown) closes the
+/// far spokes, which cuts those tails off: each file then ends where its data ends, as long as
+/// the clean summary says, and a restart opens it at that size without a search.
+#[test]
+fn lazy_far_files_end_at_their_data_after_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    for i in 0..200 {
+        hub.put(c, 0, 3_600 + i * 97, 5, b"far", T0).unwrap();
+    }
+    let lens = |dir: &std::path::Path| -> Vec<u64> {
+        segment_files(dir)
+            .iter()
+            .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+            .collect()
+    };
+    let ends = |dir: &std::path::Path| -> Vec<u64> {
+        segment_files(dir)
+            .iter()
+            .map(|n| LazySegment::open(&dir.join(n)).unwrap().byte_size())
+            .collect()
+    };
+    let open = lens(dir.path());
+    assert!(open.len() > 1, "far puts spread over several spokes");
+    hub.flush().unwrap();
+    let flushed = lens(dir.path());
+    assert!(
+        flushed.iter().zip(&open).all(|(f, o)| f < o),
+        "{open:?} → {flushed:?}"
+    );
+    assert_eq!(flushed, ends(dir.path()));
+    drop(hub);
+    let hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0 + SECOND).unwrap();
+    assert_eq!(hub.stats(T0 + SECOND).current_jobs_delayed, 200);
+}
+
 #[test]
 fn ids_continue_after_every_job_was_deleted() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,8 +29,8 @@ use super::{
 /// - The file is mapped ahead of its end ([`mmap::map_ahead`]), so that it is remapped only
 ///   when the data outgrows the mapping (doubling), not after every append.
 /// - `append` stores a record through that mapping into a tail the file has reserved on
-///   disk: the file grows [`LAZY_RESERVE`] bytes at a time with `posix_fallocate` (a full disk is an
-///   error then, never a SIGBUS on the store). The pages left behind the tail are dropped
+///   disk: the file grows [`LAZY_RESERVE`] bytes at a time with `posix_fallocate` (a full
+///   disk is an error then, never a SIGBUS on the store). The pages left behind the tail are dropped
 ///   from the process every `DROP_EVERY` bytes, so an open segment keeps at most that much of
 ///   its appends resident: far-future jobs cost page cache, not resident memory. A record of
 ///   [`PWRITE_FROM`] bytes or more is written with `pwrite` instead (no page faults for it).
@@ -223,8 +223,9 @@ impl Segment for LazySegment {
     }
 
     /// A closed lazy file ends where its data ends (`close` cuts the reserved tail off), so a
-    /// file as long as the summary says ends where it said: no search for the end (a read of the tail and a mapping per
-    /// segment at start-up). Any other length (an append since, torn or not) opens as usual.
+    /// file as long as the summary says ends where it said: no search for the end (a read of
+    /// the tail and a mapping per segment at start-up). Any other length (an append since,
+    /// torn or not, or a reserved tail a crash left) opens as usual.
     fn open_sized(path: &Path, byte_size: u64) -> Result<Self> {
         let file = open_rw(path)?;
         let (spoke, version) = read_file_header(&file, path)?;

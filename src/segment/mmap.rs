@@ -138,9 +138,9 @@ const ZERO_CHUNK: u64 = 1 << 20;
 /// Maps the whole of `file` (read/write, shared).
 pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
     // SAFETY: rules 1-3 of this module: the data-dir lock keeps other processes out, yaad
-    // never truncates a segment file it maps, and every caller remaps after growth, so the mapping
-    // never covers bytes past the end of the file (no SIGBUS) and no other writer aliases
-    // the `&mut [u8]` the mapping hands out.
+    // never truncates a segment file it maps, and every caller remaps after growth, so the
+    // mapping never covers bytes past the end of the file (no SIGBUS) and no other writer
+    // aliases the `&mut [u8]` the mapping hands out.
     unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))
 }
 
