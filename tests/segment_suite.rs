@@ -52,6 +52,15 @@ fn check_same(got: &Record, want: &NewRecord<'_>, offset: u64) {
     assert_eq!(got.slot, want.slot);
 }
 
+/// The ids of every record a scan finds, in file order (each record must read back).
+fn scanned_ids<S: Segment>(seg: &mut S) -> Vec<u64> {
+    seg.scan()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect()
+}
+
 fn seg_path(dir: &Path) -> PathBuf {
     dir.join(segment_file_name(SPOKE))
 }
@@ -703,13 +712,7 @@ fn lazy_file_left_with_its_reserved_tail_opens_at_its_data_end() {
     s.flush().unwrap();
     drop(s);
     let mut s = LazySegment::open(&path).unwrap();
-    let ids: Vec<u64> = s
-        .scan()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
-    assert_eq!(ids, (1..=301).collect::<Vec<_>>());
+    assert_eq!(scanned_ids(&mut s), (1..=301).collect::<Vec<_>>());
 }
 
 /// The server's cycle on a lazy segment: append a record, read it back at once, update it.
@@ -761,12 +764,6 @@ fn modes_read_each_others_files() {
     l.flush().unwrap();
     drop(l);
     let mut mp = MappedSegment::open(&path).unwrap();
-    let ids: Vec<u64> = mp
-        .scan()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
-    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    assert_eq!(scanned_ids(&mut mp), vec![1, 2, 3, 4, 5]);
     assert_eq!(mp.read(o5).unwrap().id, 5);
 }
