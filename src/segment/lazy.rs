@@ -30,9 +30,10 @@ use super::{
 ///   when the data outgrows the mapping (doubling), not after every append.
 /// - `append` stores a record through that mapping into a tail the file has reserved on
 ///   disk: the file grows [`LAZY_RESERVE`] bytes at a time with `posix_fallocate` (a full
-///   disk is an error then, never a SIGBUS on the store). The pages left behind the tail are dropped
-///   from the process every `DROP_EVERY` bytes, so an open segment keeps at most that much of
-///   its appends resident: far-future jobs cost page cache, not resident memory. A record of
+///   disk is an error then, never a SIGBUS on the store). The pages left behind the tail are
+///   dropped from the process every `DROP_EVERY` bytes, so an open segment keeps about that
+///   much of its appends resident (a write fault maps the page cache's whole folio, 16 KiB
+///   here): far-future jobs cost page cache, not resident memory. A record of
 ///   [`PWRITE_FROM`] bytes or more is written with `pwrite` instead (no page faults for it).
 /// - `read`, `update` and `scan` go through the same mapping.
 /// - `close` unmaps, cuts the reserved tail off (the file ends where its data ends again)
@@ -75,8 +76,9 @@ fn map_len(end: u64) -> u64 {
 pub const LAZY_RESERVE: u64 = 64 * 1024;
 
 /// Appends drop the pages they left behind from the process once this many bytes have
-/// gathered: one `madvise` per this many bytes, and at most this much of an open segment's
-/// appends resident.
+/// gathered: one `madvise` per this many bytes, and about this much of an open segment's
+/// appends resident (plus the rest of the folio holding the end, which one write fault maps
+/// whole).
 const DROP_EVERY: u64 = 16 * 1024;
 
 impl LazySegment {
@@ -130,14 +132,7 @@ impl LazySegment {
         let path = self.path.clone();
         let file = self.file()?;
         let ahead = need.div_ceil(LAZY_RESERVE).saturating_mul(LAZY_RESERVE);
-        match mmap::reserve(file, &path, ahead) {
-            Ok(()) => self.len = ahead,
-            Err(StorageError::DiskFull { .. }) => {
-                mmap::reserve(file, &path, need)?;
-                self.len = need;
-            }
-            Err(e) => return Err(e),
-        }
+        self.len = mmap::reserve_or_just(file, &path, ahead, need)?;
         Ok(())
     }
 

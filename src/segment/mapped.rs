@@ -103,18 +103,10 @@ impl MappedSegment {
             return Ok(());
         }
         let file = self.file()?;
-        let new_len = grown_len(len, need);
-        // On a nearly full disk, grow by just what the record needs instead, so puts go on
-        // while there is room for them.
         let just_enough = need
             .div_ceil(INITIAL_FILE_LEN)
             .saturating_mul(INITIAL_FILE_LEN);
-        match mmap::reserve(&file, &self.path, new_len) {
-            Err(StorageError::DiskFull { .. }) if just_enough < new_len => {
-                mmap::reserve(&file, &self.path, just_enough)?;
-            }
-            r => r?,
-        }
+        mmap::reserve_or_just(&file, &self.path, grown_len(len, need), just_enough)?;
         self.map = mmap::map(&file, &self.path)?;
         self.size_dirty = true;
         Ok(())

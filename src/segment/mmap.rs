@@ -172,6 +172,19 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
     reserve_with(file, path, len, posix_fallocate)
 }
 
+/// [`reserve`] of `want` bytes, or, when the disk has no room for that, of just `need` (no
+/// more than `want`): on a nearly full disk a segment grows by what its record takes, so puts
+/// go on while there is room for them. Returns the length reserved.
+pub(crate) fn reserve_or_just(file: &File, path: &Path, want: u64, need: u64) -> Result<u64> {
+    match reserve(file, path, want) {
+        Err(StorageError::DiskFull { .. }) if need < want => {
+            reserve(file, path, need)?;
+            Ok(need)
+        }
+        r => r.map(|()| want),
+    }
+}
+
 /// `posix_fallocate(fd, offset, len)`, returning its error number (0: done).
 type Fallocate = fn(&File, libc::off_t, libc::off_t) -> libc::c_int;
 
