@@ -90,8 +90,10 @@ for preset in "${RANGES[@]}"; do
             held=$((held + units))
             cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" -v u="$units" \
                 'BEGIN { if (u > 0 && a != "-" && b != "-") printf "%.1f", (b - a) * 1e6 / u; else print "-" }')
-            # Let the periodic flush and checkpoint run before reading memory and disk.
-            sleep 1
+            # Let the periodic flush and checkpoint run, and far spokes idle for a second
+            # drop their pages (swept once a second), before reading memory and disk: RSS is
+            # the idle figure, peak the one under load.
+            sleep 3
             if [[ $kind == null ]]; then
                 # No stats: alive is all it can say.
                 state=ok

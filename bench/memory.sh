@@ -42,7 +42,8 @@ json=$("$BENCH" put --addr "$ADDR" --count "$N" --body "$BODY" --delay "$DELAY" 
 errors=$(echo "$json" | jq -r '.errors // 1')
 secs=$(echo "$json" | jq -r '.elapsed_s // 0')
 delayed=$(server_stat current-jobs-delayed)
-sleep 1
+# Far spokes idle for a second drop their pages (swept once a second): RSS is the idle figure.
+sleep 3
 rss=$(status_kib VmRSS)
 hwm=$(status_kib VmHWM)
 disk=$(dir_kib)

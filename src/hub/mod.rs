@@ -774,6 +774,12 @@ impl<S: Segment> Hub<S> {
         self.store.trim_index(max)
     }
 
+    /// Lets far segments idle since a while before `now` leave resident memory, up to `max`
+    /// of them; how many did ([`Store::shed_idle_far`]).
+    pub fn shed_idle_far(&mut self, now: Micros, max: usize) -> usize {
+        self.store.shed_idle_far(now, max)
+    }
+
     /// A start-up summary to write outside the lock ([`Store::checkpoint`]).
     pub fn checkpoint(&mut self) -> Option<PendingCheckpoint> {
         self.store.checkpoint()

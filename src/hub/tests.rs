@@ -182,6 +182,93 @@ fn lazy_far_files_end_at_their_data_after_a_flush() {
     assert_eq!(hub.stats(T0 + SECOND).current_jobs_delayed, 200);
 }
 
+/// Resident memory (bytes, from `/proc/self/smaps`) of this process's mappings of files in
+/// `dir`.
+fn resident_in(dir: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        if let Some((range, rest)) = line.split_once(' ')
+            && range.contains('-')
+            && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
+            inside = rest
+                .split_whitespace()
+                .nth(4)
+                .is_some_and(|p| std::path::Path::new(p).starts_with(dir));
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            total += kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                * 1024;
+        }
+    }
+    total
+}
+
+/// Far spokes left idle for `FAR_IDLE` let their pages go, each once until used again, and
+/// their jobs are unharmed: what an idle far future costs is page cache, not resident memory.
+fn idle_far_spokes_leave_memory<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let body = vec![b'x'; 3000];
+    let mut ids = Vec::new();
+    for i in 0..300u32 {
+        ids.push(hub.put(c, 0, 3_600 + i * 977, 5, &body, T0).unwrap());
+    }
+    let spokes = segment_files(dir.path()).len();
+    assert!(spokes > 10, "far puts spread over {spokes} spokes");
+    let busy = resident_in(dir.path());
+    assert!(busy >= 64 * 1024, "appends left {busy} bytes resident");
+    // Not idle for long enough yet.
+    let idle = crate::store::FAR_IDLE;
+    assert_eq!(hub.shed_idle_far(T0 + idle, usize::MAX), 0);
+    assert_eq!(resident_in(dir.path()), busy);
+    // In bounded calls, each spoke once.
+    let later = T0 + idle + 1;
+    let mut shed = 0;
+    loop {
+        let n = hub.shed_idle_far(later, 4);
+        assert!(n <= 4);
+        if n == 0 {
+            break;
+        }
+        shed += n;
+    }
+    // The rest were closed, least recently used first, which lets their pages go too.
+    assert_eq!(shed, spokes.min(crate::store::MAX_OPEN_FAR_SPOKES));
+    assert_eq!(resident_in(dir.path()), 0);
+    // A spoke used again is busy until it is idle again, the others stay shed.
+    let now = T0 + 10 * SECOND;
+    assert_eq!(hub.peek(ids[7]).unwrap().body, Bytes::from(body.clone()));
+    let id = hub.put(c, 0, 3_600 + 7 * 977 - 10, 5, &body, now).unwrap();
+    assert!(resident_in(dir.path()) > 0);
+    assert_eq!(hub.shed_idle_far(now + idle, usize::MAX), 0);
+    assert_eq!(hub.shed_idle_far(now + idle + 1, usize::MAX), 1);
+    assert_eq!(resident_in(dir.path()), 0);
+    for &id in ids.iter().chain([&id]) {
+        assert_eq!(hub.peek(id).unwrap().body.len(), body.len(), "job {id}");
+    }
+    drop(hub);
+    let hub = Hub::<S>::open(cfg(dir.path(), true), now).unwrap();
+    assert_eq!(hub.stats(now).current_jobs_delayed, 301);
+}
+
+#[test]
+fn idle_far_lazy_spokes_leave_memory() {
+    idle_far_spokes_leave_memory::<LazySegment>();
+}
+
+#[test]
+fn idle_far_mapped_spokes_leave_memory() {
+    idle_far_spokes_leave_memory::<MappedSegment>();
+}
+
 #[test]
 fn ids_continue_after_every_job_was_deleted() {
     let dir = tempfile::tempdir().unwrap();

@@ -317,7 +317,7 @@ impl Segment for LazySegment {
 
     fn drop_pages(&mut self, from: u64, to: u64) {
         if let Some(map) = &self.map {
-            let (from, to) = (from as usize, to.min(self.end) as usize);
+            let (from, to) = (from as usize, mmap::pages_to(to, self.end));
             if let Err(e) = mmap::drop_pages(map, from, to) {
                 tracing::debug!(path = %self.path.display(), "madvise: {e}");
             }

@@ -256,7 +256,7 @@ impl Segment for MappedSegment {
     }
 
     fn drop_pages(&mut self, from: u64, to: u64) {
-        let (from, to) = (from as usize, to.min(self.end) as usize);
+        let (from, to) = (from as usize, mmap::pages_to(to, self.end));
         if let Err(e) = mmap::drop_pages(&self.map, from, to) {
             tracing::debug!(path = %self.path.display(), "madvise: {e}");
         }
@@ -303,6 +303,8 @@ impl Segment for MappedSegment {
     /// Keeps the mapping, lets the file descriptor go.
     fn close(&mut self) -> Result<()> {
         self.file = None;
+        // Idle: its pages leave the process (the page cache keeps them).
+        self.drop_pages(0, u64::MAX);
         Ok(())
     }
 

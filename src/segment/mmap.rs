@@ -132,6 +132,14 @@ pub(crate) fn drop_pages(map: &MmapMut, from: usize, to: usize) -> std::io::Resu
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) }
 }
 
+/// Where [`drop_pages`] for a segment whose data ends at `end` stops when asked to stop at
+/// `to`: there, or for a `to` past the data at the end of the mapping, so that a whole
+/// segment can leave memory (the page holding `end`, and pages past it that a read fault
+/// mapped around the page it needed).
+pub(crate) fn pages_to(to: u64, end: u64) -> usize {
+    if to > end { usize::MAX } else { to as usize }
+}
+
 /// Size of the zero writes that reserve disk blocks where `posix_fallocate` is unsupported.
 const ZERO_CHUNK: u64 = 1 << 20;
 

@@ -313,7 +313,8 @@ pub trait Segment: Sized {
     /// Lets the whole pages inside `from..to` leave this process's resident memory now (dead
     /// records before they can be punched, records a scan has read): a file mapping drops them
     /// (the page cache keeps the bytes; touched again, they are mapped again); a mode that
-    /// holds no mapping of them does nothing.
+    /// holds no mapping of them does nothing. A `to` past the end of the data takes the rest
+    /// of the mapping too: `drop_pages(0, u64::MAX)` lets the whole segment go.
     fn drop_pages(&mut self, from: u64, to: u64) {
         let _ = (from, to);
     }

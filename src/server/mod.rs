@@ -368,7 +368,7 @@ fn spawn_tasks<S: Segment + Send + 'static>(
     if mode != Mode::Mem {
         tasks.push(tokio::spawn(checkpointer(core.clone(), shutdown.clone())));
     }
-    tasks.push(tokio::spawn(index_trimmer(core.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(housekeeper(core.clone(), shutdown.clone())));
     if observe::enabled() {
         tasks.push(tokio::spawn(sampler(core.clone(), shutdown.clone())));
     }
@@ -552,15 +552,25 @@ async fn checkpointer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Recei
 /// read and a write or a hole punch: ~0.1-0.3 ms per 2,048 ids).
 const TRIM_PER_CALL: usize = 2048;
 
-/// Once a second, empties the id index entries of far jobs whose spoke was loaded since
-/// ([`crate::hub::Hub::trim_index`]), a bounded number per hold of the hub lock.
-async fn index_trimmer<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
+/// Idle far segments whose pages leave the process per hold of the hub lock (an `madvise`
+/// each, a few µs).
+const SHED_PER_CALL: usize = 32;
+
+/// Once a second, a bounded amount of work per hold of the hub lock:
+/// - empties the id index entries of far jobs whose spoke was loaded since
+///   ([`crate::hub::Hub::trim_index`]);
+/// - lets the far segments idle for a second drop their pages from the process
+///   ([`crate::hub::Hub::shed_idle_far`]).
+async fn housekeeper<S: Segment>(core: Arc<Core<S>>, mut shutdown: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = every.tick() => {
                 while core.with_hub(|h| h.trim_index(TRIM_PER_CALL)) > 0 {
+                    tokio::task::yield_now().await;
+                }
+                while core.with_hub(|h| h.shed_idle_far(now(), SHED_PER_CALL)) > 0 {
                     tokio::task::yield_now().await;
                 }
             }

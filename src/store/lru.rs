@@ -3,10 +3,12 @@
 //! A doubly linked list threaded through a slab of nodes, with a hash map from spoke to node.
 //! A far put touches its spoke, so with trigger times spread over a year (a few hundred far
 //! spokes) every put moves one spoke to the back: a `Vec` scan and shift per put was O(open).
+//! Each node keeps when it was last touched, so that the spokes idle for a while can be found
+//! from the front ([`SpokeLru::shed_idle`]).
 
 use rustc_hash::FxHashMap;
 
-use crate::segment::SpokeId;
+use crate::segment::{Micros, SpokeId};
 
 /// No node: the end of the list, or an empty list.
 const NIL: u32 = u32::MAX;
@@ -14,6 +16,10 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy)]
 struct Node {
     id: SpokeId,
+    /// When it was last touched.
+    used: Micros,
+    /// Whether [`SpokeLru::shed_idle`] passed it since it was last touched.
+    shed: bool,
     /// Towards the least recently used.
     prev: u32,
     /// Towards the most recently used.
@@ -51,10 +57,15 @@ impl SpokeLru {
         self.at.contains_key(id)
     }
 
-    /// Makes `id` the most recently used, adding it if absent.
-    pub fn touch(&mut self, id: SpokeId) {
+    /// Makes `id` the most recently used, touched at `now`, adding it if absent.
+    pub fn touch(&mut self, id: SpokeId, now: Micros) {
         let n = match self.at.get(&id) {
-            Some(&n) if n == self.newest => return,
+            Some(&n) if n == self.newest => {
+                let node = &mut self.nodes[n as usize];
+                node.used = now;
+                node.shed = false;
+                return;
+            }
             Some(&n) => {
                 self.unlink(n);
                 n
@@ -62,6 +73,8 @@ impl SpokeLru {
             None => {
                 let node = Node {
                     id,
+                    used: now,
+                    shed: false,
                     prev: NIL,
                     next: NIL,
                 };
@@ -80,7 +93,35 @@ impl SpokeLru {
                 n
             }
         };
+        let node = &mut self.nodes[n as usize];
+        node.used = now;
+        node.shed = false;
         self.link_newest(n);
+    }
+
+    /// Calls `shed` for up to `max` spokes last touched before `before` that it was not called
+    /// for since, least recently used first; returns for how many. Spokes stay in the list.
+    pub fn shed_idle(
+        &mut self,
+        before: Micros,
+        max: usize,
+        mut shed: impl FnMut(SpokeId),
+    ) -> usize {
+        let mut done = 0;
+        let mut n = self.oldest;
+        while n != NIL && done < max {
+            let node = &mut self.nodes[n as usize];
+            if node.used >= before {
+                break;
+            }
+            if !node.shed {
+                node.shed = true;
+                shed(node.id);
+                done += 1;
+            }
+            n = node.next;
+        }
+        done
     }
 
     /// Forgets `id`; whether it was there.
@@ -146,7 +187,7 @@ mod tests {
             let s = id(rng.u64(0..40));
             match rng.u8(0..10) {
                 0..=5 => {
-                    lru.touch(s);
+                    lru.touch(s, 0);
                     model.retain(|&x| x != s);
                     model.push(s);
                 }
@@ -169,5 +210,33 @@ mod tests {
         }
         assert_eq!(rest, model);
         assert!(lru.nodes.len() <= 40, "nodes are reused");
+    }
+
+    /// Only spokes idle since before the cut-off are shed, oldest first, each once until it
+    /// is touched again, at most `max` per call.
+    #[test]
+    fn sheds_each_idle_spoke_once_until_touched_again() {
+        let mut lru = SpokeLru::new();
+        for i in 0..5 {
+            lru.touch(id(i), 10 * i);
+        }
+        let shed_now = |lru: &mut SpokeLru, before, max| {
+            let mut got = Vec::new();
+            let n = lru.shed_idle(before, max, |s| got.push(s.start));
+            assert_eq!(n, got.len());
+            got
+        };
+        assert_eq!(shed_now(&mut lru, 25, 2), [0, 1]);
+        assert_eq!(shed_now(&mut lru, 25, 2), [2]);
+        assert_eq!(shed_now(&mut lru, 25, 2), Vec::<u64>::new());
+        // Touched again: busy until it is idle once more, then shed again.
+        lru.touch(id(1), 50);
+        lru.touch(id(2), 50);
+        assert_eq!(shed_now(&mut lru, 45, 10), [3, 4]);
+        assert_eq!(shed_now(&mut lru, 60, 10), [1, 2]);
+        assert_eq!(lru.len(), 5, "shedding keeps the spokes");
+        // The newest, touched again, is busy again too.
+        lru.touch(id(2), 70);
+        assert_eq!(shed_now(&mut lru, 80, 10), [2]);
     }
 }

@@ -43,7 +43,7 @@ use split::Split;
 pub use split::{SPLIT_STEP, SplitReadAhead, place};
 use spoke::Spoke;
 pub use spoke::spoke_for;
-pub use spoke::{DelayedJob, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
+pub use spoke::{DelayedJob, FAR_IDLE, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
 use sync::Moves;
 pub use sync::{MARKS_PER_CALL, SyncBatch, SyncFile};
 

@@ -34,6 +34,10 @@ pub const NEAR_SPOKES: u64 = 2;
 /// raises it from its open-file limit ([`Store::set_max_open_far`]).
 pub const MAX_OPEN_FAR_SPOKES: usize = 64;
 
+/// A far spoke unused this long is idle: its segment's pages leave the process
+/// ([`Store::shed_idle_far`]).
+pub const FAR_IDLE: Micros = 1_000_000;
+
 pub(crate) struct Spoke<S> {
     pub seg: S,
     /// Records in this segment that are the current record of a job that is not deleted.
@@ -267,7 +271,7 @@ impl<S: Segment> Store<S> {
         if self.spokes.get(&id).is_none_or(|s| s.loaded) {
             return;
         }
-        self.open_far.touch(id);
+        self.open_far.touch(id, self.now);
         self.close_far_beyond(self.max_open_far);
     }
 
@@ -277,6 +281,21 @@ impl<S: Segment> Store<S> {
     pub fn set_max_open_far(&mut self, max: usize) {
         self.max_open_far = max.max(1);
         self.close_far_beyond(self.max_open_far);
+    }
+
+    /// Lets up to `max` far segments unused for [`FAR_IDLE`] before `now` drop their pages
+    /// from the process ([`Segment::drop_pages`] over the whole segment: the page cache keeps
+    /// them), each once until it is used again; returns how many did. An idle far spoke then
+    /// costs no resident memory in lazy and mapped mode, whatever its appends and reads left
+    /// mapped. It stays open: reopening would cost a file's open, mapping and reservation.
+    pub fn shed_idle_far(&mut self, now: Micros, max: usize) -> usize {
+        let before = now.saturating_sub(FAR_IDLE);
+        let spokes = &mut self.spokes;
+        self.open_far.shed_idle(before, max, |id| {
+            if let Some(s) = spokes.get_mut(&id) {
+                s.seg.drop_pages(0, u64::MAX);
+            }
+        })
     }
 
     pub(super) fn close_far_beyond(&mut self, max: usize) {
