@@ -23,7 +23,9 @@
 //! `Deleted` slot is the tombstone that outvotes the old record, which may still look live
 //! after a power cut).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 
 use super::spoke::Spoke;
 use super::{Store, spoke_for};
@@ -92,15 +94,15 @@ struct Punch {
 /// The store's dead-space bookkeeping (see the module documentation).
 pub(super) struct Frees {
     /// Per loaded spoke whose file can hold freed runs: its runs by start offset.
-    runs: HashMap<SpokeId, BTreeMap<RecordOffset, Run>>,
+    runs: FxHashMap<SpokeId, BTreeMap<RecordOffset, Run>>,
     /// Dead records kept as records for now (a move's mark not durable), and their lengths.
-    blocked: HashMap<(SpokeId, RecordOffset), u64>,
+    blocked: FxHashMap<(SpokeId, RecordOffset), u64>,
     /// In epoch order.
     punches: VecDeque<Punch>,
     /// [`FREE_MIN`], or what a test sets.
     min: u64,
     /// Bytes given back per spoke (holes in its file, pages of its mem segment).
-    punched: HashMap<SpokeId, u64>,
+    punched: FxHashMap<SpokeId, u64>,
     /// Punches handed to the caller to make outside the hub lock ([`Store::take_punches`]),
     /// when it asked for that ([`Store::set_punch_outside`]).
     outside: Option<Vec<PunchJob>>,
@@ -113,11 +115,11 @@ pub(super) struct Frees {
 impl Default for Frees {
     fn default() -> Self {
         Frees {
-            runs: HashMap::new(),
-            blocked: HashMap::new(),
+            runs: FxHashMap::default(),
+            blocked: FxHashMap::default(),
             punches: VecDeque::new(),
             min: FREE_MIN,
-            punched: HashMap::new(),
+            punched: FxHashMap::default(),
             outside: None,
             waiting: Vec::new(),
             roll: ROLL_BYTES,

@@ -7,9 +7,11 @@
 //! only once the batch holding its new record is durable ([`PendingMove`]), and the spoke of
 //! the new record is neither retired nor compacted until the mark is durable too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use super::{Result, Store};
@@ -146,12 +148,12 @@ pub(super) struct Moves {
     in_flight: BTreeMap<(u64, SpokeId), Vec<RecordOffset>>,
     /// The replacing records of `pending` and `in_flight` marks (how many marks each): an older
     /// record of their job may still look live after a power cut, so they must stay records.
-    replacing: HashMap<(SpokeId, RecordOffset), u32>,
+    replacing: FxHashMap<(SpokeId, RecordOffset), u32>,
     /// The records of `pending`.
-    at: HashSet<(SpokeId, RecordOffset)>,
+    at: FxHashSet<(SpokeId, RecordOffset)>,
     /// Per spoke: entries of `pending` whose record is in it or whose `to` it is, and marks
     /// of `in_flight` to it.
-    touching: HashMap<SpokeId, usize>,
+    touching: FxHashMap<SpokeId, usize>,
 }
 
 impl Moves {
