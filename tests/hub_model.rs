@@ -1501,8 +1501,14 @@ fn run<S: Segment>(
                 }
             }
             Op::Checkpoint { write_now } => {
-                // The server trims the id index once a second too: all of it, or a few ids.
+                // The server trims the id index once a second too: all of it, or a few ids;
+                // and lets idle far spokes drop their pages: every open one, or a few.
                 h.hub().trim_index(if write_now { usize::MAX } else { 3 });
+                if write_now {
+                    h.hub().shed_idle_far(u64::MAX, usize::MAX);
+                } else {
+                    h.hub().shed_idle_far(m.now, 3);
+                }
                 if let Some(p) = h.pending.take() {
                     p.write().unwrap();
                 }
