@@ -380,6 +380,9 @@ struct Harness<S: Segment> {
     /// The power-loss simulator of the data dir, and where cut images are built.
     sim: Option<(Registration, tempfile::TempDir)>,
     pending: Option<PendingCheckpoint>,
+    /// Retired segments handed out and not destroyed yet: the server's reaper, here at the
+    /// next checkpoint (a restart drops them, files and all, as a kill).
+    reaped: Vec<S>,
     conns: [ConnId; CONNS],
     cfg: HubConfig,
     mem: bool,
@@ -398,11 +401,14 @@ impl<S: Segment> Harness<S> {
             hub.flush().expect("flush");
         }
         drop(hub);
-        // A checkpoint taken and not written dies with the process.
+        // A checkpoint taken and not written dies with the process, as do segments the reaper
+        // had not destroyed yet.
         self.pending = None;
+        self.reaped.clear();
         self.cfg.spoke_span = span;
         let mut hub = Hub::<S>::open(self.cfg.clone(), now).expect("reopen");
         hub.set_free_min(0);
+        hub.set_deferred_removal(true);
         self.conns = [hub.connect(), hub.connect()];
         self.hub = Some(hub);
     }
@@ -656,11 +662,13 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
     };
     let mut hub = Hub::<S>::open(cfg.clone(), START).expect("open");
     hub.set_free_min(0);
+    hub.set_deferred_removal(true);
     let conns = [hub.connect(), hub.connect()];
     let mut h = Harness {
         hub: Some(hub),
         sim,
         pending: None,
+        reaped: Vec::new(),
         conns,
         cfg,
         mem,
@@ -970,6 +978,9 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
                 } else {
                     h.hub().shed_idle_far(m.now, 3);
                 }
+                for seg in h.reaped.drain(..) {
+                    seg.destroy().expect("retired segment removed");
+                }
                 if let Some(p) = h.pending.take() {
                     p.write().expect("checkpoint written");
                 }
@@ -1010,6 +1021,8 @@ fn run<S: Segment>(mem: bool, power: Power, span: Span, ops: &[Op]) {
                 }
             }
         }
+        let retired = h.hub().take_retired();
+        h.reaped.extend(retired);
         check_counts(&mut h, &m);
         if power != Power::Off {
             cuts.note(&m);

@@ -462,10 +462,7 @@ impl<S: Segment> Store<S> {
         retired
             .sync()
             .map_err(|e| super::StoreError::Internal(format!("syncing a retired segment: {e}")))?;
-        for seg in std::mem::take(&mut self.retired) {
-            // A file that cannot be removed is harmless: it holds no live record.
-            let _ = seg.destroy();
-        }
+        self.destroy_retired();
         if !S::FILE_BACKED {
             return self.flush_snapshot();
         }
@@ -483,6 +480,12 @@ impl<S: Segment> Store<S> {
             self.synced(u64::MAX);
             self.flush_files()?;
             self.synced(u64::MAX);
+            // Spokes those marks emptied were retired just now: their files go before the
+            // clean summary, which no longer lists them (or a restart scans them again).
+            self.destroy_retired();
+            if self.dir_dirty {
+                self.flush_files()?;
+            }
         }
         self.punch_all();
         if let Err(e) = self.write_clean_summary() {
@@ -490,6 +493,14 @@ impl<S: Segment> Store<S> {
             tracing::warn!("cannot write the start-up summary: {e}");
         }
         Ok(())
+    }
+
+    /// Destroys the segments of retired spokes not handed out ([`Store::take_retired`]).
+    fn destroy_retired(&mut self) {
+        for seg in std::mem::take(&mut self.retired) {
+            // A file that cannot be removed is harmless: it holds no live record.
+            let _ = seg.destroy();
+        }
     }
 
     /// Syncs every segment changed since the last flush or sync batch, the id index and the
