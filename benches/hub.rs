@@ -151,12 +151,24 @@ fn delete_far<S: Segment>(bencher: Bencher) {
 }
 
 /// `delete` of the last live job of a far spoke that held `records` records: the spoke is
-/// retired at once (its file removed, inside the hub call). One operation per sample.
+/// retired at once. As the server runs the hub (`set_deferred_removal`): the file is renamed
+/// aside inside the call and removed outside it. One operation per sample.
 #[divan::bench(types = [MemSegment, MappedSegment, LazySegment], args = [1, 1000], sample_count = SAMPLES, sample_size = 1)]
 fn retire_far_spoke<S: Segment>(bencher: Bencher, records: usize) {
+    retire_far::<S>(bencher, records, true);
+}
+
+/// `retire_far_spoke` with the file removed inside the call (a hub without a reaper).
+#[divan::bench(types = [MemSegment, MappedSegment, LazySegment], args = [1, 1000], sample_count = SAMPLES, sample_size = 1)]
+fn retire_far_spoke_in_call<S: Segment>(bencher: Bencher, records: usize) {
+    retire_far::<S>(bencher, records, false);
+}
+
+fn retire_far<S: Segment>(bencher: Bencher, records: usize, deferred: bool) {
     bencher
         .with_inputs(|| {
             let mut f = Fixture::<S>::new();
+            f.hub.set_deferred_removal(deferred);
             for _ in 0..records {
                 let id = f.hub.put(f.conn, 1024, FAR_DELAY, 60, &BODY, START);
                 f.ids.push(id.expect("put"));

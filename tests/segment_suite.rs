@@ -451,6 +451,35 @@ fn destroy_removes_file<S: Segment>() {
     assert!(!path.exists());
 }
 
+/// A file-backed segment renamed keeps working under the new name (reads, appends,
+/// updates, after a close too) and is destroyed there; a new segment can take the old name
+/// meanwhile. A mem segment refuses, its file untouched.
+fn rename_then_destroy<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let path = seg_path(dir.path());
+    let to = dir.path().join("aside.dead");
+    let mut s = S::open(&path).unwrap();
+    if !S::FILE_BACKED {
+        assert!(s.rename(&to).is_err());
+        assert!(path.exists() && !to.exists());
+        return;
+    }
+    s.rename(&to).unwrap();
+    assert!(!path.exists() && to.exists());
+    let fresh = S::create(dir.path(), SPOKE).unwrap();
+    assert_eq!(s.read(offs[1]).unwrap().body, b"two two");
+    let o = s.append(&new_rec(4, b"default", b"four")).unwrap();
+    s.close().unwrap();
+    s.update(o, slot(2, JobState::Buried, 0)).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.read(o).unwrap().slot.state, JobState::Buried);
+    s.destroy().unwrap();
+    assert!(!to.exists());
+    assert!(path.exists(), "the new segment's file stays");
+    drop(fresh);
+}
+
 fn bad_files_are_errors<S: Segment>() {
     let dir = tempfile::tempdir().unwrap();
     let path = seg_path(dir.path());
@@ -590,6 +619,10 @@ macro_rules! segment_suite {
             #[test]
             fn destroy_removes_file() {
                 super::destroy_removes_file::<$ty>();
+            }
+            #[test]
+            fn rename_then_destroy() {
+                super::rename_then_destroy::<$ty>();
             }
             #[test]
             fn bad_files_are_errors() {

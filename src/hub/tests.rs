@@ -953,28 +953,91 @@ fn deferred_removal_hands_out_split_spokes() {
     ));
 }
 
-/// With deferred removal, a past spoke's segment is handed out instead of destroyed in the
-/// call; a far spoke emptied by deletes (whose name a put may need again at once) is not.
+fn dead_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v = segment_files(dir);
+    v.retain(|n| n.ends_with(".dead"));
+    v
+}
+
+/// A far spoke emptied by deletes and put into again before its renamed file was removed,
+/// then a kill: the restart removes the renamed file and finds exactly the live jobs.
+fn dead_file_left_by_a_kill<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, again);
+    {
+        let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
+        hub.set_deferred_removal(true);
+        let c = hub.connect();
+        kept = hub.put(c, 0, 200, 5, b"kept", T0).unwrap();
+        let gone = hub.put(c, 0, 100, 5, b"gone", T0).unwrap();
+        hub.delete(c, gone, T0).unwrap();
+        again = hub.put(c, 0, 100, 5, b"again", T0).unwrap();
+        let batch = hub.take_sync_batch();
+        batch.sync().unwrap();
+        hub.synced(batch.epoch);
+        assert_eq!(dead_files(dir.path()).len(), 1);
+        // Killed before the reaper ran: the retired segment is dropped, its file stays.
+        drop(hub.take_retired());
+    }
+    assert_eq!(dead_files(dir.path()).len(), 1);
+    let later = T0 + 300 * SECOND;
+    let mut hub = Hub::<S>::open(cfg(dir.path(), true), later).unwrap();
+    assert!(dead_files(dir.path()).is_empty(), "removed at open");
+    let c = hub.connect();
+    let mut got = Vec::new();
+    while let ReserveOutcome::Reserved(j) = hub.reserve(c, Some(later), later) {
+        got.push((j.id, j.body.to_vec()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(kept, b"kept".to_vec()), (again, b"again".to_vec())]
+    );
+}
+
 #[test]
-fn deferred_removal_hands_out_past_segments_only() {
+fn dead_file_left_by_a_kill_mapped() {
+    dead_file_left_by_a_kill::<MappedSegment>();
+}
+
+#[test]
+fn dead_file_left_by_a_kill_lazy() {
+    dead_file_left_by_a_kill::<LazySegment>();
+}
+
+/// With deferred removal, a retired spoke's segment is handed out instead of destroyed in the
+/// call: a past spoke's under its own name, a far spoke's emptied by deletes (a put may need
+/// its name again at once) renamed aside first.
+#[test]
+fn deferred_removal_hands_out_retired_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
     hub.set_deferred_removal(true);
     let c = hub.connect();
     let near = hub.put(c, 0, 0, 5, b"near", T0).unwrap();
     let far = hub.put(c, 0, 100, 5, b"far", T0).unwrap();
-    assert_eq!(segment_files(dir.path()).len(), 2);
+    let live = segment_files(dir.path());
+    assert_eq!(live.len(), 2);
     hub.delete(c, far, T0).unwrap();
-    assert_eq!(
-        segment_files(dir.path()).len(),
-        1,
-        "far: destroyed in the call"
-    );
-    assert!(!hub.has_retired());
-    // The same far spoke can be put into again at once.
+    assert!(hub.has_retired(), "far: handed out");
+    assert_eq!(dead_files(dir.path()).len(), 1, "renamed aside in the call");
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    // The same far spoke can be put into again at once: a new file of the old name.
     let again = hub.put(c, 0, 100, 5, b"again", T0).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 3);
+    for s in hub.take_retired() {
+        s.destroy().unwrap();
+    }
+    assert!(
+        dead_files(dir.path()).is_empty(),
+        "the renamed file removed"
+    );
+    assert_eq!(segment_files(dir.path()), live);
     hub.delete(c, again, T0).unwrap();
-    assert!(!hub.has_retired());
+    for s in hub.take_retired() {
+        s.destroy().unwrap();
+    }
+    assert_eq!(segment_files(dir.path()).len(), 1);
 
     hub.delete(c, near, T0).unwrap();
     assert!(!hub.has_retired(), "the current spoke waits until past");

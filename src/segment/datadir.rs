@@ -18,6 +18,10 @@ pub const SUMMARY_FILE: &str = "summary.yaad";
 /// Subdirectory in which compaction builds new segment files (see `storage-format.md`).
 pub const COMPACT_DIR: &str = "compact";
 
+/// The end of the names retired segment files take while they wait to be removed outside
+/// the hub lock (see [`DataDir::dead_path`]).
+const DEAD_SUFFIX: &str = ".dead";
+
 /// An open data dir. Holding it holds an exclusive lock on `<dir>/LOCK`, so no second
 /// yaad process can use the same dir (which is what makes mapping its files sound). The
 /// lock is released when this value is dropped or the process dies.
@@ -27,10 +31,22 @@ pub struct DataDir {
     _lock: File,
 }
 
+/// Whether `name` is one [`DataDir::dead_path`] gives: `seg-….yaad.<n>.dead`.
+fn is_dead_segment_name(name: &str) -> bool {
+    name.strip_suffix(DEAD_SUFFIX)
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(seg, n)| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && parse_segment_file_name(seg).is_some()
+        })
+}
+
 impl DataDir {
     /// Creates `path` if needed and takes its lock; [`StorageError::Locked`] if another
     /// process (or another `DataDir` in this one) holds it. Removes temporary files left by
-    /// an interrupted [`super::MemSegment`] flush and the [`COMPACT_DIR`] of an interrupted
+    /// an interrupted [`super::MemSegment`] flush, retired segment files a stop left before
+    /// removing them ([`DataDir::dead_path`]), and the [`COMPACT_DIR`] of an interrupted
     /// compaction (its files were never renamed into place), and finishes or undoes an
     /// interrupted mem-mode snapshot flush ([`super::snapshot::recover`]).
     pub fn open(path: &Path) -> Result<DataDir> {
@@ -67,7 +83,7 @@ impl DataDir {
         for entry in dir.entries()? {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".yaad.tmp") {
+            if name.ends_with(".yaad.tmp") || is_dead_segment_name(&name) {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
             }
@@ -84,6 +100,15 @@ impl DataDir {
     /// Where the segment of `spoke` lives (whether or not it exists).
     pub fn segment_path(&self, spoke: SpokeId) -> PathBuf {
         self.path.join(segment_file_name(spoke))
+    }
+
+    /// The name the segment file of retired spoke `spoke` is renamed to, the `n`th of the
+    /// process (unique: `n` counts up), while it waits to be removed outside the hub lock: a
+    /// new segment of the same spoke can be created meanwhile. Such files hold no live job;
+    /// [`DataDir::open`] removes any a stop left.
+    pub fn dead_path(&self, spoke: SpokeId, n: u64) -> PathBuf {
+        self.path
+            .join(format!("{}.{n}{DEAD_SUFFIX}", segment_file_name(spoke)))
     }
 
     /// Where compaction writes a segment before renaming it over the old one.
@@ -191,6 +216,38 @@ mod tests {
         fs::write(&tmp_file, b"half").unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         assert!(!tmp_file.exists());
+        assert!(dir.segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_removes_dead_segment_files_and_nothing_like_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spoke = SpokeId { start: 1, span: 1 };
+        let dead = {
+            let dir = DataDir::open(tmp.path()).unwrap();
+            let dead = [dir.dead_path(spoke, 0), dir.dead_path(spoke, 17)];
+            assert_ne!(dead[0], dead[1]);
+            dead
+        };
+        for d in &dead {
+            fs::write(d, b"retired").unwrap();
+        }
+        // Look-alikes are not dead segment files: left alone.
+        let kept =
+            ["notes.dead", "seg-1-1.yaad.0.dead", "seg-x.yaad..dead"].map(|n| tmp.path().join(n));
+        let kept_too = tmp
+            .path()
+            .join(format!("{}.x.dead", segment_file_name(spoke)));
+        for k in kept.iter().chain([&kept_too]) {
+            fs::write(k, b"other").unwrap();
+        }
+        let dir = DataDir::open(tmp.path()).unwrap();
+        for d in &dead {
+            assert!(!d.exists(), "{} removed", d.display());
+        }
+        for k in kept.iter().chain([&kept_too]) {
+            assert!(k.exists(), "{} kept", k.display());
+        }
         assert!(dir.segments().unwrap().is_empty());
     }
 }

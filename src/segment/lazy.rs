@@ -379,6 +379,12 @@ impl Segment for LazySegment {
         self.file.clone()
     }
 
+    fn rename(&mut self, to: &Path) -> Result<()> {
+        fs::rename(&self.path, to).map_err(|e| StorageError::io(&self.path, e))?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     fn destroy(mut self) -> Result<()> {
         self.map = None;
         self.file = None;

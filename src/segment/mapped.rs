@@ -312,6 +312,12 @@ impl Segment for MappedSegment {
         self.file.clone()
     }
 
+    fn rename(&mut self, to: &Path) -> Result<()> {
+        fs::rename(&self.path, to).map_err(|e| StorageError::io(&self.path, e))?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     fn destroy(self) -> Result<()> {
         let MappedSegment {
             path, map, file, ..

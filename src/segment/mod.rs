@@ -353,6 +353,19 @@ pub trait Segment: Sized {
     fn close(&mut self) -> Result<()>;
     /// Deletes the segment's file; the spoke is retired.
     fn destroy(self) -> Result<()>;
+    /// Gives the segment's file the name `to` (in the same directory), so that a new segment
+    /// of the same spoke can be created at the old name while this one waits to be destroyed
+    /// (there). File-backed segments only: a mem segment's file belongs to its last snapshot,
+    /// and renaming it is refused.
+    fn rename(&mut self, to: &Path) -> Result<()> {
+        Err(StorageError::io(
+            to,
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "only file-backed segments are renamed",
+            ),
+        ))
+    }
     /// The segment's open file, shared, so that a sync outside the hub's lock need not open it
     /// by path; `None` when no file is open (lazy after `close`, mem). Syncing it must make the
     /// segment's changes durable (fdatasync also writes back pages dirtied through a mapping).

@@ -177,6 +177,8 @@ pub struct Store<S: Segment> {
     /// Segments of retired spokes not destroyed yet (see [`Store::set_deferred_removal`]).
     retired: Vec<S>,
     deferred_removal: bool,
+    /// How many retired segment files this store renamed aside ([`DataDir::dead_path`]).
+    dead_files: u64,
     /// Spokes that may be mostly dead: compacted at the start of the next call.
     compact_due: BTreeSet<SpokeId>,
     /// Loaded spokes that may be mostly dead: compacted once long past (see `compact`).
@@ -263,6 +265,7 @@ impl<S: Segment> Store<S> {
             added_deadline: 0,
             retired: Vec::new(),
             deferred_removal: false,
+            dead_files: 0,
             compact_due: BTreeSet::new(),
             compact_later: BTreeSet::new(),
             unflushed: BTreeSet::new(),
@@ -667,13 +670,13 @@ impl<S: Segment> Store<S> {
         self.index_trim.len()
     }
 
-    /// With `on`, the segment of a retired spoke that is entirely past is not destroyed
-    /// (unmapped, file removed) by the call that retires it but handed out by
-    /// [`Store::take_retired`], so that a caller holding the store behind a lock can destroy
-    /// it outside (removing a file can block for milliseconds). Only past spokes: no put or
-    /// release can reach them again, so their file names are never needed again (a far spoke
-    /// emptied by deletes can be put into again at once, and is destroyed in the call).
-    /// [`Store::flush`] destroys whatever is left. Off by default.
+    /// With `on`, the segment of a retired spoke is not destroyed (unmapped, file removed) by
+    /// the call that retires it but handed out by [`Store::take_retired`], so that a caller
+    /// holding the store behind a lock can destroy it outside (removing a file can block for
+    /// milliseconds: ext4 discards its blocks). A spoke that no record can reach again (past,
+    /// or wide and split) keeps its file name; one that can (a far spoke emptied by deletes)
+    /// has its file renamed aside first ([`DataDir::dead_path`]), so that a put into it at
+    /// once creates a new file. [`Store::flush`] destroys whatever is left. Off by default.
     pub fn set_deferred_removal(&mut self, on: bool) {
         self.deferred_removal = on;
     }

@@ -251,6 +251,20 @@ impl<S: Segment> Store<S> {
                     self.retired_unsynced.push(file);
                 }
                 self.retired.push(s.seg);
+            } else if self.deferred_removal {
+                // Put into again, the spoke gets a new file: this one is renamed aside and
+                // removed later. No sync of its last changes is needed: the rename is made
+                // durable with the directory, and a renamed file is never read again.
+                let mut seg = s.seg;
+                let to = self.dir.dead_path(id, self.dead_files);
+                self.dead_files += 1;
+                match seg.rename(&to) {
+                    Ok(()) => self.retired.push(seg),
+                    Err(e) => {
+                        tracing::debug!(spoke = ?id, "removing the segment in the call: {e}");
+                        let _ = seg.destroy();
+                    }
+                }
             } else {
                 // A file that cannot be removed is harmless: it holds no live record.
                 let _ = s.seg.destroy();
