@@ -180,6 +180,14 @@ pub(crate) fn read_sparse(
     Ok(())
 }
 
+/// Renames the file at `path` to `to` and points `path` there (a segment's file renamed
+/// aside, [`super::Segment::rename`]).
+pub(crate) fn rename_to(path: &mut PathBuf, to: &Path) -> Result<()> {
+    fs::rename(&*path, to).map_err(|e| StorageError::io(path, e))?;
+    *path = to.to_path_buf();
+    Ok(())
+}
+
 /// Removes `path`; returns whether it existed (a file already gone is not an error).
 pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {

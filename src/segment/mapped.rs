@@ -313,9 +313,7 @@ impl Segment for MappedSegment {
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {
-        fs::rename(&self.path, to).map_err(|e| StorageError::io(&self.path, e))?;
-        self.path = to.to_path_buf();
-        Ok(())
+        super::file::rename_to(&mut self.path, to)
     }
 
     fn destroy(self) -> Result<()> {

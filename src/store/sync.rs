@@ -462,8 +462,8 @@ impl<S: Segment> Store<S> {
         retired
             .sync()
             .map_err(|e| super::StoreError::Internal(format!("syncing a retired segment: {e}")))?;
-        self.destroy_retired();
         if !S::FILE_BACKED {
+            // Mem mode retires nothing into `retired`: its files belong to the snapshot.
             return self.flush_snapshot();
         }
         // Closed, their files end where their data ends (a lazy segment cuts the tail it
@@ -480,12 +480,13 @@ impl<S: Segment> Store<S> {
             self.synced(u64::MAX);
             self.flush_files()?;
             self.synced(u64::MAX);
-            // Spokes those marks emptied were retired just now: their files go before the
-            // clean summary, which no longer lists them (or a restart scans them again).
-            self.destroy_retired();
-            if self.dir_dirty {
-                self.flush_files()?;
-            }
+        }
+        // Retired spokes' files go before the clean summary, which does not list them (a
+        // restart would scan them again): those not handed out, and those of spokes the marks
+        // above emptied just now.
+        self.destroy_retired();
+        if self.dir_dirty {
+            self.flush_files()?;
         }
         self.punch_all();
         if let Err(e) = self.write_clean_summary() {
@@ -497,6 +498,7 @@ impl<S: Segment> Store<S> {
 
     /// Destroys the segments of retired spokes not handed out ([`Store::take_retired`]).
     fn destroy_retired(&mut self) {
+        self.dir_dirty |= !self.retired.is_empty();
         for seg in std::mem::take(&mut self.retired) {
             // A file that cannot be removed is harmless: it holds no live record.
             let _ = seg.destroy();
