@@ -1006,8 +1006,7 @@ fn dead_file_left_by_a_kill_lazy() {
 }
 
 /// With deferred removal, a retired spoke's segment is handed out instead of destroyed in the
-/// call: a past spoke's under its own name, a far spoke's emptied by deletes (a put may need
-/// its name again at once) renamed aside first.
+/// call, its file renamed aside: a far spoke emptied by deletes can be put into again at once.
 #[test]
 fn deferred_removal_hands_out_retired_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -1197,52 +1196,33 @@ fn mem_mode_restore_does_not_hand_out_an_id_again() {
 /// Regression (`-f 0`): the delete of the last job of a past spoke retires the spoke and hands
 /// its segment to the remover; the sync batch then held only the directory, so `DELETED` could
 /// be sent while the Deleted slot was only in the page cache, and the file (its removal not
-/// durable, maybe not even done) could bring the job back after a power loss. The batch syncs
-/// the retired file now; so does a flush, for the files no batch took.
+/// durable, maybe not even done) could bring the job back after a power loss. The file is
+/// renamed aside in the call now (recovery never reads such a file), and the batch syncs the
+/// directory, which makes the rename durable.
 #[test]
-fn the_last_delete_of_a_retired_past_spoke_is_in_the_next_sync_batch() {
-    use std::os::unix::fs::MetadataExt;
+fn the_last_delete_of_a_retired_past_spoke_is_durable_with_the_next_sync_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::<MappedSegment>::open(cfg(dir.path(), true), T0).unwrap();
     hub.set_deferred_removal(true);
     let c = hub.connect();
     let id = hub.put(c, 0, 0, 60, b"x", T0).unwrap();
     let seg = segment_files(dir.path());
-    let ino = std::fs::metadata(dir.path().join(&seg[0])).unwrap().ino();
     assert!(!hub.take_sync_batch().is_empty());
     // Past its spoke: the delete retires it at once.
     let later = T0 + 2 * SECOND;
     assert_eq!(reserved_id(hub.reserve(c, None, later)), id);
     hub.delete(c, id, later).unwrap();
     assert!(hub.has_retired(), "handed to the remover");
+    assert!(!dir.path().join(&seg[0]).exists(), "renamed in the call");
+    assert_eq!(dead_files(dir.path()).len(), 1);
     let batch = hub.take_sync_batch();
-    let inodes: Vec<u64> = batch
-        .files
-        .iter()
-        .map(|f| match f {
-            SyncFile::Open(file) => file.metadata().unwrap().ino(),
-            SyncFile::Closed(p) => std::fs::metadata(p).unwrap().ino(),
-        })
-        .collect();
-    assert!(
-        inodes.contains(&ino),
-        "the retired segment's Deleted slot must be synced: {batch:?}"
-    );
-    assert!(batch.dir.is_some());
-    // Removed before the sync: the handle still syncs the file.
+    assert_eq!(batch.dir.as_deref(), Some(dir.path()), "{batch:?}");
     for s in hub.take_retired() {
         s.destroy().unwrap();
     }
     batch.sync().unwrap();
     assert!(hub.take_sync_batch().is_empty(), "taken once");
-
-    // Without a batch, the flush syncs it.
-    let id = hub.put(c, 0, 0, 60, b"y", later).unwrap();
-    assert_eq!(reserved_id(hub.reserve(c, None, later)), id);
-    hub.delete(c, id, later + 2 * SECOND).unwrap();
-    assert!(!hub.store.retired_unsynced.is_empty());
-    hub.flush().unwrap();
-    assert!(hub.store.retired_unsynced.is_empty());
+    assert!(segment_files(dir.path()).is_empty());
 }
 
 /// A job carries the number of the change that last linked it (what a reply showing it waits

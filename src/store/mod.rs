@@ -207,10 +207,6 @@ pub struct Store<S: Segment> {
     max_open_far: usize,
     corrupt_records: u64,
     work: StoreWork,
-    /// Files of past spokes retired with changes not synced yet whose segment was handed out
-    /// ([`Store::take_retired`]): the next sync batch or flush syncs them, else the last delete
-    /// could be lost while the file, its removal not durable yet, survives a power loss.
-    pub(crate) retired_unsynced: Vec<SyncFile>,
     /// The sync batch being filled: changes made now are in the batch of this number.
     epoch: u64,
     /// The newest sync batch known durable ([`Store::synced`]).
@@ -279,7 +275,6 @@ impl<S: Segment> Store<S> {
             max_open_far: MAX_OPEN_FAR_SPOKES,
             corrupt_records: 0,
             work: StoreWork::default(),
-            retired_unsynced: Vec::new(),
             epoch: 1,
             durable_epoch: 0,
             moves: Moves::default(),
@@ -673,10 +668,9 @@ impl<S: Segment> Store<S> {
     /// With `on`, the segment of a retired spoke is not destroyed (unmapped, file removed) by
     /// the call that retires it but handed out by [`Store::take_retired`], so that a caller
     /// holding the store behind a lock can destroy it outside (removing a file can block for
-    /// milliseconds: ext4 discards its blocks). A spoke that no record can reach again (past,
-    /// or wide and split) keeps its file name; one that can (a far spoke emptied by deletes)
-    /// has its file renamed aside first ([`DataDir::dead_path`]), so that a put into it at
-    /// once creates a new file. [`Store::flush`] destroys whatever is left. Off by default.
+    /// milliseconds: ext4 discards its blocks). Its file is renamed aside first
+    /// ([`DataDir::dead_path`]): a put into the spoke at once creates a new file, and a restart
+    /// never reads the old one. [`Store::flush`] destroys whatever is left. Off by default.
     pub fn set_deferred_removal(&mut self, on: bool) {
         self.deferred_removal = on;
     }

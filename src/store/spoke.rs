@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Result, Store, SyncFile};
+use super::{Result, Store};
 use crate::segment::format::{FREED_RUNS_SINCE, record_len};
 use crate::segment::{
     JobLocation, JobState, Micros, Record, RecordMeta, Segment, SpokeId, StateSlot, StorageError,
@@ -225,7 +225,7 @@ impl<S: Segment> Store<S> {
         self.compact_due.remove(&id);
         self.compact_later.remove(&id);
         self.forget_runs(id);
-        let unsynced = self.unflushed.remove(&id);
+        self.unflushed.remove(&id);
         self.open_far.remove(&id);
         self.uncount_far(id);
         self.forget_wide(id);
@@ -240,21 +240,13 @@ impl<S: Segment> Store<S> {
             if !S::FILE_BACKED {
                 // Mem mode: the file belongs to the last snapshot; the next flush drops it.
                 drop(s.seg);
-            } else if self.deferred_removal && self.never_placed_again(id) {
-                // Removed later, maybe after the next sync: until then the file must hold its
-                // last changes (a Deleted slot) durably.
-                if unsynced {
-                    let file = s.seg.sync_handle().map_or_else(
-                        || SyncFile::Closed(self.dir.segment_path(id)),
-                        SyncFile::Open,
-                    );
-                    self.retired_unsynced.push(file);
-                }
-                self.retired.push(s.seg);
             } else if self.deferred_removal {
-                // Put into again, the spoke gets a new file: this one is renamed aside and
-                // removed later. No sync of its last changes is needed: the rename is made
-                // durable with the directory, and a renamed file is never read again.
+                // Renamed aside now, removed later (outside the hub lock). The old name is free
+                // at once for a new file of the spoke (a far spoke emptied by deletes can be
+                // put into again), and a renamed file is never read again: a restart before
+                // its removal cannot take a record left in it (a copy's loser whose `Moved`
+                // mark was never written) for a live job. Its last changes need no sync: the
+                // next batch syncs the directory, which makes the rename durable.
                 let mut seg = s.seg;
                 let to = self.dir.dead_path(id, self.dead_files);
                 self.dead_files += 1;
@@ -270,14 +262,6 @@ impl<S: Segment> Store<S> {
                 let _ = s.seg.destroy();
             }
         }
-    }
-
-    /// Whether no record can be placed in spoke `id` from now on, so that its file may be
-    /// removed after the hub call without a new file of the same name appearing meanwhile:
-    /// it is entirely past, or it is wide and its split time has come ([`super::split::place`]
-    /// never picks it again).
-    fn never_placed_again(&self, id: SpokeId) -> bool {
-        end(id) <= self.now || (self.is_wide(id) && super::split::split_at(id) <= self.now)
     }
 
     /// Marks far spoke `id` as recently used; closes the least recently used beyond the limit.

@@ -302,7 +302,6 @@ impl<S: Segment> Store<S> {
                     None => SyncFile::Closed(self.dir.segment_path(id)),
                 },
             )
-            .chain(std::mem::take(&mut self.retired_unsynced))
             .chain(index)
             .collect();
         SyncBatch {
@@ -324,7 +323,6 @@ impl<S: Segment> Store<S> {
             && (!self.unflushed.is_empty()
                 || self.index_dirty
                 || self.dir_dirty
-                || !self.retired_unsynced.is_empty()
                 || !self.moves.is_empty())
     }
 
@@ -454,14 +452,6 @@ impl<S: Segment> Store<S> {
     /// Makes every change durable (mem mode: writes a new snapshot of every segment file,
     /// all-or-nothing for a restore, see [`crate::segment::snapshot`]).
     pub fn flush(&mut self) -> Result<()> {
-        let retired = SyncBatch {
-            files: std::mem::take(&mut self.retired_unsynced),
-            dir: None,
-            epoch: 0,
-        };
-        retired
-            .sync()
-            .map_err(|e| super::StoreError::Internal(format!("syncing a retired segment: {e}")))?;
         if !S::FILE_BACKED {
             // Mem mode retires nothing into `retired`: its files belong to the snapshot.
             return self.flush_snapshot();
