@@ -21,7 +21,7 @@ build
 trap 'stop_server' EXIT
 
 holds() {
-    server_stats | awk '/^hub-lock-(acquisitions|held-us|holds-over)/ && $2 != 0 { printf "%s ", $0 }'
+    server_stats | awk '/^hub-lock-(acquisitions|held-us|holds-over|timer-cpu)/ && $2 != 0 { printf "%s ", $0 }'
     echo
 }
 

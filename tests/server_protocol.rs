@@ -336,6 +336,10 @@ async fn stats_counters_and_lengths(mode: Mode) {
         want.push(format!("hub-lock-holds-over-1ms-{kind}"));
         want.push(format!("hub-lock-holds-over-5ms-{kind}"));
     }
+    for kind in ["create", "load", "compact", "retire", "split", "other"] {
+        want.push(format!("hub-lock-timer-cpu-over-1ms-{kind}"));
+        want.push(format!("hub-lock-timer-cpu-over-5ms-{kind}"));
+    }
     want.extend(["syncs", "sync-changes", "sync-us"].map(String::from));
     assert_eq!(&keys[platform + 1..], want);
     let job = c.yaml("stats-job 2").await;

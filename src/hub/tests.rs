@@ -93,9 +93,12 @@ fn far_jobs<S: Segment>(persist: bool) {
             assert_eq!(hub.peek_ready(c), None, "ready early at {now}");
         }
     }
-    // One wake-up per split step of the wide spoke (`SPLIT_STEP` records each), a few more to
-    // load the fine spoke and hand out what is due: never one per second of the hour.
-    let steps = 200usize.div_ceil(crate::store::SPLIT_STEP);
+    // One wake-up per split step of the wide spoke (`SPLIT_STEP` records or `SPLIT_CREATES`
+    // new spokes each), a few more to load the fine spoke and hand out what is due: never one
+    // per second of the hour.
+    let created = hub.work().spokes_created as usize;
+    let steps = 200usize.div_ceil(crate::store::SPLIT_STEP)
+        + created.div_ceil(crate::store::SPLIT_CREATES as usize);
     assert!(
         ticks <= steps + 4,
         "the hub woke {ticks} times for one spoke"
@@ -1574,4 +1577,72 @@ fn split_read_ahead_covers_the_next_step_lazy() {
 #[test]
 fn split_read_ahead_covers_the_next_step_mapped() {
     split_read_ahead_covers_the_next_step::<MappedSegment>();
+}
+
+/// A split step creates at most `SPLIT_CREATES` segments (a step into many new spokes held the
+/// hub lock for milliseconds); the split still moves every record.
+#[test]
+fn split_steps_create_few_segments() {
+    use crate::store::SPLIT_CREATES;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    // Delays a minute apart, three hours out: hour spokes split into 60 minute spokes.
+    for i in 0..600u32 {
+        hub.put(c, 0, 3 * 3600 + (i % 60) * 60, 5, b"far", T0)
+            .unwrap();
+    }
+    let put = hub.work().spokes_created;
+    let mut steps = 0;
+    while hub.work().records_split < 600 {
+        let now = hub.next_deadline().expect("jobs left, so a deadline");
+        let before = hub.work().spokes_created;
+        hub.tick(now);
+        assert!(hub.work().spokes_created - before <= SPLIT_CREATES);
+        steps += 1;
+    }
+    assert_eq!(hub.work().spokes_created - put, 60);
+    assert!(steps >= 60 / SPLIT_CREATES, "{steps} steps");
+}
+
+/// While more than `SPLIT_MOVES_MAX` moved records wait for their `Moved` marks (no sync made
+/// them durable), split steps wait and no split deadline is due; syncs let the split finish.
+/// The tables of moves never grow during the split.
+#[test]
+fn split_waits_for_room_among_moves() {
+    use crate::store::{SPLIT_MOVES_MAX, SPLIT_STEP};
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let c = hub.connect();
+    let n = SPLIT_MOVES_MAX + 1000;
+    for i in 0..n {
+        hub.put(c, 0, 3 * 3600 + (i % 60) as u32, 5, b"far", T0)
+            .unwrap();
+    }
+    let mut now = T0;
+    while hub.work().records_split == 0 {
+        now = hub.next_deadline().expect("jobs left, so a deadline");
+        hub.tick(now);
+    }
+    let room = hub.store.moves_and_room().1;
+    assert!(room >= SPLIT_MOVES_MAX + SPLIT_STEP, "room for {room}");
+    while hub.split_due() && hub.next_deadline() == Some(now + 1) {
+        now += 1;
+        hub.tick(now);
+        assert_eq!(hub.store.moves_and_room().1, room, "a table grew");
+    }
+    let (waiting, _) = hub.store.moves_and_room();
+    assert!(waiting <= SPLIT_MOVES_MAX && waiting + SPLIT_STEP > SPLIT_MOVES_MAX);
+    assert!((hub.work().records_split as usize) < n);
+    let later = hub.next_deadline().expect("jobs left, so a deadline");
+    assert!(later > now + SECOND, "no split deadline while full");
+    // Batches made durable: marks are written, then settled, and the split goes on.
+    while hub.split_due() {
+        let batch = hub.take_sync_batch();
+        hub.synced(batch.epoch);
+        now += 1;
+        hub.tick(now);
+        assert_eq!(hub.store.moves_and_room().1, room, "a table grew");
+    }
+    assert_eq!(hub.work().records_split as usize, n);
 }

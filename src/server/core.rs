@@ -427,6 +427,19 @@ struct HubGuard<'a, S: Segment> {
     /// The hub's work counters when the lock was taken (a 48-byte copy).
     before: StoreWork,
     debug: bool,
+    /// The thread's CPU time when the lock was taken, for the timer thread's holds only
+    /// ([`thread_cpu`]: a system call).
+    cpu_since: Option<Duration>,
+}
+
+/// The calling thread's CPU time so far (excludes time the host took from a virtual CPU where
+/// the kernel accounts steal time).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 impl<S: Segment> Deref for HubGuard<'_, S> {
@@ -454,11 +467,16 @@ impl<S: Segment> Drop for HubGuard<'_, S> {
         let (before, w) = (self.before, self.guard.hub.work());
         let kind = hold_kind(&before, &w);
         self.stats.count_long_hold(kind, held);
+        let cpu = self.cpu_since.map(|t| thread_cpu().saturating_sub(t));
+        if let Some(cpu) = cpu {
+            self.stats.count_timer_cpu(kind, cpu);
+        }
         if !self.debug {
             return;
         }
         tracing::debug!(
             held_us = held.as_micros() as u64,
+            timer_cpu_us = cpu.map(|c| c.as_micros() as u64),
             kind = HOLD_KINDS[kind],
             at_ms = self
                 .since
@@ -642,6 +660,7 @@ impl<S: Segment> Core<S> {
             origin: self.started,
             before,
             debug: tracing::enabled!(tracing::Level::DEBUG),
+            cpu_since: None,
         }
     }
 
@@ -1071,6 +1090,7 @@ impl<S: Segment> Core<S> {
             && (since == 0 || now.saturating_sub(since) < SPLIT_HOLD_MAX)
             && !self.sync_queue.lock().in_flight.is_empty();
         let mut g = self.lock();
+        g.cpu_since = Some(thread_cpu());
         g.hub.hold_splits(hold);
         let due = g.armed;
         g.hub.tick(now);
@@ -1192,6 +1212,7 @@ impl<S: Segment> Core<S> {
             mode: self.mode.name(),
             hub_lock: self.lock_stats.snapshot(),
             long_holds: self.lock_stats.long_holds(),
+            timer_cpu_holds: self.lock_stats.timer_cpu_holds(),
             syncs: [
                 self.syncs.load(Ordering::Relaxed),
                 self.sync_changes.load(Ordering::Relaxed),

@@ -17,6 +17,12 @@ pub struct LockStats {
     /// Holds of at least 1 ms and of at least 5 ms, by [`HOLD_KINDS`]: what a lateness tail
     /// can be blamed on (`stats`: `hub-lock-holds-over-1ms-KIND`, `...-over-5ms-KIND`).
     pub long_holds: [[AtomicU64; 2]; HOLD_KINDS.len()],
+    /// Of the timer thread's holds (its ticks: deliveries, split steps, loads), those whose
+    /// thread CPU time reached 1 ms and 5 ms, by kind: the part of a long hold that is work,
+    /// not waiting. A hold longer in wall time than in CPU time was preempted, blocked, or
+    /// (on a virtual machine) lost its virtual CPU to the host (`stats`:
+    /// `hub-lock-timer-cpu-over-1ms-KIND`, `...-over-5ms-KIND`).
+    pub timer_cpu_holds: [[AtomicU64; 2]; HOLD_KINDS.len()],
 }
 
 /// What a long hub-lock hold did, named after the first of the store's slow kinds of work
@@ -62,13 +68,30 @@ impl LockStats {
             .map(|k| k.each_ref().map(|n| n.load(Ordering::Relaxed)))
     }
 
+    /// [`LockStats::timer_cpu_holds`], as [`LockStats::long_holds`].
+    pub fn timer_cpu_holds(&self) -> [[u64; 2]; HOLD_KINDS.len()] {
+        self.timer_cpu_holds
+            .each_ref()
+            .map(|k| k.each_ref().map(|n| n.load(Ordering::Relaxed)))
+    }
+
     /// Counts a hold of length `held` and of kind `kind` (an index in [`HOLD_KINDS`]) in
     /// [`LockStats::long_holds`], under each of the [`LONG_HOLDS`] it reaches.
     pub fn count_long_hold(&self, kind: usize, held: Duration) {
-        for (limit, n) in LONG_HOLDS.iter().zip(&self.long_holds[kind]) {
-            if held >= *limit {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
+        count(&self.long_holds[kind], held);
+    }
+
+    /// Counts a timer thread's hold that took `cpu` of its CPU time in
+    /// [`LockStats::timer_cpu_holds`].
+    pub fn count_timer_cpu(&self, kind: usize, cpu: Duration) {
+        count(&self.timer_cpu_holds[kind], cpu);
+    }
+}
+
+fn count(counters: &[AtomicU64; 2], d: Duration) {
+    for (limit, n) in LONG_HOLDS.iter().zip(counters) {
+        if d >= *limit {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

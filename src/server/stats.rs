@@ -135,6 +135,8 @@ pub struct ProcessInfo {
     pub hub_lock: [u64; 4],
     /// Per kind of hold (`HOLD_KINDS`): hub lock holds of at least 1 ms and at least 5 ms.
     pub long_holds: [[u64; 2]; HOLD_KINDS.len()],
+    /// Per kind: the timer thread's holds whose thread CPU time reached 1 ms and 5 ms.
+    pub timer_cpu_holds: [[u64; 2]; HOLD_KINDS.len()],
     /// Group-commit syncs (`-f 0`, `-f MS`): completed, changes they made durable, µs spent.
     pub syncs: [u64; 3],
 }
@@ -273,6 +275,12 @@ pub fn global_yaml(h: &HubStats, cmds: &[u64; 22], p: &ProcessInfo) -> Vec<u8> {
         let _ = write!(
             y,
             "hub-lock-holds-over-1ms-{kind}: {over_1ms}\nhub-lock-holds-over-5ms-{kind}: {over_5ms}\n"
+        );
+    }
+    for (kind, [over_1ms, over_5ms]) in HOLD_KINDS.iter().zip(p.timer_cpu_holds) {
+        let _ = write!(
+            y,
+            "hub-lock-timer-cpu-over-1ms-{kind}: {over_1ms}\nhub-lock-timer-cpu-over-5ms-{kind}: {over_5ms}\n"
         );
     }
     let [syncs, changes, us] = p.syncs;
@@ -488,6 +496,7 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             mode: "mem",
             hub_lock: [18, 19, 20, 21],
             long_holds: [[22, 23], [0, 0], [0, 0], [0, 0], [0, 0], [24, 0]],
+            timer_cpu_holds: [[0, 0], [0, 0], [0, 0], [0, 0], [28, 0], [0, 0]],
             syncs: [25, 26, 27],
         };
         let y = String::from_utf8(global_yaml(&h, &c.snapshot(), &p)).unwrap();
@@ -514,6 +523,10 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             want.push(format!("hub-lock-holds-over-1ms-{kind}"));
             want.push(format!("hub-lock-holds-over-5ms-{kind}"));
         }
+        for kind in HOLD_KINDS {
+            want.push(format!("hub-lock-timer-cpu-over-1ms-{kind}"));
+            want.push(format!("hub-lock-timer-cpu-over-5ms-{kind}"));
+        }
         want.extend(["syncs", "sync-changes", "sync-us"].map(String::from));
         assert_eq!(keys, want);
         assert!(y.contains("\ncmd-put: 2\ncmd-peek: 0\n"));
@@ -530,9 +543,13 @@ time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\nkicks: 
             "\nhub-lock-holds-over-1ms-create: 22\nhub-lock-holds-over-5ms-create: 23\n\
              hub-lock-holds-over-1ms-load: 0\n"
         ));
-        assert!(y.ends_with(
+        assert!(y.contains(
             "hub-lock-holds-over-1ms-other: 24\nhub-lock-holds-over-5ms-other: 0\n\
-             syncs: 25\nsync-changes: 26\nsync-us: 27\n"
+             hub-lock-timer-cpu-over-1ms-create: 0\n"
+        ));
+        assert!(y.contains("\nhub-lock-timer-cpu-over-1ms-split: 28\n"));
+        assert!(y.ends_with(
+            "hub-lock-timer-cpu-over-5ms-other: 0\nsyncs: 25\nsync-changes: 26\nsync-us: 27\n"
         ));
     }
 

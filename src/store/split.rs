@@ -43,6 +43,20 @@ pub const SPAN_LEVELS: u32 = 4;
 /// *Split holds*).
 pub const SPLIT_STEP: usize = 32;
 
+/// Most moves a split lets wait for their `Moved` marks ([`Store::split_waits_for_moves`]):
+/// its steps wait while more are pending or in flight, and the tables that hold them are
+/// sized for this many by the first split step and kept (~3 MiB of address space, resident
+/// as far as splits used it), so that no later step grows them: a table grown by a step
+/// rehashed every move in it under the hub lock (0.8-1.8 ms at 7,000-16,000), and one sized
+/// again after being let go faulted in its pages while rehashing (1.3-1.7 ms). A split at
+/// full speed keeps about this many (a second of steps) before its first batches are durable.
+pub const SPLIT_MOVES_MAX: usize = 16 * 1024;
+
+/// Most segments a split step creates: a step stops early after the record that created the
+/// last one (about 40 µs each, plus their first reservation and mapping: a split's first step
+/// into 20-27 new 1-second spokes held the hub lock 1.3-2.7 ms, measured).
+pub const SPLIT_CREATES: u64 = 4;
+
 /// When spoke `id` is split: one span before it starts.
 pub fn split_at(id: SpokeId) -> Micros {
     id.start.saturating_sub(id.span)
@@ -139,6 +153,18 @@ impl<S: Segment> Store<S> {
         self.splits_held = held;
     }
 
+    /// Whether split steps wait for `Moved` marks to be written and made durable: a step
+    /// would take the moves past [`SPLIT_MOVES_MAX`]. Settling marks wakes them
+    /// ([`Store::write_due_marks`]).
+    pub(super) fn split_waits_for_moves(&self) -> bool {
+        S::FILE_BACKED && self.moves.len() + SPLIT_STEP > SPLIT_MOVES_MAX
+    }
+
+    /// Moves waiting for their `Moved` marks, and how many fit without growing a table.
+    pub fn moves_and_room(&self) -> (usize, usize) {
+        (self.moves.len(), self.moves.room())
+    }
+
     /// Whether a split step would run now, were splits not held.
     pub fn split_due(&self) -> bool {
         self.splitting.is_some() || self.splits.first().is_some_and(|&(at, _)| at <= self.now)
@@ -182,7 +208,7 @@ impl<S: Segment> Store<S> {
     /// When the next split step is due: now while one is under way, else at the first wide
     /// spoke's split time; never while splits are held.
     pub(super) fn next_split(&self) -> Option<Micros> {
-        if self.splits_held {
+        if self.splits_held || self.split_waits_for_moves() {
             return None;
         }
         if self.splitting.is_some() {
@@ -197,7 +223,7 @@ impl<S: Segment> Store<S> {
     /// the scheduler holds a job (its record then stays).
     pub fn split_step(&mut self, is_resident: impl Fn(u64) -> bool) -> Vec<(SpokeId, RecordMeta)> {
         let mut near = Vec::new();
-        if self.splits_held {
+        if self.splits_held || self.split_waits_for_moves() {
             return near;
         }
         let split = match self.splitting {
@@ -230,6 +256,11 @@ impl<S: Segment> Store<S> {
                 return near;
             }
         };
+        if S::FILE_BACKED {
+            self.moves.reserve_total(SPLIT_MOVES_MAX + SPLIT_STEP);
+        }
+        let created = self.work.spokes_created;
+        let mut next = next;
         let mut ids: Option<(u64, u64)> = None;
         for m in metas {
             let m = match m {
@@ -239,6 +270,11 @@ impl<S: Segment> Store<S> {
                     continue;
                 }
             };
+            if self.work.spokes_created >= created + SPLIT_CREATES {
+                // Enough new files for one step: the next step goes on from this record.
+                next = Some(m.offset);
+                break;
+            }
             if m.slot.state != JobState::Waiting
                 || is_resident(m.id)
                 || self.is_pending_move(split.spoke, m.offset)
