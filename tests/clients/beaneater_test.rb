@@ -14,7 +14,7 @@ YAAD = ARGV[0] or abort('usage: beaneater_test.rb YAAD_BINARY [BEANSTALKD_BINARY
 BEANSTALKD = ARGV[1] || 'beanstalkd'
 # Keys yaad's `stats` adds to beanstalkd's (documented in README "Differences").
 YAAD_EXTRA_STATS = (%w[corrupt_records_skipped data_bytes hub_lock_acquisitions hub_lock_contended hub_lock_held_us hub_lock_wait_us mode segments_open spokes syncs sync_changes sync_us] +
-                    %w[create load compact retire split other].flat_map { |k| %w[1 5].map { |ms| "hub_lock_holds_over_#{ms}ms_#{k}" } }).freeze
+                    %w[create load compact retire split other].flat_map { |k| %w[1 5].flat_map { |ms| ["hub_lock_holds_over_#{ms}ms_#{k}", "hub_lock_timer_cpu_over_#{ms}ms_#{k}"] } }).freeze
 
 def free_port
   s = TCPServer.new('127.0.0.1', 0)

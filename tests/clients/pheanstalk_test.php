@@ -27,7 +27,8 @@ $beanstalkd = $argv[2] ?? 'beanstalkd';
 const YAAD_BASE_STATS = ['mode', 'spokes', 'segments-open', 'corrupt-records-skipped', 'data-bytes', 'hub-lock-acquisitions', 'hub-lock-contended', 'hub-lock-held-us', 'hub-lock-wait-us'];
 const YAAD_HOLD_KINDS = ['create', 'load', 'compact', 'retire', 'split', 'other'];
 define('YAAD_EXTRA_STATS', array_merge(array_merge(YAAD_BASE_STATS, ...array_map(
-    fn($k) => ["hub-lock-holds-over-1ms-$k", "hub-lock-holds-over-5ms-$k"],
+    fn($k) => ["hub-lock-holds-over-1ms-$k", "hub-lock-holds-over-5ms-$k",
+        "hub-lock-timer-cpu-over-1ms-$k", "hub-lock-timer-cpu-over-5ms-$k"],
     YAAD_HOLD_KINDS
 )), ['syncs', 'sync-changes', 'sync-us']));
 
