@@ -1665,3 +1665,32 @@ fn split_waits_for_room_among_moves() {
     }
     assert_eq!(hub.work().records_split as usize, n);
 }
+
+/// A closed lazy wide spoke is read ahead by its path (its file opened outside the lock), from
+/// the start, before the split's first step.
+#[test]
+fn split_read_ahead_opens_a_closed_wide_file() {
+    use crate::store::ReadFrom;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    hub.store.set_max_open_far(1);
+    let c = hub.connect();
+    for i in 0..100u32 {
+        hub.put(c, 0, 3 * 3600 + i % 60, 5, b"far", T0).unwrap();
+    }
+    // A put into another far spoke closes the first (one far segment open at most).
+    hub.put(c, 0, 30 * 86_400, 5, b"farther", T0).unwrap();
+    let mut now = T0;
+    while !hub.split_due() {
+        now = hub.next_deadline().expect("jobs left, so a deadline");
+        hub.tick(now);
+    }
+    assert_eq!(hub.work().records_split, 0);
+    let ahead = hub.store.split_read_ahead().expect("a split under way");
+    let (from, range) = ahead.reads().next().expect("the wide file");
+    assert!(matches!(from, ReadFrom::Path(_)), "{from:?}");
+    assert_eq!(range.start, 0);
+    assert!(from.open().unwrap().metadata().unwrap().len() >= range.end);
+    hub.tick(now + 1);
+    assert!(hub.work().records_split > 0);
+}

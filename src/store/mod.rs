@@ -40,7 +40,7 @@ pub use free::{FREE_MIN, HOT_FOR, PunchJob, ROLL_BYTES};
 use lru::SpokeLru;
 pub use recovery::Recovery;
 use split::Split;
-pub use split::{SPLIT_CREATES, SPLIT_MOVES_MAX, SPLIT_STEP, SplitReadAhead, place};
+pub use split::{ReadFrom, SPLIT_CREATES, SPLIT_MOVES_MAX, SPLIT_STEP, SplitReadAhead, place};
 use spoke::Spoke;
 pub use spoke::spoke_for;
 pub use spoke::{DelayedJob, FAR_IDLE, FarJob, MAX_OPEN_FAR_SPOKES, NEAR_SPOKES};
