@@ -1467,20 +1467,35 @@ fn finer_spokes_retire_at_their_own_end() {
     assert_eq!(hub.next_deadline(), None);
 }
 
-/// A hub in `dir` with a thousand far jobs (ids 1..=1000) in one wide (hour) spoke, ticked until
-/// the first step of its split ran (the split takes several); and the time of that tick.
-fn splitting<S: Segment>(dir: &std::path::Path) -> (Hub<S>, Micros) {
+/// A hub in `dir` with `n` far jobs (ids 1..=n) 3 h out, 0-59 s apart: in one wide (hour)
+/// spoke, or two.
+fn hours_out<S: Segment>(dir: &std::path::Path, n: u32) -> Hub<S> {
     let mut hub = Hub::<S>::open(cfg(dir, true), T0).unwrap();
     let c = hub.connect();
-    let delay = 3 * 3600;
-    for i in 0..1000u32 {
-        hub.put(c, 0, delay + i % 60, 5, b"far", T0).unwrap();
+    for i in 0..n {
+        hub.put(c, 0, 3 * 3600 + i % 60, 5, b"far", T0).unwrap();
     }
-    let mut now = T0;
-    while hub.work().records_split == 0 {
+    hub
+}
+
+/// Ticks `hub` from `now` at its deadlines until `done`; returns the time of the last tick.
+fn tick_until<S: Segment>(
+    hub: &mut Hub<S>,
+    mut now: Micros,
+    done: impl Fn(&Hub<S>) -> bool,
+) -> Micros {
+    while !done(hub) {
         now = hub.next_deadline().expect("jobs left, so a deadline");
         hub.tick(now);
     }
+    now
+}
+
+/// A hub in `dir` with a thousand far jobs (ids 1..=1000) in one wide (hour) spoke, ticked until
+/// the first step of its split ran (the split takes several); and the time of that tick.
+fn splitting<S: Segment>(dir: &std::path::Path) -> (Hub<S>, Micros) {
+    let mut hub = hours_out::<S>(dir, 1000);
+    let now = tick_until(&mut hub, T0, |h| h.work().records_split > 0);
     (hub, now)
 }
 
@@ -1516,17 +1531,9 @@ fn held_splits_wait_and_then_go_on() {
 fn split_read_ahead_covers_the_next_step<S: Segment>() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<S>::open(cfg(dir.path(), true), T0).unwrap();
-    let c = hub.connect();
-    for i in 0..1000u32 {
-        hub.put(c, 0, 3 * 3600 + i % 60, 5, b"far", T0).unwrap();
-    }
+    let mut hub = hours_out::<S>(dir.path(), 1000);
     // Up to the call that starts the split: it moves nothing yet.
-    let mut now = T0;
-    while !hub.split_due() {
-        now = hub.next_deadline().expect("jobs left, so a deadline");
-        hub.tick(now);
-    }
+    let mut now = tick_until(&mut hub, T0, |h| h.split_due());
     assert_eq!(hub.work().records_split, 0);
     let mut first = true;
     let ids = 1..=1000u64;
@@ -1631,18 +1638,9 @@ fn split_steps_create_few_segments() {
 fn split_waits_for_room_among_moves() {
     use crate::store::{SPLIT_MOVES_MAX, SPLIT_STEP};
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
-    let c = hub.connect();
     let n = SPLIT_MOVES_MAX + 1000;
-    for i in 0..n {
-        hub.put(c, 0, 3 * 3600 + (i % 60) as u32, 5, b"far", T0)
-            .unwrap();
-    }
-    let mut now = T0;
-    while hub.work().records_split == 0 {
-        now = hub.next_deadline().expect("jobs left, so a deadline");
-        hub.tick(now);
-    }
+    let mut hub = hours_out::<LazySegment>(dir.path(), n as u32);
+    let mut now = tick_until(&mut hub, T0, |h| h.work().records_split > 0);
     let room = hub.store.moves_and_room().1;
     assert!(room >= SPLIT_MOVES_MAX + SPLIT_STEP, "room for {room}");
     while hub.split_due() && hub.next_deadline() == Some(now + 1) {
@@ -1672,19 +1670,12 @@ fn split_waits_for_room_among_moves() {
 fn split_read_ahead_opens_a_closed_wide_file() {
     use crate::store::ReadFrom;
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Hub::<LazySegment>::open(cfg(dir.path(), true), T0).unwrap();
+    let mut hub = hours_out::<LazySegment>(dir.path(), 100);
     hub.store.set_max_open_far(1);
-    let c = hub.connect();
-    for i in 0..100u32 {
-        hub.put(c, 0, 3 * 3600 + i % 60, 5, b"far", T0).unwrap();
-    }
     // A put into another far spoke closes the first (one far segment open at most).
+    let c = hub.connect();
     hub.put(c, 0, 30 * 86_400, 5, b"farther", T0).unwrap();
-    let mut now = T0;
-    while !hub.split_due() {
-        now = hub.next_deadline().expect("jobs left, so a deadline");
-        hub.tick(now);
-    }
+    let now = tick_until(&mut hub, T0, |h| h.split_due());
     assert_eq!(hub.work().records_split, 0);
     let ahead = hub.store.split_read_ahead().expect("a split under way");
     let (from, range) = ahead.reads().next().expect("the wide file");

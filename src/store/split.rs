@@ -183,7 +183,8 @@ impl<S: Segment> Store<S> {
     }
 
     /// Moves waiting for their `Moved` marks, and how many fit without growing a table.
-    pub fn moves_and_room(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn moves_and_room(&self) -> (usize, usize) {
         (self.moves.len(), self.moves.room())
     }
 

@@ -289,6 +289,7 @@ impl Moves {
     }
 
     /// How many moves fit without growing a table.
+    #[cfg(test)]
     pub(super) fn room(&self) -> usize {
         self.replacing
             .capacity()
@@ -378,6 +379,7 @@ impl<S: Segment> Store<S> {
     /// records may be freed, their spokes retired), then writes up to `max` marks whose
     /// replacement is durable (see [`Store::synced`]).
     pub fn write_due_marks(&mut self, max: usize) {
+        let split_waited = self.split_waits_for_moves();
         let (durable, released) = self.moves.take_durable(self.durable_epoch, max);
         for to in durable {
             self.maybe_retire(to);
@@ -388,7 +390,7 @@ impl<S: Segment> Store<S> {
         for p in self.moves.take_due(self.durable_epoch, max) {
             self.write_moved(p);
         }
-        if self.split_due() && !self.split_waits_for_moves() {
+        if split_waited && self.split_due() && !self.split_waits_for_moves() {
             // A split step waiting for room among the moves may go on.
             self.note_deadline(self.now);
         }
