@@ -5,8 +5,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapMut;
-
 use super::file::{
     check_can_free, create_file, file_data_end, open_rw, punch_hole, read_file_header, used,
     used_mut,
@@ -46,7 +44,7 @@ pub struct LazySegment {
     spoke: SpokeId,
     /// Shared with sync batches ([`Segment::sync_handle`]) while open.
     file: Option<Arc<File>>,
-    map: Option<MmapMut>,
+    map: Option<mmap::AheadMap>,
     /// Where the data ends: appends go here.
     end: u64,
     /// The file's length: `end` plus a tail reserved for appends, cut off by `close`.
@@ -107,12 +105,12 @@ impl LazySegment {
 
     /// The mapping, covering at least every appended byte (and usually more: only bytes
     /// below `len`, which the file holds, may be touched).
-    fn mapping(&mut self) -> Result<&mut MmapMut> {
+    fn mapping(&mut self) -> Result<&mut mmap::AheadMap> {
         self.mapping_to(self.end)
     }
 
     /// The mapping, covering at least `need` bytes.
-    fn mapping_to(&mut self, need: u64) -> Result<&mut MmapMut> {
+    fn mapping_to(&mut self, need: u64) -> Result<&mut mmap::AheadMap> {
         if self.map.as_ref().is_none_or(|m| (m.len() as u64) < need) {
             self.map = None;
             self.file()?;
@@ -160,7 +158,7 @@ impl LazySegment {
             return;
         }
         if let Some(map) = &self.map
-            && let Err(e) = mmap::drop_pages(map, self.dropped as usize, to as usize)
+            && let Err(e) = map.drop_pages(self.dropped as usize, to as usize)
         {
             tracing::debug!(path = %self.path.display(), "madvise: {e}");
         }
@@ -318,7 +316,7 @@ impl Segment for LazySegment {
     fn drop_pages(&mut self, from: u64, to: u64) {
         if let Some(map) = &self.map {
             let (from, to) = (from as usize, mmap::pages_to(to, self.end));
-            if let Err(e) = mmap::drop_pages(map, from, to) {
+            if let Err(e) = map.drop_pages(from, to) {
                 tracing::debug!(path = %self.path.display(), "madvise: {e}");
             }
         }

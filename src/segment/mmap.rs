@@ -18,13 +18,22 @@
 //!    [`reserve`] or a positioned write extended first). Pages of a shared mapping past the
 //!    end of the file become readable and writable once the file grows over them (one page
 //!    cache).
+//!
+//! A lazy segment's mapping ([`AheadMap`]) may outlive its owner for a moment: while a thread
+//! holds the hub lock ([`Deferral`]), its unmaps and page drops wait until the lock is
+//! released. Such a mapping is never read or written again, so rule 2 does not cover it: a
+//! lazy segment cuts its tail off right after letting go of it.
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::fs::File;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapRaw};
 
 use super::{Result, StorageError};
 
@@ -119,16 +128,12 @@ impl AnonBuf {
 /// touching them again maps them again. For dead records, whose pages stay resident until the
 /// hole that frees them can be punched.
 pub(crate) fn drop_pages(map: &MmapMut, from: usize, to: usize) -> std::io::Result<()> {
-    let page = rustix::param::page_size();
-    let from = from.div_ceil(page) * page;
-    let to = to.min(map.len()) / page * page;
-    if to <= from {
+    let Some((from, to)) = whole_pages(from, to, map.len()) else {
         return Ok(());
-    }
-    // SAFETY: on a shared file mapping MADV_DONTNEED only unmaps the pages: their contents,
-    // dirty or not, stay in the page cache (one copy per file), so every later read through
-    // this mapping or the file sees the same bytes. Nothing is freed that a reference into
-    // the mapping could still point at.
+    };
+    // SAFETY: as in `dontneed`: on a shared file mapping MADV_DONTNEED leaves every byte as
+    // it is (in the page cache); nothing is freed that a reference into the mapping could
+    // still point at.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) }
 }
 
@@ -157,19 +162,164 @@ pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
 /// instead of mapping the file again after every append (an munmap + mmap + page fault per
 /// change). The caller must only touch bytes below the file's current length, and must not
 /// shrink the file while the mapping lives.
-pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<MmapMut> {
+pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<AheadMap> {
     let len = usize::try_from(len).map_err(|_| {
         StorageError::io(
             path,
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "segment too large"),
         )
     })?;
-    // SAFETY: rules 1-3 of this module. The mapping may cover pages past the end of the file;
-    // touching those would raise SIGBUS, so the caller (LazySegment) only slices the mapping
-    // below the file's length as it made it (rule 3's exception). Nothing shrinks the file
-    // while it is mapped (rule 2).
-    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
-        .map_err(|e| StorageError::io(path, e))
+    let raw = memmap2::MmapOptions::new()
+        .len(len)
+        .map_raw(file)
+        .map_err(|e| StorageError::io(path, e))?;
+    Ok(AheadMap { raw: Arc::new(raw) })
+}
+
+/// A shared read/write mapping of a segment file made by [`map_ahead`], owned by one lazy
+/// segment. Only the owner reaches its bytes (`Deref`, `DerefMut`: it is not `Clone`). The
+/// only other reference is this thread's [`Deferral`] queue, which drops pages from the
+/// mapping or unmaps it after the hub lock is released, and never reads or writes a byte.
+#[derive(Debug)]
+pub(crate) struct AheadMap {
+    raw: Arc<MmapRaw>,
+}
+
+impl Deref for AheadMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: rules 1-3 of this module (the caller slices only bytes the file holds). The
+        // mapping is alive while `self.raw` is, and no `&mut` to its bytes exists while `&self`
+        // does: only `deref_mut` (which takes `&mut self`) makes one, and the queued clones of
+        // `raw` never touch the bytes.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
+    }
+}
+
+impl DerefMut for AheadMap {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` proves this is the only slice of the mapping
+        // alive (the owner is unique; queued clones only `madvise` or unmap, and
+        // MADV_DONTNEED on a shared file mapping leaves every byte as it is).
+        unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr(), self.raw.len()) }
+    }
+}
+
+impl AheadMap {
+    /// [`drop_pages`] for this mapping: at once, or after the hub lock is released when this
+    /// thread holds it ([`Deferral`]).
+    pub(crate) fn drop_pages(&self, from: usize, to: usize) -> std::io::Result<()> {
+        let Some((from, to)) = whole_pages(from, to, self.raw.len()) else {
+            return Ok(());
+        };
+        let deferred = QUEUE.with_borrow_mut(|q| {
+            q.depth > 0 && {
+                q.ops
+                    .push(Deferred::DropPages(Arc::clone(&self.raw), from, to));
+                true
+            }
+        });
+        if deferred {
+            return Ok(());
+        }
+        dontneed(&self.raw, from, to)
+    }
+}
+
+impl Drop for AheadMap {
+    /// Unmaps at once, or after the hub lock is released when this thread holds it.
+    fn drop(&mut self) {
+        // `try_with`: a segment dropped while the thread exits unmaps at once.
+        let _ = QUEUE.try_with(|q| {
+            let mut q = q.borrow_mut();
+            if q.depth > 0 {
+                q.ops.push(Deferred::Unmap(Arc::clone(&self.raw)));
+            }
+        });
+    }
+}
+
+/// The whole pages inside `from..to`, within a mapping of `len` bytes.
+fn whole_pages(from: usize, to: usize, len: usize) -> Option<(usize, usize)> {
+    let page = rustix::param::page_size();
+    let from = from.div_ceil(page) * page;
+    let to = to.min(len) / page * page;
+    (from < to).then_some((from, to))
+}
+
+/// MADV_DONTNEED on whole pages `from..to` of a shared file mapping.
+fn dontneed(raw: &MmapRaw, from: usize, to: usize) -> std::io::Result<()> {
+    // SAFETY: on a shared file mapping MADV_DONTNEED only unmaps the pages: their contents,
+    // dirty or not, stay in the page cache (one copy per file), so every later read through
+    // this mapping or the file sees the same bytes. Nothing is freed that a reference into
+    // the mapping could still point at.
+    unsafe { raw.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) }
+}
+
+/// Work on lazy mappings that waits for the hub lock's release.
+enum Deferred {
+    DropPages(Arc<MmapRaw>, usize, usize),
+    Unmap(Arc<MmapRaw>),
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Live [`Deferral`]s on this thread.
+    depth: u32,
+    ops: Vec<Deferred>,
+}
+
+thread_local! {
+    static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
+}
+
+/// While one lives, this thread's unmaps of lazy mappings and page drops from them
+/// ([`AheadMap`]) wait, and run when the last one ends: taken with the hub lock and dropped
+/// after it, so that the lock is not held while they run. Both can take milliseconds of CPU
+/// time on a virtual machine: each flushes the other CPUs' TLBs and spins until every one has
+/// answered, however long the host keeps a virtual CPU away.
+#[must_use]
+pub(crate) struct Deferral {
+    /// Bound to its thread (the queue is per thread).
+    _thread: PhantomData<*const ()>,
+}
+
+impl Deferral {
+    pub(crate) fn begin() -> Deferral {
+        QUEUE.with_borrow_mut(|q| q.depth += 1);
+        Deferral {
+            _thread: PhantomData,
+        }
+    }
+}
+
+/// Whether this thread's lazy unmaps and page drops wait for a [`Deferral`] to end now.
+#[cfg(test)]
+pub(crate) fn deferring() -> bool {
+    QUEUE.with_borrow(|q| q.depth > 0)
+}
+
+impl Drop for Deferral {
+    fn drop(&mut self) {
+        let ops = QUEUE.with_borrow_mut(|q| {
+            q.depth -= 1;
+            if q.depth == 0 {
+                std::mem::take(&mut q.ops)
+            } else {
+                Vec::new()
+            }
+        });
+        for op in ops {
+            match op {
+                Deferred::DropPages(raw, from, to) => {
+                    if let Err(e) = dontneed(&raw, from, to) {
+                        tracing::debug!("madvise: {e}");
+                    }
+                }
+                Deferred::Unmap(raw) => drop(raw),
+            }
+        }
+    }
 }
 
 /// Grows `file` to at least `len` bytes with disk blocks reserved (`posix_fallocate`, or
@@ -255,6 +405,74 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
+
+    /// The resident bytes of the mapping holding `addr` (`/proc/self/smaps`); `None` when no
+    /// mapping holds it.
+    fn mapping_rss(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+                let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+                return Some(kb * 1024);
+            }
+        }
+        None
+    }
+
+    /// While a deferral lives (the hub lock is held), page drops and the unmap of a lazy
+    /// mapping wait, and they run when the last deferral ends; without one they run at once.
+    #[test]
+    fn lazy_drops_and_unmaps_wait_for_the_deferral() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        const LEN: usize = 64 << 10;
+        reserve(&file, &path, LEN as u64).unwrap();
+        let mut map = map_ahead(&file, &path, LEN as u64).unwrap();
+        map[..LEN].fill(7);
+        let addr = map.as_ptr() as usize;
+        assert_eq!(mapping_rss(addr), Some(LEN as u64));
+
+        let outer = Deferral::begin();
+        let inner = Deferral::begin();
+        map.drop_pages(0, LEN / 2).unwrap();
+        drop(inner);
+        assert!(deferring());
+        assert_eq!(
+            mapping_rss(addr),
+            Some(LEN as u64),
+            "dropped under the lock"
+        );
+        drop(outer);
+        assert!(!deferring());
+        assert_eq!(mapping_rss(addr), Some(LEN as u64 / 2));
+
+        map.drop_pages(LEN / 2, LEN).unwrap();
+        assert_eq!(mapping_rss(addr), Some(0), "no deferral: dropped at once");
+        assert_eq!(
+            map[LEN - 1],
+            7,
+            "dropped pages read back from the page cache"
+        );
+
+        let d = Deferral::begin();
+        drop(map);
+        assert!(mapping_rss(addr).is_some(), "unmapped under the lock");
+        drop(d);
+        assert_eq!(mapping_rss(addr), None);
+    }
 
     /// Where posix_fallocate is unsupported (or refused with EINVAL).
     fn unsupported(_: &File, _: libc::off_t, _: libc::off_t) -> libc::c_int {

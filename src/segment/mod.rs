@@ -41,6 +41,9 @@ pub use journal::ChangeJournal;
 pub use lazy::{LAZY_RESERVE, LazySegment};
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment, grown_len};
 pub use mem::MemSegment;
+pub(crate) use mmap::Deferral;
+#[cfg(test)]
+pub(crate) use mmap::deferring;
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.

@@ -23,7 +23,7 @@ use super::reply::reserve_reply;
 use super::stats::{self, CmdCounters, ProcessInfo};
 use crate::hub::time::{SystemTimeSource, TimeSource};
 use crate::hub::{ConnId, Hub, HubError, Micros, ReserveOutcome, StoreWork};
-use crate::segment::Segment;
+use crate::segment::{Deferral, Segment};
 use crate::store::PunchJob;
 
 /// The wake-ups of one connection's blocked reserve, from the hub ([`Waiter`]) to the
@@ -430,6 +430,9 @@ struct HubGuard<'a, S: Segment> {
     /// The thread's CPU time when the lock was taken, for the timer thread's holds only
     /// ([`thread_cpu`]: a system call).
     cpu_since: Option<Duration>,
+    /// Unmaps and page drops of lazy mappings made during the hold, run once the lock is
+    /// released: the last field, so it is dropped after `guard`.
+    _deferral: Deferral,
 }
 
 /// The calling thread's CPU time so far (excludes time the host took from a virtual CPU where
@@ -633,6 +636,7 @@ impl<S: Segment> Core<S> {
     }
 
     fn lock(&self) -> HubGuard<'_, S> {
+        let deferral = Deferral::begin();
         // A panic inside a hub call poisons the lock; the hub's own invariants are per call, so
         // serving on is better than taking every connection down with it.
         let st = &self.lock_stats;
@@ -661,6 +665,7 @@ impl<S: Segment> Core<S> {
             before,
             debug: tracing::enabled!(tracing::Level::DEBUG),
             cpu_since: None,
+            _deferral: deferral,
         }
     }
 
@@ -1368,6 +1373,59 @@ mod tests {
     /// did nothing without one, so the split's `Moved` marks were never written and the wide
     /// file it emptied stayed on disk. Two periodic syncs, with no client change, now retire it
     /// (the hub is driven with its own times; nothing waits for the clock).
+    /// A hold of the hub lock defers the unmaps and page drops of lazy mappings made in it
+    /// until the lock is released: a lazy segment closed in a hold is still mapped when the
+    /// hold ends and gone after.
+    #[test]
+    fn lazy_unmaps_run_after_the_hub_lock_is_released() {
+        use crate::segment::{LazySegment, deferring};
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::<LazySegment>::open(HubConfig::new(dir.path()), now()).unwrap();
+        let core = Core::new(hub, Durability::Interval(50), 65_535, Mode::Lazy);
+        assert!(!deferring());
+        let g = core.lock();
+        assert!(deferring());
+        let spoke = SpokeId {
+            start: 0,
+            span: SECOND,
+        };
+        let mut seg = LazySegment::create(dir.path(), spoke).unwrap();
+        let rec = crate::segment::NewRecord {
+            id: 1,
+            trigger_at: 0,
+            created_at: 0,
+            ttr: 60,
+            tube: b"default",
+            name: b"",
+            body: b"x",
+            slot: crate::segment::StateSlot {
+                version: 1,
+                state: crate::segment::JobState::Waiting,
+                priority: 0,
+                counters: Default::default(),
+            },
+        };
+        let at = seg.append(&rec).unwrap();
+        seg.read(at).unwrap();
+        let addr = seg.mapping_address().expect("mapped by the read");
+        seg.close().unwrap();
+        let mapped = |addr: usize| {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_once(' ')?.0.split_once('-'))
+                .any(|(lo, hi)| {
+                    let lo = usize::from_str_radix(lo, 16).unwrap();
+                    let hi = usize::from_str_radix(hi, 16).unwrap();
+                    (lo..hi).contains(&addr)
+                })
+        };
+        assert!(mapped(addr), "unmapped under the lock");
+        drop(g);
+        assert!(!deferring());
+        assert!(!mapped(addr), "still mapped after the lock was released");
+    }
+
     #[tokio::test]
     async fn the_periodic_sync_syncs_a_split_without_client_changes() {
         // On an hour: a job 300 s out goes to the 1-minute spoke [T0 + 300 s, T0 + 360 s),
