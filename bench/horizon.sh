@@ -3,7 +3,8 @@
 # into each server on a fresh data directory, one after another in the same run. Per server:
 # jobs accepted per second, puts refused (OUT_OF_MEMORY and the like: counted, the run goes
 # on), the server's CPU time per put accepted, whether the server survived, files and bytes in
-# its data directory, its memory mappings, VmRSS after the puts and the RSS growth per job held.
+# its data directory, its memory mappings, VmRSS after the puts and the RSS growth per job held,
+# and the CPU time the host took from this virtual machine during the puts (steal).
 #
 # Usage: bench/horizon.sh [RANGE...]        (default: 30d)
 #   RANGE: a preset or A..B seconds (yaad-bench --delay)
@@ -75,10 +76,12 @@ for preset in "${RANGES[@]}"; do
         for ((pass = 1; pass <= PASSES; pass++)); do
             echo "$preset ($delay s): $N puts into $label, pass $pass/$PASSES" >&2
             cpu_before=$(server_cpu_s)
+            steal_before=$(host_steal_ms)
             json=$("$BENCH" put --addr "$ADDR" --count "$N" --delay "$delay" --conns "$CONNS" \
                 --pipeline "$PIPELINE" --body "$BODY" --refusals-ok --idle-timeout "$IDLE" |
                 tail -n 1) || true
             cpu_after=$(server_cpu_s)
+            steal=$(($(host_steal_ms) - steal_before))
             if [[ $(echo "$json" | jq -r type 2>/dev/null) != object ]]; then
                 json='{"errors": 1, "fatal": "yaad-bench printed no JSON line"}'
             fi
@@ -122,7 +125,7 @@ for preset in "${RANGES[@]}"; do
                 disk=$(dir_kib 2>/dev/null) || true
                 apparent=$(dir_apparent_kib)
             fi
-            rows+=("$preset|$label|$pass|$units|$wall|$refused|$errors|$delayed|$state|$files|$disk|$apparent|$maps|$base|$rss|$hwm|$held|$cpu")
+            rows+=("$preset|$label|$pass|$units|$wall|$refused|$errors|$delayed|$state|$files|$disk|$apparent|$maps|$base|$rss|$hwm|$held|$cpu|$steal")
             [[ $state == ok ]] || break
         done
         # Time SIGTERM to exit, up to STOP_WAIT s (stop_server then sends SIGKILL).
@@ -157,17 +160,17 @@ done
             return x s
         }
         BEGIN {
-            print "| range | server | pass | accepted/s | server µs/put | refused | jobs held | state | files | disk MiB (du) | apparent MiB | mappings | RSS MiB | peak MiB | RAM bytes/job | stop s |"
-            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            print "| range | server | pass | accepted/s | server µs/put | refused | jobs held | state | files | disk MiB (du) | apparent MiB | mappings | RSS MiB | peak MiB | RAM bytes/job | stop s | host steal ms |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         }
         {
             rate = $5 > 0 ? sprintf("%.0f", $4 / $5) : "-"
             per_job = ($15 != "-" && $15 != "" && $14 != "-" && $17 > 0) ? sprintf("%.0f", ($15 - $14) * 1024 / $17) : "-"
             state = $9
             if ($7 > 0) state = state "; errors " $7
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
                 $1, $2, $3, num(rate), $18, num($6), num($8), state, num($10), mib($11), mib($12), \
-                num($13), mib($15), mib($16), num(per_job), ($19 == "" ? "" : $19)
+                num($13), mib($15), mib($16), num(per_job), ($20 == "" ? "" : $20), num($19)
         }'
     echo
     echo "accepted/s = puts answered INSERTED ÷ the wall time of the pass; server µs/put = the server's CPU"
@@ -175,6 +178,7 @@ done
     echo "(OUT_OF_MEMORY, BURIED, ...); jobs held = the server's current-jobs-delayed + -ready after the pass;"
     echo "RAM bytes/job = (VmRSS after the pass − VmRSS at start) ÷ jobs accepted so far;"
     echo "state: ok, crashed (exit N), wedged (no answer to stats in 10 s); stop s = SIGTERM to exit"
-    echo "(SIGKILL after STOP_WAIT = $STOP_WAIT s)."
+    echo "(SIGKILL after STOP_WAIT = $STOP_WAIT s); host steal ms = CPU time the hypervisor took from this"
+    echo "machine during the pass (/proc/stat): a row with hundreds of ms or more measured the host too."
 } | tee "$OUT/table.md"
 echo "raw results: $OUT/runs.jsonl" >&2

@@ -192,6 +192,13 @@ while chunk := s.recv(65536):
     fi | tr -d '\r'
 }
 
+# Milliseconds of CPU time the host (hypervisor) has taken from this machine's CPUs so far:
+# the steal column of /proc/stat, in ticks of 10 ms. A run during which it grew by more than
+# a few hundred ms measured the host as much as the server.
+host_steal_ms() {
+    awk '$1 == "cpu" { print $9 * 10 }' /proc/stat
+}
+
 # Seconds since the epoch with fractions.
 now_s() {
     date +%s.%N
