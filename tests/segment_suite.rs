@@ -675,6 +675,53 @@ fn mapping_rss(addr: usize) -> u64 {
     panic!("no mapping at {addr:#x} in /proc/self/smaps");
 }
 
+/// The `VmFlags` of the mapping that starts at `addr`, from `/proc/self/smaps`.
+fn mapping_flags(addr: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return flags.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    panic!("no mapping at {addr:#x} in /proc/self/smaps");
+}
+
+/// A segment that is only written faults its pages in one at a time (`MADV_RANDOM`, the `rr`
+/// flag: no readahead, whose retried fault doubled the faults of appends); the first read
+/// turns reading around faults back on, so a load of a cold spoke reads its file in runs. A
+/// new lazy mapping made for writing starts without it again.
+#[test]
+fn written_segments_fault_without_readahead_until_read() {
+    use yaad::segment::{LazySegment, MappedSegment};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = MappedSegment::create(dir.path(), SPOKE).unwrap();
+    let at = m.append(&new_rec(1, b"far", b"job")).unwrap();
+    m.update(at, slot(2, JobState::Waiting, 0)).unwrap();
+    assert!(mapping_flags(m.mapping_address()).contains(&"rr".into()));
+    m.read(at).unwrap();
+    assert!(!mapping_flags(m.mapping_address()).contains(&"rr".into()));
+    m.destroy().unwrap();
+
+    let mut l = LazySegment::create(dir.path(), SPOKE).unwrap();
+    let at = l.append(&new_rec(1, b"far", b"job")).unwrap();
+    let addr = l.mapping_address().unwrap();
+    assert!(mapping_flags(addr).contains(&"rr".into()));
+    l.read(at).unwrap();
+    assert!(!mapping_flags(addr).contains(&"rr".into()));
+    l.close().unwrap();
+    l.update(at, slot(2, JobState::Waiting, 0)).unwrap();
+    let addr = l.mapping_address().unwrap();
+    assert!(mapping_flags(addr).contains(&"rr".into()));
+    assert_eq!(l.scan().unwrap().len(), 1);
+    assert!(!mapping_flags(addr).contains(&"rr".into()));
+}
+
 /// The lazy mode's promise: an open segment keeps only a window of its appends resident
 /// (the pages behind it are dropped from the process), its file runs at most a 64 KiB
 /// reserved tail past the data, and `close` unmaps and cuts that tail off, so the closed

@@ -51,6 +51,9 @@ pub struct LazySegment {
     len: u64,
     /// Pages below this offset were dropped from the process after appends passed them.
     dropped: u64,
+    /// Whether page faults in the mapping read around the faulting page ([`mmap::read_around`]:
+    /// off while the segment is only written, on once it is read).
+    reads_around: bool,
     /// The file's format version: where appended records go ([`record_at`]).
     version: u32,
     /// Writes not yet made durable by `flush` (through the mapping or positioned writes).
@@ -104,21 +107,31 @@ impl LazySegment {
     }
 
     /// The mapping, covering at least every appended byte (and usually more: only bytes
-    /// below `len`, which the file holds, may be touched).
-    fn mapping(&mut self) -> Result<&mut mmap::AheadMap> {
-        self.mapping_to(self.end)
+    /// below `len`, which the file holds, may be touched), for reading (`reads`) or writing.
+    fn mapping(&mut self, reads: bool) -> Result<&mut mmap::AheadMap> {
+        self.mapping_to(self.end, reads)
     }
 
-    /// The mapping, covering at least `need` bytes.
-    fn mapping_to(&mut self, need: u64) -> Result<&mut mmap::AheadMap> {
+    /// The mapping, covering at least `need` bytes; a read turns on reading around faults
+    /// ([`mmap::read_around`]), a mapping made for writing starts with it off.
+    fn mapping_to(&mut self, need: u64, reads: bool) -> Result<&mut mmap::AheadMap> {
         if self.map.as_ref().is_none_or(|m| (m.len() as u64) < need) {
             self.map = None;
             self.file()?;
             let file = self.file.as_ref().expect("file was opened just above");
             let map = mmap::map_ahead(file, &self.path, map_len(need))?;
+            if !reads {
+                map.read_around(false);
+            }
+            self.reads_around = reads;
             self.map = Some(map);
         }
-        Ok(self.map.as_mut().expect("mapping was set just above"))
+        let map = self.map.as_mut().expect("mapping was set just above");
+        if reads && !self.reads_around {
+            map.read_around(true);
+            self.reads_around = true;
+        }
+        Ok(map)
     }
 
     /// Makes the file at least `need` bytes long, with disk reserved: up to the next multiple
@@ -179,6 +192,7 @@ impl Segment for LazySegment {
             end: FILE_HEADER_LEN,
             len: FILE_HEADER_LEN,
             dropped: 0,
+            reads_around: true,
             version: FORMAT_VERSION,
             data_dirty: true,
             name_dirty: true,
@@ -209,6 +223,7 @@ impl Segment for LazySegment {
             end,
             len: end,
             dropped: 0,
+            reads_around: true,
             version,
             data_dirty: false,
             name_dirty: false,
@@ -234,6 +249,7 @@ impl Segment for LazySegment {
             end: byte_size,
             len: byte_size,
             dropped: 0,
+            reads_around: true,
             version,
             data_dirty: false,
             name_dirty: false,
@@ -263,7 +279,7 @@ impl Segment for LazySegment {
             self.len = self.len.max(end);
         } else {
             self.reserve(end)?;
-            let map = self.mapping_to(end)?;
+            let map = self.mapping_to(end, false)?;
             encode_record_into(offset, rec, &mut map[offset as usize..end as usize]);
         }
         self.end = end;
@@ -275,14 +291,14 @@ impl Segment for LazySegment {
     fn read(&mut self, offset: RecordOffset) -> Result<Record> {
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(true)?;
         read_record(used(map, end), offset, &path, Check::All)
     }
 
     fn update(&mut self, offset: RecordOffset, slot: StateSlot) -> Result<()> {
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(false)?;
         write_update(used_mut(map, end), offset, slot, &path, Check::All)?;
         self.data_dirty = true;
         Ok(())
@@ -291,7 +307,7 @@ impl Segment for LazySegment {
     fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(true)?;
         record_len_at(used(map, end), offset, &path)
     }
 
@@ -299,7 +315,7 @@ impl Segment for LazySegment {
         check_can_free(&self.path, self.version)?;
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(false)?;
         write_freed(used_mut(map, end), offset, run, &path, Check::All)?;
         self.data_dirty = true;
         Ok(())
@@ -329,7 +345,7 @@ impl Segment for LazySegment {
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(true)?;
         Ok(scan_meta(used(map, end), &path).0)
     }
 
@@ -340,7 +356,7 @@ impl Segment for LazySegment {
     ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
         let end = self.end;
         let path = self.path.clone();
-        let map = self.mapping()?;
+        let map = self.mapping(true)?;
         Ok(scan_meta_from(used(map, end), &path, from, max))
     }
 

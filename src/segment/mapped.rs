@@ -79,12 +79,21 @@ pub struct MappedSegment {
     /// The file grew (metadata to sync) or was created (directory entry to sync).
     size_dirty: bool,
     name_dirty: bool,
+    /// Whether page faults in the mapping read around the faulting page ([`mmap::read_around`]:
+    /// off from `create` until the segment is first read).
+    reads_around: bool,
 }
 
 impl MappedSegment {
     /// The segment's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the mapping starts in this process's address space, so that a test can find it
+    /// in `/proc/self/smaps`.
+    pub fn mapping_address(&self) -> usize {
+        self.map.as_ptr() as usize
     }
 
     /// The open file, opened again if `close` let it go.
@@ -108,8 +117,19 @@ impl MappedSegment {
             .saturating_mul(INITIAL_FILE_LEN);
         mmap::reserve_or_just(&file, &self.path, grown_len(len, need), just_enough)?;
         self.map = mmap::map(&file, &self.path)?;
+        if !self.reads_around {
+            mmap::read_around(&self.map, false);
+        }
         self.size_dirty = true;
         Ok(())
+    }
+
+    /// Turns reading around page faults on before a read ([`mmap::read_around`]).
+    fn reading(&mut self) {
+        if !self.reads_around {
+            mmap::read_around(&self.map, true);
+            self.reads_around = true;
+        }
     }
 }
 
@@ -127,6 +147,7 @@ impl Segment for MappedSegment {
                 return Err(abandon_created(&path, e));
             }
         };
+        mmap::read_around(&map, false);
         Ok(MappedSegment {
             path,
             spoke,
@@ -136,6 +157,7 @@ impl Segment for MappedSegment {
             version: FORMAT_VERSION,
             size_dirty: true,
             name_dirty: true,
+            reads_around: false,
         })
     }
 
@@ -161,6 +183,7 @@ impl Segment for MappedSegment {
             version,
             size_dirty: false,
             name_dirty: false,
+            reads_around: true,
         })
     }
 
@@ -191,6 +214,7 @@ impl Segment for MappedSegment {
             version,
             size_dirty: false,
             name_dirty: false,
+            reads_around: true,
         })
     }
 
@@ -220,6 +244,7 @@ impl Segment for MappedSegment {
     }
 
     fn read(&mut self, offset: RecordOffset) -> Result<Record> {
+        self.reading();
         read_record(used(&self.map, self.end), offset, &self.path, Check::All)
     }
 
@@ -234,6 +259,7 @@ impl Segment for MappedSegment {
     }
 
     fn record_len(&mut self, offset: RecordOffset) -> Result<u64> {
+        self.reading();
         record_len_at(used(&self.map, self.end), offset, &self.path)
     }
 
@@ -267,6 +293,7 @@ impl Segment for MappedSegment {
     }
 
     fn scan(&mut self) -> Result<Vec<Result<RecordMeta>>> {
+        self.reading();
         Ok(scan_meta(used(&self.map, self.end), &self.path).0)
     }
 
@@ -275,6 +302,7 @@ impl Segment for MappedSegment {
         from: RecordOffset,
         max: usize,
     ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
+        self.reading();
         Ok(scan_meta_from(
             used(&self.map, self.end),
             &self.path,
