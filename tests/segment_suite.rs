@@ -656,9 +656,9 @@ segment_suite!(mem, yaad::segment::MemSegment);
 segment_suite!(mapped, yaad::segment::MappedSegment);
 segment_suite!(lazy, yaad::segment::LazySegment);
 
-/// The resident memory (`Rss`, bytes) of the mapping that starts at `addr`, from
-/// `/proc/self/smaps`.
-fn mapping_rss(addr: usize) -> u64 {
+/// The value of line `key` (`Rss`, `VmFlags`, ...) in the `/proc/self/smaps` entry of the
+/// mapping holding `addr`.
+fn smaps_line(addr: usize, key: &str) -> String {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut inside = false;
     for line in smaps.lines() {
@@ -667,29 +667,27 @@ fn mapping_rss(addr: usize) -> u64 {
             && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
         {
             inside = (lo..hi).contains(&addr);
-        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
-            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
-            return kb * 1024;
+        } else if inside
+            && let Some(value) = line.strip_prefix(key).and_then(|l| l.strip_prefix(':'))
+        {
+            return value.trim().to_owned();
         }
     }
-    panic!("no mapping at {addr:#x} in /proc/self/smaps");
+    panic!("no {key} for a mapping at {addr:#x} in /proc/self/smaps");
 }
 
-/// The `VmFlags` of the mapping that starts at `addr`, from `/proc/self/smaps`.
+/// The resident memory (`Rss`, bytes) of the mapping that starts at `addr`.
+fn mapping_rss(addr: usize) -> u64 {
+    let kb = smaps_line(addr, "Rss");
+    kb.trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+/// The `VmFlags` of the mapping that starts at `addr`.
 fn mapping_flags(addr: usize) -> Vec<String> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ')
-            && let Some((lo, hi)) = range.split_once('-')
-            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-        {
-            inside = (lo..hi).contains(&addr);
-        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
-            return flags.split_whitespace().map(str::to_owned).collect();
-        }
-    }
-    panic!("no mapping at {addr:#x} in /proc/self/smaps");
+    smaps_line(addr, "VmFlags")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A segment that is only written faults its pages in one at a time (`MADV_RANDOM`, the `rr`
