@@ -218,14 +218,7 @@ impl AheadMap {
         let Some((from, to)) = whole_pages(from, to, self.raw.len()) else {
             return Ok(());
         };
-        let deferred = QUEUE.with_borrow_mut(|q| {
-            q.depth > 0 && {
-                q.ops
-                    .push(Deferred::DropPages(Arc::clone(&self.raw), from, to));
-                true
-            }
-        });
-        if deferred {
+        if defer(|| Deferred::DropPages(Arc::clone(&self.raw), from, to)) {
             return Ok(());
         }
         dontneed(&self.raw, from, to)
@@ -235,13 +228,7 @@ impl AheadMap {
 impl Drop for AheadMap {
     /// Unmaps at once, or after the hub lock is released when this thread holds it.
     fn drop(&mut self) {
-        // `try_with`: a segment dropped while the thread exits unmaps at once.
-        let _ = QUEUE.try_with(|q| {
-            let mut q = q.borrow_mut();
-            if q.depth > 0 {
-                q.ops.push(Deferred::Unmap(Arc::clone(&self.raw)));
-            }
-        });
+        defer(|| Deferred::Unmap(Arc::clone(&self.raw)));
     }
 }
 
@@ -299,6 +286,21 @@ thread_local! {
     static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
 }
 
+/// Queues the work `op` makes when a [`Deferral`] lives on this thread; returns whether it
+/// did (if not, the caller does the work now: also while the thread exits and its queue is
+/// gone).
+fn defer(op: impl FnOnce() -> Deferred) -> bool {
+    QUEUE
+        .try_with(|q| {
+            let mut q = q.borrow_mut();
+            if q.depth > 0 {
+                q.ops.push(op());
+            }
+            q.depth > 0
+        })
+        .unwrap_or(false)
+}
+
 /// While one lives, this thread's unmaps of lazy mappings and page drops from them
 /// ([`AheadMap`]) wait, and run when the last one ends: taken with the hub lock and dropped
 /// after it, so that the lock is not held while they run. Both can take milliseconds of CPU
@@ -327,7 +329,7 @@ pub(crate) fn deferring() -> bool {
 
 impl Drop for Deferral {
     fn drop(&mut self) {
-        let ops = QUEUE.with_borrow_mut(|q| {
+        let mut ops = QUEUE.with_borrow_mut(|q| {
             q.depth -= 1;
             if q.depth == 0 {
                 std::mem::take(&mut q.ops)
@@ -335,7 +337,7 @@ impl Drop for Deferral {
                 Vec::new()
             }
         });
-        for op in ops {
+        for op in ops.drain(..) {
             match op {
                 Deferred::DropPages(raw, from, to) => {
                     if let Err(e) = dontneed(&raw, from, to) {
@@ -345,6 +347,12 @@ impl Drop for Deferral {
                 Deferred::Unmap(raw) => drop(raw),
             }
         }
+        // The queue keeps its capacity: no allocation per hold of the lock.
+        QUEUE.with_borrow_mut(|q| {
+            if q.ops.is_empty() && ops.capacity() > q.ops.capacity() {
+                q.ops = ops;
+            }
+        });
     }
 }
 
