@@ -1605,6 +1605,104 @@ fn split_read_ahead_covers_the_next_step_mapped() {
     split_read_ahead_covers_the_next_step::<MappedSegment>();
 }
 
+/// Before each split step the read-ahead names, to be faulted in for writing outside the lock,
+/// the tail of every spoke the split appends to (each step's appends land in pages named before
+/// it, except a target's first) and the records whose `Moved` marks the next call writes;
+/// faulting them in changes no byte.
+fn split_prefaults_cover_the_next_writes<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, mut now) = splitting::<S>(dir.path());
+    let ids = 1..=1000u64;
+    // The latest prefault of each spoke.
+    let mut faulted: std::collections::HashMap<SpokeId, std::ops::Range<u64>> = Default::default();
+    let (mut steps, mut appends, mut marks) = (0, 0, 0);
+    while hub.split_due() {
+        if steps == 12 {
+            // The copies so far (384) are durable: their marks are due, more than one call
+            // writes (`MARKS_PER_CALL`).
+            let batch = hub.store.take_sync_batch();
+            batch.sync().unwrap();
+            hub.store.synced(batch.epoch);
+        }
+        let due = hub.store.due_marks();
+        let before: Vec<_> = ids
+            .clone()
+            .map(|id| hub.store.index.get(id).unwrap())
+            .collect();
+        let images: Vec<(SpokeId, Vec<u8>)> = hub
+            .store
+            .spokes
+            .keys()
+            .map(|&id| {
+                let name = crate::segment::segment_file_name(id);
+                (id, std::fs::read(dir.path().join(name)).unwrap())
+            })
+            .collect();
+        if let Some(ahead) = hub.store.split_read_ahead() {
+            faulted.extend(ahead.prefaults());
+            ahead.run(&mut Vec::new());
+        }
+        for (id, image) in &images {
+            let now_bytes =
+                std::fs::read(dir.path().join(crate::segment::segment_file_name(*id))).unwrap();
+            assert!(now_bytes == *image, "prefaults changed {id:?}");
+        }
+        let covered = |id: SpokeId, at: u64| faulted.get(&id).is_some_and(|r| r.contains(&at));
+        for at in &due {
+            let last = at.offset + crate::segment::format::RECORD_HEADER_LEN - 1;
+            assert!(
+                covered(at.spoke, at.offset) && covered(at.spoke, last),
+                "mark at {at:?}"
+            );
+            marks += 1;
+        }
+        let targets: std::collections::HashSet<SpokeId> = faulted.keys().copied().collect();
+        now += 1;
+        hub.tick(now);
+        for (id, b) in ids.clone().zip(&before) {
+            let after = hub.store.index.get(id).unwrap();
+            if let (Some(b), Some(a)) = (b, after)
+                && a != *b
+                && targets.contains(&a.spoke)
+                // Not where the file grew since: that is mapped under the lock.
+                && images.iter().any(|(s, image)| *s == a.spoke && a.offset + 512 <= image.len() as u64)
+            {
+                assert!(covered(a.spoke, a.offset), "record {id} appended at {a:?}");
+                appends += 1;
+            }
+        }
+        steps += 1;
+    }
+    assert!(
+        steps > 8 && appends > 100 && marks > 0,
+        "{steps} steps, {appends} appends, {marks} marks"
+    );
+}
+
+#[test]
+fn split_prefaults_cover_the_next_writes_lazy() {
+    split_prefaults_cover_the_next_writes::<LazySegment>();
+}
+
+#[test]
+fn split_prefaults_cover_the_next_writes_mapped() {
+    split_prefaults_cover_the_next_writes::<MappedSegment>();
+}
+
+/// In memory nothing is mapped from a file: a split names nothing to fault in.
+#[test]
+fn split_prefaults_nothing_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, mut now) = splitting::<MemSegment>(dir.path());
+    while hub.split_due() {
+        if let Some(ahead) = hub.store.split_read_ahead() {
+            assert_eq!(ahead.prefaults().count(), 0);
+        }
+        now += 1;
+        hub.tick(now);
+    }
+}
+
 /// A split step creates at most `SPLIT_CREATES` segments (a step into many new spokes held the
 /// hub lock for milliseconds); the split still moves every record.
 #[test]

@@ -58,7 +58,7 @@ pub fn syncfs_reports_errors() -> bool {
 }
 
 /// `msync(MS_SYNC)` of a whole shared mapping of the file at `path`.
-pub fn sync_map(map: &memmap2::MmapMut, path: &Path) -> io::Result<()> {
+pub(crate) fn sync_map(map: &super::mmap::AheadMap, path: &Path) -> io::Result<()> {
     match powercut::before_path_sync(path) {
         None => map.flush(),
         Some(pending) => {

@@ -113,7 +113,7 @@ impl LazySegment {
     }
 
     /// The mapping, covering at least `need` bytes; a read turns on reading around faults
-    /// ([`mmap::read_around`]), a mapping made for writing starts with it off.
+    /// ([`mmap::AheadMap::read_around`]), a mapping made for writing starts with it off.
     fn mapping_to(&mut self, need: u64, reads: bool) -> Result<&mut mmap::AheadMap> {
         if self.map.as_ref().is_none_or(|m| (m.len() as u64) < need) {
             self.map = None;
@@ -391,6 +391,12 @@ impl Segment for LazySegment {
 
     fn sync_handle(&self) -> Option<Arc<File>> {
         self.file.clone()
+    }
+
+    fn prefault(&self, from: u64, to: u64) -> Option<super::Prefault> {
+        // Only bytes below `len` are in the file; the mapping may reach further.
+        let map = self.map.as_ref()?;
+        map.prefault(from as usize, to.min(self.len) as usize)
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {

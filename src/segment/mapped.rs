@@ -5,8 +5,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapMut;
-
 use super::file::{
     abandon_created, check_can_free, create_file, nonzero_end, open_rw, punch_hole,
     read_file_header, used, used_mut,
@@ -71,7 +69,7 @@ pub struct MappedSegment {
     spoke: SpokeId,
     /// Shared with sync batches ([`Segment::sync_handle`]); `None` after `close`.
     file: Option<Arc<File>>,
-    map: MmapMut,
+    map: mmap::AheadMap,
     /// Append position: one past the last used byte.
     end: u64,
     /// The file's format version: where appended records go ([`record_at`]).
@@ -79,7 +77,8 @@ pub struct MappedSegment {
     /// The file grew (metadata to sync) or was created (directory entry to sync).
     size_dirty: bool,
     name_dirty: bool,
-    /// Whether page faults in the mapping read around the faulting page ([`mmap::read_around`]:
+    /// Whether page faults in the mapping read around the faulting page
+    /// ([`mmap::AheadMap::read_around`]:
     /// off from `create` until the segment is first read).
     reads_around: bool,
 }
@@ -118,16 +117,16 @@ impl MappedSegment {
         mmap::reserve_or_just(&file, &self.path, grown_len(len, need), just_enough)?;
         self.map = mmap::map(&file, &self.path)?;
         if !self.reads_around {
-            mmap::read_around(&self.map, false);
+            self.map.read_around(false);
         }
         self.size_dirty = true;
         Ok(())
     }
 
-    /// Turns reading around page faults on before a read ([`mmap::read_around`]).
+    /// Turns reading around page faults on before a read ([`mmap::AheadMap::read_around`]).
     fn reading(&mut self) {
         if !self.reads_around {
-            mmap::read_around(&self.map, true);
+            self.map.read_around(true);
             self.reads_around = true;
         }
     }
@@ -147,7 +146,7 @@ impl Segment for MappedSegment {
                 return Err(abandon_created(&path, e));
             }
         };
-        mmap::read_around(&map, false);
+        map.read_around(false);
         Ok(MappedSegment {
             path,
             spoke,
@@ -283,7 +282,7 @@ impl Segment for MappedSegment {
 
     fn drop_pages(&mut self, from: u64, to: u64) {
         let (from, to) = (from as usize, mmap::pages_to(to, self.end));
-        if let Err(e) = mmap::drop_pages(&self.map, from, to) {
+        if let Err(e) = self.map.drop_pages(from, to) {
             tracing::debug!(path = %self.path.display(), "madvise: {e}");
         }
     }
@@ -338,6 +337,11 @@ impl Segment for MappedSegment {
 
     fn sync_handle(&self) -> Option<Arc<File>> {
         self.file.clone()
+    }
+
+    fn prefault(&self, from: u64, to: u64) -> Option<super::Prefault> {
+        // The mapping covers the whole file.
+        self.map.prefault(from as usize, to as usize)
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {

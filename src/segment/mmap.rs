@@ -123,21 +123,7 @@ impl AnonBuf {
     }
 }
 
-/// Drops the whole pages inside `from..to` of a shared file mapping from this process (its
-/// resident memory): the bytes stay in the page cache, dirty ones are still written back, and
-/// touching them again maps them again. For dead records, whose pages stay resident until the
-/// hole that frees them can be punched.
-pub(crate) fn drop_pages(map: &MmapMut, from: usize, to: usize) -> std::io::Result<()> {
-    let Some((from, to)) = whole_pages(from, to, map.len()) else {
-        return Ok(());
-    };
-    // SAFETY: as in `dontneed`: on a shared file mapping MADV_DONTNEED leaves every byte as
-    // it is (in the page cache); nothing is freed that a reference into the mapping could
-    // still point at.
-    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) }
-}
-
-/// Where [`drop_pages`] for a segment whose data ends at `end` stops when asked to stop at
+/// Where [`AheadMap::drop_pages`] for a segment whose data ends at `end` stops when asked to stop at
 /// `to`: there, or for a `to` past the data at the end of the mapping, so that a whole
 /// segment can leave memory (the page holding `end`, and pages past it that a read fault
 /// mapped around the page it needed).
@@ -148,13 +134,10 @@ pub(crate) fn pages_to(to: u64, end: u64) -> usize {
 /// Size of the zero writes that reserve disk blocks where `posix_fallocate` is unsupported.
 const ZERO_CHUNK: u64 = 1 << 20;
 
-/// Maps the whole of `file` (read/write, shared).
-pub(crate) fn map(file: &File, path: &Path) -> Result<MmapMut> {
-    // SAFETY: rules 1-3 of this module: the data-dir lock keeps other processes out, yaad
-    // never truncates a segment file it maps, and every caller remaps after growth, so the
-    // mapping never covers bytes past the end of the file (no SIGBUS) and no other writer
-    // aliases the `&mut [u8]` the mapping hands out.
-    unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))
+/// Maps the whole of `file` (read/write, shared): a segment that stays mapped, remapped after
+/// it grows.
+pub(crate) fn map(file: &File, path: &Path) -> Result<AheadMap> {
+    map_ahead(file, path, super::file_len(file, path)?)
 }
 
 /// Maps `len` bytes of `file` (read/write, shared), which may be more than the file holds: a
@@ -176,10 +159,11 @@ pub(crate) fn map_ahead(file: &File, path: &Path, len: u64) -> Result<AheadMap> 
     Ok(AheadMap { raw: Arc::new(raw) })
 }
 
-/// A shared read/write mapping of a segment file made by [`map_ahead`], owned by one lazy
+/// A shared read/write mapping of a segment file ([`map`], [`map_ahead`]), owned by one
 /// segment. Only the owner reaches its bytes (`Deref`, `DerefMut`: it is not `Clone`). The
-/// only other reference is this thread's [`Deferral`] queue, which drops pages from the
-/// mapping or unmaps it after the hub lock is released, and never reads or writes a byte.
+/// other references never read or write a byte: this thread's [`Deferral`] queue, which drops
+/// pages from the mapping or unmaps it after the hub lock is released, and [`Prefault`]s,
+/// which fault pages in outside the lock.
 #[derive(Debug)]
 pub(crate) struct AheadMap {
     raw: Arc<MmapRaw>,
@@ -190,8 +174,8 @@ impl Deref for AheadMap {
     fn deref(&self) -> &[u8] {
         // SAFETY: rules 1-3 of this module (the caller slices only bytes the file holds). The
         // mapping is alive while `self.raw` is, and no `&mut` to its bytes exists while `&self`
-        // does: only `deref_mut` (which takes `&mut self`) makes one, and the queued clones of
-        // `raw` never touch the bytes.
+        // does: only `deref_mut` (which takes `&mut self`) makes one, and the other clones of
+        // `raw` (queued, prefaults) never touch the bytes.
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
     }
 }
@@ -199,21 +183,35 @@ impl Deref for AheadMap {
 impl DerefMut for AheadMap {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` proves this is the only slice of the mapping
-        // alive (the owner is unique; queued clones only `madvise` or unmap, and
-        // MADV_DONTNEED on a shared file mapping leaves every byte as it is).
+        // alive (the owner is unique; the other clones only `madvise` or unmap:
+        // MADV_DONTNEED and MADV_POPULATE_WRITE on a shared file mapping leave every byte as
+        // it is).
         unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr(), self.raw.len()) }
     }
 }
 
 impl AheadMap {
     /// Whether a page fault reads the pages around it in too (`MADV_NORMAL`) or just its own
-    /// (`MADV_RANDOM`). See [`read_around`].
+    /// (`MADV_RANDOM`). A segment's appends turn it off: a write to a page not yet in the page
+    /// cache otherwise reads ahead, and the fault is taken twice (96,000-101,000 faults per
+    /// million far puts with it, 38,000-44,000 without, bench/README.md *Far puts*). Reads turn
+    /// it back on, so that loading a spoke whose pages left the page cache reads its file in
+    /// large runs.
     pub(crate) fn read_around(&self, on: bool) {
-        read_around_with(|a| self.raw.advise(a), on);
+        let advice = if on {
+            memmap2::Advice::Normal
+        } else {
+            memmap2::Advice::Random
+        };
+        if let Err(e) = self.raw.advise(advice) {
+            tracing::debug!("madvise {advice:?}: {e}");
+        }
     }
 
-    /// [`drop_pages`] for this mapping: at once, or after the hub lock is released when this
-    /// thread holds it ([`Deferral`]).
+    /// Drops the whole pages inside `from..to` from this process (its resident memory): the
+    /// bytes stay in the page cache, dirty ones are still written back, and touching them
+    /// again maps them again. At once, or after the hub lock is released when this thread
+    /// holds it ([`Deferral`]).
     pub(crate) fn drop_pages(&self, from: usize, to: usize) -> std::io::Result<()> {
         let Some((from, to)) = whole_pages(from, to, self.raw.len()) else {
             return Ok(());
@@ -222,6 +220,25 @@ impl AheadMap {
             return Ok(());
         }
         dontneed(&self.raw, from, to)
+    }
+
+    /// Writes dirty pages back (`msync`): see [`super::fsio::sync_map`].
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
+        self.raw.flush()
+    }
+
+    /// The pages holding bytes `from..to` (within the mapping), to be faulted in for writing
+    /// by [`Prefault::run`] on another thread or after the hub lock is released. The caller
+    /// names only bytes the file holds.
+    pub(crate) fn prefault(&self, from: usize, to: usize) -> Option<Prefault> {
+        let page = rustix::param::page_size();
+        let from = from / page * page;
+        let to = to.min(self.raw.len());
+        (from < to).then(|| Prefault {
+            raw: Arc::clone(&self.raw),
+            from,
+            len: to - from,
+        })
     }
 }
 
@@ -232,23 +249,36 @@ impl Drop for AheadMap {
     }
 }
 
-/// Sets whether a page fault in `map` reads the pages around it in too. A segment's appends
-/// turn it off: a write to a page not yet in the page cache otherwise reads ahead, and the
-/// fault is taken twice (96,000-101,000 faults per million far puts with it, 38,000-44,000
-/// without, bench/README.md *Far puts*). Reads turn it back on, so that loading a spoke whose
-/// pages left the page cache reads its file in large runs.
-pub(crate) fn read_around(map: &MmapMut, on: bool) {
-    read_around_with(|a| map.advise(a), on);
+/// Pages of a segment's mapping to fault in for writing (`MADV_POPULATE_WRITE`), outside the
+/// hub lock, just before a hub call writes into them: every write fault is one the call does
+/// not take under the lock. On these virtual machines a page fault costs ~3 µs of CPU time,
+/// and about one in 2,000 takes over 100 µs, now and then over 1 ms (bench/README.md, *Split
+/// holds*). Faulting a page in leaves its bytes as they are (it dirties it: the next sync
+/// writes it back unchanged). Holds the mapping: if its segment let go of it meanwhile, the
+/// last `Prefault` unmaps it.
+#[derive(Debug)]
+pub struct Prefault {
+    raw: Arc<MmapRaw>,
+    from: usize,
+    len: usize,
 }
 
-fn read_around_with(advise: impl FnOnce(memmap2::Advice) -> std::io::Result<()>, on: bool) {
-    let advice = if on {
-        memmap2::Advice::Normal
-    } else {
-        memmap2::Advice::Random
-    };
-    if let Err(e) = advise(advice) {
-        tracing::debug!("madvise {advice:?}: {e}");
+impl Prefault {
+    /// The bytes of the segment it covers: whole pages.
+    pub fn bytes(&self) -> std::ops::Range<u64> {
+        self.from as u64..(self.from + self.len) as u64
+    }
+
+    /// Faults the pages in. Errors are left to the write that follows, which meets them
+    /// again: `EINVAL` before Linux 5.14, `EFAULT` for pages past the end of a file that
+    /// shrank since (a lazy segment closed meanwhile cuts its reserved tail off).
+    pub fn run(&self) {
+        if let Err(e) = self
+            .raw
+            .advise_range(memmap2::Advice::PopulateWrite, self.from, self.len)
+        {
+            tracing::debug!("madvise populate-write: {e}");
+        }
     }
 }
 
@@ -505,6 +535,57 @@ mod tests {
         drop(map);
         assert!(mapping_rss(addr).is_some(), "unmapped under the lock");
         drop(d);
+        assert_eq!(mapping_rss(addr), None);
+    }
+
+    /// A prefault maps pages for writing and changes no byte; it holds the mapping after its
+    /// segment let go (the last holder unmaps it); pages past the end of the file (it shrank
+    /// since) are an error it logs, not a SIGBUS.
+    #[test]
+    fn prefault_maps_pages_without_changing_a_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        const LEN: usize = 64 << 10;
+        reserve(&file, &path, LEN as u64).unwrap();
+        let mut map = map_ahead(&file, &path, 2 * LEN as u64).unwrap();
+        map[..4096].fill(7);
+        let addr = map.as_ptr() as usize;
+        map.drop_pages(0, 2 * LEN).unwrap();
+        assert_eq!(mapping_rss(addr), Some(0));
+
+        let p = map.prefault(100, 3 * 4096 + 1).unwrap();
+        assert_eq!(p.bytes(), 0..3 * 4096 + 1);
+        p.run();
+        assert_eq!(mapping_rss(addr), Some(4 * 4096), "pages 0..4 mapped");
+        assert!(map[..4096].iter().all(|&b| b == 7));
+        assert!(map[4096..LEN].iter().all(|&b| b == 0));
+        let mut on_disk = vec![0u8; LEN];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(&on_disk[..], &map[..LEN]);
+
+        // Past the end of the file (a lazy segment cut its tail off meanwhile).
+        let past = map.prefault(LEN, 2 * LEN).unwrap();
+        past.run();
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            LEN as u64,
+            "the file did not grow"
+        );
+        assert_eq!(
+            map.prefault(2 * LEN, 3 * LEN).map(|p| p.bytes()),
+            None,
+            "past the mapping"
+        );
+
+        drop(map);
+        assert!(mapping_rss(addr).is_some(), "held by the prefaults");
+        drop((p, past));
         assert_eq!(mapping_rss(addr), None);
     }
 

@@ -42,6 +42,7 @@ pub use lazy::{LAZY_RESERVE, LazySegment};
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment, grown_len};
 pub use mem::MemSegment;
 pub(crate) use mmap::Deferral;
+pub use mmap::Prefault;
 #[cfg(test)]
 pub(crate) use mmap::deferring;
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
@@ -373,6 +374,12 @@ pub trait Segment: Sized {
     /// by path; `None` when no file is open (lazy after `close`, mem). Syncing it must make the
     /// segment's changes durable (fdatasync also writes back pages dirtied through a mapping).
     fn sync_handle(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        None
+    }
+    /// The pages holding bytes `from..to` of the segment (as far as its file holds them), to
+    /// be faulted in for writing outside the hub lock just before a call writes there
+    /// ([`Prefault`]); `None` when the segment has no mapping (mem, lazy while closed).
+    fn prefault(&self, _from: u64, _to: u64) -> Option<Prefault> {
         None
     }
     /// The whole file image when the segment lives in memory (mem mode), for a

@@ -164,6 +164,9 @@ pub struct Store<S: Segment> {
     splits: BTreeSet<(Micros, SpokeId)>,
     /// The split under way, if any.
     splitting: Option<Split>,
+    /// The spokes the split under way appended to, with how far their tails were faulted in
+    /// for writing and the durable epoch then ([`Store::split_read_ahead`]).
+    split_targets: rustc_hash::FxHashMap<SpokeId, split::Faulted>,
     /// No split step runs while set ([`Store::hold_splits`]).
     splits_held: bool,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
@@ -255,6 +258,7 @@ impl<S: Segment> Store<S> {
             spokes: BTreeMap::new(),
             splits: BTreeSet::new(),
             splitting: None,
+            split_targets: Default::default(),
             splits_held: false,
             far_by_tube: HashMap::new(),
             retire: BTreeSet::new(),

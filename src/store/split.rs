@@ -27,9 +27,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::spoke::spoke_for;
+use super::sync::MARKS_PER_CALL;
 use super::{Placed, Result, Store};
+use crate::segment::format::RECORD_HEADER_LEN;
 use crate::segment::{
-    JobLocation, JobState, Micros, NewRecord, RecordMeta, RecordOffset, Segment, SpokeId, StateSlot,
+    JobLocation, JobState, Micros, NewRecord, Prefault, RecordMeta, RecordOffset, Segment, SpokeId,
+    StateSlot,
 };
 
 /// How much wider each level's spokes are than the level below.
@@ -96,11 +99,28 @@ const READ_AHEAD_WIDE: u64 = 32 * 1024;
 /// Most bytes of the id index read ahead of a split step.
 const READ_AHEAD_INDEX: u64 = 256 * 1024;
 
-/// What the next split step will read, to be read outside the hub lock just before it (see
-/// [`Store::split_read_ahead`]).
+/// Bytes past a split target's tail faulted in for writing ahead of the steps: a few pages,
+/// so that the call is made once per few pages of appends, not per step.
+const PREFAULT_AHEAD: u64 = 32 * 1024;
+
+/// A split target's tail is faulted in again once appends come this close to where the last
+/// prefault ended: more than a step's appends of records of a few hundred bytes.
+const PREFAULT_SLACK: u64 = 12 * 1024;
+
+/// How far a split target's tail was faulted in for writing, and the durable epoch then: a
+/// sync written back since has made its pages read-only again (the next write faults).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Faulted {
+    to: u64,
+    epoch: u64,
+}
+
+/// What the next split step will read and write, to be read or faulted in outside the hub lock
+/// just before it (see [`Store::split_read_ahead`]).
 #[derive(Debug, Default)]
 pub struct SplitReadAhead {
     reads: Vec<(ReadFrom, Range<u64>)>,
+    prefaults: Vec<(SpokeId, Prefault)>,
 }
 
 /// A file to read ahead: open, or closed (a lazy segment not in use), opened by the read-ahead
@@ -127,8 +147,15 @@ impl SplitReadAhead {
         self.reads.iter().map(|(f, r)| (f, r))
     }
 
-    /// Reads every range into `buf` (errors are left to the step, which meets them again).
+    /// The spokes and byte ranges [`Self::run`] faults in for writing.
+    pub fn prefaults(&self) -> impl Iterator<Item = (SpokeId, Range<u64>)> + '_ {
+        self.prefaults.iter().map(|(id, p)| (*id, p.bytes()))
+    }
+
+    /// Reads every range into `buf` and faults the pages to be written in (errors are left to
+    /// the step, which meets them again).
     pub fn run(&self, buf: &mut Vec<u8>) {
+        self.prefaults.iter().for_each(|(_, p)| p.run());
         for (from, range) in &self.reads {
             let Ok(file) = from.open() else {
                 continue;
@@ -182,6 +209,12 @@ impl<S: Segment> Store<S> {
         S::FILE_BACKED && self.moves.len() + SPLIT_STEP > SPLIT_MOVES_MAX
     }
 
+    /// Where the `Moved` marks the next call writes go.
+    #[cfg(test)]
+    pub(crate) fn due_marks(&self) -> Vec<JobLocation> {
+        self.moves.due(self.durable_epoch, MARKS_PER_CALL).collect()
+    }
+
     /// Moves waiting for their `Moved` marks, and how many fit without growing a table.
     #[cfg(test)]
     pub(crate) fn moves_and_room(&self) -> (usize, usize) {
@@ -198,7 +231,9 @@ impl<S: Segment> Store<S> {
     /// file; the step writes their entries). Read outside the hub lock just before the step, it
     /// finds them in the page cache: a 32-byte index write to a page that has left it reads
     /// the whole block first, under the lock (pages idle for a minute leave it here: DAMON;
-    /// elsewhere memory pressure). `None` when no split is under way or the files are closed.
+    /// elsewhere memory pressure). And the pages the step and the next call's `Moved` marks
+    /// write, to be faulted in ([`Store::prefault_split`]). `None` when no split is under way
+    /// or there is nothing to read or fault in.
     pub fn split_read_ahead(&mut self) -> Option<SplitReadAhead> {
         let split = self.splitting.as_mut()?;
         let mut ahead = SplitReadAhead::default();
@@ -230,7 +265,50 @@ impl<S: Segment> Store<S> {
                 split.ahead.1 = end;
             }
         }
-        (!ahead.reads.is_empty()).then_some(ahead)
+        self.prefault_split(&mut ahead.prefaults);
+        (!ahead.reads.is_empty() || !ahead.prefaults.is_empty()).then_some(ahead)
+    }
+
+    /// The pages the next step and the `Moved` marks due are written into, to be faulted in
+    /// for writing outside the lock: the tails of the spokes the split appends to (again once
+    /// appends near the end of what was faulted in, or a sync wrote them back), and the
+    /// records whose marks the next call writes, a page run at a time. Each is a write fault
+    /// the call then does not take under the lock: a split step took ~2 and the marks ~2 per
+    /// step, one per page (bench/README.md, *Split holds*).
+    fn prefault_split(&mut self, out: &mut Vec<(SpokeId, Prefault)>) {
+        let durable = self.durable_epoch;
+        for (id, faulted) in &mut self.split_targets {
+            let Some(seg) = self.spokes.get(id).map(|s| &s.seg) else {
+                continue;
+            };
+            let end = seg.byte_size();
+            if faulted.epoch == durable && end.saturating_add(PREFAULT_SLACK) <= faulted.to {
+                continue;
+            }
+            // Not past the file's end: the step that grows the file maps the new part.
+            let prefault = seg.prefault(end, end.saturating_add(PREFAULT_AHEAD));
+            let to = prefault.as_ref().map_or(end, |p| p.bytes().end);
+            *faulted = Faulted { to, epoch: durable };
+            out.extend(prefault.map(|p| (*id, p)));
+        }
+        let mut runs: Vec<(SpokeId, u64, u64)> = Vec::new();
+        for at in self.moves.due(durable, MARKS_PER_CALL) {
+            let reach = at.offset.saturating_add(RECORD_HEADER_LEN);
+            match runs.last_mut() {
+                // The same page or the next: one run.
+                Some((spoke, _, to))
+                    if *spoke == at.spoke && at.offset <= to.saturating_add(4096) =>
+                {
+                    *to = (*to).max(reach);
+                }
+                _ => runs.push((at.spoke, at.offset, reach)),
+            }
+        }
+        for (id, from, to) in runs {
+            if let Some(s) = self.spokes.get(&id) {
+                out.extend(s.seg.prefault(from, to).map(|p| (id, p)));
+            }
+        }
     }
 
     /// When the next split step is due: now while one is under way, else at the first wide
@@ -262,6 +340,7 @@ impl<S: Segment> Store<S> {
                     // the wide file first (written a span ago, it may have left the page
                     // cache: a first step read 364 KiB from disk under the lock, 3.3 ms).
                     self.splits.remove(&(at, id));
+                    self.split_targets.clear();
                     self.splitting = Some(Split {
                         spoke: id,
                         next: 0,
@@ -325,7 +404,9 @@ impl<S: Segment> Store<S> {
                     };
                     near.push((p.loc.spoke, moved));
                 }
-                Ok(_) => {}
+                Ok((p, _)) => {
+                    self.split_targets.entry(p.loc.spoke).or_default();
+                }
                 Err(e) => {
                     // Disk full: try again later, from here.
                     tracing::warn!(spoke = ?split.spoke, "split paused: {e}");
@@ -348,6 +429,7 @@ impl<S: Segment> Store<S> {
             }
             None => {
                 self.work.spokes_split += 1;
+                self.split_targets.clear();
                 self.maybe_retire(split.spoke);
             }
         }

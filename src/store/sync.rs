@@ -297,6 +297,18 @@ impl Moves {
             .min(self.pending.capacity())
     }
 
+    /// Where the next `max` marks due at `epoch` go (what [`Moves::take_due`] would take).
+    pub(super) fn due(&self, epoch: u64, max: usize) -> impl Iterator<Item = JobLocation> {
+        self.pending
+            .iter()
+            .take_while(move |p| p.epoch <= epoch)
+            .take(max)
+            .map(|p| JobLocation {
+                spoke: p.spoke,
+                offset: p.offset,
+            })
+    }
+
     /// Whether a pending mark's replacement is in batch `epoch` or earlier.
     fn any_due(&self, epoch: u64) -> bool {
         self.pending.front().is_some_and(|p| p.epoch <= epoch)
