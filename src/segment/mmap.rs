@@ -490,10 +490,11 @@ mod tests {
         None
     }
 
-    /// While a deferral lives (the hub lock is held), page drops and the unmap of a lazy
-    /// mapping wait, and they run when the last deferral ends; without one they run at once.
-    #[test]
-    fn lazy_drops_and_unmaps_wait_for_the_deferral() {
+    /// Bytes in the files of [`reserved_file`].
+    const LEN: usize = 64 << 10;
+
+    /// A new file of [`LEN`] reserved bytes in a temporary directory (kept while it lives).
+    fn reserved_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg");
         let file = File::options()
@@ -502,8 +503,15 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
-        const LEN: usize = 64 << 10;
         reserve(&file, &path, LEN as u64).unwrap();
+        (dir, path, file)
+    }
+
+    /// While a deferral lives (the hub lock is held), page drops and the unmap of a lazy
+    /// mapping wait, and they run when the last deferral ends; without one they run at once.
+    #[test]
+    fn lazy_drops_and_unmaps_wait_for_the_deferral() {
+        let (_dir, path, file) = reserved_file();
         let mut map = map_ahead(&file, &path, LEN as u64).unwrap();
         map[..LEN].fill(7);
         let addr = map.as_ptr() as usize;
@@ -543,16 +551,7 @@ mod tests {
     /// since) are an error it logs, not a SIGBUS.
     #[test]
     fn prefault_maps_pages_without_changing_a_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        const LEN: usize = 64 << 10;
-        reserve(&file, &path, LEN as u64).unwrap();
+        let (_dir, path, file) = reserved_file();
         let mut map = map_ahead(&file, &path, 2 * LEN as u64).unwrap();
         map[..4096].fill(7);
         let addr = map.as_ptr() as usize;

@@ -107,6 +107,10 @@ const PREFAULT_AHEAD: u64 = 32 * 1024;
 /// prefault ended: more than a step's appends of records of a few hundred bytes.
 const PREFAULT_SLACK: u64 = 12 * 1024;
 
+/// The page size the `Moved` marks' runs are counted in (a larger page only makes their
+/// prefaults overlap).
+const PAGE: u64 = 4096;
+
 /// How far a split target's tail was faulted in for writing, and the durable epoch then: a
 /// sync written back since has made its pages read-only again (the next write faults).
 #[derive(Clone, Copy, Debug, Default)]
@@ -295,9 +299,11 @@ impl<S: Segment> Store<S> {
         for at in self.moves.due(durable, MARKS_PER_CALL) {
             let reach = at.offset.saturating_add(RECORD_HEADER_LEN);
             match runs.last_mut() {
-                // The same page or the next: one run.
+                // The same page as the run's last or the next one: a run never spans a page
+                // it has no mark in (it may be a hole punched in a freed run, which faulting
+                // it in for writing would fill with a block again).
                 Some((spoke, _, to))
-                    if *spoke == at.spoke && at.offset <= to.saturating_add(4096) =>
+                    if *spoke == at.spoke && at.offset / PAGE <= (*to - 1) / PAGE + 1 =>
                 {
                     *to = (*to).max(reach);
                 }
