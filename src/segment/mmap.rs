@@ -19,10 +19,11 @@
 //!    end of the file become readable and writable once the file grows over them (one page
 //!    cache).
 //!
-//! A lazy segment's mapping ([`AheadMap`]) may outlive its owner for a moment: while a thread
+//! A segment's mapping ([`AheadMap`]) may outlive its owner for a moment: while a thread
 //! holds the hub lock ([`Deferral`]), its unmaps and page drops wait until the lock is
-//! released. Such a mapping is never read or written again, so rule 2 does not cover it: a
-//! lazy segment cuts its tail off right after letting go of it.
+//! released, and a [`Prefault`] holds it until it has run. Such a mapping is never read or
+//! written again, so rule 2 does not cover it: a lazy segment cuts its tail off right after
+//! letting go of it (a prefault of pages past the new end fails with `EFAULT`).
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -123,8 +124,8 @@ impl AnonBuf {
     }
 }
 
-/// Where [`AheadMap::drop_pages`] for a segment whose data ends at `end` stops when asked to stop at
-/// `to`: there, or for a `to` past the data at the end of the mapping, so that a whole
+/// Where [`AheadMap::drop_pages`] for a segment whose data ends at `end` stops when asked to
+/// stop at `to`: there, or for a `to` past the data at the end of the mapping, so that a whole
 /// segment can leave memory (the page holding `end`, and pages past it that a read fault
 /// mapped around the page it needed).
 pub(crate) fn pages_to(to: u64, end: u64) -> usize {
