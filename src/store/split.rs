@@ -107,10 +107,6 @@ const PREFAULT_AHEAD: u64 = 32 * 1024;
 /// prefault ended: more than a step's appends of records of a few hundred bytes.
 const PREFAULT_SLACK: u64 = 12 * 1024;
 
-/// The page size the `Moved` marks' runs are counted in (a larger page only makes their
-/// prefaults overlap).
-const PAGE: u64 = 4096;
-
 /// How far a split target's tail was faulted in for writing, and the durable epoch then: a
 /// sync written back since has made its pages read-only again (the next write faults).
 #[derive(Clone, Copy, Debug, Default)]
@@ -296,6 +292,7 @@ impl<S: Segment> Store<S> {
             out.extend(prefault.map(|p| (*id, p)));
         }
         let mut runs: Vec<(SpokeId, u64, u64)> = Vec::new();
+        let page = rustix::param::page_size() as u64;
         for at in self.moves.due(durable, MARKS_PER_CALL) {
             let reach = at.offset.saturating_add(RECORD_HEADER_LEN);
             match runs.last_mut() {
@@ -303,7 +300,7 @@ impl<S: Segment> Store<S> {
                 // it has no mark in (it may be a hole punched in a freed run, which faulting
                 // it in for writing would fill with a block again).
                 Some((spoke, _, to))
-                    if *spoke == at.spoke && at.offset / PAGE <= (*to - 1) / PAGE + 1 =>
+                    if *spoke == at.spoke && at.offset / page <= (*to - 1) / page + 1 =>
                 {
                     *to = (*to).max(reach);
                 }
