@@ -7,7 +7,8 @@ use yaad::segment::format::{
     FILE_HEADER_LEN, FORMAT_VERSION, RECORD_HEADER_LEN, SECTOR_LEN, record_at, record_len,
 };
 use yaad::segment::{
-    JobState, NewRecord, Record, Segment, SpokeId, StateSlot, StorageError, segment_file_name,
+    Access, JobState, NewRecord, Record, Segment, SpokeId, StateSlot, StorageError,
+    segment_file_name,
 };
 
 const SPOKE: SpokeId = SpokeId {
@@ -342,6 +343,61 @@ fn flush_after_appends_past_the_last_read<S: Segment>() {
     assert_eq!((last.id, last.body), (49, body_of(49, 64 * 1024)));
 }
 
+/// `reserve_ahead` makes the file hold bytes past the data now, so that a prefault reaches
+/// them; it changes no byte, and appends and a reopen find the records as before. A segment
+/// without a mapping (mem; lazy while closed) names nothing to fault in and grows nothing.
+fn reserve_ahead_then_prefault<S: Segment>() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = three::<S>(dir.path());
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(s.read(offs[0]).unwrap().id, 1, "mapped by a read");
+    let end = s.byte_size();
+    let before = fs::read(seg_path(dir.path())).unwrap();
+    let to = end + 40 * 1024;
+    s.reserve_ahead(to).unwrap();
+    assert_eq!(s.byte_size(), end, "no data added");
+    for access in [Access::Read, Access::Write] {
+        let p = s.prefault(end, to, access);
+        if !S::FILE_BACKED {
+            assert!(p.is_none());
+            continue;
+        }
+        let p = p.expect("a mapped segment names its pages");
+        assert!(
+            p.bytes().start <= end && p.bytes().end >= to,
+            "{:?}",
+            p.bytes()
+        );
+        assert_eq!(p.access(), access);
+        p.run();
+    }
+    let after = fs::read(seg_path(dir.path())).unwrap();
+    assert_eq!(after[..before.len()], before[..], "a byte changed");
+    assert!(
+        after[before.len()..].iter().all(|&b| b == 0),
+        "past the data: zeros"
+    );
+    // Appends go on into the reserved bytes and past them.
+    let mut id = 4;
+    while s.byte_size() <= to + 4096 {
+        s.append(&new_rec(id, b"t", &body_of(id, 900))).unwrap();
+        id += 1;
+    }
+    s.flush().unwrap();
+    s.close().unwrap();
+    let size = s.byte_size();
+    if s.prefault(0, size, Access::Read).is_none() {
+        // No mapping (mem; lazy after `close`): nothing is reserved.
+        let len = |d: &Path| fs::metadata(seg_path(d)).map(|m| m.len()).ok();
+        let was = len(dir.path());
+        s.reserve_ahead(size + 64 * 1024).unwrap();
+        assert_eq!(len(dir.path()), was, "a segment without a mapping grew");
+    }
+    drop(s);
+    let mut s = S::open(&seg_path(dir.path())).unwrap();
+    assert_eq!(scanned_ids(&mut s), (1..id).collect::<Vec<_>>());
+}
+
 fn corrupted_at(r: Result<Record, StorageError>, at: u64) {
     match r {
         Err(StorageError::Corrupted { offset, .. }) => assert_eq!(offset, at),
@@ -643,6 +699,10 @@ macro_rules! segment_suite {
             #[test]
             fn scan_in_steps() {
                 super::scan_in_steps::<$ty>();
+            }
+            #[test]
+            fn reserve_ahead_then_prefault() {
+                super::reserve_ahead_then_prefault::<$ty>();
             }
             #[test]
             fn free_run_and_punch() {

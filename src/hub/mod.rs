@@ -716,6 +716,11 @@ impl<S: Segment> Hub<S> {
         self.store.work()
     }
 
+    /// See [`Store::set_read_ahead_first`].
+    pub fn set_read_ahead_first(&mut self, on: bool) {
+        self.store.set_read_ahead_first(on);
+    }
+
     /// See [`Store::set_deferred_removal`].
     pub fn set_deferred_removal(&mut self, on: bool) {
         self.store.set_deferred_removal(on);

@@ -393,10 +393,19 @@ impl Segment for LazySegment {
         self.file.clone()
     }
 
-    fn prefault(&self, from: u64, to: u64) -> Option<super::Prefault> {
+    fn prefault(&self, from: u64, to: u64, access: super::Access) -> Option<super::Prefault> {
         // Only bytes below `len` are in the file; the mapping may reach further.
         let map = self.map.as_ref()?;
-        map.prefault(from as usize, to.min(self.len) as usize)
+        map.prefault(from as usize, to.min(self.len) as usize, access)
+    }
+
+    fn reserve_ahead(&mut self, to: u64) -> Result<()> {
+        if self.map.is_none() {
+            return Ok(());
+        }
+        self.reserve(to)?;
+        self.mapping_to(to, false)?;
+        Ok(())
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {

@@ -339,9 +339,13 @@ impl Segment for MappedSegment {
         self.file.clone()
     }
 
-    fn prefault(&self, from: u64, to: u64) -> Option<super::Prefault> {
+    fn prefault(&self, from: u64, to: u64, access: super::Access) -> Option<super::Prefault> {
         // The mapping covers the whole file.
-        self.map.prefault(from as usize, to as usize)
+        self.map.prefault(from as usize, to as usize, access)
+    }
+
+    fn reserve_ahead(&mut self, to: u64) -> Result<()> {
+        self.grow_to_fit(to)
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {

@@ -228,10 +228,10 @@ impl AheadMap {
         self.raw.flush()
     }
 
-    /// The pages holding bytes `from..to` (within the mapping), to be faulted in for writing
+    /// The pages holding bytes `from..to` (within the mapping), to be faulted in for `access`
     /// by [`Prefault::run`] on another thread or after the hub lock is released. The caller
     /// names only bytes the file holds.
-    pub(crate) fn prefault(&self, from: usize, to: usize) -> Option<Prefault> {
+    pub(crate) fn prefault(&self, from: usize, to: usize, access: Access) -> Option<Prefault> {
         let page = rustix::param::page_size();
         let from = from / page * page;
         let to = to.min(self.raw.len());
@@ -239,6 +239,7 @@ impl AheadMap {
             raw: Arc::clone(&self.raw),
             from,
             len: to - from,
+            access,
         })
     }
 }
@@ -250,18 +251,30 @@ impl Drop for AheadMap {
     }
 }
 
-/// Pages of a segment's mapping to fault in for writing (`MADV_POPULATE_WRITE`), outside the
-/// hub lock, just before a hub call writes into them: every write fault is one the call does
-/// not take under the lock. On these virtual machines a page fault costs ~3 µs of CPU time,
-/// and about one in 2,000 takes over 100 µs, now and then over 1 ms (bench/README.md, *Split
-/// holds*). Faulting a page in leaves its bytes as they are (it dirties it: the next sync
-/// writes it back unchanged). Holds the mapping: if its segment let go of it meanwhile, the
-/// last `Prefault` unmaps it.
+/// What a [`Prefault`] faults its pages in for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reading (`MADV_POPULATE_READ`): pages not in the page cache are read from the file, and
+    /// a hole stays a hole.
+    Read,
+    /// Writing (`MADV_POPULATE_WRITE`): the page is dirtied, and blocks are allocated where
+    /// the file has none.
+    Write,
+}
+
+/// Pages of a segment's mapping to fault in (`MADV_POPULATE_READ` or `_WRITE`), outside the
+/// hub lock, just before a hub call reads or writes them: every page fault is one the call
+/// does not take under the lock. On these virtual machines a page fault costs ~3 µs of CPU
+/// time, and about one in 2,000 takes over 100 µs, now and then over 1 ms (bench/README.md,
+/// *Split holds*). Faulting a page in leaves its bytes as they are (for writing it dirties
+/// it: the next sync writes it back unchanged). Holds the mapping: if its segment let go of it
+/// meanwhile, the last `Prefault` unmaps it.
 #[derive(Debug)]
 pub struct Prefault {
     raw: Arc<MmapRaw>,
     from: usize,
     len: usize,
+    access: Access,
 }
 
 impl Prefault {
@@ -274,12 +287,18 @@ impl Prefault {
     /// again: `EINVAL` before Linux 5.14, `EFAULT` for pages past the end of a file that
     /// shrank since (a lazy segment closed meanwhile cuts its reserved tail off).
     pub fn run(&self) {
-        if let Err(e) = self
-            .raw
-            .advise_range(memmap2::Advice::PopulateWrite, self.from, self.len)
-        {
-            tracing::debug!("madvise populate-write: {e}");
+        let advice = match self.access {
+            Access::Read => memmap2::Advice::PopulateRead,
+            Access::Write => memmap2::Advice::PopulateWrite,
+        };
+        if let Err(e) = self.raw.advise_range(advice, self.from, self.len) {
+            tracing::debug!("madvise {advice:?}: {e}");
         }
+    }
+
+    /// What the pages are faulted in for.
+    pub fn access(&self) -> Access {
+        self.access
     }
 }
 
@@ -472,8 +491,14 @@ mod tests {
     use std::process::Command;
 
     /// The resident bytes of the mapping holding `addr` (`/proc/self/smaps`); `None` when no
-    /// mapping holds it.
+    /// mapping holds it. `smaps` is read in pieces, each under the memory map's lock: while
+    /// other tests' threads map and unmap, one reading can miss an entry, so `None` is only
+    /// the answer of three.
     fn mapping_rss(addr: usize) -> Option<u64> {
+        (0..3).find_map(|_| mapping_rss_once(addr))
+    }
+
+    fn mapping_rss_once(addr: usize) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
         for line in smaps.lines() {
@@ -559,7 +584,7 @@ mod tests {
         map.drop_pages(0, 2 * LEN).unwrap();
         assert_eq!(mapping_rss(addr), Some(0));
 
-        let p = map.prefault(100, 3 * 4096 + 1).unwrap();
+        let p = map.prefault(100, 3 * 4096 + 1, Access::Write).unwrap();
         assert_eq!(p.bytes(), 0..3 * 4096 + 1);
         p.run();
         assert_eq!(mapping_rss(addr), Some(4 * 4096), "pages 0..4 mapped");
@@ -570,7 +595,7 @@ mod tests {
         assert_eq!(&on_disk[..], &map[..LEN]);
 
         // Past the end of the file (a lazy segment cut its tail off meanwhile).
-        let past = map.prefault(LEN, 2 * LEN).unwrap();
+        let past = map.prefault(LEN, 2 * LEN, Access::Write).unwrap();
         past.run();
         assert_eq!(
             file.metadata().unwrap().len(),
@@ -578,7 +603,8 @@ mod tests {
             "the file did not grow"
         );
         assert_eq!(
-            map.prefault(2 * LEN, 3 * LEN).map(|p| p.bytes()),
+            map.prefault(2 * LEN, 3 * LEN, Access::Write)
+                .map(|p| p.bytes()),
             None,
             "past the mapping"
         );
@@ -587,6 +613,32 @@ mod tests {
         assert!(mapping_rss(addr).is_some(), "held by the prefaults");
         drop((p, past));
         assert_eq!(mapping_rss(addr), None);
+    }
+
+    /// A prefault for reading maps pages as they are: a hole stays a hole (no block is
+    /// allocated: a run punched free stays free), written bytes read back unchanged.
+    #[test]
+    fn prefault_for_reading_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(LEN as u64).unwrap();
+        file.write_all_at(&[9u8; 4096], 0).unwrap();
+        let blocks = allocated(&file);
+        let map = map_ahead(&file, &path, LEN as u64).unwrap();
+        let addr = map.as_ptr() as usize;
+        let p = map.prefault(0, LEN, Access::Read).unwrap();
+        assert_eq!(p.access(), Access::Read);
+        p.run();
+        assert_eq!(mapping_rss(addr), Some(LEN as u64), "every page mapped");
+        assert_eq!(allocated(&file), blocks, "a hole got a block");
+        assert!(map[..4096].iter().all(|&b| b == 9));
+        assert!(map[4096..LEN].iter().all(|&b| b == 0));
     }
 
     /// Where posix_fallocate is unsupported (or refused with EINVAL).

@@ -42,9 +42,9 @@ pub use lazy::{LAZY_RESERVE, LazySegment};
 pub use mapped::{INITIAL_FILE_LEN, MappedSegment, grown_len};
 pub use mem::MemSegment;
 pub(crate) use mmap::Deferral;
-pub use mmap::Prefault;
 #[cfg(test)]
 pub(crate) use mmap::deferring;
+pub use mmap::{Access, Prefault};
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.
@@ -377,10 +377,17 @@ pub trait Segment: Sized {
         None
     }
     /// The pages holding bytes `from..to` of the segment (as far as its file holds them), to
-    /// be faulted in for writing outside the hub lock just before a call writes there
+    /// be faulted in for `access` outside the hub lock just before a call reads or writes there
     /// ([`Prefault`]); `None` when the segment has no mapping (mem, lazy while closed).
-    fn prefault(&self, _from: u64, _to: u64) -> Option<Prefault> {
+    fn prefault(&self, _from: u64, _to: u64, _access: Access) -> Option<Prefault> {
         None
+    }
+    /// Makes the file hold bytes up to `to` now, as appends up to there would (disk reserved,
+    /// mapped), so that a [`Segment::prefault`] reaches them and the appends grow nothing.
+    /// Changes no byte of the data; a segment without a mapping (mem, lazy while closed) does
+    /// nothing.
+    fn reserve_ahead(&mut self, _to: u64) -> Result<()> {
+        Ok(())
     }
     /// The whole file image when the segment lives in memory (mem mode), for a
     /// [`snapshot`] flush; `None` for segments backed by their file.

@@ -31,8 +31,8 @@ use super::sync::MARKS_PER_CALL;
 use super::{Placed, Result, Store};
 use crate::segment::format::RECORD_HEADER_LEN;
 use crate::segment::{
-    JobLocation, JobState, Micros, NewRecord, Prefault, RecordMeta, RecordOffset, Segment, SpokeId,
-    StateSlot,
+    Access, JobLocation, JobState, Micros, NewRecord, Prefault, RecordMeta, RecordOffset, Segment,
+    SpokeId, StateSlot,
 };
 
 /// How much wider each level's spokes are than the level below.
@@ -123,20 +123,24 @@ pub struct SplitReadAhead {
     prefaults: Vec<(SpokeId, Prefault)>,
 }
 
-/// A file to read ahead: open, or closed (a lazy segment not in use), opened by the read-ahead
-/// outside the lock (the open reads its inode, which may have left the cache).
+/// What to read ahead from: a mapped segment, whose pages are faulted in for reading (read
+/// into the page cache and mapped: the step's reads through the mapping take no fault); an
+/// open file, or a closed one (a lazy segment not in use), opened by the read-ahead outside
+/// the lock (the open reads its inode, which may have left the cache), read into the page cache.
 #[derive(Debug)]
 pub enum ReadFrom {
+    Mapping(Prefault),
     File(Arc<File>),
     Path(PathBuf),
 }
 
 impl ReadFrom {
-    /// The file, opened if it was closed.
-    pub fn open(&self) -> std::io::Result<Arc<File>> {
+    /// The file, opened if it was closed; `None` for a mapping.
+    pub fn open(&self) -> Option<std::io::Result<Arc<File>>> {
         match self {
-            ReadFrom::File(f) => Ok(f.clone()),
-            ReadFrom::Path(p) => File::open(p).map(Arc::new),
+            ReadFrom::Mapping(_) => None,
+            ReadFrom::File(f) => Some(Ok(f.clone())),
+            ReadFrom::Path(p) => Some(File::open(p).map(Arc::new)),
         }
     }
 }
@@ -157,8 +161,15 @@ impl SplitReadAhead {
     pub fn run(&self, buf: &mut Vec<u8>) {
         self.prefaults.iter().for_each(|(_, p)| p.run());
         for (from, range) in &self.reads {
-            let Ok(file) = from.open() else {
-                continue;
+            let file = match from.open() {
+                None => {
+                    if let ReadFrom::Mapping(p) = from {
+                        p.run();
+                    }
+                    continue;
+                }
+                Some(Ok(file)) => file,
+                Some(Err(_)) => continue,
             };
             let len = (range.end - range.start) as usize;
             buf.resize(len, 0);
@@ -202,6 +213,25 @@ impl<S: Segment> Store<S> {
         self.splits_held = held;
     }
 
+    /// Makes split work (a step, `Moved` marks) wait after each completed sync until the caller
+    /// has read ahead ([`Store::split_read_ahead`]) and run what it returned: a sync writes
+    /// back the pages faulted in for writing (read-only again, the next write faults) and makes
+    /// new marks due, whose pages nothing faulted in. The server's timer thread reads ahead
+    /// after each of its calls, so the work runs a call later, outside of which the faults were
+    /// taken. Off by default: a caller that never reads ahead would wait for ever.
+    pub fn set_read_ahead_first(&mut self, on: bool) {
+        self.read_ahead_first = on;
+    }
+
+    /// Whether split work waits for a read-ahead ([`Store::set_read_ahead_first`]). Never while
+    /// splits are held: the caller does not read ahead then, and marks are written as usual.
+    pub(super) fn awaits_read_ahead(&self) -> bool {
+        S::FILE_BACKED
+            && self.read_ahead_first
+            && !self.splits_held
+            && self.ahead_epoch != self.durable_epoch
+    }
+
     /// Whether split steps wait for `Moved` marks to be written and made durable: a step
     /// would take the moves past [`SPLIT_MOVES_MAX`]. Settling marks wakes them
     /// ([`Store::write_due_marks`]).
@@ -232,37 +262,45 @@ impl<S: Segment> Store<S> {
     /// finds them in the page cache: a 32-byte index write to a page that has left it reads
     /// the whole block first, under the lock (pages idle for a minute leave it here: DAMON;
     /// elsewhere memory pressure). And the pages the step and the next call's `Moved` marks
-    /// write, to be faulted in ([`Store::prefault_split`]). `None` when no split is under way
-    /// or there is nothing to read or fault in.
+    /// write, to be faulted in ([`Store::prefault_split`]), also once the split is over while
+    /// its marks are being written. `None` when there is nothing to read or fault in.
     pub fn split_read_ahead(&mut self) -> Option<SplitReadAhead> {
-        let split = self.splitting.as_mut()?;
+        self.ahead_epoch = self.durable_epoch;
         let mut ahead = SplitReadAhead::default();
-        let seg = &self.spokes.get(&split.spoke)?.seg;
-        // Bytes read ahead for an earlier step are not read again.
-        let (wide_from, index_from) = split.ahead;
-        let wide = match seg.sync_handle() {
-            Some(file) => Some(ReadFrom::File(file)),
-            None if S::FILE_BACKED => Some(ReadFrom::Path(self.dir.segment_path(split.spoke))),
-            None => None,
-        };
-        if let Some(wide) = wide {
+        if let Some(split) = self.splitting.as_mut()
+            && let Some(spoke) = self.spokes.get(&split.spoke)
+        {
+            let seg = &spoke.seg;
+            // Bytes read ahead for an earlier step are not read again.
+            let (wide_from, index_from) = split.ahead;
             let from = split.next.max(wide_from);
             let end = seg
                 .byte_size()
                 .min(split.next.saturating_add(READ_AHEAD_WIDE));
-            if from < end {
+            let wide = if from >= end {
+                None
+            } else if let Some(p) = seg.prefault(from, end, Access::Read) {
+                Some(ReadFrom::Mapping(p))
+            } else if let Some(file) = seg.sync_handle() {
+                Some(ReadFrom::File(file))
+            } else if S::FILE_BACKED {
+                Some(ReadFrom::Path(self.dir.segment_path(split.spoke)))
+            } else {
+                None
+            };
+            if let Some(wide) = wide {
                 ahead.reads.push((wide, from..end));
                 split.ahead.0 = end;
             }
-        }
-        if let Some((lo, hi)) = split.ids
-            && let Some((file, range)) = self.index.entry_range(hi + 1..hi + 2 + (hi - lo))
-        {
-            let from = range.start.max(index_from);
-            let end = range.end.min(range.start + READ_AHEAD_INDEX);
-            if from < end {
-                ahead.reads.push((ReadFrom::File(file), from..end));
-                split.ahead.1 = end;
+            if let Some((lo, hi)) = split.ids
+                && let Some((file, range)) = self.index.entry_range(hi + 1..hi + 2 + (hi - lo))
+            {
+                let from = range.start.max(index_from);
+                let end = range.end.min(range.start + READ_AHEAD_INDEX);
+                if from < end {
+                    ahead.reads.push((ReadFrom::File(file), from..end));
+                    split.ahead.1 = end;
+                }
             }
         }
         self.prefault_split(&mut ahead.prefaults);
@@ -278,15 +316,20 @@ impl<S: Segment> Store<S> {
     fn prefault_split(&mut self, out: &mut Vec<(SpokeId, Prefault)>) {
         let durable = self.durable_epoch;
         for (id, faulted) in &mut self.split_targets {
-            let Some(seg) = self.spokes.get(id).map(|s| &s.seg) else {
+            let Some(seg) = self.spokes.get_mut(id).map(|s| &mut s.seg) else {
                 continue;
             };
             let end = seg.byte_size();
             if faulted.epoch == durable && end.saturating_add(PREFAULT_SLACK) <= faulted.to {
                 continue;
             }
-            // Not past the file's end: the step that grows the file maps the new part.
-            let prefault = seg.prefault(end, end.saturating_add(PREFAULT_AHEAD));
+            let to = end.saturating_add(PREFAULT_AHEAD);
+            // The file is grown now, not by a step: only pages the file holds can be faulted in.
+            // On failure (disk full) the step meets the error again.
+            if let Err(e) = seg.reserve_ahead(to) {
+                tracing::debug!(spoke = ?id, "reserving ahead of a split's appends: {e}");
+            }
+            let prefault = seg.prefault(end, to, Access::Write);
             let to = prefault.as_ref().map_or(end, |p| p.bytes().end);
             *faulted = Faulted { to, epoch: durable };
             out.extend(prefault.map(|p| (*id, p)));
@@ -309,7 +352,7 @@ impl<S: Segment> Store<S> {
         }
         for (id, from, to) in runs {
             if let Some(s) = self.spokes.get(&id) {
-                out.extend(s.seg.prefault(from, to).map(|p| (id, p)));
+                out.extend(s.seg.prefault(from, to, Access::Write).map(|p| (id, p)));
             }
         }
     }
@@ -332,7 +375,7 @@ impl<S: Segment> Store<S> {
     /// the scheduler holds a job (its record then stays).
     pub fn split_step(&mut self, is_resident: impl Fn(u64) -> bool) -> Vec<(SpokeId, RecordMeta)> {
         let mut near = Vec::new();
-        if self.splits_held || self.split_waits_for_moves() {
+        if self.splits_held || self.split_waits_for_moves() || self.awaits_read_ahead() {
             return near;
         }
         let split = match self.splitting {

@@ -372,6 +372,8 @@ impl<S: Segment> Store<S> {
     ///
     /// At most [`MARKS_PER_CALL`] marks are written here (a split leaves thousands per batch);
     /// the rest by the next calls ([`Store::write_due_marks`]). `u64::MAX` writes them all.
+    /// With [`Store::set_read_ahead_first`] on, none but for `u64::MAX`: the next call after
+    /// the read-ahead writes them.
     pub fn synced(&mut self, epoch: u64) {
         self.ids_durable.synced(epoch);
         self.durable_epoch = self.durable_epoch.max(epoch);
@@ -399,8 +401,11 @@ impl<S: Segment> Store<S> {
         for at in released {
             self.unblock_dead(at);
         }
-        for p in self.moves.take_due(self.durable_epoch, max) {
-            self.write_moved(p);
+        // Marks wait for the read-ahead of their pages, except all at once (a flush).
+        if max == usize::MAX || !self.awaits_read_ahead() {
+            for p in self.moves.take_due(self.durable_epoch, max) {
+                self.write_moved(p);
+            }
         }
         if split_waited && self.split_due() && !self.split_waits_for_moves() {
             // A split step waiting for room among the moves may go on.
