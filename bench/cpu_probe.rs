@@ -9,6 +9,7 @@
 //! Usage: cpu-probe [SECONDS] [CHUNK_US]   (default 60 s, chunks of about 250 µs)
 
 use std::hint::black_box;
+use std::io::Write;
 use std::time::Instant;
 
 use rustix::time::{ClockId, clock_gettime};
@@ -64,7 +65,10 @@ fn main() {
     sorted.sort_unstable();
     let median = sorted[sorted.len() / 2].max(1);
     let over = |k: u64| took.iter().filter(|&&t| t >= k * median).count();
-    println!(
+    // Written, not printed: a closed pipe (`| head -1`) ends the output, not in a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{} chunks of {rounds} rounds: median {:.0} us CPU, p99.9 {:.0} us, max {:.0} us; \
          >= 2x median: {}, >= 4x: {}, >= 1 ms: {}",
         took.len(),
@@ -76,6 +80,6 @@ fn main() {
         over_1ms_at.len(),
     );
     if !over_1ms_at.is_empty() {
-        println!("chunks >= 1 ms at (ms from start): {over_1ms_at:?}");
+        let _ = writeln!(out, "chunks >= 1 ms at (ms from start): {over_1ms_at:?}");
     }
 }
