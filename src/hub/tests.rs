@@ -1625,9 +1625,7 @@ fn split_prefaults_cover_the_next_writes<S: Segment>() {
         if steps == 12 {
             // The copies so far (384) are durable: their marks are due, more than one call
             // writes (`MARKS_PER_CALL`).
-            let batch = hub.store.take_sync_batch();
-            batch.sync().unwrap();
-            hub.store.synced(batch.epoch);
+            sync_hub(&mut hub);
             let (split, due) = (hub.work().records_split, hub.store.due_marks());
             assert!(!due.is_empty());
             now += 1;
@@ -1722,9 +1720,7 @@ fn flush_writes_the_marks_waiting_for_a_read_ahead() {
         now += 1;
         hub.tick(now);
     }
-    let batch = hub.store.take_sync_batch();
-    batch.sync().unwrap();
-    hub.store.synced(batch.epoch);
+    sync_hub(&mut hub);
     now += 1;
     hub.tick(now);
     assert!(!hub.store.due_marks().is_empty(), "marks wait");

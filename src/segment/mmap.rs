@@ -519,8 +519,8 @@ mod tests {
     /// Bytes in the files of [`reserved_file`].
     const LEN: usize = 64 << 10;
 
-    /// A new file of [`LEN`] reserved bytes in a temporary directory (kept while it lives).
-    fn reserved_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
+    /// A new empty file in a temporary directory (kept while it lives).
+    fn new_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg");
         let file = File::options()
@@ -529,6 +529,12 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
+        (dir, path, file)
+    }
+
+    /// A new file of [`LEN`] reserved bytes in a temporary directory (kept while it lives).
+    fn reserved_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
+        let (dir, path, file) = new_file();
         reserve(&file, &path, LEN as u64).unwrap();
         (dir, path, file)
     }
@@ -619,14 +625,7 @@ mod tests {
     /// allocated: a run punched free stays free), written bytes read back unchanged.
     #[test]
     fn prefault_for_reading_allocates_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, file) = new_file();
         file.set_len(LEN as u64).unwrap();
         file.write_all_at(&[9u8; 4096], 0).unwrap();
         let blocks = allocated(&file);

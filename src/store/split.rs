@@ -161,15 +161,12 @@ impl SplitReadAhead {
     pub fn run(&self, buf: &mut Vec<u8>) {
         self.prefaults.iter().for_each(|(_, p)| p.run());
         for (from, range) in &self.reads {
-            let file = match from.open() {
-                None => {
-                    if let ReadFrom::Mapping(p) = from {
-                        p.run();
-                    }
-                    continue;
-                }
-                Some(Ok(file)) => file,
-                Some(Err(_)) => continue,
+            if let ReadFrom::Mapping(p) = from {
+                p.run();
+                continue;
+            }
+            let Some(Ok(file)) = from.open() else {
+                continue;
             };
             let len = (range.end - range.start) as usize;
             buf.resize(len, 0);
