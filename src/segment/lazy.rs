@@ -404,8 +404,7 @@ impl Segment for LazySegment {
             return Ok(());
         }
         self.reserve(to)?;
-        self.mapping_to(to, false)?;
-        Ok(())
+        self.mapping_to(to, false).map(|_| ())
     }
 
     fn rename(&mut self, to: &Path) -> Result<()> {

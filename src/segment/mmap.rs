@@ -185,8 +185,8 @@ impl DerefMut for AheadMap {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` proves this is the only slice of the mapping
         // alive (the owner is unique; the other clones only `madvise` or unmap:
-        // MADV_DONTNEED and MADV_POPULATE_WRITE on a shared file mapping leave every byte as
-        // it is).
+        // MADV_DONTNEED and MADV_POPULATE_READ/_WRITE on a shared file mapping leave every
+        // byte as it is).
         unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr(), self.raw.len()) }
     }
 }
@@ -283,8 +283,8 @@ impl Prefault {
         self.from as u64..(self.from + self.len) as u64
     }
 
-    /// Faults the pages in. Errors are left to the write that follows, which meets them
-    /// again: `EINVAL` before Linux 5.14, `EFAULT` for pages past the end of a file that
+    /// Faults the pages in. Errors are left to the read or write that follows, which meets
+    /// them again: `EINVAL` before Linux 5.14, `EFAULT` for pages past the end of a file that
     /// shrank since (a lazy segment closed meanwhile cuts its reserved tail off).
     pub fn run(&self) {
         let advice = match self.access {

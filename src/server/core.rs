@@ -1089,9 +1089,10 @@ impl<S: Segment> Core<S> {
     /// The timer thread's step: brings the hub to `now` and returns its next deadline, which it
     /// records as armed. When it hands out jobs to blocked reserves, records their delivery
     /// lateness: from the deadline the timer slept until to the replies handed out.
-    /// While a split is under way, it then reads what the split's next step will read and
-    /// faults in the pages it and the next `Moved` marks will write, outside the lock
-    /// (`Store::split_read_ahead`).
+    /// While a split is under way or its `Moved` marks are being written, it then reads ahead
+    /// and faults in, outside the lock, the pages the next step and marks will read and write
+    /// (`Store::split_read_ahead`); after a sync, that work waits for this
+    /// (`Store::set_read_ahead_first`).
     pub fn tick(&self, now: Micros) -> Option<Micros> {
         // With -f MS, a split step run while a periodic sync writes its pages back waits under
         // the hub lock for their page locks (its appends, its id index writes): a due step

@@ -301,8 +301,7 @@ impl<S: Segment> Store<S> {
             fsio::sync_tree(path).map_err(|e| StorageError::io(path, e))?;
         }
         if S::FILE_BACKED {
-            // Sized once, here: reserved by a split's first step, they took ~530 page faults
-            // in that one hold of the hub lock (1.4 ms).
+            // Sized once, here (see `SPLIT_MOVES_MAX`).
             store
                 .moves
                 .reserve_total(split::SPLIT_MOVES_MAX + split::SPLIT_STEP);

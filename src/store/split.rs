@@ -49,11 +49,12 @@ pub const SPLIT_STEP: usize = 32;
 
 /// Most moves a split lets wait for their `Moved` marks ([`Store::split_waits_for_moves`]):
 /// its steps wait while more are pending or in flight, and the tables that hold them are
-/// sized for this many by the first split step and kept (~3 MiB of address space, resident
-/// as far as splits used it), so that no later step grows them: a table grown by a step
-/// rehashed every move in it under the hub lock (0.8-1.8 ms at 7,000-16,000), and one sized
-/// again after being let go faulted in its pages while rehashing (1.3-1.7 ms). A split at
-/// full speed keeps about this many (a second of steps) before its first batches are durable.
+/// sized for this many when the store opens and kept (~3 MiB of address space, resident as
+/// far as splits used it), so that no step grows them: a table grown by a step rehashed every
+/// move in it under the hub lock (0.8-1.8 ms at 7,000-16,000), one sized again after being
+/// let go faulted in its pages while rehashing (1.3-1.7 ms), and sizing them in a split's
+/// first step took ~530 page faults in that hold (1.4 ms). A split at full speed keeps about
+/// this many (a second of steps) before its first batches are durable.
 pub const SPLIT_MOVES_MAX: usize = 16 * 1024;
 
 /// Most segments a split step creates: a step stops early after the record that created the
@@ -156,8 +157,9 @@ impl SplitReadAhead {
         self.prefaults.iter().map(|(id, p)| (*id, p.bytes()))
     }
 
-    /// Reads every range into `buf` and faults the pages to be written in (errors are left to
-    /// the step, which meets them again).
+    /// Faults the pages to be written in, and reads every range: a mapping's pages faulted in
+    /// for reading, a file's bytes into `buf` (errors are left to the step, which meets them
+    /// again).
     pub fn run(&self, buf: &mut Vec<u8>) {
         self.prefaults.iter().for_each(|(_, p)| p.run());
         for (from, range) in &self.reads {
@@ -411,9 +413,6 @@ impl<S: Segment> Store<S> {
                 return near;
             }
         };
-        if S::FILE_BACKED {
-            self.moves.reserve_total(SPLIT_MOVES_MAX + SPLIT_STEP);
-        }
         let created = self.work.spokes_created;
         let mut next = next;
         let mut ids: Option<(u64, u64)> = None;
