@@ -379,14 +379,14 @@ pub(crate) fn deferring() -> bool {
 
 impl Drop for Deferral {
     fn drop(&mut self) {
-        let mut ops = QUEUE.with_borrow_mut(|q| {
+        let ops = QUEUE.with_borrow_mut(|q| {
             q.depth -= 1;
-            if q.depth == 0 {
-                std::mem::take(&mut q.ops)
-            } else {
-                Vec::new()
-            }
+            (q.depth == 0 && !q.ops.is_empty()).then(|| std::mem::take(&mut q.ops))
         });
+        // Nothing deferred, the usual case: one access to the queue per hold of the lock.
+        let Some(mut ops) = ops else {
+            return;
+        };
         for op in ops.drain(..) {
             match op {
                 Deferred::DropPages(raw, from, to) => {

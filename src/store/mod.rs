@@ -26,8 +26,10 @@ mod split;
 mod spoke;
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::segment::{
     Covered, DataDir, DurableIds, IdIndex, IdReservation, JobLocation, JobState, Micros, NewRecord,
@@ -175,7 +177,7 @@ pub struct Store<S: Segment> {
     /// No split step runs while set ([`Store::hold_splits`]).
     splits_held: bool,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
-    far_by_tube: HashMap<Arc<str>, u64>,
+    far_by_tube: FxHashMap<Arc<str>, u64>,
     /// Loaded spokes with no live job, retired once entirely past: by end, then id (spokes of
     /// different spans overlap, so the order of their starts is not that of their ends).
     retire: BTreeSet<(Micros, SpokeId)>,
@@ -267,7 +269,7 @@ impl<S: Segment> Store<S> {
             read_ahead_first: false,
             ahead_epoch: 0,
             splits_held: false,
-            far_by_tube: HashMap::new(),
+            far_by_tube: FxHashMap::default(),
             retire: BTreeSet::new(),
             added_deadline: 0,
             retired: Vec::new(),
@@ -348,12 +350,10 @@ impl<S: Segment> Store<S> {
     /// Appends a new job's record to the spoke of its trigger time. A far job is indexed and
     /// counted in its tube's far delayed jobs.
     pub fn put(&mut self, rec: &NewRecord<'_>) -> Result<Placed> {
-        let loc = self.append(rec)?;
-        if self.is_loaded(loc.spoke) {
-            return Ok(Placed {
-                loc,
-                resident: true,
-            });
+        let placed = self.append(rec)?;
+        let loc = placed.loc;
+        if placed.resident {
+            return Ok(placed);
         }
         if let Err(e) = self.set_index(rec.id, loc) {
             // Undo: the record must not come back as a job the client was told failed.
@@ -386,8 +386,7 @@ impl<S: Segment> Store<S> {
     ) -> Result<Placed> {
         // Both spokes are in the change journal before either is written.
         self.note_change(Some(from.spoke))?;
-        let loc = self.append(rec)?;
-        let resident = self.is_loaded(loc.spoke);
+        let Placed { loc, resident } = self.append(rec)?;
         let indexed = self.set_index(rec.id, loc);
         if !resident && let Err(e) = indexed {
             // A far job is found by id only through its entry (disk full writing it): undo
@@ -576,31 +575,16 @@ impl<S: Segment> Store<S> {
             .ok_or_else(|| StoreError::Internal(format!("spoke {id:?} missing")))
     }
 
-    fn is_loaded(&self, id: SpokeId) -> bool {
-        self.spokes.get(&id).is_some_and(|s| s.loaded)
-    }
-
-    /// Appends a record to the spoke its trigger time is placed in now (created if needed).
-    fn append(&mut self, rec: &NewRecord<'_>) -> Result<JobLocation> {
+    /// Appends a record to the spoke its trigger time is placed in now (created if needed);
+    /// `resident`: the spoke is loaded (its jobs are the scheduler's).
+    fn append(&mut self, rec: &NewRecord<'_>) -> Result<Placed> {
         let id = self.roll(place(rec.trigger_at, self.now, self.span), rec.trigger_at);
         self.note_change(Some(id))?;
-        if !self.spokes.contains_key(&id) {
-            let seg = S::create(self.dir.path(), id)?;
-            self.work.spokes_created += 1;
-            self.dir_dirty = true;
-            let loaded = id.start < self.horizon_end;
-            self.spokes.insert(id, Spoke::new(seg, loaded));
-            if !loaded {
-                self.far_start = self.far_start.min(id.start);
-                self.note_wide(id);
-            }
-            // A far spoke's load time (or its retirement) may come before anything else.
-            self.note_deadline(0);
-        }
-        let spoke = self
-            .spokes
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Internal("spoke vanished".into()))?;
+        let now = self.now;
+        let spoke = match self.spokes.get_mut(&id) {
+            Some(spoke) => spoke,
+            None => self.create_spoke(id)?,
+        };
         let offset = match spoke.seg.append(rec) {
             Ok(o) => o,
             Err(e) => {
@@ -612,14 +596,34 @@ impl<S: Segment> Store<S> {
         spoke.live += 1;
         spoke.records += 1;
         spoke.named |= !rec.name.is_empty();
-        spoke.last_append = self.now;
-        self.unflushed.insert(id);
+        spoke.last_append = now;
         let loaded = spoke.loaded;
-        self.retire.remove(&(spoke::end(id), id));
-        if !loaded {
-            self.touch_far(id);
+        self.unflushed.insert(id);
+        if loaded {
+            // Only a loaded spoke waits there (`maybe_retire`).
+            self.retire.remove(&(spoke::end(id), id));
+        } else {
+            self.touch_open_far(id);
         }
-        Ok(JobLocation { spoke: id, offset })
+        Ok(Placed {
+            loc: JobLocation { spoke: id, offset },
+            resident: loaded,
+        })
+    }
+
+    /// Creates spoke `id`, with its segment, for a record to be appended to it.
+    fn create_spoke(&mut self, id: SpokeId) -> Result<&mut Spoke<S>> {
+        let seg = S::create(self.dir.path(), id)?;
+        self.work.spokes_created += 1;
+        self.dir_dirty = true;
+        let loaded = id.start < self.horizon_end;
+        if !loaded {
+            self.far_start = self.far_start.min(id.start);
+            self.note_wide(id);
+        }
+        // A far spoke's load time (or its retirement) may come before anything else.
+        self.note_deadline(0);
+        Ok(self.spokes.entry(id).or_insert(Spoke::new(seg, loaded)))
     }
 
     /// Reserves `id` before it is handed out. Persisted modes: durably (see [`DurableIds`]):

@@ -17,8 +17,9 @@
 //! current spoke is not destroyed and recreated by put/delete cycles). Spokes of another span
 //! (an earlier configuration) keep theirs; the horizon rule applies to their start.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::{Result, Store};
 use crate::segment::format::{FREED_RUNS_SINCE, record_len};
@@ -50,7 +51,7 @@ pub(crate) struct Spoke<S> {
     /// one is left out of the start-up summary).
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
-    pub far_counts: HashMap<Arc<str>, u64>,
+    pub far_counts: FxHashMap<Arc<str>, u64>,
     /// It holds, or held, a record of a named job: its start-up summary entry waits for a
     /// scan for its names (`checkpoint`), so that recovery finds the names of its far jobs.
     pub named: bool,
@@ -67,7 +68,7 @@ impl<S: Segment> Spoke<S> {
             records: 0,
             loaded,
             resident: 0,
-            far_counts: HashMap::new(),
+            far_counts: FxHashMap::default(),
             named: false,
             last_append: 0,
         }
@@ -141,28 +142,50 @@ impl<S: Segment> Store<S> {
         }
     }
 
-    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`.
+    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`. Once per put: the counts
+    /// are looked up by the name as it comes (a key is made, shared by the maps, only for a
+    /// tube not counted yet).
     pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &[u8], delta: i64) {
         let name = String::from_utf8_lossy(tube);
-        let tube: Arc<str> = match self.far_by_tube.get_key_value(&*name) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(&*name),
+        let Some(s) = self.spokes.get_mut(&spoke) else {
+            self.count_far_tube(&name, delta);
+            return;
         };
-        if let Some(s) = self.spokes.get_mut(&spoke) {
-            let n = s.far_counts.entry(tube.clone()).or_insert(0);
-            *n = n.saturating_add_signed(delta);
-            if *n == 0 {
-                s.far_counts.remove(&tube);
+        match s.far_counts.get_mut(&*name) {
+            Some(n) => {
+                *n = n.saturating_add_signed(delta);
+                if *n == 0 {
+                    s.far_counts.remove(&*name);
+                }
             }
+            None if delta > 0 => {
+                // The tube's total is counted first: its key is the one the spoke shares.
+                self.count_far_tube(&name, delta);
+                if let Some((key, _)) = self.far_by_tube.get_key_value(&*name)
+                    && let Some(s) = self.spokes.get_mut(&spoke)
+                {
+                    s.far_counts.insert(key.clone(), delta.unsigned_abs());
+                }
+                return;
+            }
+            None => {}
         }
-        self.count_far_tube(&tube, delta);
+        self.count_far_tube(&name, delta);
     }
 
-    fn count_far_tube(&mut self, tube: &Arc<str>, delta: i64) {
-        let n = self.far_by_tube.entry(tube.clone()).or_insert(0);
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            self.far_by_tube.remove(tube);
+    fn count_far_tube(&mut self, tube: &str, delta: i64) {
+        match self.far_by_tube.get_mut(tube) {
+            Some(n) => {
+                *n = n.saturating_add_signed(delta);
+                if *n == 0 {
+                    self.far_by_tube.remove(tube);
+                }
+            }
+            None if delta > 0 => {
+                self.far_by_tube
+                    .insert(Arc::from(tube), delta.unsigned_abs());
+            }
+            None => {}
         }
     }
 
@@ -269,6 +292,11 @@ impl<S: Segment> Store<S> {
         if self.spokes.get(&id).is_none_or(|s| s.loaded) {
             return;
         }
+        self.touch_open_far(id);
+    }
+
+    /// [`Store::touch_far`] of a spoke known to be far.
+    pub(super) fn touch_open_far(&mut self, id: SpokeId) {
         self.open_far.touch(id, self.now);
         self.close_far_beyond(self.max_open_far);
     }

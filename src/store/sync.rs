@@ -393,6 +393,10 @@ impl<S: Segment> Store<S> {
     /// records may be freed, their spokes retired), then writes up to `max` marks whose
     /// replacement is durable (see [`Store::synced`]).
     pub fn write_due_marks(&mut self, max: usize) {
+        if self.moves.is_empty() {
+            // Nothing is settled, written or waited for (once per hub call).
+            return;
+        }
         let split_waited = self.split_waits_for_moves();
         let (durable, released) = self.moves.take_durable(self.durable_epoch, max);
         for to in durable {
