@@ -109,6 +109,77 @@ fn far_jobs<S: Segment>(persist: bool) {
     assert_eq!(hub.stats(now).current_jobs_delayed, 158);
 }
 
+/// Far jobs are counted per tube (`stats-tube`, `stats`) through puts into spokes of several
+/// spans, deletes, the loading of the nearest spokes and a tube losing its last far job.
+fn far_counts_per_tube<S: Segment>(persist: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<S>::open(cfg(dir.path(), persist), T0).unwrap();
+    let c = hub.connect();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for i in 0..60u32 {
+        // An hour, a day and a month out: spokes of different spans, shared by both tubes.
+        let delay = [3_600, 86_400, 30 * 86_400][i as usize % 3] + i;
+        hub.use_tube(c, "a");
+        a.push(hub.put(c, 1, delay, 60, b"a", T0).unwrap());
+        hub.use_tube(c, "b");
+        b.push(hub.put(c, 1, delay, 60, b"b", T0).unwrap());
+    }
+    hub.use_tube(c, "default");
+    let delayed =
+        |hub: &Hub<S>, tube: &str, now| hub.stats_tube(tube, now).map(|t| t.current_jobs_delayed);
+    assert!(hub.jobs.is_empty(), "far jobs must not be resident");
+    assert_eq!(
+        (delayed(&hub, "a", T0), delayed(&hub, "b", T0)),
+        (Some(60), Some(60))
+    );
+    for &id in &a[..20] {
+        hub.delete(c, id, T0).unwrap();
+    }
+    assert_eq!(
+        (delayed(&hub, "a", T0), delayed(&hub, "b", T0)),
+        (Some(40), Some(60))
+    );
+    assert_eq!(hub.stats(T0).current_jobs_delayed, 100);
+    // The first jobs an hour out (b's, a's are deleted) load, their spokes split first; the
+    // counts stay.
+    let now = T0 + 3_599 * SECOND;
+    let mut t = T0;
+    while t < now {
+        t = (t + 10 * SECOND).min(now);
+        hub.tick(t);
+    }
+    assert!(!hub.jobs.is_empty(), "the nearest jobs are resident now");
+    assert_eq!(
+        (delayed(&hub, "a", now), delayed(&hub, "b", now)),
+        (Some(40), Some(60))
+    );
+    for &id in &b {
+        hub.delete(c, id, now).unwrap();
+    }
+    // No job and no client left in tube b: it is gone.
+    assert_eq!(
+        (delayed(&hub, "a", now), delayed(&hub, "b", now)),
+        (Some(40), None)
+    );
+    assert_eq!(hub.stats(now).current_jobs_delayed, 40);
+}
+
+#[test]
+fn far_counts_per_tube_mem() {
+    far_counts_per_tube::<MemSegment>(false);
+}
+
+#[test]
+fn far_counts_per_tube_mapped() {
+    far_counts_per_tube::<MappedSegment>(true);
+}
+
+#[test]
+fn far_counts_per_tube_lazy() {
+    far_counts_per_tube::<LazySegment>(true);
+}
+
 #[test]
 fn far_jobs_mem() {
     far_jobs::<MemSegment>(false);
