@@ -79,7 +79,8 @@ fn three<S: Segment>(dir: &Path) -> Vec<u64> {
     offs
 }
 
-/// A scan in bounded steps (`scan_from`) sees the records a whole scan sees, in order.
+/// A scan in bounded steps (`scan_from`) sees the records a whole scan sees, in order; one of
+/// whole records (`scan_records_from`) the same steps, each record as `read` gives it.
 fn scan_in_steps<S: Segment>() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = S::create(dir.path(), SPOKE).unwrap();
@@ -104,6 +105,14 @@ fn scan_in_steps<S: Segment>() {
         loop {
             let (metas, next) = s.scan_from(from, step).unwrap();
             assert!(metas.len() <= step);
+            let (records, next_of_records) = s.scan_records_from(from, step).unwrap();
+            assert_eq!(next_of_records, next, "steps of {step} from {from}");
+            assert_eq!(records.len(), metas.len());
+            for (r, m) in records.into_iter().zip(&metas) {
+                let (r, m) = (r.unwrap(), m.as_ref().unwrap());
+                assert_eq!(&r.meta(), m);
+                assert_eq!(r, s.read(m.offset).unwrap());
+            }
             got.extend(metas.into_iter().flatten().map(|m| m.id));
             match next {
                 Some(n) => {
@@ -416,6 +425,11 @@ fn flipped_body_byte<S: Segment>() {
     let scan = s.scan().unwrap();
     assert_eq!(scan.len(), 3);
     assert!(scan[0].is_ok() && scan[1].is_err() && scan[2].is_ok());
+    let (mut records, next) = s.scan_records_from(0, 10).unwrap();
+    assert_eq!((records.len(), next), (3, None));
+    assert_eq!(records.remove(2).unwrap().id, 3);
+    corrupted_at(records.remove(1), offs[1]);
+    assert_eq!(records.remove(0).unwrap().id, 1);
     // Appends still work and never overwrite the damaged record.
     let o4 = s.append(&new_rec(4, b"t", b"four")).unwrap();
     assert!(o4 > offs[2]);

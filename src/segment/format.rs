@@ -27,8 +27,8 @@ use super::{
 };
 
 pub use scan::{
-    Records, append_end, append_end_from, data_end, scan_meta, scan_meta_from, scan_records,
-    scan_records_from,
+    Records, append_end, append_end_from, data_end, scan_full_from, scan_meta, scan_meta_from,
+    scan_records, scan_records_from,
 };
 
 /// First bytes of every segment file.

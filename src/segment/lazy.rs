@@ -11,8 +11,8 @@ use super::file::{
 };
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, check_new_record, encode_record, encode_record_into,
-    invalid_input, read_record, record_at, record_len_at, scan_meta, scan_meta_from, write_freed,
-    write_update,
+    invalid_input, read_record, record_at, record_len_at, scan_full_from, scan_meta,
+    scan_meta_from, write_freed, write_update,
 };
 use super::fsio;
 use super::mapped::PWRITE_FROM;
@@ -358,6 +358,17 @@ impl Segment for LazySegment {
         let path = self.path.clone();
         let map = self.mapping(true)?;
         Ok(scan_meta_from(used(map, end), &path, from, max))
+    }
+
+    fn scan_records_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<Record>>, Option<RecordOffset>)> {
+        let end = self.end;
+        let path = self.path.clone();
+        let map = self.mapping(true)?;
+        Ok(scan_full_from(used(map, end), &path, from, max))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -11,8 +11,8 @@ use super::file::{
 };
 use super::format::{
     Check, FILE_HEADER_LEN, FORMAT_VERSION, append_end_from, check_new_record, encode_record,
-    encode_record_into, invalid_input, read_record, record_at, record_len_at, scan_meta,
-    scan_meta_from, write_freed, write_update,
+    encode_record_into, invalid_input, read_record, record_at, record_len_at, scan_full_from,
+    scan_meta, scan_meta_from, write_freed, write_update,
 };
 use super::fsio;
 use super::mmap;
@@ -303,6 +303,20 @@ impl Segment for MappedSegment {
     ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
         self.reading();
         Ok(scan_meta_from(
+            used(&self.map, self.end),
+            &self.path,
+            from,
+            max,
+        ))
+    }
+
+    fn scan_records_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<Record>>, Option<RecordOffset>)> {
+        self.reading();
+        Ok(scan_full_from(
             used(&self.map, self.end),
             &self.path,
             from,

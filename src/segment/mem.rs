@@ -7,7 +7,8 @@ use super::file::{check_can_free, read_sparse, remove_if_exists, write_file_atom
 use super::format::{
     Check, FORMAT_VERSION, append_end, check_new_record, decode_file_header, encode_file_header,
     encode_record_into, file_header_error, header_version, invalid_input, read_record, record_at,
-    record_len_at, scan_meta, scan_meta_from, segment_file_name, write_freed, write_update,
+    record_len_at, scan_full_from, scan_meta, scan_meta_from, segment_file_name, write_freed,
+    write_update,
 };
 use super::mmap::AnonBuf;
 use super::{
@@ -226,6 +227,14 @@ impl Segment for MemSegment {
         max: usize,
     ) -> Result<(Vec<Result<RecordMeta>>, Option<RecordOffset>)> {
         Ok(scan_meta_from(self.buf.bytes(), &self.path, from, max))
+    }
+
+    fn scan_records_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<Record>>, Option<RecordOffset>)> {
+        Ok(scan_full_from(self.buf.bytes(), &self.path, from, max))
     }
 
     fn flush(&mut self) -> Result<()> {

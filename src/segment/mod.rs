@@ -141,6 +141,23 @@ pub struct Record {
     pub slot: StateSlot,
 }
 
+impl Record {
+    /// Its metadata (what [`Segment::scan`] gives for it).
+    pub fn meta(&self) -> RecordMeta {
+        RecordMeta {
+            offset: self.offset,
+            id: self.id,
+            trigger_at: self.trigger_at,
+            created_at: self.created_at,
+            ttr: self.ttr,
+            tube: self.tube.clone(),
+            name: self.name.clone(),
+            body_len: (self.name.len() + self.body.len()) as u32,
+            slot: self.slot,
+        }
+    }
+}
+
 /// A record's header fields and tube without its body: what recovery and spoke loading need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
@@ -347,6 +364,21 @@ pub trait Segment: Sized {
         let tail = rest.split_off(max);
         let next = tail.first().map(at);
         Ok((rest, next))
+    }
+    /// [`Segment::scan_from`] of whole records, bodies included, each verified once: for a
+    /// caller that needs every record it scans (a split moving them). The default reads each
+    /// record `scan_from` finds.
+    fn scan_records_from(
+        &mut self,
+        from: RecordOffset,
+        max: usize,
+    ) -> Result<(Vec<Result<Record>>, Option<RecordOffset>)> {
+        let (metas, next) = self.scan_from(from, max)?;
+        let records = metas
+            .into_iter()
+            .map(|m| m.and_then(|m| self.read(m.offset)))
+            .collect();
+        Ok((records, next))
     }
     /// Makes every change so far durable on the device (mem: writes the segment file).
     fn flush(&mut self) -> Result<()>;

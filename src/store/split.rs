@@ -31,8 +31,8 @@ use super::sync::MARKS_PER_CALL;
 use super::{Placed, Result, Store};
 use crate::segment::format::RECORD_HEADER_LEN;
 use crate::segment::{
-    Access, JobLocation, JobState, Micros, NewRecord, Prefault, RecordMeta, RecordOffset, Segment,
-    SpokeId, StateSlot,
+    Access, JobLocation, JobState, Micros, NewRecord, Prefault, Record, RecordMeta, RecordOffset,
+    Segment, SpokeId, StateSlot,
 };
 
 /// How much wider each level's spokes are than the level below.
@@ -404,8 +404,8 @@ impl<S: Segment> Store<S> {
         }
         let scanned = self
             .segment(split.spoke)
-            .and_then(|seg| Ok(seg.scan_from(split.next, SPLIT_STEP)?));
-        let (metas, next) = match scanned {
+            .and_then(|seg| Ok(seg.scan_records_from(split.next, SPLIT_STEP)?));
+        let (records, next) = match scanned {
             Ok(r) => r,
             Err(e) => {
                 // Loaded as it is when the horizon reaches it, or split after a restart.
@@ -416,9 +416,9 @@ impl<S: Segment> Store<S> {
         let created = self.work.spokes_created;
         let mut next = next;
         let mut ids: Option<(u64, u64)> = None;
-        for m in metas {
-            let m = match m {
-                Ok(m) => m,
+        for r in records {
+            let r = match r {
+                Ok(r) => r,
                 Err(e) => {
                     self.note_corrupt(&e);
                     continue;
@@ -426,23 +426,23 @@ impl<S: Segment> Store<S> {
             };
             if self.work.spokes_created >= created + SPLIT_CREATES {
                 // Enough new files for one step: the next step goes on from this record.
-                next = Some(m.offset);
+                next = Some(r.offset);
                 break;
             }
-            if m.slot.state != JobState::Waiting
-                || is_resident(m.id)
-                || self.is_pending_move(split.spoke, m.offset)
+            if r.slot.state != JobState::Waiting
+                || is_resident(r.id)
+                || self.is_pending_move(split.spoke, r.offset)
             {
                 continue;
             }
             self.work.records_split += 1;
-            ids = Some(ids.map_or((m.id, m.id), |(lo, hi)| (lo.min(m.id), hi.max(m.id))));
-            match self.move_far(split.spoke, &m) {
+            ids = Some(ids.map_or((r.id, r.id), |(lo, hi)| (lo.min(r.id), hi.max(r.id))));
+            match self.move_far(split.spoke, &r) {
                 Ok((p, slot)) if p.resident => {
                     let moved = RecordMeta {
                         offset: p.loc.offset,
                         slot,
-                        ..m
+                        ..r.meta()
                     };
                     near.push((p.loc.spoke, moved));
                 }
@@ -478,18 +478,17 @@ impl<S: Segment> Store<S> {
         near
     }
 
-    /// Moves far record `m` of wide spoke `from` to the spoke its trigger time is placed in
-    /// now: a new record one version up (its slot returned), indexed and counted there, and
-    /// the old one marked `Moved` once the new one is durable.
-    fn move_far(&mut self, from: SpokeId, m: &RecordMeta) -> Result<(Placed, StateSlot)> {
+    /// Moves far record `rec` of wide spoke `from` (as the step's scan read it) to the spoke
+    /// its trigger time is placed in now: a new record one version up (its slot returned),
+    /// indexed and counted there, and the old one marked `Moved` once the new one is durable.
+    fn move_far(&mut self, from: SpokeId, rec: &Record) -> Result<(Placed, StateSlot)> {
         let old = JobLocation {
             spoke: from,
-            offset: m.offset,
+            offset: rec.offset,
         };
-        let rec = self.read(old)?;
         let slot = StateSlot {
-            version: m.slot.version.saturating_add(1),
-            ..m.slot
+            version: rec.slot.version.saturating_add(1),
+            ..rec.slot
         };
         let new = NewRecord {
             id: rec.id,

@@ -9,7 +9,7 @@ use super::{
     RecordHeader, RecordView, align_up, crc_header_bytes, current_freed_run, decode_header_at,
     decode_record_at, header_version, record_at, record_len,
 };
-use crate::segment::{RecordMeta, RecordOffset, StorageError};
+use crate::segment::{Record, RecordMeta, RecordOffset, StorageError};
 
 /// Offset just past the last non-zero byte of `bytes` at or after `from`, rounded up to
 /// [`RECORD_ALIGN`] (and at least `from`): where the next record can go without
@@ -254,12 +254,29 @@ pub fn scan_meta_from(
     from: u64,
     max: usize,
 ) -> (Vec<Result<RecordMeta, StorageError>>, Option<u64>) {
+    scan_from_with(bytes, file, from, max, |v| v.to_meta())
+}
+
+/// [`scan_meta_from`] of whole records, bodies included: for a caller that goes on to read
+/// each record it scans (a split moving them), which would verify every record twice.
+pub fn scan_full_from(
+    bytes: &[u8],
+    file: &Path,
+    from: u64,
+    max: usize,
+) -> (Vec<Result<Record, StorageError>>, Option<u64>) {
+    scan_from_with(bytes, file, from, max, |v| v.to_record())
+}
+
+fn scan_from_with<T>(
+    bytes: &[u8],
+    file: &Path,
+    from: u64,
+    max: usize,
+    copy: impl Fn(&RecordView<'_>) -> T,
+) -> (Vec<Result<T, StorageError>>, Option<u64>) {
     let mut it = scan_records_from(bytes, file, from);
-    let metas: Vec<_> = it
-        .by_ref()
-        .take(max)
-        .map(|r| r.map(|v| v.to_meta()))
-        .collect();
-    let next = (!it.done && metas.len() == max).then_some(it.pos);
-    (metas, next)
+    let found: Vec<_> = it.by_ref().take(max).map(|r| r.map(|v| copy(&v))).collect();
+    let next = (!it.done && found.len() == max).then_some(it.pos);
+    (found, next)
 }
