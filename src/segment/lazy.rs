@@ -165,7 +165,7 @@ impl LazySegment {
     /// Drops the pages appends left behind from the process, once `DROP_EVERY` bytes of
     /// them have gathered (the page holding `end` stays: the next append writes on).
     fn drop_behind(&mut self) {
-        let page = rustix::param::page_size() as u64;
+        let page = crate::segment::page_size() as u64;
         let to = self.end / page * page;
         if to < self.dropped + DROP_EVERY {
             return;

@@ -107,7 +107,7 @@ impl AnonBuf {
     /// Gives the whole pages inside `from..to` back to the system: they read as zeros after.
     /// Returns the bytes given back.
     pub(crate) fn release(&mut self, from: usize, to: usize) -> std::io::Result<u64> {
-        let page = rustix::param::page_size();
+        let page = page_size();
         let from = from.div_ceil(page) * page;
         let to = to.min(self.len) / page * page;
         if to <= from {
@@ -122,6 +122,13 @@ impl AnonBuf {
         }
         Ok((to - from) as u64)
     }
+}
+
+/// The system's page size, asked once: rustix asks libc at every call (it reads the auxiliary
+/// vector through libc, see Cargo.toml), and appends ask for it.
+pub fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(rustix::param::page_size)
 }
 
 /// Where [`AheadMap::drop_pages`] for a segment whose data ends at `end` stops when asked to
@@ -232,7 +239,7 @@ impl AheadMap {
     /// by [`Prefault::run`] on another thread or after the hub lock is released. The caller
     /// names only bytes the file holds.
     pub(crate) fn prefault(&self, from: usize, to: usize, access: Access) -> Option<Prefault> {
-        let page = rustix::param::page_size();
+        let page = page_size();
         let from = from / page * page;
         let to = to.min(self.raw.len());
         (from < to).then(|| Prefault {
@@ -304,7 +311,7 @@ impl Prefault {
 
 /// The whole pages inside `from..to`, within a mapping of `len` bytes.
 fn whole_pages(from: usize, to: usize, len: usize) -> Option<(usize, usize)> {
-    let page = rustix::param::page_size();
+    let page = page_size();
     let from = from.div_ceil(page) * page;
     let to = to.min(len) / page * page;
     (from < to).then_some((from, to))

@@ -44,7 +44,7 @@ pub use mem::MemSegment;
 pub(crate) use mmap::Deferral;
 #[cfg(test)]
 pub(crate) use mmap::deferring;
-pub use mmap::{Access, Prefault};
+pub use mmap::{Access, Prefault, page_size};
 pub use summary::{SUMMARY_MAGIC, SUMMARY_VERSION, SpokeSummary, Summary};
 
 /// Microseconds since the Unix epoch: the one time unit on disk and in the hub.

@@ -334,7 +334,7 @@ impl<S: Segment> Store<S> {
             out.extend(prefault.map(|p| (*id, p)));
         }
         let mut runs: Vec<(SpokeId, u64, u64)> = Vec::new();
-        let page = rustix::param::page_size() as u64;
+        let page = crate::segment::page_size() as u64;
         for at in self.moves.due(durable, MARKS_PER_CALL) {
             let reach = at.offset.saturating_add(RECORD_HEADER_LEN);
             match runs.last_mut() {
