@@ -146,7 +146,10 @@ impl<S: Segment> Store<S> {
     /// are looked up by the name as it comes (a key is made, shared by the maps, only for a
     /// tube not counted yet).
     pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &[u8], delta: i64) {
-        let name = String::from_utf8_lossy(tube);
+        let name = match std::str::from_utf8(tube) {
+            Ok(name) => std::borrow::Cow::Borrowed(name),
+            Err(_) => String::from_utf8_lossy(tube),
+        };
         let Some(s) = self.spokes.get_mut(&spoke) else {
             self.count_far_tube(&name, delta);
             return;
