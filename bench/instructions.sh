@@ -7,6 +7,7 @@
 #
 # Usage: bench/instructions.sh [YAAD_BINARY...]   (default: target/release/yaad)
 # Environment: N [50000]  DELAY [60..86400]  MODE [lazy]  CONNS [10]  PORT [11390]
+#   KEEP=DIR  keep callgrind's output files there (callgrind_annotate DIR/<binary>.<puts>)
 #   NO_BUILD=1 skip `cargo build --release --bins`
 # Needs valgrind (apt-get install valgrind).
 set -euo pipefail
@@ -35,6 +36,10 @@ total() {
             >/dev/null
     fi
     stop_server
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"
+        cp "$out" "$KEEP/$(basename "$1").$2"
+    fi
     callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ { gsub(",", "", $1); print $1 }'
 }
 
