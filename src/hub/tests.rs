@@ -750,6 +750,35 @@ impl Segment for FullDisk {
     }
 }
 
+/// The `Segment` trait's default scans (`scan_from`, `scan_records_from`: FullDisk keeps them)
+/// carry far jobs through splits as the segments' own do: every record moved by split steps,
+/// every job handed out once, none early.
+#[test]
+fn far_jobs_through_the_default_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::<FullDisk>::open(cfg(dir.path(), false), T0).unwrap();
+    let c = hub.connect();
+    let ids: Vec<u64> = (0..100u32)
+        .map(|i| hub.put(c, 1, 3_600 + i % 5, 60, b"far", T0).unwrap())
+        .collect();
+    let due = T0 + 3_605 * SECOND;
+    let mut now = T0;
+    while now < due {
+        now = hub.next_deadline().map_or(due, |n| n.min(due));
+        hub.tick(now);
+        if now < T0 + 3_600 * SECOND {
+            assert_eq!(hub.peek_ready(c), None, "ready early at {now}");
+        }
+    }
+    assert!(hub.work().records_split >= 100, "{:?}", hub.work());
+    let mut got = Vec::new();
+    while let ReserveOutcome::Reserved(j) = hub.reserve(c, Some(0), now) {
+        got.push(j.id);
+        hub.delete(c, j.id, now).unwrap();
+    }
+    assert_eq!(got, ids);
+}
+
 #[test]
 fn disk_full_fails_puts_buries_delayed_releases_and_keeps_existing_jobs() {
     let dir = tempfile::tempdir().unwrap();
