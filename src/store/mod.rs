@@ -27,9 +27,6 @@ mod spoke;
 mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
 
 use crate::segment::{
     Covered, DataDir, DurableIds, IdIndex, IdReservation, JobLocation, JobState, Micros, NewRecord,
@@ -177,7 +174,7 @@ pub struct Store<S: Segment> {
     /// No split step runs while set ([`Store::hold_splits`]).
     splits_held: bool,
     /// Delayed jobs in far spokes per tube (the sum of the spokes' `far_counts`).
-    far_by_tube: FxHashMap<Arc<str>, u64>,
+    far_by_tube: spoke::FarCounts,
     /// Loaded spokes with no live job, retired once entirely past: by end, then id (spokes of
     /// different spans overlap, so the order of their starts is not that of their ends).
     retire: BTreeSet<(Micros, SpokeId)>,
@@ -269,7 +266,7 @@ impl<S: Segment> Store<S> {
             read_ahead_first: false,
             ahead_epoch: 0,
             splits_held: false,
-            far_by_tube: FxHashMap::default(),
+            far_by_tube: spoke::FarCounts::default(),
             retire: BTreeSet::new(),
             added_deadline: 0,
             retired: Vec::new(),
@@ -347,8 +344,8 @@ impl<S: Segment> Store<S> {
         id > 0 && id < self.next_id
     }
 
-    /// Appends a new job's record to the spoke of its trigger time. A far job is indexed and
-    /// counted in its tube's far delayed jobs.
+    /// Appends a new job's record to the spoke of its trigger time (a far job is counted in its
+    /// tube's far delayed jobs by the append) and indexes a far job.
     pub fn put(&mut self, rec: &NewRecord<'_>) -> Result<Placed> {
         let placed = self.append(rec)?;
         let loc = placed.loc;
@@ -365,14 +362,12 @@ impl<S: Segment> Store<S> {
             if self.update(loc, undo).is_err() {
                 self.needs_full_scan = true;
             }
+            // Uncounted first: losing its last live record retires the spoke.
+            self.count_far(loc.spoke, rec.tube, -1);
             self.lost_live(loc.spoke);
             return Err(e.into());
         }
-        self.count_far(loc.spoke, rec.tube, 1);
-        Ok(Placed {
-            loc,
-            resident: false,
-        })
+        Ok(placed)
     }
 
     /// Moves a job to a new record `rec` (a release with delay; the trigger time of a record
@@ -398,6 +393,7 @@ impl<S: Segment> Store<S> {
             if self.update(loc, undo).is_err() {
                 self.needs_full_scan = true;
             }
+            self.count_far(loc.spoke, rec.tube, -1);
             self.lost_live(loc.spoke);
             return Err(e.into());
         }
@@ -408,9 +404,6 @@ impl<S: Segment> Store<S> {
             self.needs_full_scan = true;
         }
         self.mark_moved(from, moved, loc, true);
-        if !resident {
-            self.count_far(loc.spoke, rec.tube, 1);
-        }
         Ok(Placed { loc, resident })
     }
 
@@ -583,7 +576,12 @@ impl<S: Segment> Store<S> {
         let now = self.now;
         let spoke = match self.spokes.get_mut(&id) {
             Some(spoke) => spoke,
-            None => self.create_spoke(id)?,
+            None => {
+                self.create_spoke(id)?;
+                self.spokes
+                    .get_mut(&id)
+                    .ok_or_else(|| StoreError::Internal("spoke vanished".into()))?
+            }
         };
         let offset = match spoke.seg.append(rec) {
             Ok(o) => o,
@@ -598,6 +596,15 @@ impl<S: Segment> Store<S> {
         spoke.named |= !rec.name.is_empty();
         spoke.last_append = now;
         let loaded = spoke.loaded;
+        if !loaded {
+            // Every record appended to a far spoke is a delayed job's.
+            spoke::add_far(
+                Some(&mut spoke.far_counts),
+                &mut self.far_by_tube,
+                rec.tube,
+                1,
+            );
+        }
         self.unflushed.insert(id);
         if loaded {
             // Only a loaded spoke waits there (`maybe_retire`).
@@ -612,7 +619,7 @@ impl<S: Segment> Store<S> {
     }
 
     /// Creates spoke `id`, with its segment, for a record to be appended to it.
-    fn create_spoke(&mut self, id: SpokeId) -> Result<&mut Spoke<S>> {
+    fn create_spoke(&mut self, id: SpokeId) -> Result<()> {
         let seg = S::create(self.dir.path(), id)?;
         self.work.spokes_created += 1;
         self.dir_dirty = true;
@@ -623,7 +630,8 @@ impl<S: Segment> Store<S> {
         }
         // A far spoke's load time (or its retirement) may come before anything else.
         self.note_deadline(0);
-        Ok(self.spokes.entry(id).or_insert(Spoke::new(seg, loaded)))
+        self.spokes.insert(id, Spoke::new(seg, loaded));
+        Ok(())
     }
 
     /// Reserves `id` before it is handed out. Persisted modes: durably (see [`DurableIds`]):

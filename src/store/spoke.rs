@@ -51,7 +51,7 @@ pub(crate) struct Spoke<S> {
     /// one is left out of the start-up summary).
     pub resident: u64,
     /// Far spokes only: delayed jobs per tube.
-    pub far_counts: FxHashMap<Arc<str>, u64>,
+    pub far_counts: FarCounts,
     /// It holds, or held, a record of a named job: its start-up summary entry waits for a
     /// scan for its names (`checkpoint`), so that recovery finds the names of its far jobs.
     pub named: bool,
@@ -68,10 +68,64 @@ impl<S: Segment> Spoke<S> {
             records: 0,
             loaded,
             resident: 0,
-            far_counts: FxHashMap::default(),
+            far_counts: FarCounts::default(),
             named: false,
             last_append: 0,
         }
+    }
+}
+
+/// Far delayed jobs per tube, of one spoke or of the store.
+pub(super) type FarCounts = FxHashMap<Arc<str>, u64>;
+
+/// Adds `delta` far delayed jobs of `tube` to a far spoke's `counts` (if it has them) and to
+/// the store's total per tube, `by_tube`. Once per far put: the counts are looked up by the
+/// name as it comes; a key is made only for a tube the store does not count yet, and shared.
+pub(super) fn add_far(
+    counts: Option<&mut FarCounts>,
+    by_tube: &mut FarCounts,
+    tube: &[u8],
+    delta: i64,
+) {
+    let name = match std::str::from_utf8(tube) {
+        Ok(name) => std::borrow::Cow::Borrowed(name),
+        Err(_) => String::from_utf8_lossy(tube),
+    };
+    add_count(by_tube, &name, delta);
+    let Some(counts) = counts else {
+        return;
+    };
+    match counts.get_mut(&*name) {
+        Some(n) => {
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                counts.remove(&*name);
+            }
+        }
+        None if delta > 0 => {
+            let key = by_tube
+                .get_key_value(&*name)
+                .map_or_else(|| Arc::from(&*name), |(k, _)| k.clone());
+            counts.insert(key, delta.unsigned_abs());
+        }
+        None => {}
+    }
+}
+
+/// Adds `delta` to `tube`'s count in `map`: a count reaching 0 goes, a missing one is made
+/// only for a positive `delta`.
+fn add_count(map: &mut FarCounts, tube: &str, delta: i64) {
+    match map.get_mut(tube) {
+        Some(n) => {
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                map.remove(tube);
+            }
+        }
+        None if delta > 0 => {
+            map.insert(Arc::from(tube), delta.unsigned_abs());
+        }
+        None => {}
     }
 }
 
@@ -142,54 +196,10 @@ impl<S: Segment> Store<S> {
         }
     }
 
-    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke`. Once per put: the counts
-    /// are looked up by the name as it comes (a key is made, shared by the maps, only for a
-    /// tube not counted yet).
+    /// Adds `delta` far delayed jobs of `tube` to far spoke `spoke` (see [`add_far`]).
     pub(super) fn count_far(&mut self, spoke: SpokeId, tube: &[u8], delta: i64) {
-        let name = match std::str::from_utf8(tube) {
-            Ok(name) => std::borrow::Cow::Borrowed(name),
-            Err(_) => String::from_utf8_lossy(tube),
-        };
-        let Some(s) = self.spokes.get_mut(&spoke) else {
-            self.count_far_tube(&name, delta);
-            return;
-        };
-        match s.far_counts.get_mut(&*name) {
-            Some(n) => {
-                *n = n.saturating_add_signed(delta);
-                if *n == 0 {
-                    s.far_counts.remove(&*name);
-                }
-            }
-            None if delta > 0 => {
-                // The tube's total is counted first: its key is the one the spoke shares.
-                self.count_far_tube(&name, delta);
-                if let Some((key, _)) = self.far_by_tube.get_key_value(&*name)
-                    && let Some(s) = self.spokes.get_mut(&spoke)
-                {
-                    s.far_counts.insert(key.clone(), delta.unsigned_abs());
-                }
-                return;
-            }
-            None => {}
-        }
-        self.count_far_tube(&name, delta);
-    }
-
-    fn count_far_tube(&mut self, tube: &str, delta: i64) {
-        match self.far_by_tube.get_mut(tube) {
-            Some(n) => {
-                *n = n.saturating_add_signed(delta);
-                if *n == 0 {
-                    self.far_by_tube.remove(tube);
-                }
-            }
-            None if delta > 0 => {
-                self.far_by_tube
-                    .insert(Arc::from(tube), delta.unsigned_abs());
-            }
-            None => {}
-        }
+        let counts = self.spokes.get_mut(&spoke).map(|s| &mut s.far_counts);
+        add_far(counts, &mut self.far_by_tube, tube, delta);
     }
 
     /// Forgets the far counts of spoke `id` (loaded or retired).
@@ -198,7 +208,11 @@ impl<S: Segment> Store<S> {
             return;
         };
         for (tube, n) in std::mem::take(&mut s.far_counts) {
-            self.count_far_tube(&tube, -i64::try_from(n).unwrap_or(i64::MAX));
+            add_count(
+                &mut self.far_by_tube,
+                &tube,
+                -i64::try_from(n).unwrap_or(i64::MAX),
+            );
         }
     }
 
